@@ -1,0 +1,1 @@
+"""Neural network models: the person detector and the Re-ID-AR model."""

@@ -1,0 +1,194 @@
+"""Typed configuration: YAML validated into pydantic models, with defaults for everything optional.
+
+`load_config(path)` reads a YAML file; `config_from_sources(["cam=uri", ...])` builds one without YAML. Errors raise
+`ConfigError` whose message names the key, the bad value and what is expected, on one line per problem.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pipeline.paths import expand_path, shared_dir
+
+
+class ConfigError(ValueError):
+    """A config file or option is invalid; the message says which key and what is expected."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, validate_default=True)
+
+
+class CameraConfig(_Strict):
+    """One camera: where its frames come from and how its clock maps onto the run's clock."""
+
+    id: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="camera id used in outputs (letters, digits, _ . -)")
+    source: str | int = Field(description="video file, rtsp:// URL, webcam index or image folder")
+    fps: float | None = Field(default=None, gt=0, description="override the container's frame rate (files)")
+    start_time_s: float = Field(default=0.0, description="clock offset of frame 0 (files), so cameras share a clock")
+    max_frames: int | None = Field(default=None, gt=0, description="stop this camera after N frames")
+
+    @field_validator("source")
+    @classmethod
+    def _expand(cls, value: str | int) -> str | int:
+        return expand_path(value) if isinstance(value, str) else value
+
+
+class DetectorConfig(_Strict):
+    """Ultralytics YOLO person detector."""
+
+    weights: str = Field(
+        default="${SHARED}/models/yolo11n_int8_openvino_model",
+        description="local path: .pt, OpenVINO folder, .onnx or TensorRT .engine",
+    )
+    conf: float = Field(default=0.1, ge=0.0, le=1.0, description="minimum detection score kept")
+    iou: float = Field(default=0.7, gt=0.0, le=1.0, description="NMS IoU threshold")
+    imgsz: int = Field(default=640, ge=32, description="inference size in pixels")
+    device: str = Field(default="auto", description="auto (CUDA when present), cpu, cuda, cuda:0, ...")
+    classes: list[int] = Field(default=[0], description="class ids kept (COCO 0 = person)")
+    half: bool = Field(default=False, description="fp16 inference on CUDA")
+
+    @field_validator("weights")
+    @classmethod
+    def _expand(cls, value: str) -> str:
+        return expand_path(value)
+
+
+class TrackerConfig(_Strict):
+    """Per-camera tracker: a registered name and overrides of its YAML defaults (configs/trackers/<name>.yaml)."""
+
+    name: str = "mcsa"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class StreamsConfig(_Strict):
+    """How frames are read (see streams.StreamOptions)."""
+
+    live_queue_size: int = Field(default=2, ge=1)
+    file_queue_size: int = Field(default=16, ge=1)
+    rtsp_transport: Literal["tcp", "udp"] = "tcp"
+    read_timeout_s: float = Field(default=5.0, gt=0)
+    connect_attempts: int = Field(default=3, ge=1)
+    reconnect_initial_s: float = Field(default=0.5, gt=0)
+    reconnect_max_s: float = Field(default=8.0, gt=0)
+    max_reconnects: int | None = Field(default=None, ge=0)
+
+
+class StoreConfig(_Strict):
+    """Where tracks and events are recorded."""
+
+    url: str | None = Field(default=None, description="SQLAlchemy URL; default sqlite:///<output>/events.db")
+    batch_rows: int = Field(default=5000, ge=1, description="rows per write transaction")
+    flush_interval_s: float = Field(default=1.0, gt=0, description="longest time rows wait before being written")
+
+
+class OutputConfig(_Strict):
+    """Files written under the output directory."""
+
+    dir: str = "out"
+    mot: bool = Field(default=True, description="write mot/<camera_id>.txt (MOTChallenge)")
+
+
+class RunConfig(_Strict):
+    """Run-wide limits."""
+
+    duration_s: float | None = Field(default=None, gt=0, description="stop after this many seconds (live sources)")
+    progress: bool = Field(default=True, description="progress bars for file cameras")
+    live_wait_ms: float = Field(default=50.0, ge=0, description="how long to wait for a new live frame per step")
+
+
+class PipelineConfig(_Strict):
+    """The whole pipeline configuration."""
+
+    cameras: list[CameraConfig] = Field(min_length=1)
+    detector: DetectorConfig = Field(default_factory=DetectorConfig)
+    tracker: TrackerConfig = Field(default_factory=TrackerConfig)
+    streams: StreamsConfig = Field(default_factory=StreamsConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+    run: RunConfig = Field(default_factory=RunConfig)
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> "PipelineConfig":
+        ids = [c.id for c in self.cameras]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise ValueError(f"camera ids must be unique; repeated: {', '.join(dupes)}")
+        return self
+
+
+def _format_errors(err: ValidationError, origin: str) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        value = e.get("input")
+        shown = repr(value) if not isinstance(value, dict) else "{...}"
+        if len(shown) > 80:
+            shown = shown[:77] + "..."
+        if e["type"] == "extra_forbidden":
+            lines.append(f"{origin}: unknown key '{key}' (check the spelling; see README 'Config reference')")
+        elif e["type"] == "missing":
+            lines.append(f"{origin}: missing required key '{key}'")
+        else:
+            lines.append(f"{origin}: key '{key}' has bad value {shown}: {e['msg']}")
+    return "\n".join(lines)
+
+
+def parse_config(data: Any, origin: str = "config") -> PipelineConfig:
+    """Validate a parsed mapping into a `PipelineConfig`, raising `ConfigError` with readable messages."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{origin}: expected a mapping with at least a 'cameras' list, got {type(data).__name__}")
+    try:
+        return PipelineConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err, origin)) from None
+
+
+def load_config(path: str | Path) -> PipelineConfig:
+    """Read and validate a YAML config file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path} (pass an existing YAML, e.g. configs/epfl_terrace.yaml)")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path}: not valid YAML{where}: {getattr(err, 'problem', err)}") from None
+    return parse_config(data, origin=str(path))
+
+
+def parse_source_arg(text: str) -> CameraConfig:
+    """Parse one `--source CAM_ID=URI` option (URI: file, rtsp:// URL, webcam index or image folder)."""
+    cam_id, sep, uri = text.partition("=")
+    if not sep or not cam_id or not uri or "://" in cam_id:
+        raise ConfigError(f"--source {text!r}: expected CAM_ID=URI, e.g. --source cam1=video.mp4")
+    source: str | int = int(uri) if uri.isdigit() else uri
+    try:
+        return CameraConfig(id=cam_id, source=source)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err, f"--source {cam_id}")) from None
+
+
+def config_from_sources(sources: list[str], base: PipelineConfig | None = None) -> PipelineConfig:
+    """Build a config from repeated `--source CAM_ID=URI` options, over `base` (or the defaults)."""
+    cameras = [parse_source_arg(s) for s in sources]
+    data = base.model_dump() if base is not None else {}
+    data["cameras"] = [c.model_dump() for c in cameras]
+    return parse_config(data, origin="--source")
+
+
+__all__ = [
+    "CameraConfig",
+    "ConfigError",
+    "DetectorConfig",
+    "PipelineConfig",
+    "config_from_sources",
+    "load_config",
+    "parse_config",
+    "shared_dir",
+]

@@ -1,0 +1,272 @@
+"""The pipeline loop: read all cameras, detect in one batch, track per camera, record.
+
+State ownership:
+  - each `CameraReader` (streams/) owns its decoder/connection and its frame queue;
+  - the `Pipeline` owns one tracker per camera, the detector, the MOT writer and per-camera counters;
+  - the `StoreWriter` thread owns the database connection.
+One camera failing (missing file, refused URL, corrupt stream) is logged in one line and recorded; the others go on.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline.config import PipelineConfig
+from pipeline.outputs import MotWriter
+from pipeline.store import StoreWriter, open_engine
+from pipeline.store.schema import sqlite_url
+from pipeline.types import Frame
+
+log = logging.getLogger("mcsa.pipeline")
+
+EXIT_OK, EXIT_FATAL, EXIT_PARTIAL, EXIT_INTERRUPTED = 0, 1, 3, 130
+
+
+@dataclass
+class CameraSummary:
+    """What one camera did during a run."""
+
+    camera_id: str
+    source: str
+    status: str = "pending"  # pending | running | completed | failed | stopped
+    frames: int = 0
+    detections: int = 0
+    track_ids: set[int] = field(default_factory=set)
+    dropped: int = 0
+    reconnects: int = 0
+    error: str | None = None
+    first_frame_time: float | None = None
+    last_frame_time: float | None = None
+
+    @property
+    def fps(self) -> float:
+        if self.first_frame_time is None or self.last_frame_time is None or self.frames < 2:
+            return 0.0
+        return (self.frames - 1) / max(self.last_frame_time - self.first_frame_time, 1e-9)
+
+
+@dataclass
+class RunSummary:
+    """The result of `Pipeline.run()`."""
+
+    run_id: int | None
+    status: str
+    cameras: list[CameraSummary]
+    wall_s: float
+    output_dir: Path
+
+    @property
+    def exit_code(self) -> int:
+        if self.status == "interrupted":
+            return EXIT_INTERRUPTED
+        ok = [c for c in self.cameras if c.status in ("completed", "stopped")]
+        if self.status == "failed" or not ok:
+            return EXIT_FATAL
+        return EXIT_OK if len(ok) == len(self.cameras) else EXIT_PARTIAL
+
+    def table(self) -> str:
+        head = f"{'camera':<12} {'status':<10} {'frames':>7} {'dets':>7} {'tracks':>6} {'fps':>6} {'dropped':>7} {'reconn':>6}"
+        lines = [head, "-" * len(head)]
+        for c in self.cameras:
+            lines.append(
+                f"{c.camera_id:<12} {c.status:<10} {c.frames:>7} {c.detections:>7} {len(c.track_ids):>6} "
+                f"{c.fps:>6.1f} {c.dropped:>7} {c.reconnects:>6}"
+            )
+            if c.error:
+                lines.append(f"  ! {c.error}")
+        total = sum(c.frames for c in self.cameras)
+        lines.append(f"{total} frames in {self.wall_s:.1f} s ({total / max(self.wall_s, 1e-9):.1f} frames/s overall)")
+        return "\n".join(lines)
+
+
+@contextmanager
+def _sigterm_as_interrupt():
+    """Turn SIGTERM into KeyboardInterrupt (main thread only) so both stop the run cleanly."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, _frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class Pipeline:
+    """Runs a `PipelineConfig`, writing `output_dir/mot/<camera>.txt` and the store (default `output_dir/events.db`)."""
+
+    def __init__(self, config: PipelineConfig, output_dir: str | Path | None = None) -> None:
+        self.config = config
+        self.output_dir = Path(output_dir or config.output.dir)
+        self.summaries: dict[str, CameraSummary] = {}
+        self._stop = threading.Event()
+
+    def stop(self) -> None:
+        """Ask the loop to finish after the current step (thread-safe)."""
+        self._stop.set()
+
+    # ---- building blocks ---------------------------------------------------------------------------------------
+    def _stream_options(self):
+        from streams import StreamOptions
+
+        return StreamOptions(**self.config.streams.model_dump())
+
+    def _redacted_config(self) -> dict:
+        from streams import redact_uri
+
+        data = self.config.model_dump(mode="json")
+        for cam in data["cameras"]:
+            cam["source"] = redact_uri(str(cam["source"]))
+        return data
+
+    def _build_tracker(self):
+        from pipeline.tracking import build_tracker_from_config
+
+        return build_tracker_from_config(self.config.tracker.name, self.config.tracker.params)
+
+    # ---- the run ------------------------------------------------------------------------------------------------
+    def run(self) -> RunSummary:
+        from models.detector import PersonDetector
+        from streams import CameraReader, SourceError, open_source, redact_uri
+
+        cfg = self.config
+        started = time.monotonic()
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        detector = PersonDetector.from_config(cfg.detector)  # fails fast on bad weights, before anything is opened
+        self._build_tracker()  # fails fast on bad tracker name/params
+        url = cfg.store.url or sqlite_url(self.output_dir / "events.db")
+        writer = StoreWriter(open_engine(url), cfg.store.batch_rows, cfg.store.flush_interval_s)
+        writer.begin_run(self._redacted_config(), str(self.output_dir))
+        log.info("run %s: %d camera(s), output in %s", writer.run_id, len(cfg.cameras), self.output_dir)
+        mot = MotWriter(self.output_dir / "mot") if cfg.output.mot else None
+        options = self._stream_options()
+        readers: dict[str, CameraReader] = {}
+        trackers = {}
+        status = "completed"
+        with ExitStack() as stack:
+            stack.callback(self._close_all, readers, writer, mot)
+            for cam in cfg.cameras:
+                summary = self.summaries[cam.id] = CameraSummary(cam.id, redact_uri(str(cam.source)))
+                if mot:
+                    mot.open_camera(cam.id)
+                try:
+                    source = open_source(
+                        cam.id, cam.source, fps=cam.fps, start_time_s=cam.start_time_s, max_frames=cam.max_frames,
+                        options=options,
+                    )
+                except SourceError as err:
+                    self._camera_failed(writer, summary, str(err), register=True)
+                    continue
+                size = source.size or (None, None)
+                writer.register_camera(cam.id, source.display_uri, source.fps, size[0], size[1])
+                readers[cam.id] = CameraReader(source, options)
+                trackers[cam.id] = self._build_tracker()
+                summary.status = "running"
+            for reader in readers.values():
+                reader.start()
+            bars = self._progress_bars(readers, stack)
+            try:
+                with _sigterm_as_interrupt():
+                    self._loop(readers, trackers, detector, writer, mot, bars, started)
+            except KeyboardInterrupt:
+                status = "interrupted"
+                log.warning("interrupted: stopping cameras and flushing what was recorded")
+            except Exception:
+                status = "failed"
+                raise
+            finally:
+                for cam_id, summary in self.summaries.items():
+                    if summary.status == "running":
+                        summary.status = "stopped" if status != "completed" or self._stop.is_set() else "completed"
+                    reader = readers.get(cam_id)
+                    if reader is not None:
+                        summary.dropped, summary.reconnects = reader.stats.frames_dropped, reader.stats.reconnects
+                    writer.update_camera(
+                        cam_id, frames=summary.frames, dropped=summary.dropped, status=summary.status,
+                        error=summary.error,
+                    )
+                self._final_status = status
+        return RunSummary(writer.run_id, status, list(self.summaries.values()), time.monotonic() - started,
+                          self.output_dir)
+
+    def _close_all(self, readers, writer: StoreWriter, mot: MotWriter | None) -> None:
+        for reader in readers.values():
+            reader.stop()
+        if mot:
+            mot.close()
+        writer.close(getattr(self, "_final_status", "failed"))
+
+    def _camera_failed(self, writer: StoreWriter, summary: CameraSummary, error: str, register: bool = False) -> None:
+        summary.status, summary.error = "failed", error
+        log.error(error)
+        if register:
+            writer.register_camera(summary.camera_id, summary.source, None, None, None)
+        writer.update_camera(summary.camera_id, status="failed", error=error)
+
+    def _progress_bars(self, readers, stack: ExitStack) -> dict:
+        if not self.config.run.progress:
+            return {}
+        from tqdm import tqdm
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
+        stack.enter_context(logging_redirect_tqdm())
+        bars = {}
+        for pos, (cam_id, reader) in enumerate(readers.items()):
+            src = reader.source
+            total = src.total_frames
+            bars[cam_id] = stack.enter_context(
+                tqdm(total=total, desc=cam_id, unit="fr", position=pos, dynamic_ncols=True, leave=True)
+            )
+        return bars
+
+    def _loop(self, readers, trackers, detector, writer, mot, bars, started: float) -> None:
+        active = dict(readers)
+        duration = self.config.run.duration_s
+        while active and not self._stop.is_set():
+            if duration is not None and time.monotonic() - started >= duration:
+                log.info("duration of %.0f s reached: stopping", duration)
+                break
+            batch: list[Frame] = []
+            for cam_id, reader in list(active.items()):
+                frame = reader.get(timeout=0.0 if reader.source.is_live else 0.5)
+                if frame is not None:
+                    batch.append(frame)
+                elif reader.done:
+                    del active[cam_id]
+                    summary = self.summaries[cam_id]
+                    if reader.failed:
+                        self._camera_failed(writer, summary, reader.error or "source failed")
+                    else:
+                        summary.status = "completed"
+                        log.info("camera %s: finished after %d frames", cam_id, summary.frames)
+            if not batch:
+                time.sleep(0.005)
+                continue
+            detections = detector.detect([f.image for f in batch])
+            now = time.monotonic()
+            for frame, dets in zip(batch, detections):
+                tracks = trackers[frame.camera_id].update(dets, frame.image)
+                writer.add_tracks(frame.camera_id, frame.index, frame.timestamp_s, tracks)
+                if mot:
+                    mot.write(frame.camera_id, frame.index, tracks)
+                s = self.summaries[frame.camera_id]
+                s.frames += 1
+                s.detections += len(dets)
+                s.track_ids.update(tracks.track_ids.tolist())
+                s.first_frame_time = s.first_frame_time or now
+                s.last_frame_time = now
+                bar = bars.get(frame.camera_id)
+                if bar is not None:
+                    bar.update(1)
+                    if s.frames % 10 == 0:
+                        bar.set_postfix(fps=f"{s.fps:.1f}", tracks=len(s.track_ids), refresh=False)

@@ -1,0 +1,158 @@
+"""Store schema (SQLAlchemy Core) and engine set-up.
+
+Tables (schema version 1):
+  schema_info   key/value; `version` is the schema version.
+  runs          one row per pipeline run: id, started_at, ended_at (unix s), status, config (JSON), output_dir.
+  cameras       (run_id, camera_id): source (credentials redacted), fps, width, height, frames, dropped, status, error.
+  tracks        (run_id, camera_id, track_id): first/last frame and timestamp (s), number of boxes.
+  track_boxes   one row per track per frame: run_id, camera_id, frame (0-based), ts (s), track_id, x1, y1, x2, y2 (px),
+                score.
+SQLite runs in WAL mode with synchronous=NORMAL: a crash loses at most the last uncommitted batch, never committed rows.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from sqlalchemy import (
+    Column,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    inspect,
+    select,
+)
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import SQLAlchemyError
+
+SCHEMA_VERSION = 1
+
+metadata = MetaData()
+
+schema_info = Table("schema_info", metadata, Column("key", String(64), primary_key=True), Column("value", Text))
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("started_at", Float, nullable=False),
+    Column("ended_at", Float),
+    Column("status", String(16), nullable=False),
+    Column("config", Text),
+    Column("output_dir", Text),
+)
+
+cameras = Table(
+    "cameras",
+    metadata,
+    Column("run_id", Integer, primary_key=True),
+    Column("camera_id", String(64), primary_key=True),
+    Column("source", Text),
+    Column("fps", Float),
+    Column("width", Integer),
+    Column("height", Integer),
+    Column("frames", Integer, default=0),
+    Column("dropped", Integer, default=0),
+    Column("status", String(16)),
+    Column("error", Text),
+)
+
+tracks = Table(
+    "tracks",
+    metadata,
+    Column("run_id", Integer, primary_key=True),
+    Column("camera_id", String(64), primary_key=True),
+    Column("track_id", Integer, primary_key=True),
+    Column("first_frame", Integer, nullable=False),
+    Column("last_frame", Integer, nullable=False),
+    Column("first_ts", Float, nullable=False),
+    Column("last_ts", Float, nullable=False),
+    Column("n_boxes", Integer, nullable=False),
+)
+
+track_boxes = Table(
+    "track_boxes",
+    metadata,
+    Column("run_id", Integer, nullable=False),
+    Column("camera_id", String(64), nullable=False),
+    Column("frame", Integer, nullable=False),
+    Column("ts", Float, nullable=False),
+    Column("track_id", Integer, nullable=False),
+    Column("x1", Float, nullable=False),
+    Column("y1", Float, nullable=False),
+    Column("x2", Float, nullable=False),
+    Column("y2", Float, nullable=False),
+    Column("score", Float, nullable=False),
+    Index("ix_track_boxes_track", "run_id", "camera_id", "track_id"),
+    Index("ix_track_boxes_time", "run_id", "ts"),
+)
+
+
+class StoreError(RuntimeError):
+    """The store cannot be opened or written; the message names the database and the fix."""
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    if isinstance(dbapi_conn, sqlite3.Connection):
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA busy_timeout=10000")
+        cur.close()
+
+
+def sqlite_url(path: str | Path) -> str:
+    return f"sqlite:///{Path(path).resolve()}"
+
+
+def redact_db_url(url: str) -> str:
+    """The URL with any password hidden, for logs and errors."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001
+        return "<unparseable database URL>"
+
+
+def open_engine(url: str) -> Engine:
+    """Create the engine, create missing tables and check/record the schema version."""
+    shown = redact_db_url(url)
+    try:
+        parsed = make_url(url)
+    except Exception:  # noqa: BLE001
+        raise StoreError(f"store.url {url!r} is not a database URL (e.g. sqlite:///out/events.db)") from None
+    if parsed.get_backend_name() == "sqlite" and parsed.database:
+        parent = Path(parsed.database).parent
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise StoreError(f"cannot create the folder {parent} for database {shown}: {err.strerror}") from None
+    try:
+        engine = create_engine(url, future=True)
+        if engine.dialect.name == "sqlite":
+            event.listen(engine, "connect", _sqlite_pragmas)
+        with engine.begin() as conn:
+            existing = set(inspect(conn).get_table_names())
+            if "schema_info" in existing:
+                row = conn.execute(select(schema_info.c.value).where(schema_info.c.key == "version")).first()
+                version = int(row[0]) if row else 0
+                if version > SCHEMA_VERSION:
+                    raise StoreError(
+                        f"database {shown} has schema version {version}, newer than this program's {SCHEMA_VERSION} "
+                        "(upgrade mcsa or use another store.url)"
+                    )
+            metadata.create_all(conn)
+            if "schema_info" not in existing:
+                conn.execute(schema_info.insert().values(key="version", value=str(SCHEMA_VERSION)))
+    except StoreError:
+        raise
+    except SQLAlchemyError as err:
+        cause = str(getattr(err, "orig", err)).splitlines()[0]
+        raise StoreError(f"cannot open database {shown}: {cause} (check store.url, permissions and free space)") from None
+    return engine

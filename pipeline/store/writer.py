@@ -1,0 +1,248 @@
+"""The store's single writer: one thread owns the database connection and writes in batched transactions.
+
+Producers (the pipeline loop) only enqueue rows, so a slow disk never stalls detection. A batch is committed when it
+reaches `batch_rows` rows or has waited `flush_interval_s`; `flush()` and `close()` write everything queued so far.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+
+from sqlalchemy import update
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from pipeline.store import schema
+from pipeline.store.schema import StoreError, redact_db_url
+from pipeline.types import Tracks
+
+log = logging.getLogger("mcsa.store")
+
+_STOP = object()
+
+
+@dataclass
+class _TrackSummary:
+    first_frame: int
+    last_frame: int
+    first_ts: float
+    last_ts: float
+    n_boxes: int
+
+
+def upsert(conn, table, rows: list[dict], keys: list[str]) -> None:
+    """Insert rows, updating the non-key columns of rows whose key already exists (SQLite and PostgreSQL)."""
+    if not rows:
+        return
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    stmt = insert(table)
+    cols = {c: stmt.excluded[c] for c in rows[0] if c not in keys}
+    conn.execute(stmt.on_conflict_do_update(index_elements=keys, set_=cols), rows)
+
+
+class StoreWriter:
+    """Owns one run in the store. Thread-safe for producers; all database writes happen on the writer thread."""
+
+    def __init__(self, engine: Engine, batch_rows: int = 5000, flush_interval_s: float = 1.0) -> None:
+        self.engine = engine
+        self.batch_rows = batch_rows
+        self.flush_interval_s = flush_interval_s
+        self.run_id: int | None = None
+        self.error: str | None = None
+        self.rows_written = 0
+        self._queue: queue.Queue = queue.Queue()
+        self._tracks: dict[tuple[str, int], _TrackSummary] = {}
+        self._dirty: set[tuple[str, int]] = set()
+        self._thread = threading.Thread(target=self._loop, name="store-writer", daemon=True)
+        self._closed = False
+
+    # ---- synchronous set-up -------------------------------------------------------------------------------------
+    def begin_run(self, config: dict | None = None, output_dir: str | None = None) -> int:
+        """Create the run row and start the writer thread; returns the run id."""
+        with self._guard():
+            with self.engine.begin() as conn:
+                result = conn.execute(
+                    schema.runs.insert().values(
+                        started_at=time.time(),
+                        status="running",
+                        config=json.dumps(config, default=str) if config is not None else None,
+                        output_dir=output_dir,
+                    )
+                )
+                self.run_id = int(result.inserted_primary_key[0])
+        self._thread.start()
+        return self.run_id
+
+    def register_camera(self, camera_id: str, source: str, fps: float | None, width: int | None, height: int | None):
+        """Record a camera of this run (source must already be redacted)."""
+        self._put(
+            (
+                "camera",
+                dict(
+                    run_id=self.run_id, camera_id=camera_id, source=source, fps=fps, width=width, height=height,
+                    frames=0, dropped=0, status="running", error=None,
+                ),
+            )
+        )
+
+    # ---- producers ----------------------------------------------------------------------------------------------
+    def add_tracks(self, camera_id: str, frame_index: int, timestamp_s: float, tracks: Tracks) -> None:
+        """Queue one frame's tracks of one camera."""
+        if len(tracks) == 0:
+            return
+        xyxy = tracks.xyxy.tolist()
+        rows = [
+            dict(
+                run_id=self.run_id, camera_id=camera_id, frame=int(frame_index), ts=float(timestamp_s), track_id=tid,
+                x1=b[0], y1=b[1], x2=b[2], y2=b[3], score=s,
+            )
+            for tid, b, s in zip(tracks.track_ids.tolist(), xyxy, tracks.scores.tolist())
+        ]
+        self._put(("boxes", rows))
+
+    def update_camera(self, camera_id: str, **values) -> None:
+        """Queue new values for this run's camera row (frames, dropped, status, error, fps, width, height)."""
+        self._put(("camera_update", camera_id, values))
+
+    def flush(self, timeout: float = 60.0) -> None:
+        """Block until everything queued so far is committed."""
+        if not self._thread.is_alive():
+            return
+        done = threading.Event()
+        self._queue.put(("flush", done))
+        done.wait(timeout)
+        self._raise_if_failed()
+
+    def close(self, status: str = "completed") -> None:
+        """Write everything queued, mark the run `status` and release the database. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._thread.is_alive():
+            self._queue.put(_STOP)
+            self._thread.join()
+        try:
+            if self.run_id is not None and self.error is None:
+                with self.engine.begin() as conn:
+                    conn.execute(
+                        update(schema.runs)
+                        .where(schema.runs.c.id == self.run_id)
+                        .values(ended_at=time.time(), status=status)
+                    )
+        except SQLAlchemyError as err:
+            self._fail(err)
+        finally:
+            self.engine.dispose()
+        self._raise_if_failed()
+
+    # ---- writer thread ------------------------------------------------------------------------------------------
+    def _put(self, item) -> None:
+        self._raise_if_failed()
+        if self._closed:
+            raise StoreError("the store is closed")
+        self._queue.put(item)
+
+    def _raise_if_failed(self) -> None:
+        if self.error:
+            raise StoreError(self.error)
+
+    def _guard(self):
+        writer = self
+
+        class _Guard:
+            def __enter__(self):
+                return self
+
+            def __exit__(self, exc_type, exc, tb):
+                if exc is not None and isinstance(exc, SQLAlchemyError):
+                    writer._fail(exc)
+                    raise StoreError(writer.error) from None
+                return False
+
+        return _Guard()
+
+    def _fail(self, err: Exception) -> None:
+        cause = str(getattr(err, "orig", err)).splitlines()[0]
+        hint = "free disk space" if "full" in cause.lower() else "check permissions and free space"
+        self.error = f"cannot write to database {redact_db_url(str(self.engine.url))}: {cause} ({hint})"
+        log.error(self.error)
+
+    def _loop(self) -> None:
+        boxes: list[dict] = []
+        cameras: dict[str, dict] = {}
+        waiters: list[threading.Event] = []
+        last_commit = time.monotonic()
+        stop = False
+        while not stop:
+            timeout = max(0.0, self.flush_interval_s - (time.monotonic() - last_commit))
+            try:
+                item = self._queue.get(timeout=timeout)
+            except queue.Empty:
+                item = None
+            if item is _STOP:
+                stop = True
+            elif item is not None:
+                kind = item[0]
+                if kind == "boxes":
+                    boxes.extend(item[1])
+                    self._summarise(item[1])
+                elif kind == "camera":
+                    cameras[item[1]["camera_id"]] = item[1]
+                elif kind == "camera_update":
+                    cameras.setdefault(item[1], {"run_id": self.run_id, "camera_id": item[1]}).update(item[2])
+                elif kind == "flush":
+                    waiters.append(item[1])
+            due = time.monotonic() - last_commit >= self.flush_interval_s
+            if stop or waiters or due or len(boxes) >= self.batch_rows:
+                if self.error is None and (boxes or cameras or self._dirty):
+                    try:
+                        self._commit(boxes, cameras)
+                    except SQLAlchemyError as err:
+                        self._fail(err)
+                    except OSError as err:
+                        self._fail(err)
+                boxes, cameras = [], {}
+                last_commit = time.monotonic()
+                for w in waiters:
+                    w.set()
+                waiters = []
+
+    def _summarise(self, rows: list[dict]) -> None:
+        for r in rows:
+            key = (r["camera_id"], r["track_id"])
+            s = self._tracks.get(key)
+            if s is None:
+                self._tracks[key] = _TrackSummary(r["frame"], r["frame"], r["ts"], r["ts"], 1)
+            else:
+                s.last_frame, s.last_ts, s.n_boxes = r["frame"], r["ts"], s.n_boxes + 1
+            self._dirty.add(key)
+
+    def _commit(self, boxes: list[dict], cameras: dict[str, dict]) -> None:
+        track_rows = [
+            dict(run_id=self.run_id, camera_id=cam, track_id=tid, **vars(self._tracks[(cam, tid)]))
+            for cam, tid in self._dirty
+        ]
+        with self.engine.begin() as conn:
+            for row in cameras.values():
+                if "source" in row:
+                    upsert(conn, schema.cameras, [row], ["run_id", "camera_id"])
+                else:
+                    values = {k: v for k, v in row.items() if k not in ("run_id", "camera_id")}
+                    conn.execute(
+                        update(schema.cameras)
+                        .where(schema.cameras.c.run_id == self.run_id, schema.cameras.c.camera_id == row["camera_id"])
+                        .values(**values)
+                    )
+            if boxes:
+                conn.execute(schema.track_boxes.insert(), boxes)
+            upsert(conn, schema.tracks, track_rows, ["run_id", "camera_id", "track_id"])
+        self.rows_written += len(boxes)
+        self._dirty.clear()

@@ -1,0 +1,38 @@
+"""The per-camera tracker interface and its registry.
+
+A tracker owns the state of ONE camera: create one instance per camera. Trackers are chosen by name in the config
+(`tracker.name`) and built with `build_tracker(name, **params)`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import numpy as np
+
+from pipeline.registry import Registry
+from pipeline.types import Detections, Tracks
+
+TRACKERS: Registry["Tracker"] = Registry("tracker")
+
+
+class Tracker(ABC):
+    """Associates each frame's detections with tracks of one camera."""
+
+    @abstractmethod
+    def update(self, detections: Detections, frame: np.ndarray | None = None) -> Tracks:
+        """Advance one frame. `frame` is the BGR image (H, W, 3), used for image bounds and appearance cues.
+
+        Returns the tracks to report for this frame (confirmed tracks matched in this frame).
+        """
+
+    @abstractmethod
+    def reset(self) -> None:
+        """Forget every track; ids keep increasing (they are never reused within a run)."""
+
+
+def build_tracker(name: str, **params) -> Tracker:
+    """Build a registered tracker by name; `params` are its constructor keywords."""
+    import pipeline.tracking  # noqa: F401  (registers the built-in trackers)
+
+    return TRACKERS.get(name)(**params)
