@@ -43,6 +43,8 @@ class CameraSummary:
     error: str | None = None
     first_frame_time: float | None = None
     last_frame_time: float | None = None
+    max_lag_s: float = 0.0  # live cameras: wall clock at processing minus wall clock at receipt
+    is_live: bool = False
 
     @property
     def fps(self) -> float:
@@ -71,12 +73,16 @@ class RunSummary:
         return EXIT_OK if len(ok) == len(self.cameras) else EXIT_PARTIAL
 
     def table(self) -> str:
-        head = f"{'camera':<12} {'status':<10} {'frames':>7} {'dets':>7} {'tracks':>6} {'fps':>6} {'dropped':>7} {'reconn':>6}"
+        head = (
+            f"{'camera':<12} {'status':<10} {'frames':>7} {'dets':>7} {'tracks':>6} {'fps':>6} {'dropped':>7} "
+            f"{'reconn':>6} {'max lag':>8}"
+        )
         lines = [head, "-" * len(head)]
         for c in self.cameras:
             lines.append(
                 f"{c.camera_id:<12} {c.status:<10} {c.frames:>7} {c.detections:>7} {len(c.track_ids):>6} "
-                f"{c.fps:>6.1f} {c.dropped:>7} {c.reconnects:>6}"
+                f"{c.fps:>6.1f} {c.dropped:>7} {c.reconnects:>6} "
+                + (f"{c.max_lag_s:>7.2f}s" if c.is_live else f"{'-':>8}")
             )
             if c.error:
                 lines.append(f"  ! {c.error}")
@@ -171,7 +177,7 @@ class Pipeline:
                 writer.register_camera(cam.id, source.display_uri, source.fps, size[0], size[1])
                 readers[cam.id] = CameraReader(source, options)
                 trackers[cam.id] = self._build_tracker()
-                summary.status = "running"
+                summary.status, summary.is_live = "running", source.is_live
             for reader in readers.values():
                 reader.start()
             bars = self._progress_bars(readers, stack)
@@ -265,6 +271,8 @@ class Pipeline:
                 s.track_ids.update(tracks.track_ids.tolist())
                 s.first_frame_time = s.first_frame_time or now
                 s.last_frame_time = now
+                if s.is_live:
+                    s.max_lag_s = max(s.max_lag_s, time.time() - frame.timestamp_s)
                 bar = bars.get(frame.camera_id)
                 if bar is not None:
                     bar.update(1)

@@ -1,0 +1,129 @@
+"""End to end on real video with the real detector, tracker and store (short runs: a few dozen frames)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.config import load_config
+from pipeline.paths import REPO_ROOT
+from pipeline.runner import Pipeline
+
+
+def _mot_rows(path: Path) -> np.ndarray:
+    text = path.read_text().strip()
+    return np.loadtxt(path, delimiter=",", ndmin=2) if text else np.zeros((0, 10))
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU between (N,4) and (M,4) xywh boxes."""
+    ax2, ay2 = a[:, 0] + a[:, 2], a[:, 1] + a[:, 3]
+    bx2, by2 = b[:, 0] + b[:, 2], b[:, 1] + b[:, 3]
+    iw = np.clip(np.minimum(ax2[:, None], bx2) - np.maximum(a[:, None, 0], b[:, 0]), 0, None)
+    ih = np.clip(np.minimum(ay2[:, None], by2) - np.maximum(a[:, None, 1], b[:, 1]), 0, None)
+    inter = iw * ih
+    return inter / (a[:, None, 2] * a[:, None, 3] + b[:, 2] * b[:, 3] - inter)
+
+
+def _short_config(name: str, frames: int, **run):
+    cfg = load_config(REPO_ROOT / "configs" / name)
+    data = cfg.model_dump()
+    for cam in data["cameras"]:
+        cam["max_frames"] = frames
+    data["run"].update(progress=False, **run)
+    return type(cfg).model_validate(data)
+
+
+def test_terrace_two_cameras_tracks_files_and_store(shared, yolo_weights, tmp_path):
+    summary = Pipeline(_short_config("epfl_terrace.yaml", 40), tmp_path).run()
+    assert summary.exit_code == 0, summary.table()
+    assert [c.status for c in summary.cameras] == ["completed", "completed"]
+    con = sqlite3.connect(tmp_path / "events.db")
+    assert con.execute("select status from runs").fetchone()[0] == "completed"
+    assert con.execute("select camera_id, frames, status from cameras order by camera_id").fetchall() == [
+        ("c0", 40, "completed"), ("c1", 40, "completed")]
+    for cam in ("c0", "c1"):
+        rows = _mot_rows(tmp_path / "mot" / f"{cam}.txt")
+        assert len(rows) > 0, f"no tracks on {cam}"
+        assert rows[:, 0].min() >= 1 and rows[:, 0].max() <= 40  # 1-based frames
+        assert (rows[:, 4] > 0).all() and (rows[:, 5] > 0).all()
+        stored = con.execute("select count(*) from track_boxes where camera_id=?", (cam,)).fetchone()[0]
+        assert stored == len(rows)
+        ids = {r[0] for r in con.execute("select track_id from tracks where camera_id=?", (cam,))}
+        assert ids == set(rows[:, 1].astype(int).tolist())
+
+
+def test_pets09_tracks_cover_ground_truth(shared, yolo_weights, tmp_path):
+    """The output boxes find most ground-truth people (a broken detector/tracker/writer chain fails this)."""
+    summary = Pipeline(_short_config("pets09.yaml", 60), tmp_path).run()
+    assert summary.exit_code == 0, summary.table()
+    pred = _mot_rows(tmp_path / "mot" / "view001.txt")
+    gt = np.loadtxt(shared / "data/pets09_s2l1/gt/gt.txt", delimiter=",")
+    gt = gt[gt[:, 0] <= 60]
+    matched = 0
+    for frame in range(11, 61):  # after track confirmation
+        g, p = gt[gt[:, 0] == frame, 2:6], pred[pred[:, 0] == frame, 2:6]
+        if len(g) and len(p):
+            matched += int((_iou(g, p).max(axis=1) >= 0.5).sum())
+    recall = matched / len(gt[gt[:, 0] >= 11])
+    assert recall > 0.7, f"recall {recall:.2f}"
+    # timestamps use the 7 fps override: frame 59 (0-based) at 59/7 s
+    con = sqlite3.connect(tmp_path / "events.db")
+    last = con.execute("select max(frame), max(ts) from track_boxes").fetchone()
+    assert last[1] == pytest.approx(last[0] / 7, abs=1e-6)
+
+
+def _cli(*args, **kw):
+    return subprocess.run(
+        [sys.executable, str(REPO_ROOT / "run_pipeline.py"), *args], capture_output=True, text=True,
+        cwd=kw.get("cwd", REPO_ROOT), timeout=kw.get("timeout", 300),
+    )
+
+
+def test_cli_source_option_runs(shared, yolo_weights, tmp_path):
+    out = tmp_path / "out2"
+    proc = _cli("run", "--source", f"view001={shared}/data/pets09_s2l1/vtest.avi", "--output", str(out),
+                "--max-frames", "15", "--no-progress")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (out / "mot" / "view001.txt").stat().st_size > 0
+    assert (out / "events.db").is_file()
+    assert "view001" in proc.stdout and "completed" in proc.stdout
+
+
+def test_cli_help_teaches():
+    proc = _cli("run", "--help")
+    assert proc.returncode == 0
+    for word in ("--config", "--source", "CAM_ID=URI", "mot/<camera_id>.txt", "events.db", "exit codes"):
+        assert word in proc.stdout
+
+
+def test_ctrl_c_stops_cleanly_and_keeps_everything(shared, yolo_weights, tmp_path):
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO_ROOT / "run_pipeline.py"), "run", "--config", "configs/epfl_terrace.yaml",
+         "--output", str(out), "--no-progress"],
+        cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    mot = out / "mot" / "c0.txt"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and (not mot.exists() or mot.stat().st_size < 2000):
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr[-2000:]
+    con = sqlite3.connect(out / "events.db")
+    assert con.execute("select status from runs").fetchone()[0] == "interrupted"
+    for cam in ("c0", "c1"):
+        rows = _mot_rows(out / "mot" / f"{cam}.txt")
+        stored = con.execute("select count(*) from track_boxes where camera_id=?", (cam,)).fetchone()[0]
+        assert stored == len(rows) > 0
+    frames = dict(con.execute("select camera_id, frames from cameras"))
+    assert 0 < frames["c0"] < 1500 and frames["c0"] == frames["c1"]
