@@ -55,7 +55,7 @@ def test_bad_cameras_fail_alone_and_good_camera_is_stored(shared, yolo_weights, 
     out = tmp_path / "out"
     proc = _cli(
         "run", "--output", str(out), "--no-progress", "--max-frames", "25",
-        "--source", f"good={shared}/data/epfl_terrace1/terrace1-c0.mp4",
+        "--source", f"good={shared}/data/pets09_s2l1/vtest.avi",
         "--source", f"missing={tmp_path}/no_such_video.mp4",
         "--source", f"dead=rtsp://admin:hunter2@127.0.0.1:{port}/stream",
         "--source", f"cutavi={cut_avi}",
