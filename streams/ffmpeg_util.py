@@ -1,0 +1,260 @@
+"""ffmpeg plumbing: locating the binary, probing a file from `ffmpeg -i` output, spawning a rawvideo decoder through
+ffmpeg-python, draining its stderr in a thread and stopping it promptly."""
+
+from __future__ import annotations
+
+import functools
+import re
+import shutil
+import subprocess
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import ffmpeg
+
+GLOBAL_ARGS = ["-nostdin", "-hide_banner", "-nostats", "-loglevel", "info"]
+
+# "Stream #0:0[0x1](und): Video: h264 (High) (avc1 / 0x31637661), yuv420p(progressive), 360x288, ..., 25 fps, ..."
+_SIZE_RE = re.compile(r"(?<![\w/.])(\d{2,5})x(\d{2,5})(?![\w])")
+_FPS_RE = re.compile(r"(\d+(?:\.\d+)?)(k?) fps\b")
+_TBR_RE = re.compile(r"(\d+(?:\.\d+)?)(k?) tbr\b")
+_DURATION_RE = re.compile(r"Duration:\s*(\d+):(\d+):(\d+(?:\.\d+)?)")
+
+
+@functools.lru_cache(maxsize=1)
+def ffmpeg_exe() -> str:
+    """ffmpeg on PATH, else the binary shipped by imageio-ffmpeg."""
+    found = shutil.which("ffmpeg")
+    if found:
+        return found
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+@functools.lru_cache(maxsize=1)
+def ffmpeg_major_version() -> int:
+    """Major version of ffmpeg_exe() (git builds without a number count as new: 99)."""
+    try:
+        out = subprocess.run([ffmpeg_exe(), "-version"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return 99
+    match = re.search(r"ffmpeg version n?(\d+)\.", out)
+    return int(match.group(1)) if match else 99
+
+
+def sync_args() -> dict[str, str]:
+    """Output option that passes every decoded frame through (no duplicates/drops for variable frame rates)."""
+    return {"fps_mode": "passthrough"} if ffmpeg_major_version() >= 5 else {"vsync": "passthrough"}
+
+
+def socket_timeout_args(uri: str, timeout_s: float) -> dict[str, int]:
+    """Input option for a socket read timeout in microseconds (rtsp: -timeout since ffmpeg 5, -stimeout before)."""
+    micros = max(1, int(timeout_s * 1_000_000))
+    if uri.lower().startswith(("rtsp://", "rtsps://")) and ffmpeg_major_version() < 5:
+        return {"stimeout": micros}
+    return {"timeout": micros} if uri.lower().startswith(("rtsp://", "rtsps://", "http://", "https://")) else {}
+
+
+@dataclass
+class VideoStreamInfo:
+    """What an ffmpeg `Stream #..: Video:` line and the container header say. fps/duration may be None."""
+
+    width: int
+    height: int
+    fps: float | None = None
+    duration_s: float | None = None
+
+    @property
+    def expected_frames(self) -> int | None:
+        """Frame count estimated from the container duration and frame rate (None when unknown)."""
+        if self.fps and self.duration_s and self.duration_s > 0:
+            return int(round(self.duration_s * self.fps))
+        return None
+
+
+def _rate(match: re.Match[str] | None) -> float | None:
+    if not match:
+        return None
+    value = float(match.group(1)) * (1000.0 if match.group(2) else 1.0)
+    return value if value > 0 else None
+
+
+def parse_video_line(line: str) -> VideoStreamInfo | None:
+    """Parse one `Stream #i:j...: Video: ...` line of ffmpeg's log; None if it is not one or has no size."""
+    if "Stream #" not in line or "Video:" not in line:
+        return None
+    tail = line.split("Video:", 1)[1]
+    size = _SIZE_RE.search(tail)
+    if not size:
+        return None
+    fps = _rate(_FPS_RE.search(tail)) or _rate(_TBR_RE.search(tail))
+    return VideoStreamInfo(int(size.group(1)), int(size.group(2)), fps)
+
+
+def parse_duration(text: str) -> float | None:
+    """Seconds from the first `Duration: HH:MM:SS.ss` of ffmpeg's log (None for N/A)."""
+    match = _DURATION_RE.search(text)
+    if not match:
+        return None
+    h, m, s = match.groups()
+    return int(h) * 3600 + int(m) * 60 + float(s)
+
+
+def error_cause(lines: list[str] | str, uri: str | None = None) -> str:
+    """The most telling error of ffmpeg's log in one line, e.g. 'Invalid data found when processing input (moov
+    atom not found)', without '[tcp @ 0x..]' prefixes, the input's path or credentials."""
+    from .redact import redact_text
+
+    if isinstance(lines, str):
+        lines = lines.splitlines()
+    prefix = re.compile(r"^\[[^\]]*@ ?0x[0-9a-f]+\]\s*")
+    keys = ("error", "invalid", "refused", "not found", "no such", "failed", "denied", "unauthorized", "timed out",
+            "timeout", "does not contain", "unsupported", "could not", "unable", "no route", "401", "403", "404")
+    cleaned = [prefix.sub("", ln.strip()) for ln in lines if ln.strip() and not ln.lstrip().startswith("frame=")]
+    hits = [ln for ln in cleaned if any(k in ln.lower() for k in keys)]
+    if not hits:
+        return redact_text(cleaned[-1] if cleaned else "no output from ffmpeg", uri)
+    generic = re.compile(r"^(Error opening input files?:?\s*|Error opening input:\s*)", re.IGNORECASE)
+    main = generic.sub("", hits[-1]).strip()
+    if uri and main.startswith("file " + uri):
+        main = "cannot open input"
+    details = [generic.sub("", h).strip() for h in hits if not h.lower().startswith("error opening input")]
+    details = [d for d in details if d and d != main and "Connection to tcp://" not in d]
+    cause = f"{main} ({details[0]})" if details else main
+    if uri:
+        cause = cause.replace(f"{uri}: ", "").replace(uri, "<input>")
+    return redact_text(cause, uri)
+
+
+class StderrDrain:
+    """Reads a process's stderr in a daemon thread (so ffmpeg never blocks on it), keeps the last lines and
+    calls `on_line` for each line."""
+
+    def __init__(self, stream, on_line: Callable[[str], None] | None = None, keep: int = 80) -> None:
+        self.lines: deque[str] = deque(maxlen=keep)
+        self.all_text_head: list[str] = []  # the first lines (header: Duration, streams) are kept whole
+        self._on_line = on_line
+        self.finished = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(stream,), name="mcsa-ffmpeg-stderr", daemon=True)
+        self._thread.start()
+
+    def _run(self, stream) -> None:
+        try:
+            for raw in iter(stream.readline, b""):
+                line = raw.decode("utf-8", "replace").rstrip()
+                if not line:
+                    continue
+                self.lines.append(line)
+                if len(self.all_text_head) < 200:
+                    self.all_text_head.append(line)
+                if self._on_line:
+                    try:
+                        self._on_line(line)
+                    except Exception:  # a parsing bug must never stop the draining
+                        pass
+        except (OSError, ValueError):
+            pass
+        finally:
+            self.finished.set()
+
+    def join(self, timeout: float = 1.0) -> None:
+        self._thread.join(timeout)
+
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+class OutputSizeWatcher:
+    """Watches ffmpeg's log for the output rawvideo stream (`Output #0` ... `Video: rawvideo ..., WxH`) and the
+    input video stream, signalling `ready` once the output frame size is known."""
+
+    def __init__(self) -> None:
+        self.ready = threading.Event()
+        self.output: VideoStreamInfo | None = None
+        self.input: VideoStreamInfo | None = None
+        self.duration_s: float | None = None
+        self._in_output = False
+
+    def __call__(self, line: str) -> None:
+        if line.startswith("Output #"):
+            self._in_output = True
+            return
+        if line.startswith("Input #"):
+            self._in_output = False
+            return
+        if self.duration_s is None and "Duration:" in line:
+            self.duration_s = parse_duration(line)
+        info = parse_video_line(line)
+        if info is None:
+            return
+        if self._in_output:
+            if self.output is None:
+                self.output = info
+                self.ready.set()
+        elif self.input is None:
+            self.input = info
+
+
+def spawn_decoder(
+    uri: str,
+    input_kwargs: dict | None = None,
+    on_line: Callable[[str], None] | None = None,
+) -> tuple[subprocess.Popen, StderrDrain]:
+    """Start `ffmpeg -i uri -map 0:v:0 -f rawvideo -pix_fmt bgr24 pipe:` via ffmpeg-python; stderr drained."""
+    stream = ffmpeg.input(uri, **(input_kwargs or {}))["v:0"]
+    out = stream.output("pipe:", format="rawvideo", pix_fmt="bgr24", an=None, sn=None, **sync_args())
+    proc = out.run_async(cmd=[ffmpeg_exe(), *GLOBAL_ARGS], pipe_stdout=True, pipe_stderr=True)
+    drain = StderrDrain(proc.stderr, on_line)
+    return proc, drain
+
+
+def stop_process(proc: subprocess.Popen | None, grace_s: float = 0.5) -> None:
+    """Terminate (then kill) a subprocess and close its pipes; returns within ~grace_s + a little."""
+    if proc is None:
+        return
+    if proc.poll() is None:
+        try:
+            proc.terminate()
+            proc.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            try:
+                proc.wait(1.0)
+            except subprocess.TimeoutExpired:
+                pass
+        except OSError:
+            pass
+    for pipe in (proc.stdout, proc.stderr, proc.stdin):
+        if pipe is not None:
+            try:
+                pipe.close()
+            except (OSError, ValueError):
+                pass
+
+
+def probe_video(path: str, timeout_s: float = 30.0) -> tuple[VideoStreamInfo | None, list[str]]:
+    """Read the header of `path` with `ffmpeg -i` (ffprobe is not shipped by imageio-ffmpeg).
+
+    Returns (info of the first video stream or None, ffmpeg's log lines).
+    """
+    cmd = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-i", path]
+    started = time.monotonic()
+    try:
+        res = subprocess.run(cmd, capture_output=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return None, [f"ffmpeg did not read the header within {time.monotonic() - started:.0f} s"]
+    lines = res.stderr.decode("utf-8", "replace").splitlines()
+    info = None
+    for line in lines:
+        if line.lstrip().startswith("Output #"):
+            break
+        info = parse_video_line(line)
+        if info is not None:
+            break
+    if info is not None:
+        info.duration_s = parse_duration("\n".join(lines))
+    return info, lines
