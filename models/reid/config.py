@@ -1,0 +1,131 @@
+"""Typed Re-ID-AR configuration (YAML -> pydantic). See configs/reid_ar_*.yaml for commented examples."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from pipeline.paths import expand_path
+
+
+class ReIDConfigError(ValueError):
+    """A Re-ID config file is invalid; the message names the key and what is expected."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class ModelSection(_Strict):
+    backbone: str = Field(default="resnet50_ibn_a", description="registered backbone name")
+    pretrained: str | None = Field(default=None, description="local backbone weights (ImageNet / torchreid)")
+    num_classes: int | None = Field(default=None, description="identities; default: from the training set")
+    temporal_attention: bool = True
+    last_stride: int = Field(default=1, ge=1, le=2)
+    action_hidden: int = 512
+    action_dropout: float = 0.25
+    freeze: list[str] = Field(default=[], description="backbone submodules kept frozen (e.g. conv1, conv2)")
+
+    @field_validator("pretrained")
+    @classmethod
+    def _expand(cls, v: str | None) -> str | None:
+        return expand_path(v) if v else v
+
+
+class DataSection(_Strict):
+    format: Literal["mars", "lpw", "tracklets"] = "tracklets"
+    root: str = Field(description="dataset root folder")
+    test_root: str | None = Field(default=None, description="separate root for the test split (tracklets format)")
+    input_size: tuple[int, int] = (224, 112)
+    seq_len: int = Field(default=4, ge=1)
+    train_sampling: Literal["restricted_random", "random", "evenly"] = "restricted_random"
+    test_sampling: Literal["dense", "evenly"] = "dense"
+    test_max_clips: int | None = Field(default=None, description="cap on dense clips per tracklet (evenly chosen)")
+    p: int = Field(default=8, ge=1, description="identities per batch")
+    k: int = Field(default=4, ge=1, description="tracklets per identity per batch")
+    num_workers: int = 2
+    flip_prob: float = 0.5
+    pad: int = 10
+    erase_prob: float = 0.5
+    min_frames: int = 1
+    # MARS: action label files parallel to info/train_name.txt / test_name.txt (relative to root or absolute)
+    action_file_train: str | None = None
+    action_file_test: str | None = None
+    # LPW
+    lpw_train_scenes: list[str] = ["scen2", "scen3"]
+    lpw_test_scene: str = "scen1"
+    lpw_query_view: str = "view2"
+    # evaluation split for the tracklets format
+    query_camera: str | None = None
+    gallery_camera: str | None = None
+
+    @field_validator("root", "test_root", "action_file_train", "action_file_test")
+    @classmethod
+    def _expand(cls, v: str | None) -> str | None:
+        return expand_path(v) if v else v
+
+
+class LossSection(_Strict):
+    label_smooth: float = 0.1
+    ranked_margin: float = 1.3
+    ranked_alpha: float = 2.0
+    ranked_t: float = 1.0
+    ranked_normalize: bool = True
+    w_id: float = 1.0
+    w_ranked: float = 1.0
+    w_center: float = 0.0005
+    w_attention: float = 1.0
+    w_action: float = 1.0
+    w_action_center: float = 0.0005
+
+
+class TrainSection(_Strict):
+    epochs: int = 120
+    iters_per_epoch: int | None = Field(default=None, description="default: one pass of the P x K sampler")
+    lr: float = 3.5e-4
+    weight_decay: float = 5e-4
+    center_lr: float = 0.5
+    warmup_epochs: int = 10
+    warmup_factor: float = 0.01
+    milestones: list[int] = [40, 70]
+    gamma: float = 0.1
+    checkpoint_every: int = 10
+    eval_every: int = 0
+    seed: int = 1
+    device: str = "auto"
+    max_minutes: float | None = Field(default=None, description="stop (and checkpoint) after this wall time")
+
+
+class ReIDConfig(_Strict):
+    name: str = "reid_ar"
+    actions: list[str] = Field(default=[], description="action names, in the 1-based order of the label files")
+    model: ModelSection = ModelSection()
+    data: DataSection
+    loss: LossSection = LossSection()
+    train: TrainSection = TrainSection()
+
+
+def load_reid_config(path: str | Path) -> ReIDConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ReIDConfigError(f"{path}: no such config file")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ReIDConfigError(f"{path}: invalid YAML ({exc})") from None
+    try:
+        return ReIDConfig.model_validate(raw)
+    except ValidationError as exc:
+        lines = [f"{path}: {'.'.join(map(str, e['loc']))}: {e['msg']} (got {e.get('input')!r})" for e in exc.errors()]
+        raise ReIDConfigError("\n".join(lines)) from None
+
+
+def resolve_device(name: str = "auto"):
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)

@@ -1,0 +1,63 @@
+"""Re-id ranking metrics (CMC, mAP) with the MARS protocol, and per-action classification metrics."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def euclidean_distances(q: np.ndarray, g: np.ndarray) -> np.ndarray:
+    d2 = (q ** 2).sum(1)[:, None] + (g ** 2).sum(1)[None, :] - 2.0 * q @ g.T
+    return np.sqrt(np.maximum(d2, 0.0))
+
+
+def evaluate_ranking(distmat: np.ndarray, q_pids, g_pids, q_cams, g_cams, ranks=(1, 5, 10, 20)) -> dict[str, float]:
+    """CMC at `ranks` and mAP. Gallery entries with the query's pid AND camera are excluded (MARS protocol);
+    queries without any valid match are skipped (their count is returned as `num_skipped`)."""
+    q_pids, g_pids = np.asarray(q_pids), np.asarray(g_pids)
+    q_cams, g_cams = np.asarray(q_cams), np.asarray(g_cams)
+    max_rank = max(ranks)
+    cmc_sum = np.zeros(max_rank)
+    aps, valid = [], 0
+    for i in range(len(q_pids)):
+        order = np.argsort(distmat[i], kind="stable")
+        keep = ~((g_pids[order] == q_pids[i]) & (g_cams[order] == q_cams[i]))
+        matches = (g_pids[order][keep] == q_pids[i]).astype(np.float64)
+        if not matches.any():
+            continue
+        valid += 1
+        cmc = matches.cumsum()
+        cmc[cmc > 1] = 1
+        row = np.ones(max_rank)
+        row[: min(max_rank, len(cmc))] = cmc[:max_rank]
+        cmc_sum += row
+        hits = matches.cumsum()
+        precision = hits / (np.arange(len(matches)) + 1)
+        aps.append(float((precision * matches).sum() / matches.sum()))
+    out = {f"rank{r}": float(cmc_sum[r - 1] / valid) if valid else 0.0 for r in ranks}
+    out["mAP"] = float(np.mean(aps)) if aps else 0.0
+    out["num_query"] = valid
+    out["num_skipped"] = len(q_pids) - valid
+    return out
+
+
+def action_metrics(probs: np.ndarray, labels: np.ndarray, names: list[str]) -> dict[str, dict[str, float]]:
+    """Per-action precision/recall/F1 of the arg-max prediction on labelled tracklets (labels 1-based, 0 dropped),
+    plus overall accuracy under key `_overall`."""
+    labels = np.asarray(labels)
+    mask = labels > 0
+    out: dict[str, dict[str, float]] = {}
+    if probs.size == 0 or not mask.any():
+        return out
+    pred = probs[mask].argmax(1) + 1
+    gt = labels[mask]
+    for a, name in enumerate(names, start=1):
+        tp = int(((pred == a) & (gt == a)).sum())
+        fp = int(((pred == a) & (gt != a)).sum())
+        fn = int(((pred != a) & (gt == a)).sum())
+        prec = tp / (tp + fp) if tp + fp else 0.0
+        rec = tp / (tp + fn) if tp + fn else 0.0
+        f1 = 2 * prec * rec / (prec + rec) if prec + rec else 0.0
+        out[name] = {"precision": prec, "recall": rec, "f1": f1, "support": int((gt == a).sum()),
+                     "accuracy": float(((pred == a) == (gt == a)).mean())}
+    out["_overall"] = {"accuracy": float((pred == gt).mean()), "support": int(mask.sum())}
+    return out
