@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TextIO
 
-from pipeline.types import Tracks
+from pipeline.sinks import TrackSink
+from pipeline.types import Frame, Tracks
 
 
-class MotWriter:
+class MotWriter(TrackSink):
     """Writes `frame,id,x,y,w,h,score,-1,-1,-1` lines (frame 1-based, box top-left + size in px) per camera."""
 
     def __init__(self, directory: Path, flush_every: int = 100) -> None:
@@ -21,11 +22,14 @@ class MotWriter:
     def path(self, camera_id: str) -> Path:
         return self.directory / f"{camera_id}.txt"
 
-    def open_camera(self, camera_id: str) -> None:
+    def open_camera(self, camera_id: str, fps: float | None = None, size: tuple[int, int] | None = None) -> None:
         """Create (truncate) the camera's file, so a camera with no tracks still has one."""
         if camera_id not in self._files:
             self._files[camera_id] = open(self.path(camera_id), "w", encoding="ascii")
             self._since_flush[camera_id] = 0
+
+    def on_tracks(self, frame: Frame, tracks: Tracks) -> None:
+        self.write(frame.camera_id, frame.index, tracks)
 
     def write(self, camera_id: str, frame_index: int, tracks: Tracks) -> None:
         """Append one frame's tracks; `frame_index` is 0-based (written 1-based)."""

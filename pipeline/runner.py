@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.config import PipelineConfig
-from pipeline.outputs import MotWriter
+from pipeline.sinks import TrackSink, build_sinks
 from pipeline.store import StoreWriter, open_engine
 from pipeline.store.schema import sqlite_url
 from pipeline.types import Frame
@@ -154,25 +154,27 @@ class Pipeline:
         writer = StoreWriter(open_engine(url), cfg.store.batch_rows, cfg.store.flush_interval_s)
         writer.begin_run(self._redacted_config(), str(self.output_dir))
         log.info("run %s: %d camera(s), output in %s", writer.run_id, len(cfg.cameras), self.output_dir)
-        mot = MotWriter(self.output_dir / "mot") if cfg.output.mot else None
+        sinks = build_sinks(cfg, self.output_dir, writer)
         options = self._stream_options()
         readers: dict[str, CameraReader] = {}
         trackers = {}
         status = "completed"
         with ExitStack() as stack:
-            stack.callback(self._close_all, readers, writer, mot)
+            stack.callback(self._close_all, readers, writer, sinks)
             for cam in cfg.cameras:
                 summary = self.summaries[cam.id] = CameraSummary(cam.id, redact_uri(str(cam.source)))
-                if mot:
-                    mot.open_camera(cam.id)
                 try:
                     source = open_source(
                         cam.id, cam.source, fps=cam.fps, start_time_s=cam.start_time_s, max_frames=cam.max_frames,
                         options=options,
                     )
                 except SourceError as err:
+                    for sink in sinks:
+                        sink.open_camera(cam.id, None, None)
                     self._camera_failed(writer, summary, str(err), register=True)
                     continue
+                for sink in sinks:
+                    sink.open_camera(cam.id, source.fps, source.size)
                 size = source.size or (None, None)
                 writer.register_camera(cam.id, source.display_uri, source.fps, size[0], size[1])
                 readers[cam.id] = CameraReader(source, options)
@@ -183,7 +185,7 @@ class Pipeline:
             bars = self._progress_bars(readers, stack)
             try:
                 with _sigterm_as_interrupt():
-                    self._loop(readers, trackers, detector, writer, mot, bars, started)
+                    self._loop(readers, trackers, detector, writer, sinks, bars, started)
             except KeyboardInterrupt:
                 status = "interrupted"
                 log.warning("interrupted: stopping cameras and flushing what was recorded")
@@ -205,12 +207,17 @@ class Pipeline:
         return RunSummary(writer.run_id, status, list(self.summaries.values()), time.monotonic() - started,
                           self.output_dir)
 
-    def _close_all(self, readers, writer: StoreWriter, mot: MotWriter | None) -> None:
+    def _close_all(self, readers, writer: StoreWriter, sinks: list[TrackSink]) -> None:
         for reader in readers.values():
             reader.stop()
-        if mot:
-            mot.close()
-        writer.close(getattr(self, "_final_status", "failed"))
+        try:
+            for sink in sinks:
+                try:
+                    sink.close()
+                except Exception:  # noqa: BLE001 - one broken output must not lose the store's rows
+                    log.exception("closing output %s failed", type(sink).__name__)
+        finally:
+            writer.close(getattr(self, "_final_status", "failed"))
 
     def _camera_failed(self, writer: StoreWriter, summary: CameraSummary, error: str, register: bool = False) -> None:
         summary.status, summary.error = "failed", error
@@ -235,7 +242,7 @@ class Pipeline:
             )
         return bars
 
-    def _loop(self, readers, trackers, detector, writer, mot, bars, started: float) -> None:
+    def _loop(self, readers, trackers, detector, writer, sinks, bars, started: float) -> None:
         active = dict(readers)
         duration = self.config.run.duration_s
         while active and not self._stop.is_set():
@@ -249,6 +256,8 @@ class Pipeline:
                     batch.append(frame)
                 elif reader.done:
                     del active[cam_id]
+                    for sink in sinks:
+                        sink.on_camera_end(cam_id)
                     summary = self.summaries[cam_id]
                     if reader.failed:
                         self._camera_failed(writer, summary, reader.error or "source failed")
@@ -263,8 +272,8 @@ class Pipeline:
             for frame, dets in zip(batch, detections):
                 tracks = trackers[frame.camera_id].update(dets, frame.image)
                 writer.add_tracks(frame.camera_id, frame.index, frame.timestamp_s, tracks)
-                if mot:
-                    mot.write(frame.camera_id, frame.index, tracks)
+                for sink in sinks:
+                    sink.on_tracks(frame, tracks)
                 s = self.summaries[frame.camera_id]
                 s.frames += 1
                 s.detections += len(dets)
