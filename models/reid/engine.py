@@ -44,9 +44,14 @@ def evaluate_model(model: torch.nn.Module, dataset: VideoReIDDataset, seq_len: i
     )
     names = getattr(model, "action_names", [])
     if names and qa.numel():
+        # each tracklet once, even when it is both a query and a gallery entry
+        seen: dict[str, int] = {}
         tracks = dataset.query + dataset.gallery
-        probs = torch.cat([qa, ga]).numpy()
-        res["actions"] = action_metrics(probs, np.array([t.action for t in tracks]), names)
+        for i, t in enumerate(tracks):
+            seen.setdefault(t.key or str(id(t)), i)
+        keep = sorted(seen.values())
+        probs = torch.cat([qa, ga]).numpy()[keep]
+        res["actions"] = action_metrics(probs, np.array([tracks[i].action for i in keep]), names)
     return res
 
 
