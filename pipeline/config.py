@@ -65,6 +65,37 @@ class TrackerConfig(_Strict):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
+class ReIDConfig(_Strict):
+    """Re-ID-AR on tracklet clips of every confirmed track, batched across cameras (pipeline/reid/)."""
+
+    enabled: bool = Field(default=True, description="compute appearance embeddings (and actions) per track")
+    checkpoint: str | None = Field(default=None, description="Re-ID-AR checkpoint from `run_pipeline.py train`")
+    backbone: str = Field(default="osnet_x0_25", description="backbone used when no checkpoint is given")
+    backbone_weights: str | None = Field(
+        default="${SHARED}/models/osnet_x0_25_msmt17.pth", description="backbone weights used without a checkpoint"
+    )
+    input_size: tuple[int, int] = Field(default=(256, 128), description="crop (H, W) px without a checkpoint")
+    clip_len: int = Field(default=4, ge=1, description="T crops per clip")
+    clip_every: int = Field(default=10, ge=1, description="frames of a track between two clips")
+    window: int = Field(default=16, ge=1, description="recent crops kept per track (ring buffer)")
+    min_box_height: float = Field(default=40.0, ge=0, description="crops of smaller boxes (px) are skipped")
+    border_margin: float = Field(default=2.0, ge=0, description="boxes this close (px) to the border are skipped")
+    max_overlap: float = Field(default=0.6, ge=0, le=1, description="skip crops covered more than this by another")
+    max_tracks: int = Field(default=64, ge=1, description="tracks buffered per camera (memory bound)")
+    end_after_frames: int = Field(default=30, ge=1, description="a track unseen this long has ended")
+    max_batch: int = Field(default=32, ge=1, description="clips per model call")
+    max_wait_ms: float = Field(default=50.0, ge=0, description="longest wait for a batch to fill")
+    max_queue: int = Field(default=256, ge=1, description="pending clips before the oldest are dropped")
+    device: str = Field(default="auto", description="auto (CUDA when present), cpu, cuda:0")
+    amp: bool = Field(default=True, description="fp16/bf16 autocast on CUDA")
+    cpu_threads: int | None = Field(default=None, ge=1, description="torch threads on CPU (default: torch's)")
+
+    @field_validator("checkpoint", "backbone_weights")
+    @classmethod
+    def _expand(cls, value: str | None) -> str | None:
+        return expand_path(value) if value else value
+
+
 class StreamsConfig(_Strict):
     """How frames are read (see streams.StreamOptions)."""
 
@@ -107,6 +138,7 @@ class PipelineConfig(_Strict):
     cameras: list[CameraConfig] = Field(min_length=1)
     detector: DetectorConfig = Field(default_factory=DetectorConfig)
     tracker: TrackerConfig = Field(default_factory=TrackerConfig)
+    reid: ReIDConfig = Field(default_factory=ReIDConfig)
     streams: StreamsConfig = Field(default_factory=StreamsConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)

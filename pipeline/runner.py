@@ -62,6 +62,7 @@ class RunSummary:
     cameras: list[CameraSummary]
     wall_s: float
     output_dir: Path
+    reid: dict | None = None  # Re-ID stage counters (clips, dropped, batches, tracks with an embedding)
 
     @property
     def exit_code(self) -> int:
@@ -86,6 +87,13 @@ class RunSummary:
             )
             if c.error:
                 lines.append(f"  ! {c.error}")
+        if self.reid:
+            r = self.reid
+            lines.append(
+                f"Re-ID: {r['processed']} clips in {r['batches']} batches (mean {r['mean_batch']:.1f}), "
+                f"{r['dropped']} dropped, {r['tracks_with_embedding']} tracks with an embedding, model busy "
+                f"{r['busy_s']:.1f} s"
+            )
         total = sum(c.frames for c in self.cameras)
         lines.append(f"{total} frames in {self.wall_s:.1f} s ({total / max(self.wall_s, 1e-9):.1f} frames/s overall)")
         return "\n".join(lines)
@@ -135,6 +143,13 @@ class Pipeline:
             cam["source"] = redact_uri(str(cam["source"]))
         return data
 
+    def _build_reid(self):
+        if not self.config.reid.enabled:
+            return None
+        from pipeline.reid import ReIDStage
+
+        return ReIDStage(self.config.reid)
+
     def _build_tracker(self):
         from pipeline.tracking import build_tracker_from_config
 
@@ -150,9 +165,12 @@ class Pipeline:
         self.output_dir.mkdir(parents=True, exist_ok=True)
         detector = PersonDetector.from_config(cfg.detector)  # fails fast on bad weights, before anything is opened
         self._build_tracker()  # fails fast on bad tracker name/params
+        reid = self._build_reid()  # fails fast on bad Re-ID weights
         url = cfg.store.url or sqlite_url(self.output_dir / "events.db")
         writer = StoreWriter(open_engine(url), cfg.store.batch_rows, cfg.store.flush_interval_s)
         writer.begin_run(self._redacted_config(), str(self.output_dir))
+        if reid is not None:
+            writer.set_action_names(reid.action_names)
         log.info("run %s: %d camera(s), output in %s", writer.run_id, len(cfg.cameras), self.output_dir)
         sinks = build_sinks(cfg, self.output_dir, writer)
         options = self._stream_options()
@@ -160,7 +178,7 @@ class Pipeline:
         trackers = {}
         status = "completed"
         with ExitStack() as stack:
-            stack.callback(self._close_all, readers, writer, sinks)
+            stack.callback(self._close_all, readers, writer, sinks, reid)
             for cam in cfg.cameras:
                 summary = self.summaries[cam.id] = CameraSummary(cam.id, redact_uri(str(cam.source)))
                 try:
@@ -179,13 +197,15 @@ class Pipeline:
                 writer.register_camera(cam.id, source.display_uri, source.fps, size[0], size[1])
                 readers[cam.id] = CameraReader(source, options)
                 trackers[cam.id] = self._build_tracker()
+                if reid is not None:
+                    reid.add_camera(cam.id)
                 summary.status, summary.is_live = "running", source.is_live
             for reader in readers.values():
                 reader.start()
             bars = self._progress_bars(readers, stack)
             try:
                 with _sigterm_as_interrupt():
-                    self._loop(readers, trackers, detector, writer, sinks, bars, started)
+                    self._loop(readers, trackers, detector, writer, sinks, reid, bars, started)
             except KeyboardInterrupt:
                 status = "interrupted"
                 log.warning("interrupted: stopping cameras and flushing what was recorded")
@@ -193,6 +213,9 @@ class Pipeline:
                 status = "failed"
                 raise
             finally:
+                if reid is not None:  # an interrupted run only finishes the clips already queued, briefly
+                    done = reid.drain() if status == "completed" else reid.drain_queued(timeout=10)
+                    self._record_reid(writer, done)
                 for cam_id, summary in self.summaries.items():
                     if summary.status == "running":
                         summary.status = "stopped" if status != "completed" or self._stop.is_set() else "completed"
@@ -205,11 +228,30 @@ class Pipeline:
                     )
                 self._final_status = status
         return RunSummary(writer.run_id, status, list(self.summaries.values()), time.monotonic() - started,
-                          self.output_dir)
+                          self.output_dir, self._reid_counters(reid))
 
-    def _close_all(self, readers, writer: StoreWriter, sinks: list[TrackSink]) -> None:
+    @staticmethod
+    def _reid_counters(reid) -> dict | None:
+        if reid is None:
+            return None
+        st = reid.batcher.stats
+        return dict(processed=st.processed, submitted=st.submitted, dropped=st.dropped, batches=st.batches,
+                    mean_batch=st.mean_batch, busy_s=st.busy_s, errors=st.errors,
+                    tracks_with_embedding=sum(len(a.tracks) for a in reid.appearances.values()))
+
+    def _record_reid(self, writer: StoreWriter, results) -> None:
+        """Store the clip results and the tracks' updated appearance."""
+        for result, state in results:
+            writer.add_clip(result.camera_id, result.track_id, result.t_start, result.t_end, result.quality,
+                            result.embedding, result.action_probs, result.reason)
+            writer.set_track_appearance(result.camera_id, result.track_id, state.embedding, state.action_probs,
+                                        state.n_clips)
+
+    def _close_all(self, readers, writer: StoreWriter, sinks: list[TrackSink], reid=None) -> None:
         for reader in readers.values():
             reader.stop()
+        if reid is not None:
+            reid.close()
         try:
             for sink in sinks:
                 try:
@@ -242,7 +284,7 @@ class Pipeline:
             )
         return bars
 
-    def _loop(self, readers, trackers, detector, writer, sinks, bars, started: float) -> None:
+    def _loop(self, readers, trackers, detector, writer, sinks, reid, bars, started: float) -> None:
         active = dict(readers)
         duration = self.config.run.duration_s
         while active and not self._stop.is_set():
@@ -256,6 +298,8 @@ class Pipeline:
                     batch.append(frame)
                 elif reader.done:
                     del active[cam_id]
+                    if reid is not None:
+                        reid.camera_ended(cam_id)
                     for sink in sinks:
                         sink.on_camera_end(cam_id)
                     summary = self.summaries[cam_id]
@@ -264,6 +308,8 @@ class Pipeline:
                     else:
                         summary.status = "completed"
                         log.info("camera %s: finished after %d frames", cam_id, summary.frames)
+            if reid is not None:
+                self._record_reid(writer, reid.poll())
             if not batch:
                 time.sleep(0.005)
                 continue
@@ -271,6 +317,8 @@ class Pipeline:
             now = time.monotonic()
             for frame, dets in zip(batch, detections):
                 tracks = trackers[frame.camera_id].update(dets, frame.image)
+                if reid is not None:
+                    reid.on_tracks(frame, tracks)
                 writer.add_tracks(frame.camera_id, frame.index, frame.timestamp_s, tracks)
                 for sink in sinks:
                     sink.on_tracks(frame, tracks)

@@ -84,6 +84,7 @@ def main(args) -> int:
     from models.detector import DetectorError
     from pipeline.config import ConfigError
     from pipeline.runner import Pipeline
+    from pipeline.reid.encoder import ReIDLoadError
     from pipeline.store import StoreError
 
     log = logging.getLogger("mcsa")
@@ -94,7 +95,7 @@ def main(args) -> int:
         return 2
     try:
         summary = Pipeline(cfg, cfg.output.dir).run()
-    except (DetectorError, StoreError, KeyError, ValueError) as err:
+    except (DetectorError, ReIDLoadError, StoreError, KeyError, ValueError) as err:
         msg = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"error: {msg}", file=sys.stderr)
         return 1

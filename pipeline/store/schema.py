@@ -1,17 +1,24 @@
 """Store schema (SQLAlchemy Core) and engine set-up.
 
-Tables (schema version 1):
+Tables (schema version 2):
   schema_info   key/value; `version` is the schema version.
   runs          one row per pipeline run: id, started_at, ended_at (unix s), status, config (JSON), output_dir.
   cameras       (run_id, camera_id): source (credentials redacted), fps, width, height, frames, dropped, status, error.
-  tracks        (run_id, camera_id, track_id): first/last frame and timestamp (s), number of boxes.
+  tracks        (run_id, camera_id, track_id): first/last frame and timestamp (s), number of boxes; since v2 the
+                track's appearance: embedding (float32 L2-normalised bytes, `embedding_dim` values), the latest
+                action_probs (JSON list, names in `runs.action_names`) and n_clips (clips that contributed).
   track_boxes   one row per track per frame: run_id, camera_id, frame (0-based), ts (s), track_id, x1, y1, x2, y2 (px),
                 score.
+  track_clips   (v2) one row per Re-ID-AR clip: run_id, camera_id, track_id, t_start, t_end (s), quality (0..1),
+                reason (periodic | end), embedding (float32 bytes), action_probs (JSON list).
+Migrations: `MIGRATIONS[v]` upgrades a database from version v to v + 1; `open_engine` applies them in order, so a
+database written by an older release keeps its runs and gains the new columns (NULL for old rows).
 SQLite runs in WAL mode with synchronous=NORMAL: a crash loses at most the last uncommitted batch, never committed rows.
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from pathlib import Path
 
@@ -20,6 +27,7 @@ from sqlalchemy import (
     Float,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -28,11 +36,13 @@ from sqlalchemy import (
     event,
     inspect,
     select,
+    text,
+    update,
 )
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 metadata = MetaData()
 
@@ -47,6 +57,7 @@ runs = Table(
     Column("status", String(16), nullable=False),
     Column("config", Text),
     Column("output_dir", Text),
+    Column("action_names", Text),  # v2: JSON list naming the entries of action_probs in this run
 )
 
 cameras = Table(
@@ -75,6 +86,25 @@ tracks = Table(
     Column("first_ts", Float, nullable=False),
     Column("last_ts", Float, nullable=False),
     Column("n_boxes", Integer, nullable=False),
+    Column("embedding", LargeBinary),  # v2
+    Column("embedding_dim", Integer),  # v2
+    Column("action_probs", Text),  # v2
+    Column("n_clips", Integer),  # v2
+)
+
+track_clips = Table(
+    "track_clips",
+    metadata,
+    Column("run_id", Integer, nullable=False),
+    Column("camera_id", String(64), nullable=False),
+    Column("track_id", Integer, nullable=False),
+    Column("t_start", Float, nullable=False),
+    Column("t_end", Float, nullable=False),
+    Column("quality", Float, nullable=False),
+    Column("reason", String(16), nullable=False),
+    Column("embedding", LargeBinary, nullable=False),
+    Column("action_probs", Text, nullable=False),
+    Index("ix_track_clips_track", "run_id", "camera_id", "track_id"),
 )
 
 track_boxes = Table(
@@ -93,6 +123,22 @@ track_boxes = Table(
     Index("ix_track_boxes_track", "run_id", "camera_id", "track_id"),
     Index("ix_track_boxes_time", "run_id", "ts"),
 )
+
+
+def _migrate_1_to_2(conn) -> None:
+    """v2: track appearance columns, run action names (the `track_clips` table is created by `create_all`)."""
+    blob = "BYTEA" if conn.dialect.name == "postgresql" else "BLOB"
+    for table, column, kind in [
+        ("runs", "action_names", "TEXT"),
+        ("tracks", "embedding", blob),
+        ("tracks", "embedding_dim", "INTEGER"),
+        ("tracks", "action_probs", "TEXT"),
+        ("tracks", "n_clips", "INTEGER"),
+    ]:
+        conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {kind}"))
+
+
+MIGRATIONS = {1: _migrate_1_to_2}
 
 
 class StoreError(RuntimeError):
@@ -139,6 +185,7 @@ def open_engine(url: str) -> Engine:
             event.listen(engine, "connect", _sqlite_pragmas)
         with engine.begin() as conn:
             existing = set(inspect(conn).get_table_names())
+            version = SCHEMA_VERSION
             if "schema_info" in existing:
                 row = conn.execute(select(schema_info.c.value).where(schema_info.c.key == "version")).first()
                 version = int(row[0]) if row else 0
@@ -147,9 +194,17 @@ def open_engine(url: str) -> Engine:
                         f"database {shown} has schema version {version}, newer than this program's {SCHEMA_VERSION} "
                         "(upgrade mcsa or use another store.url)"
                     )
+                if version < 1 or any(v not in MIGRATIONS for v in range(version, SCHEMA_VERSION)):
+                    raise StoreError(f"database {shown} has schema version {version}, which cannot be migrated "
+                                     f"(use another store.url)")
+                for v in range(version, SCHEMA_VERSION):
+                    MIGRATIONS[v](conn)
+                    logging.getLogger("mcsa.store").info("store %s migrated from schema v%d to v%d", shown, v, v + 1)
             metadata.create_all(conn)
             if "schema_info" not in existing:
                 conn.execute(schema_info.insert().values(key="version", value=str(SCHEMA_VERSION)))
+            elif version != SCHEMA_VERSION:
+                conn.execute(update(schema_info).where(schema_info.c.key == "version").values(value=str(SCHEMA_VERSION)))
     except StoreError:
         raise
     except SQLAlchemyError as err:

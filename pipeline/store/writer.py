@@ -13,6 +13,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+import numpy as np
 from sqlalchemy import update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
@@ -33,6 +34,10 @@ class _TrackSummary:
     first_ts: float
     last_ts: float
     n_boxes: int
+    embedding: bytes | None = None
+    embedding_dim: int | None = None
+    action_probs: str | None = None
+    n_clips: int | None = None
 
 
 def upsert(conn, table, rows: list[dict], keys: list[str]) -> None:
@@ -61,6 +66,7 @@ class StoreWriter:
         self._queue: queue.Queue = queue.Queue()
         self._tracks: dict[tuple[str, int], _TrackSummary] = {}
         self._dirty: set[tuple[str, int]] = set()
+        self._appearance: dict[tuple[str, int], dict] = {}
         self._thread = threading.Thread(target=self._loop, name="store-writer", daemon=True)
         self._closed = False
 
@@ -107,6 +113,30 @@ class StoreWriter:
             for tid, b, s in zip(tracks.track_ids.tolist(), xyxy, tracks.scores.tolist())
         ]
         self._put(("boxes", rows))
+
+    def set_action_names(self, names: list[str]) -> None:
+        """Record the names of the action_probs entries of this run (from the Re-ID-AR checkpoint)."""
+        self._put(("run_update", {"action_names": json.dumps(list(names))}))
+
+    def add_clip(self, camera_id: str, track_id: int, t_start: float, t_end: float, quality: float,
+                 embedding: np.ndarray, action_probs: np.ndarray, reason: str = "periodic") -> None:
+        """Queue one Re-ID-AR clip result: embedding float32 (D,), action_probs float32 (A,)."""
+        self._put(("clip", dict(
+            run_id=self.run_id, camera_id=camera_id, track_id=int(track_id), t_start=float(t_start),
+            t_end=float(t_end), quality=float(quality), reason=reason,
+            embedding=np.asarray(embedding, np.float32).tobytes(),
+            action_probs=json.dumps([round(float(p), 5) for p in np.asarray(action_probs).ravel()]),
+        )))
+
+    def set_track_appearance(self, camera_id: str, track_id: int, embedding: np.ndarray, action_probs: np.ndarray,
+                             n_clips: int) -> None:
+        """Queue a track's running appearance: embedding float32 (D,) L2-normalised, latest action_probs (A,)."""
+        emb = np.asarray(embedding, np.float32)
+        self._put(("appearance", (camera_id, int(track_id)), dict(
+            embedding=emb.tobytes(), embedding_dim=int(emb.size),
+            action_probs=json.dumps([round(float(p), 5) for p in np.asarray(action_probs).ravel()]),
+            n_clips=int(n_clips),
+        )))
 
     def update_camera(self, camera_id: str, **values) -> None:
         """Queue new values for this run's camera row (frames, dropped, status, error, fps, width, height)."""
@@ -177,6 +207,8 @@ class StoreWriter:
 
     def _loop(self) -> None:
         boxes: list[dict] = []
+        clips: list[dict] = []
+        run_values: dict = {}
         cameras: dict[str, dict] = {}
         waiters: list[threading.Event] = []
         last_commit = time.monotonic()
@@ -194,6 +226,13 @@ class StoreWriter:
                 if kind == "boxes":
                     boxes.extend(item[1])
                     self._summarise(item[1])
+                elif kind == "clip":
+                    clips.append(item[1])
+                elif kind == "appearance":
+                    self._appearance[item[1]] = item[2]
+                    self._dirty.add(item[1])
+                elif kind == "run_update":
+                    run_values.update(item[1])
                 elif kind == "camera":
                     cameras[item[1]["camera_id"]] = item[1]
                 elif kind == "camera_update":
@@ -201,15 +240,15 @@ class StoreWriter:
                 elif kind == "flush":
                     waiters.append(item[1])
             due = time.monotonic() - last_commit >= self.flush_interval_s
-            if stop or waiters or due or len(boxes) >= self.batch_rows:
-                if self.error is None and (boxes or cameras or self._dirty):
+            if stop or waiters or due or len(boxes) + len(clips) >= self.batch_rows:
+                if self.error is None and (boxes or clips or cameras or run_values or self._dirty):
                     try:
-                        self._commit(boxes, cameras)
+                        self._commit(boxes, cameras, clips, run_values)
                     except SQLAlchemyError as err:
                         self._fail(err)
                     except OSError as err:
                         self._fail(err)
-                boxes, cameras = [], {}
+                boxes, clips, cameras, run_values = [], [], {}, {}
                 last_commit = time.monotonic()
                 for w in waiters:
                     w.set()
@@ -225,12 +264,18 @@ class StoreWriter:
                 s.last_frame, s.last_ts, s.n_boxes = r["frame"], r["ts"], s.n_boxes + 1
             self._dirty.add(key)
 
-    def _commit(self, boxes: list[dict], cameras: dict[str, dict]) -> None:
-        track_rows = [
-            dict(run_id=self.run_id, camera_id=cam, track_id=tid, **vars(self._tracks[(cam, tid)]))
-            for cam, tid in self._dirty
-        ]
+    def _commit(self, boxes: list[dict], cameras: dict[str, dict], clips: list[dict] | None = None,
+                run_values: dict | None = None) -> None:
+        track_rows = []
+        for key in self._dirty:
+            summary = self._tracks.get(key)
+            if summary is None:  # appearance of a track whose boxes are not in yet: wait for them
+                continue
+            summary.__dict__.update(self._appearance.get(key, {}))
+            track_rows.append(dict(run_id=self.run_id, camera_id=key[0], track_id=key[1], **vars(summary)))
         with self.engine.begin() as conn:
+            if run_values:
+                conn.execute(update(schema.runs).where(schema.runs.c.id == self.run_id).values(**run_values))
             for row in cameras.values():
                 if "source" in row:
                     upsert(conn, schema.cameras, [row], ["run_id", "camera_id"])
@@ -243,6 +288,8 @@ class StoreWriter:
                     )
             if boxes:
                 conn.execute(schema.track_boxes.insert(), boxes)
+            if clips:
+                conn.execute(schema.track_clips.insert(), clips)
             upsert(conn, schema.tracks, track_rows, ["run_id", "camera_id", "track_id"])
         self.rows_written += len(boxes)
-        self._dirty.clear()
+        self._dirty.clear()  # appearance of a track with no boxes yet stays in _appearance until its boxes come

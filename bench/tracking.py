@@ -1,0 +1,252 @@
+"""Tracker benchmark, run by hand (not in tests).
+
+    python bench/tracking.py                       # cache detections (once), run all trackers, print the table
+    python bench/tracking.py --cache-only          # only run the detector and cache its boxes
+    python bench/tracking.py --trackers mcsa --set high_thresh=0.6 --set max_age=50   # try other mcsa parameters
+
+1. Detection cache: the shared YOLO11n INT8 OpenVINO detector (`models.detector.PersonDetector`, conf 0.1, imgsz 640)
+   runs ONCE per video; boxes go to bench/cache/<seq>_yolo11n_int8_c0.1.npz (gitignored). Every tracker then sees the
+   very same detections.
+2. Sequences: PETS09-S2L1 (795 frames), EPFL Terrace-1 c0 and c1 (1500 frames each) on the YOLO detections, and
+   PETS09-S2L1 on the MOTChallenge 2015 public ACF detections (det/det.txt). ACF scores are raw detector margins
+   (about -0.5..139, median 67), not probabilities: they are mapped to [0, 1] by score = clip(raw / 100, 0, 1). On this
+   sequence the precision of ACF boxes at a given mapped score is at least that of YOLO boxes at the same score
+   (measured: ACF raw 60-70 -> 0.90 precision, YOLO 0.6-0.7 -> 0.89), so the same thresholds apply to both.
+3. Trackers: ours (`mcsa`, `sort`, YAML defaults) and Ultralytics' BYTETracker and BOTSORT (its YAML defaults from
+   ultralytics/cfg/trackers, BoT-SORT without ReID and without global motion compensation since the cameras are
+   static and ReID weights would need a download). The Ultralytics trackers are also run with OUR score thresholds
+   (high 0.5 / low 0.1 / new 0.6; suffix `@ours`), and the best Ultralytics row per sequence (by HOTA) is the reference
+   for the ratios.
+4. Scores: pipeline.evaluation.evaluate_mot (TrackEval) on all gt boxes. Speed: tracker-only frames per second (time
+   spent inside `update`, detection decoding and evaluation excluded), one process, 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from pipeline.paths import shared_dir  # noqa: E402
+from pipeline.types import Detections  # noqa: E402
+
+CACHE = ROOT / "bench" / "cache"
+RESULTS = ROOT / "bench" / "results"
+DET_CONF = 0.1
+
+
+def sequences() -> dict[str, dict]:
+    data = shared_dir() / "data"
+    pets, terrace = data / "pets09_s2l1", data / "epfl_terrace1"
+    return {
+        "PETS09-S2L1": dict(video=pets / "vtest.avi", gt=pets / "gt" / "gt.txt", size=(576, 768), source="yolo"),
+        "Terrace-c0": dict(video=terrace / "terrace1-c0.mp4", gt=terrace / "gt_c0" / "gt.txt", size=(288, 360),
+                           source="yolo"),
+        "Terrace-c1": dict(video=terrace / "terrace1-c1.mp4", gt=terrace / "gt_c1" / "gt.txt", size=(288, 360),
+                           source="yolo"),
+        "PETS09-S2L1/public": dict(det=pets / "det" / "det.txt", gt=pets / "gt" / "gt.txt", size=(576, 768),
+                                   source="public", n_frames=795),
+    }
+
+
+def _cache_path(video: Path) -> Path:
+    return CACHE / f"{video.stem}_yolo11n_int8_c{DET_CONF}.npz"
+
+
+def cache_detections(video: Path) -> Path:
+    """Run the detector once over `video` and store every frame's boxes; returns the cache file."""
+    out = _cache_path(video)
+    if out.exists():
+        return out
+    import cv2
+
+    from models.detector import PersonDetector
+
+    CACHE.mkdir(parents=True, exist_ok=True)
+    weights = shared_dir() / "models" / "yolo11n_int8_openvino_model"
+    detector = PersonDetector(str(weights), conf=DET_CONF, imgsz=640, device="auto")
+    cap = cv2.VideoCapture(str(video))
+    frames, boxes, scores = [], [], []
+    n, t0 = 0, time.perf_counter()
+    while True:
+        ok, image = cap.read()
+        if not ok:
+            break
+        n += 1
+        det = detector.detect([image])[0]
+        frames.extend([n] * len(det))
+        boxes.append(det.xyxy)
+        scores.append(det.scores)
+    cap.release()
+    np.savez(out, frames=np.array(frames, np.int32), xyxy=np.concatenate(boxes).astype(np.float32),
+             scores=np.concatenate(scores).astype(np.float32), n_frames=n)
+    print(f"cached {n} frames of {video.name} in {time.perf_counter() - t0:.0f} s -> {out}", flush=True)
+    return out
+
+
+def load_frames(seq: dict) -> list[Detections]:
+    """Per-frame detections (index 0 = frame 1)."""
+    if seq["source"] == "public":
+        raw = np.loadtxt(seq["det"], delimiter=",", ndmin=2)
+        n = int(seq.get("n_frames") or raw[:, 0].max())
+        frames = raw[:, 0].astype(int)
+        scores = np.clip(raw[:, 6] / 100.0, 0.0, 1.0)
+        per = []
+        for f in range(1, n + 1):
+            m = frames == f
+            per.append(Detections.from_xywh(raw[m, 2:6], scores[m]))
+        return per
+    z = np.load(cache_detections(seq["video"]))
+    n = int(z["n_frames"])
+    order = np.argsort(z["frames"], kind="stable")
+    fr, xyxy, sc = z["frames"][order], z["xyxy"][order], z["scores"][order]
+    bounds = np.searchsorted(fr, np.arange(1, n + 2))
+    return [Detections(xyxy[bounds[i]:bounds[i + 1]], sc[bounds[i]:bounds[i + 1]], np.zeros(bounds[i + 1] - bounds[i]))
+            for i in range(n)]
+
+
+class _UltralyticsBoxes:
+    """The results-like object Ultralytics' trackers read: .conf, .cls, .xyxy, .xywh (centre) and boolean indexing."""
+
+    def __init__(self, xyxy: np.ndarray, conf: np.ndarray, cls: np.ndarray) -> None:
+        self.xyxy, self.conf, self.cls = xyxy, conf, cls
+        wh = xyxy[:, 2:4] - xyxy[:, 0:2]
+        self.xywh = np.concatenate([xyxy[:, 0:2] + wh / 2, wh], axis=1)
+
+    def __len__(self) -> int:
+        return len(self.conf)
+
+    def __getitem__(self, index) -> "_UltralyticsBoxes":
+        return _UltralyticsBoxes(self.xyxy[index], self.conf[index], self.cls[index])
+
+
+class UltralyticsAdapter:
+    """Wraps BYTETracker / BOTSORT so they take our Detections and give (ids, xyxy)."""
+
+    def __init__(self, kind: str, **overrides) -> None:
+        import yaml
+        from ultralytics.trackers import BOTSORT, BYTETracker
+        from ultralytics.utils import ROOT as UROOT
+
+        cfg = yaml.safe_load((UROOT / "cfg" / "trackers" / f"{kind}.yaml").read_text())
+        if kind == "botsort":
+            cfg.update(gmc_method="none", with_reid=False)
+        cfg.update(overrides)
+        args = SimpleNamespace(**cfg)
+        self.tracker = BOTSORT(args) if kind == "botsort" else BYTETracker(args)
+
+    def update(self, det: Detections, frame=None):
+        boxes = _UltralyticsBoxes(det.xyxy.astype(np.float32), det.scores.astype(np.float32),
+                                  det.class_ids.astype(np.float32))
+        out = self.tracker.update(boxes, None)
+        if len(out) == 0:
+            return np.zeros(0, np.int64), np.zeros((0, 4))
+        return out[:, 4].astype(np.int64), out[:, :4]
+
+
+class OursAdapter:
+    def __init__(self, name: str, overrides: dict) -> None:
+        from pipeline.tracking import build_tracker_from_config
+
+        self.tracker = build_tracker_from_config(name, overrides)
+
+    def update(self, det: Detections, frame=None):
+        tracks = self.tracker.update(det, frame)
+        return tracks.track_ids, tracks.xyxy
+
+
+def run_tracker(adapter, frames: list[Detections], image: np.ndarray, out_path: Path) -> float:
+    """Track every frame, write a MOT file, return tracker-only frames per second."""
+    lines = []
+    spent = 0.0
+    for i, det in enumerate(frames, 1):
+        t0 = time.perf_counter()
+        ids, boxes = adapter.update(det, image)
+        spent += time.perf_counter() - t0
+        for tid, b in zip(ids, boxes):
+            lines.append(f"{i},{int(tid)},{b[0]:.2f},{b[1]:.2f},{b[2] - b[0]:.2f},{b[3] - b[1]:.2f},1,-1,-1,-1\n")
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text("".join(lines))
+    return len(frames) / max(spent, 1e-9)
+
+
+def parse_value(text: str):
+    import yaml
+
+    return yaml.safe_load(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cache-only", action="store_true", help="only run the detector and cache its boxes")
+    parser.add_argument("--trackers", default="mcsa,sort,bytetrack,botsort,bytetrack@ours,botsort@ours",
+                        help="comma-separated: mcsa, sort, bytetrack, botsort, bytetrack@ours, botsort@ours")
+    parser.add_argument("--seqs", default=None, help="comma-separated sequence names (default: all)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override an mcsa parameter")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per tracker for timing (best fps kept)")
+    args = parser.parse_args(argv)
+
+    from pipeline.evaluation.mot import evaluate_mot
+
+    seqs = sequences()
+    if args.seqs:
+        seqs = {k: v for k, v in seqs.items() if k in args.seqs.split(",")}
+    if args.cache_only:
+        for seq in seqs.values():
+            if seq["source"] == "yolo":
+                cache_detections(seq["video"])
+        return 0
+    overrides = {k: parse_value(v) for k, v in (s.split("=", 1) for s in args.set)}
+    ours_thresholds = dict(track_high_thresh=0.5, track_low_thresh=0.1, new_track_thresh=0.6)
+    makers = {
+        "mcsa": lambda: OursAdapter("mcsa", overrides),
+        "sort": lambda: OursAdapter("sort", {}),
+        "bytetrack": lambda: UltralyticsAdapter("bytetrack"),
+        "botsort": lambda: UltralyticsAdapter("botsort"),
+        "bytetrack@ours": lambda: UltralyticsAdapter("bytetrack", **ours_thresholds),
+        "botsort@ours": lambda: UltralyticsAdapter("botsort", **ours_thresholds),
+    }
+    names = args.trackers.split(",")
+    rows = []
+    for seq_name, seq in seqs.items():
+        frames = load_frames(seq)
+        image = np.zeros((*seq["size"], 3), np.uint8)  # gives the trackers the image size, nothing else
+        results = {}
+        for name in names:
+            fps = 0.0
+            out = RESULTS / seq_name.replace("/", "_") / f"{name}.txt"
+            for _ in range(max(1, args.repeat)):
+                fps = max(fps, run_tracker(makers[name](), frames, image, out))
+            r = evaluate_mot(seq["gt"], out, num_frames=len(frames))
+            r["fps"] = fps
+            results[name] = r
+        ul = [n for n in results if n.split("@")[0] in ("bytetrack", "botsort")]
+        best = max(ul, key=lambda n: results[n]["HOTA"]) if ul else None
+        bt_fps = max([results[n]["fps"] for n in results if n.startswith("bytetrack")], default=None)
+        for name, r in results.items():
+            rows.append((seq_name, name, r, best and results[best], bt_fps, name == best))
+
+    header = (f"{'sequence':<19} {'tracker':<15} {'HOTA':>6} {'IDF1':>6} {'MOTA':>6} {'IDSW':>5} {'fps':>7}"
+              f" {'HOTA/UL':>8} {'IDF1/UL':>8} {'fps/BT':>7}")
+    print(header)
+    print("-" * len(header))
+    for seq_name, name, r, ref, bt_fps, is_best in rows:
+        ratio = lambda k: f"{r[k] / ref[k]:8.3f}" if ref and ref[k] > 0 else f"{'-':>8}"  # noqa: E731
+        fps_ratio = f"{r['fps'] / bt_fps:7.2f}" if bt_fps else f"{'-':>7}"
+        mark = "*" if is_best else " "
+        print(f"{seq_name:<19} {name + mark:<15} {100 * r['HOTA']:6.2f} {100 * r['IDF1']:6.2f} {100 * r['MOTA']:6.2f}"
+              f" {r['IDSW']:5d} {r['fps']:7.0f} {ratio('HOTA')} {ratio('IDF1')} {fps_ratio}")
+    print("* = best Ultralytics tracker on that sequence (by HOTA), the reference of the /UL ratios; "
+          "fps/BT = tracker-only speed over Ultralytics ByteTrack's (fastest of its two settings)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

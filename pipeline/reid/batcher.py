@@ -1,0 +1,149 @@
+"""`ReIDBatcher`: one queue shared by all cameras, batched Re-ID-AR inference on a worker thread.
+
+A batch closes when it holds `max_batch` clips or its oldest clip has waited `max_wait_ms`. Results come back as
+`ClipResult`s keyed by (camera_id, track_id), whatever the completion order. Back-pressure: when `max_queue` clips are
+pending, a new clip evicts the oldest pending clip of a track that already has an embedding (else the oldest clip);
+every drop is counted.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline.reid.clips import ClipRequest, ClipResult
+
+log = logging.getLogger("mcsa.reid")
+
+
+@dataclass
+class BatcherStats:
+    submitted: int = 0
+    processed: int = 0
+    dropped: int = 0
+    dropped_with_embedding: int = 0
+    batches: int = 0
+    errors: int = 0
+    busy_s: float = 0.0  # time spent in the model
+
+    @property
+    def mean_batch(self) -> float:
+        return self.processed / self.batches if self.batches else 0.0
+
+
+class ReIDBatcher:
+    """Batches `ClipRequest`s from all cameras through a `ClipEncoder`-like object (`encode(clips) -> (emb, probs)`)."""
+
+    def __init__(self, encoder, max_batch: int = 32, max_wait_ms: float = 50.0, max_queue: int = 256) -> None:
+        self.encoder = encoder
+        self.max_batch = int(max_batch)
+        self.max_wait_s = float(max_wait_ms) / 1000.0
+        self.max_queue = int(max_queue)
+        self.stats = BatcherStats()
+        self._pending: deque[tuple[float, ClipRequest]] = deque()
+        self._results: list[ClipResult] = []
+        self._inflight = 0
+        self._cond = threading.Condition()
+        self._stop = False
+        self._flushing = 0
+        self._thread = threading.Thread(target=self._worker, name="reid-batcher", daemon=True)
+
+    def start(self) -> "ReIDBatcher":
+        self._thread.start()
+        return self
+
+    def submit(self, request: ClipRequest) -> None:
+        """Queue a clip (never blocks; evicts a clip when the queue is full)."""
+        with self._cond:
+            self.stats.submitted += 1
+            if len(self._pending) >= self.max_queue:
+                victim = next((i for i, (_, r) in enumerate(self._pending) if r.has_embedding), 0)
+                _, dropped = self._pending[victim]
+                del self._pending[victim]
+                self.stats.dropped += 1
+                self.stats.dropped_with_embedding += int(dropped.has_embedding)
+                if self.stats.dropped == 1:
+                    log.warning("Re-ID is falling behind: dropping clips (tracks that have an embedding first)")
+            self._pending.append((time.monotonic(), request))
+            self._cond.notify_all()
+
+    def poll(self) -> list[ClipResult]:
+        """The results finished since the last call (never blocks)."""
+        with self._cond:
+            out, self._results = self._results, []
+        return out
+
+    def drain(self, timeout: float = 120.0) -> list[ClipResult]:
+        """Process everything queued now (partial batches included) and return all unread results."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            self._flushing += 1
+            self._cond.notify_all()
+            try:
+                while (self._pending or self._inflight) and self._thread.is_alive():
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        log.warning("Re-ID drain timed out with %d clips pending", len(self._pending))
+                        break
+                    self._cond.wait(remaining)
+            finally:
+                self._flushing -= 1
+        return self.poll()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+        if self._thread.is_alive():
+            self._thread.join(timeout=30)
+
+    @property
+    def pending(self) -> int:
+        with self._cond:
+            return len(self._pending) + self._inflight
+
+    # ---- worker -------------------------------------------------------------------------------------------------
+    def _next_batch(self) -> list[ClipRequest] | None:
+        with self._cond:
+            while not self._pending and not self._stop:
+                self._cond.wait()
+            if self._stop:
+                return None
+            deadline = self._pending[0][0] + self.max_wait_s
+            while len(self._pending) < self.max_batch and not self._stop and not self._flushing:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._cond.wait(remaining)
+            batch = [self._pending.popleft()[1] for _ in range(min(self.max_batch, len(self._pending)))]
+            self._inflight += len(batch)
+            return batch
+
+    def _worker(self) -> None:
+        while True:
+            batch = self._next_batch()
+            if batch is None:
+                return
+            results: list[ClipResult] = []
+            start = time.perf_counter()
+            try:
+                emb, probs = self.encoder.encode(np.stack([r.crops for r in batch]))
+                for r, e, p in zip(batch, emb, probs):
+                    results.append(ClipResult(r.camera_id, r.track_id, e, p, float(r.timestamps_s[0]),
+                                              float(r.timestamps_s[-1]), r.quality, r.reason))
+            except Exception:  # noqa: BLE001 - a failing batch must not kill the stage
+                self.stats.errors += 1
+                log.exception("Re-ID batch of %d clips failed", len(batch))
+            elapsed = time.perf_counter() - start
+            with self._cond:
+                self._inflight -= len(batch)
+                self._results.extend(results)
+                self.stats.processed += len(results)
+                self.stats.batches += 1
+                self.stats.busy_s += elapsed
+                self._cond.notify_all()

@@ -1,0 +1,48 @@
+"""Dataclasses that cross the Re-ID stage's boundaries."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class ClipRequest:
+    """T crops of one track, ready for the model.
+
+    crops: uint8 (T, H, W, 3) RGB at the model's input size; timestamps_s: float64 (T,); boxes: float32 (T, 4) xyxy px;
+    quality: mean crop quality in [0, 1]; reason: 'periodic' or 'end'; has_embedding: the track already has an
+    appearance (such clips are dropped first under back-pressure).
+    """
+
+    camera_id: str
+    track_id: int
+    crops: np.ndarray
+    timestamps_s: np.ndarray
+    boxes: np.ndarray
+    quality: float
+    reason: str = "periodic"
+    has_embedding: bool = False
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.camera_id, self.track_id)
+
+
+@dataclass
+class ClipResult:
+    """The model's output for one `ClipRequest`: embedding float32 (D,), action_probs float32 (A,)."""
+
+    camera_id: str
+    track_id: int
+    embedding: np.ndarray
+    action_probs: np.ndarray
+    t_start: float
+    t_end: float
+    quality: float
+    reason: str = "periodic"
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.camera_id, self.track_id)

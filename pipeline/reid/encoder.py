@@ -1,0 +1,128 @@
+"""`ClipEncoder`: the Re-ID-AR model behind a uint8-clip interface, on CUDA (AMP, channels-last) or CPU (fp32).
+
+Weights: a Re-ID-AR checkpoint written by `run_pipeline.py train`; without one, the model is built on the OSNet
+backbone weights (e.g. ../shared/models/osnet_x0_25_msmt17.pth) with mean temporal pooling and NO action branch,
+and a warning says so: it never runs silently on random weights.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+log = logging.getLogger("mcsa.reid")
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class ReIDLoadError(RuntimeError):
+    """The Re-ID weights cannot be used; the message names the file and the fix."""
+
+
+def _resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class ClipEncoder:
+    """Encodes uint8 RGB clips (B, T, H, W, 3) into embeddings (B, D) and action probabilities (B, A).
+
+    checkpoint: Re-ID-AR checkpoint path, or None to build on `backbone_weights`; input_size: (H, W) px, used only
+    without a checkpoint (a checkpoint brings its own); amp: fp16/bf16 autocast on CUDA; cpu_threads: torch threads on
+    CPU (None = torch's default).
+    """
+
+    def __init__(
+        self,
+        checkpoint: str | None = None,
+        backbone: str = "osnet_x0_25",
+        backbone_weights: str | None = None,
+        input_size: tuple[int, int] = (256, 128),
+        device: str = "auto",
+        amp: bool = True,
+        cpu_threads: int | None = None,
+    ) -> None:
+        from models.reid import CheckpointError, ReIDAR, load_checkpoint
+
+        self.device = _resolve_device(device)
+        if self.device.type == "cpu" and cpu_threads:
+            torch.set_num_threads(int(cpu_threads))
+        try:
+            if checkpoint:
+                if not Path(checkpoint).is_file():
+                    raise ReIDLoadError(
+                        f"Re-ID-AR checkpoint not found: {checkpoint} (set reid.checkpoint to a file written by "
+                        "`run_pipeline.py train`, or leave it empty to use the OSNet backbone weights)"
+                    )
+                model, payload = load_checkpoint(checkpoint, map_location="cpu")
+                self.source = f"Re-ID-AR checkpoint {Path(checkpoint).name}"
+                self.actions_trained = bool(model.action_names)
+            else:
+                if not backbone_weights or not Path(backbone_weights).is_file():
+                    raise ReIDLoadError(
+                        f"Re-ID backbone weights not found: {backbone_weights} (set reid.backbone_weights to a local "
+                        "torchreid-format file such as osnet_x0_25_msmt17.pth, give reid.checkpoint, or set "
+                        "reid.enabled: false)"
+                    )
+                model = ReIDAR(backbone, num_classes=1, action_names=[], input_size=tuple(input_size),
+                               pretrained=backbone_weights, temporal_attention=False)
+                self.source = f"{backbone} backbone weights {Path(backbone_weights).name} (mean temporal pooling)"
+                self.actions_trained = False
+                log.warning(
+                    "Re-ID: no Re-ID-AR checkpoint given: embeddings come from %s; the action branch is untrained and "
+                    "disabled (set reid.checkpoint to a trained model for action probabilities)", self.source,
+                )
+        except CheckpointError as err:
+            raise ReIDLoadError(str(err)) from None
+        self._setup(model, amp)
+
+    @classmethod
+    def from_model(cls, model, source: str = "in-memory model", device: str = "auto", amp: bool = True) -> "ClipEncoder":
+        """Wrap an already built `ReIDAR` (e.g. one being trained, or built in a test)."""
+        self = cls.__new__(cls)
+        self.device = _resolve_device(device)
+        self.source = source
+        self.actions_trained = bool(model.action_names)
+        self._setup(model, amp)
+        return self
+
+    def _setup(self, model, amp: bool) -> None:
+        self.model = model.eval().to(self.device)
+        self.action_names: list[str] = list(model.action_names)
+        self.input_size = tuple(int(v) for v in model.input_size)  # (H, W)
+        self.amp = bool(amp) and self.device.type == "cuda"
+        self.amp_dtype = torch.bfloat16 if self.amp and torch.cuda.is_bf16_supported() else torch.float16
+        if self.device.type == "cuda":
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self._mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 1, 3, 1, 1) * 255.0
+        self._std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 1, 3, 1, 1) * 255.0
+        with torch.inference_mode():
+            self.embedding_dim = int(self.model(torch.zeros(1, 1, 3, *self.input_size, device=self.device))[0].shape[1])
+
+    @classmethod
+    def from_config(cls, cfg) -> "ClipEncoder":
+        """Build from a `pipeline.config.ReIDConfig`."""
+        return cls(cfg.checkpoint, cfg.backbone, cfg.backbone_weights, tuple(cfg.input_size), cfg.device, cfg.amp,
+                   cfg.cpu_threads)
+
+    def encode(self, clips: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """clips uint8 (B, T, H, W, 3) RGB -> (embeddings float32 (B, D), action_probs float32 (B, A))."""
+        host = torch.from_numpy(np.ascontiguousarray(clips))
+        if self.device.type == "cuda":
+            host = host.pin_memory()
+        with torch.inference_mode():
+            x = host.to(self.device, non_blocking=True).permute(0, 1, 4, 2, 3).float()
+            x = (x - self._mean) / self._std  # (B, T, 3, H, W)
+            if self.amp:
+                with torch.autocast("cuda", dtype=self.amp_dtype):
+                    out = self.model(x)
+            else:
+                out = self.model(x)
+            emb = out.embedding.float().cpu().numpy()
+            probs = out.action_probs.float().cpu().numpy()
+        return emb, probs

@@ -1,0 +1,175 @@
+"""The Re-ID stage: cropper gates and memory bound, deterministic clip sampling, batching equal to per-clip inference,
+routing across many cameras, back-pressure, and a real pipeline run that stores embeddings."""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+
+import numpy as np
+import pytest
+import torch
+
+from models.reid import ReIDAR
+from pipeline.reid import ClipEncoder, ClipRequest, ReIDBatcher, TrackAppearance, TrackletCropper
+from pipeline.reid.cropper import covered_fraction, sample_indices
+from pipeline.types import Frame, Tracks
+
+SIZE = (64, 32)  # small crops keep the real network fast in tests
+
+
+@pytest.fixture(scope="module")
+def encoder() -> ClipEncoder:
+    torch.manual_seed(0)
+    model = ReIDAR("osnet_x0_25", num_classes=1, action_names=["walking", "standing"], input_size=SIZE)
+    return ClipEncoder.from_model(model, device="cpu")
+
+
+def _frame(cam="c0", index=0, h=288, w=360, seed=0):
+    rng = np.random.default_rng(seed + index)
+    return Frame(cam, index, index / 25.0, rng.integers(0, 255, (h, w, 3), dtype=np.uint8))
+
+
+def _tracks(ids, boxes):
+    n = len(ids)
+    return Tracks(np.array(ids), np.array(boxes, np.float32).reshape(n, 4), np.ones(n), np.zeros(n))
+
+
+def _clip(cam, tid, seed, has_embedding=False):
+    rng = np.random.default_rng(seed)
+    crops = rng.integers(0, 255, (4, *SIZE, 3), dtype=np.uint8)
+    return ClipRequest(cam, tid, crops, np.arange(4) * 0.04 + seed, np.zeros((4, 4), np.float32), 1.0,
+                       has_embedding=has_embedding)
+
+
+def test_quality_gates_skip_small_border_and_covered_boxes():
+    cropper = TrackletCropper("c0", SIZE, clip_len=2, clip_every=1, min_box_height=40)
+    boxes = [
+        [100, 100, 130, 180],  # good
+        [10, 10, 20, 30],  # too small
+        [0, 50, 30, 150],  # cut by the left border
+        [200, 100, 240, 200],  # covered by the next box
+        [195, 95, 245, 205],  # covers the previous one (is itself covered only ~65 %)
+    ]
+    out = cropper.on_tracks(_frame(), _tracks([1, 2, 3, 4, 5], boxes))
+    assert sorted(r.track_id for r in out) == [1]
+    assert cropper.crops_rejected == 4
+    np.testing.assert_allclose(covered_fraction(np.array(boxes[3:], np.float32))[0], 1.0)
+
+
+def test_clips_periodic_and_at_track_end_with_spread_sampling():
+    cropper = TrackletCropper("c0", SIZE, clip_len=4, clip_every=10, window=16, end_after_frames=5)
+    emitted = []
+    for i in range(25):
+        emitted += cropper.on_tracks(_frame(index=i), _tracks([7], [[100 + i, 100, 140 + i, 190]]))
+    assert [r.reason for r in emitted] == ["periodic", "periodic"]
+    last = emitted[-1]
+    assert last.crops.shape == (4, *SIZE, 3) and last.crops.dtype == np.uint8
+    # 16 buffered crops of frames 4..19 -> evenly spread picks, first and last included
+    np.testing.assert_allclose(last.timestamps_s, np.array([4, 9, 14, 19]) / 25.0)
+    for i in range(25, 32):  # the track is gone: it ends after end_after_frames
+        emitted += cropper.on_tracks(_frame(index=i), _tracks([], []))
+    assert emitted[-1].reason == "end" and emitted[-1].timestamps_s[-1] == pytest.approx(24 / 25.0)
+    assert cropper.buffered_tracks == 0
+
+
+def test_clip_sampling_is_deterministic():
+    assert sample_indices(16, 4).tolist() == [0, 5, 10, 15]
+    assert sample_indices(2, 4).tolist() == [0, 0, 1, 1]
+    runs = []
+    for _ in range(2):
+        cropper = TrackletCropper("c0", SIZE, clip_every=5)
+        out = []
+        for i in range(10):
+            out += cropper.on_tracks(_frame(index=i, seed=3), _tracks([1], [[50, 50, 90, 150]]))
+        runs.append(out)
+    assert len(runs[0]) == len(runs[1]) == 2
+    for a, b in zip(*runs):
+        np.testing.assert_array_equal(a.crops, b.crops)
+
+
+def test_cropper_memory_is_bounded_with_many_tracks():
+    cropper = TrackletCropper("c0", SIZE, window=8, max_tracks=32, clip_every=1000, end_after_frames=10**6)
+    rng = np.random.default_rng(0)
+    for i in range(60):  # 20 new tracks every frame, 1200 tracks in all
+        ids = np.arange(i * 20, i * 20 + 20)
+        x = rng.uniform(0, 300, 20)
+        boxes = np.stack([x, np.full(20, 50.0), x + 40, np.full(20, 150.0)], 1)
+        cropper.on_tracks(_frame(index=i), _tracks(ids, boxes))
+        assert cropper.buffered_tracks <= 32 and cropper.buffered_crops <= 32 * 8
+
+
+def test_batched_result_equals_per_clip_result(encoder):
+    clips = [_clip("c0", i, seed=i) for i in range(6)]
+    batched_emb, batched_probs = encoder.encode(np.stack([c.crops for c in clips]))
+    for i, c in enumerate(clips):
+        emb, probs = encoder.encode(c.crops[None])
+        np.testing.assert_allclose(emb[0], batched_emb[i], rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(probs[0], batched_probs[i], rtol=1e-4, atol=1e-4)
+    assert batched_emb.shape == (6, encoder.embedding_dim) and batched_probs.shape == (6, 2)
+
+
+def test_routing_with_many_cameras_and_shuffled_order(encoder):
+    requests = [_clip(f"cam{c}", t, seed=100 * c + t) for c in range(12) for t in range(4)]
+    expected = {r.key: encoder.encode(r.crops[None])[0][0] for r in requests}
+    random.Random(1).shuffle(requests)
+    batcher = ReIDBatcher(encoder, max_batch=5, max_wait_ms=5).start()
+    for r in requests:
+        batcher.submit(r)
+    results = batcher.drain(timeout=120)
+    batcher.stop()
+    assert len(results) == len(requests) and batcher.stats.batches >= len(requests) // 5
+    appearances = {f"cam{c}": TrackAppearance(f"cam{c}") for c in range(12)}
+    for res in results:
+        np.testing.assert_allclose(res.embedding, expected[res.key], rtol=1e-4, atol=1e-4)
+        appearances[res.camera_id].update(res)
+    assert all(len(a.tracks) == 4 for a in appearances.values())
+
+
+def test_back_pressure_drops_clips_of_tracks_with_an_embedding_first(encoder):
+    batcher = ReIDBatcher(encoder, max_batch=4, max_queue=4)  # not started: clips pile up
+    for i in range(4):
+        batcher.submit(_clip("c0", i, seed=i, has_embedding=(i % 2 == 0)))
+    batcher.submit(_clip("c0", 10, seed=10))
+    batcher.submit(_clip("c0", 11, seed=11))
+    assert batcher.stats.dropped == 2 and batcher.stats.dropped_with_embedding == 2
+    batcher.start()
+    kept = sorted(r.track_id for r in batcher.drain(timeout=60))
+    batcher.stop()
+    assert kept == [1, 3, 10, 11]
+
+
+def test_appearance_is_a_quality_weighted_normalised_mean():
+    from pipeline.reid import ClipResult
+
+    app = TrackAppearance("c0")
+    app.update(ClipResult("c0", 1, np.array([2.0, 0.0], np.float32), np.array([0.9]), 0, 1, quality=1.0))
+    state = app.update(ClipResult("c0", 1, np.array([0.0, 5.0], np.float32), np.array([0.2]), 1, 2, quality=0.5))
+    np.testing.assert_allclose(state.embedding, np.array([2, 1]) / np.sqrt(5), rtol=1e-6)
+    assert state.n_clips == 2 and state.action_probs[0] == pytest.approx(0.2)
+    with pytest.raises(ValueError):
+        app.update(ClipResult("c1", 1, np.ones(2), np.ones(1), 0, 1, 1.0))
+
+
+def test_pipeline_stores_an_embedding_for_every_confirmed_track(shared, yolo_weights, tmp_path):
+    from pipeline.config import load_config
+    from pipeline.paths import REPO_ROOT
+    from pipeline.runner import Pipeline
+
+    cfg = load_config(REPO_ROOT / "configs" / "epfl_terrace.yaml")
+    data = cfg.model_dump()
+    for cam in data["cameras"]:
+        cam["max_frames"] = 200  # people are in view from frame ~70 (c1) and ~120 (c0)
+    data["run"]["progress"] = False
+    summary = Pipeline(type(cfg).model_validate(data), tmp_path).run()
+    assert summary.exit_code == 0, summary.table()
+    assert summary.reid["processed"] > 0 and summary.reid["dropped"] == 0
+    con = sqlite3.connect(tmp_path / "events.db")
+    rows = con.execute("select camera_id, track_id, n_boxes, embedding, embedding_dim, n_clips from tracks").fetchall()
+    long_tracks = [r for r in rows if r[2] > 10]  # lived longer than one clip (clip_every = 10 frames)
+    assert long_tracks
+    for cam, tid, n, emb, dim, n_clips in long_tracks:
+        assert emb is not None and n_clips >= 1, f"track {cam}/{tid} ({n} boxes) has no embedding"
+        vec = np.frombuffer(emb, np.float32)
+        assert vec.shape == (dim,) and np.isfinite(vec).all() and abs(np.linalg.norm(vec) - 1) < 1e-3
+    assert con.execute("select count(*) from track_clips").fetchone()[0] == summary.reid["processed"]
