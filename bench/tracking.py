@@ -3,6 +3,7 @@
     python bench/tracking.py                       # cache detections (once), run all trackers, print the table
     python bench/tracking.py --cache-only          # only run the detector and cache its boxes
     python bench/tracking.py --trackers mcsa --set high_thresh=0.6 --set max_age=50   # try other mcsa parameters
+    python bench/tracking.py --appearance          # adds `mcsa+app`: the appearance cost on, to compare ID switches
 
 1. Detection cache: the shared YOLO11n INT8 OpenVINO detector (`models.detector.PersonDetector`, conf 0.1, imgsz 640)
    runs ONCE per video; boxes go to bench/cache/<seq>_yolo11n_int8_c0.1.npz (gitignored). Every tracker then sees the
@@ -15,7 +16,7 @@
 3. Trackers: ours (`mcsa`, `sort`, YAML defaults) and Ultralytics' BYTETracker and BOTSORT (its YAML defaults from
    ultralytics/cfg/trackers, BoT-SORT without ReID and without global motion compensation since the cameras are
    static and ReID weights would need a download). The Ultralytics trackers are also run with OUR score thresholds
-   (high 0.5 / low 0.1 / new 0.6; suffix `@ours`), and the best Ultralytics row per sequence (by HOTA) is the reference
+   (high / low / new track thresholds read from configs/trackers/mcsa.yaml; suffix `@ours`), and the best Ultralytics row per sequence (by HOTA) is the reference
    for the ratios.
 4. Scores: pipeline.evaluation.evaluate_mot (TrackEval) on all gt boxes. Speed: tracker-only frames per second (time
    spent inside `update`, detection decoding and evaluation excluded), one process, 2 CPU cores.
@@ -91,6 +92,55 @@ def cache_detections(video: Path) -> Path:
     return out
 
 
+def cache_embeddings(video: Path) -> Path:
+    """Per-detection appearance embeddings (OSNet x0.25 MSMT17, single crops, as the pipeline's DetectionEmbedder
+    computes them) for the cached detections of `video`; rows below score 0.3 / height 24 px are NaN."""
+    out = CACHE / f"{video.stem}_yolo11n_int8_c{DET_CONF}_osnet_x0_25_msmt17.npz"
+    if out.exists():
+        return out
+    import cv2
+
+    from pipeline.reid import ClipEncoder
+    from pipeline.reid.detection_embedder import DetectionEmbedder
+    from pipeline.types import Frame
+
+    encoder = ClipEncoder(None, "osnet_x0_25", str(shared_dir() / "models" / "osnet_x0_25_msmt17.pth"), (256, 128),
+                          device="auto")
+    embedder = DetectionEmbedder(encoder, min_score=0.3)
+    z = np.load(cache_detections(video))
+    order = np.argsort(z["frames"], kind="stable")
+    fr, xyxy, sc = z["frames"][order], z["xyxy"][order], z["scores"][order]
+    bounds = np.searchsorted(fr, np.arange(1, int(z["n_frames"]) + 2))
+    emb = np.full((len(fr), encoder.embedding_dim), np.nan, np.float32)
+    cap = cv2.VideoCapture(str(video))
+    t0 = time.perf_counter()
+    for i in range(int(z["n_frames"])):
+        ok, image = cap.read()
+        if not ok:
+            break
+        a, b = bounds[i], bounds[i + 1]
+        if b > a:
+            dets = Detections(xyxy[a:b], sc[a:b], np.zeros(b - a))
+            emb[a:b] = embedder.embed([Frame("bench", i, 0.0, image)], [dets])[0]
+    cap.release()
+    np.savez(out, embeddings=emb.astype(np.float16))
+    print(f"embedded {embedder.crops_embedded} detections of {video.name} in {time.perf_counter() - t0:.0f} s -> {out}",
+          flush=True)
+    return out
+
+
+def load_embeddings(seq: dict) -> list[np.ndarray] | None:
+    """Per-frame (N, D) detection embeddings aligned with `load_frames` (YOLO sequences only), else None."""
+    if seq["source"] != "yolo":
+        return None
+    z = np.load(cache_detections(seq["video"]))
+    order = np.argsort(z["frames"], kind="stable")
+    fr = z["frames"][order]
+    bounds = np.searchsorted(fr, np.arange(1, int(z["n_frames"]) + 2))
+    emb = np.load(cache_embeddings(seq["video"]))["embeddings"].astype(np.float32)
+    return [emb[bounds[i]:bounds[i + 1]] for i in range(int(z["n_frames"]))]
+
+
 def load_frames(seq: dict) -> list[Detections]:
     """Per-frame detections (index 0 = frame 1)."""
     if seq["source"] == "public":
@@ -157,18 +207,25 @@ class OursAdapter:
 
         self.tracker = build_tracker_from_config(name, overrides)
 
-    def update(self, det: Detections, frame=None):
-        tracks = self.tracker.update(det, frame)
+    def update(self, det: Detections, frame=None, embeddings=None):
+        if embeddings is not None and self.tracker.wants_embeddings:
+            tracks = self.tracker.update(det, frame, embeddings=embeddings)
+        else:
+            tracks = self.tracker.update(det, frame)
         return tracks.track_ids, tracks.xyxy
 
 
-def run_tracker(adapter, frames: list[Detections], image: np.ndarray, out_path: Path) -> float:
-    """Track every frame, write a MOT file, return tracker-only frames per second."""
+def run_tracker(adapter, frames: list[Detections], image: np.ndarray, out_path: Path,
+                embeddings: list[np.ndarray] | None = None) -> float:
+    """Track every frame, write a MOT file, return tracker-only frames per second (embedding time excluded)."""
     lines = []
     spent = 0.0
     for i, det in enumerate(frames, 1):
         t0 = time.perf_counter()
-        ids, boxes = adapter.update(det, image)
+        if embeddings is not None and isinstance(adapter, OursAdapter):
+            ids, boxes = adapter.update(det, image, embeddings[i - 1])
+        else:
+            ids, boxes = adapter.update(det, image)
         spent += time.perf_counter() - t0
         for tid, b in zip(ids, boxes):
             lines.append(f"{i},{int(tid)},{b[0]:.2f},{b[1]:.2f},{b[2] - b[0]:.2f},{b[3] - b[1]:.2f},1,-1,-1,-1\n")
@@ -190,6 +247,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated: mcsa, sort, bytetrack, botsort, bytetrack@ours, botsort@ours")
     parser.add_argument("--seqs", default=None, help="comma-separated sequence names (default: all)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override an mcsa parameter")
+    parser.add_argument("--appearance", action="store_true",
+                        help="also run `mcsa+app`: mcsa with the appearance cost on per-detection OSNet x0.25 MSMT17 "
+                             "embeddings (cached once per video), to compare ID switches with it on and off")
+    parser.add_argument("--app-weight", type=float, default=0.3, help="appearance_weight of mcsa+app")
+    parser.add_argument("--app-gate", type=float, default=0.5, help="appearance_gate (cosine distance) of mcsa+app")
     parser.add_argument("--repeat", type=int, default=1, help="runs per tracker for timing (best fps kept)")
     args = parser.parse_args(argv)
 
@@ -202,9 +264,15 @@ def main(argv: list[str] | None = None) -> int:
         for seq in seqs.values():
             if seq["source"] == "yolo":
                 cache_detections(seq["video"])
+                if args.appearance:
+                    cache_embeddings(seq["video"])
         return 0
     overrides = {k: parse_value(v) for k, v in (s.split("=", 1) for s in args.set)}
-    ours_thresholds = dict(track_high_thresh=0.5, track_low_thresh=0.1, new_track_thresh=0.6)
+    import yaml
+
+    mcsa_defaults = yaml.safe_load((ROOT / "configs" / "trackers" / "mcsa.yaml").read_text())
+    ours_thresholds = dict(track_high_thresh=mcsa_defaults["high_thresh"], track_low_thresh=mcsa_defaults["low_thresh"],
+                           new_track_thresh=mcsa_defaults["new_track_thresh"])
     makers = {
         "mcsa": lambda: OursAdapter("mcsa", overrides),
         "sort": lambda: OursAdapter("sort", {}),
@@ -213,17 +281,25 @@ def main(argv: list[str] | None = None) -> int:
         "bytetrack@ours": lambda: UltralyticsAdapter("bytetrack", **ours_thresholds),
         "botsort@ours": lambda: UltralyticsAdapter("botsort", **ours_thresholds),
     }
+    makers["mcsa+app"] = lambda: OursAdapter("mcsa", {**overrides, "appearance_weight": args.app_weight,
+                                                      "appearance_gate": args.app_gate})
     names = args.trackers.split(",")
+    if args.appearance and "mcsa+app" not in names:
+        names.insert(names.index("mcsa") + 1 if "mcsa" in names else 0, "mcsa+app")
     rows = []
     for seq_name, seq in seqs.items():
         frames = load_frames(seq)
         image = np.zeros((*seq["size"], 3), np.uint8)  # gives the trackers the image size, nothing else
+        embeddings = load_embeddings(seq) if "mcsa+app" in names else None
         results = {}
         for name in names:
+            if name == "mcsa+app" and embeddings is None:
+                continue  # public detections come without images to embed
             fps = 0.0
             out = RESULTS / seq_name.replace("/", "_") / f"{name}.txt"
             for _ in range(max(1, args.repeat)):
-                fps = max(fps, run_tracker(makers[name](), frames, image, out))
+                fps = max(fps, run_tracker(makers[name](), frames, image, out,
+                                           embeddings if name == "mcsa+app" else None))
             r = evaluate_mot(seq["gt"], out, num_frames=len(frames))
             r["fps"] = fps
             results[name] = r

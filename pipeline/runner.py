@@ -124,6 +124,7 @@ class Pipeline:
         self.output_dir = Path(output_dir or config.output.dir)
         self.summaries: dict[str, CameraSummary] = {}
         self._stop = threading.Event()
+        self._det_embedder = None  # built on first use when the tracker has an appearance cost
 
     def stop(self) -> None:
         """Ask the loop to finish after the current step (thread-safe)."""
@@ -164,7 +165,10 @@ class Pipeline:
         started = time.monotonic()
         self.output_dir.mkdir(parents=True, exist_ok=True)
         detector = PersonDetector.from_config(cfg.detector)  # fails fast on bad weights, before anything is opened
-        self._build_tracker()  # fails fast on bad tracker name/params
+        wants_embeddings = self._build_tracker().wants_embeddings  # fails fast on bad tracker name/params
+        if wants_embeddings and not cfg.reid.enabled:
+            raise ValueError("tracker.params.appearance_weight > 0 needs per-detection embeddings: set reid.enabled: "
+                             "true, or appearance_weight: 0")
         reid = self._build_reid()  # fails fast on bad Re-ID weights
         url = cfg.store.url or sqlite_url(self.output_dir / "events.db")
         writer = StoreWriter(open_engine(url), cfg.store.batch_rows, cfg.store.flush_interval_s)
@@ -284,6 +288,18 @@ class Pipeline:
             )
         return bars
 
+    def _embed_detections(self, reid, trackers, batch: list[Frame], detections) -> list | None:
+        """Per-detection embeddings for trackers that use an appearance cost (one batch for all cameras), else None."""
+        if reid is None or not any(trackers[f.camera_id].wants_embeddings for f in batch):
+            return None
+        if self._det_embedder is None:
+            from pipeline.reid.detection_embedder import DetectionEmbedder
+
+            min_score = float(getattr(next(iter(trackers.values())), "high_thresh", 0.3))
+            self._det_embedder = DetectionEmbedder(reid.encoder, min_score=min_score,
+                                                   max_batch=self.config.reid.max_batch)
+        return self._det_embedder.embed(batch, detections)
+
     def _loop(self, readers, trackers, detector, writer, sinks, reid, bars, started: float) -> None:
         active = dict(readers)
         duration = self.config.run.duration_s
@@ -314,9 +330,13 @@ class Pipeline:
                 time.sleep(0.005)
                 continue
             detections = detector.detect([f.image for f in batch])
+            det_embeddings = self._embed_detections(reid, trackers, batch, detections)
             now = time.monotonic()
-            for frame, dets in zip(batch, detections):
-                tracks = trackers[frame.camera_id].update(dets, frame.image)
+            for k, (frame, dets) in enumerate(zip(batch, detections)):
+                if det_embeddings is not None:
+                    tracks = trackers[frame.camera_id].update(dets, frame.image, embeddings=det_embeddings[k])
+                else:
+                    tracks = trackers[frame.camera_id].update(dets, frame.image)
                 if reid is not None:
                     reid.on_tracks(frame, tracks)
                 writer.add_tracks(frame.camera_id, frame.index, frame.timestamp_s, tracks)

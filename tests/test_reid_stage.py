@@ -173,3 +173,102 @@ def test_pipeline_stores_an_embedding_for_every_confirmed_track(shared, yolo_wei
         vec = np.frombuffer(emb, np.float32)
         assert vec.shape == (dim,) and np.isfinite(vec).all() and abs(np.linalg.norm(vec) - 1) < 1e-3
     assert con.execute("select count(*) from track_clips").fetchone()[0] == summary.reid["processed"]
+
+
+def test_missing_or_wrong_reid_weights_give_one_clear_line(tmp_path):
+    from pipeline.reid import ReIDLoadError
+
+    with pytest.raises(ReIDLoadError, match="not found") as err:
+        ClipEncoder(None, "osnet_x0_25", str(tmp_path / "nope.pth"), SIZE, device="cpu")
+    assert "\n" not in str(err.value)
+    bad = tmp_path / "resnet.pth"
+    torch.save({"state_dict": {"conv.weight": torch.zeros(1)}}, bad)
+    with pytest.raises(ReIDLoadError) as err:
+        ClipEncoder(None, "osnet_x0_25", str(bad), SIZE, device="cpu")
+    assert "\n" not in str(err.value) and "resnet.pth" in str(err.value)
+    with pytest.raises(ReIDLoadError, match="checkpoint not found"):
+        ClipEncoder(str(tmp_path / "missing.pt"), device="cpu")
+
+
+def test_detection_embedder_batches_all_cameras_and_skips_weak_boxes(encoder):
+    from pipeline.reid.detection_embedder import DetectionEmbedder
+    from pipeline.types import Detections
+
+    frames = [_frame("c0", 0), _frame("c1", 0, seed=5)]
+    dets = [
+        Detections(np.array([[10, 10, 60, 120], [100, 50, 140, 150], [5, 5, 9, 12]], np.float32),
+                   np.array([0.9, 0.2, 0.9]), np.zeros(3)),
+        Detections(np.array([[200, 20, 260, 200]], np.float32), np.array([0.8]), np.zeros(1)),
+    ]
+    embedder = DetectionEmbedder(encoder, min_score=0.3, min_box_height=24)
+    out = embedder.embed(frames, dets)
+    assert [o.shape for o in out] == [(3, encoder.embedding_dim), (1, encoder.embedding_dim)]
+    assert np.isfinite(out[0][0]).all() and np.isnan(out[0][1]).all() and np.isnan(out[0][2]).all()
+    assert embedder.crops_embedded == 2
+    from pipeline.reid.cropper import crop_resize
+
+    single = encoder.encode(crop_resize(frames[1].image, dets[1].xyxy[0], SIZE)[None, None])[0][0]
+    np.testing.assert_allclose(out[1][0], single, rtol=1e-4, atol=1e-4)
+
+
+def test_appearance_cost_prevents_identity_transfer_between_swapped_people():
+    """Two people vanish (occluded) and reappear at each other's place: IoU alone hands each id to the other person;
+    with the appearance cost, neither id goes to the wrong person."""
+    from pipeline.tracking import build_tracker_from_config
+    from pipeline.types import Detections
+
+    a_box, b_box = [100, 100, 140, 200], [150, 100, 190, 200]
+    e_a, e_b = np.eye(8, dtype=np.float32)[0], np.eye(8, dtype=np.float32)[1]
+    image = np.zeros((288, 360, 3), np.uint8)
+
+    def run(weight: float) -> dict[str, set[int]]:
+        tracker = build_tracker_from_config("mcsa", {"appearance_weight": weight})
+        ids = {"A": set(), "B": set()}
+        for f in range(30):
+            if 10 <= f < 14:  # both occluded
+                tracks = tracker.update(Detections.empty(), image, embeddings=np.zeros((0, 8), np.float32))
+                continue
+            swapped = f >= 14
+            boxes = [b_box, a_box] if swapped else [a_box, b_box]  # row 0 is A, row 1 is B
+            dets = Detections(np.array(boxes, np.float32), np.array([0.9, 0.9]), np.zeros(2))
+            tracks = tracker.update(dets, image, embeddings=np.stack([e_a, e_b]))
+            for tid, box in zip(tracks.track_ids.tolist(), tracks.xyxy.tolist()):
+                who = ("A" if box[0] == b_box[0] else "B") if swapped else ("A" if box[0] == a_box[0] else "B")
+                ids[who].add(tid)
+        return ids
+
+    plain = run(0.0)
+    assert plain["A"] & plain["B"], "IoU-only tracking should transfer ids in this scripted case"
+    with_app = run(0.3)
+    assert not (with_app["A"] & with_app["B"]), f"an id moved between people: {with_app}"
+
+
+def test_appearance_cost_needs_the_reid_stage(shared, yolo_weights, tmp_path):
+    from pipeline.config import load_config
+    from pipeline.paths import REPO_ROOT
+    from pipeline.runner import Pipeline
+
+    cfg = load_config(REPO_ROOT / "configs" / "epfl_terrace.yaml")
+    data = cfg.model_dump()
+    data["reid"]["enabled"] = False
+    data["tracker"]["params"] = {"appearance_weight": 0.3}
+    with pytest.raises(ValueError, match="reid.enabled"):
+        Pipeline(type(cfg).model_validate(data), tmp_path).run()
+
+
+def test_pipeline_with_appearance_cost_on_real_frames(shared, yolo_weights, tmp_path):
+    from pipeline.config import load_config
+    from pipeline.paths import REPO_ROOT
+    from pipeline.runner import Pipeline
+
+    cfg = load_config(REPO_ROOT / "configs" / "epfl_terrace.yaml")
+    data = cfg.model_dump()
+    data["cameras"] = data["cameras"][1:]
+    data["cameras"][0]["max_frames"] = 120  # people are in view of c1 from frame ~70
+    data["run"]["progress"] = False
+    data["tracker"]["params"] = {"appearance_weight": 0.3}
+    pipe = Pipeline(type(cfg).model_validate(data), tmp_path)
+    summary = pipe.run()
+    assert summary.exit_code == 0, summary.table()
+    assert pipe._det_embedder is not None and pipe._det_embedder.crops_embedded > 0
+    assert summary.cameras[0].track_ids

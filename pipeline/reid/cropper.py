@@ -49,6 +49,16 @@ def covered_fraction(xyxy: np.ndarray) -> np.ndarray:
     return frac.max(axis=1).astype(np.float32)
 
 
+def crop_resize(image: np.ndarray, box: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The box (xyxy px, clipped to the image) of a BGR image, resized to size (H, W) -> uint8 RGB (H, W, 3)."""
+    h_img, w_img = image.shape[:2]
+    x1, y1 = min(max(int(box[0]), 0), w_img - 1), min(max(int(box[1]), 0), h_img - 1)
+    x2, y2 = min(int(np.ceil(box[2])), w_img), min(int(np.ceil(box[3])), h_img)
+    patch = image[y1:max(y2, y1 + 1), x1:max(x2, x1 + 1)]
+    resized = cv2.resize(patch, (int(size[1]), int(size[0])), interpolation=cv2.INTER_LINEAR)
+    return cv2.cvtColor(resized, cv2.COLOR_BGR2RGB)
+
+
 def sample_indices(n: int, t: int) -> np.ndarray:
     """T indices spread evenly over n buffered crops (repeating the last ones when n < T); deterministic."""
     if n >= t:
@@ -138,12 +148,7 @@ class TrackletCropper:
         return float(min(1.0, height / (2.0 * self.min_box_height)) * (1.0 - covered))
 
     def _crop(self, image: np.ndarray, box: np.ndarray) -> np.ndarray:
-        h_img, w_img = image.shape[:2]
-        x1, y1 = max(int(box[0]), 0), max(int(box[1]), 0)
-        x2, y2 = min(int(np.ceil(box[2])), w_img), min(int(np.ceil(box[3])), h_img)
-        patch = image[y1:max(y2, y1 + 1), x1:max(x2, x1 + 1)]
-        resized = cv2.resize(patch, (self.input_size[1], self.input_size[0]), interpolation=cv2.INTER_LINEAR)
-        return cv2.cvtColor(resized, cv2.COLOR_BGR2RGB)
+        return crop_resize(image, box, self.input_size)
 
     def _emit(self, tid: int, buf: _TrackBuffer, reason: str, has_embedding) -> ClipRequest:
         crops = list(buf.crops)

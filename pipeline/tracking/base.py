@@ -26,6 +26,11 @@ class Tracker(ABC):
         Returns the tracks to report for this frame (confirmed tracks matched in this frame).
         """
 
+    @property
+    def wants_embeddings(self) -> bool:
+        """Whether `update` uses per-detection appearance embeddings (`update(dets, frame, embeddings=(N, D))`)."""
+        return False
+
     @abstractmethod
     def reset(self) -> None:
         """Forget every track; ids keep increasing (they are never reused within a run)."""

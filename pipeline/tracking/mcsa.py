@@ -36,9 +36,10 @@ Lifecycle
     new track is confirmed at once. Ids are unique per instance and never reused, also across `reset()`.
 
 Appearance hook
-    `update(..., embeddings=E)` with one row per detection stores an exponential moving average (`embedding_momentum`)
-    in `track.embedding`. With `appearance_weight` > 0, stage-1 pairs whose track and detection both have an embedding
-    get cost (1 - a) * iou_cost + a * cosine_distance; pairs with cosine distance > `appearance_gate` are infeasible.
+    `update(..., embeddings=E)` with one row per detection (NaN rows: no embedding for that detection) stores an
+    exponential moving average (`embedding_momentum`) in `track.embedding`. With `appearance_weight` > 0, stage-1 pairs whose track and detection both have an embedding
+    get cost (1 - a) * iou_cost + a * cosine_distance; pairs with cosine distance > `appearance_gate` are infeasible
+    (in stage 1 and in the stage-3 recovery, so that appearance vetoes an identity transfer after an occlusion).
 
 Output
     Confirmed tracks matched in this frame. `output_box: detection` (default) reports the matched detection's box,
@@ -232,6 +233,11 @@ class McsaTracker(Tracker):
         self.frame_id = 0
 
     # -- cost helpers ----------------------------------------------------------------------------------------------
+    @property
+    def wants_embeddings(self) -> bool:
+        """True when `appearance_weight` > 0: the pipeline then passes per-detection embeddings to `update`."""
+        return self.appearance_weight > 0
+
     def _stage1_cost(self, tracks: list[McsaTrack], boxes: np.ndarray, scores: np.ndarray,
                      embs: np.ndarray | None) -> np.ndarray:
         pred = np.array([t.box for t in tracks]).reshape(-1, 4)
@@ -249,16 +255,32 @@ class McsaTracker(Tracker):
             cost = cost - self.inertia * self._momentum(tracks, boxes) * scores[None, :]
         if self.appearance_weight > 0 and embs is not None and len(tracks) and len(boxes):
             has = np.array([t.embedding is not None for t in tracks])
-            if has.any():
-                tr = np.stack([tracks[i].embedding for i in np.flatnonzero(has)])
-                cos = 1.0 - tr @ embs.T
-                sub = cost[has]
+            det_has = np.isfinite(embs).all(axis=1)  # NaN rows: detections without an embedding keep the IoU cost
+            if has.any() and det_has.any():
+                rows, cols = np.flatnonzero(has), np.flatnonzero(det_has)
+                tr = np.stack([tracks[i].embedding for i in rows])
+                cos = 1.0 - tr @ embs[cols].T
+                sub = cost[np.ix_(rows, cols)]
                 a = self.appearance_weight
                 sub = (1.0 - a) * sub + a * cos
                 sub[cos > self.appearance_gate] = np.inf
-                cost[has] = sub
+                cost[np.ix_(rows, cols)] = sub
         cost[iou < self.iou_gate] = np.inf
         return cost
+
+    def _appearance_veto(self, tracks: list[McsaTrack], embs: np.ndarray) -> np.ndarray:
+        """(N, M) bool: pairs whose track and detection both have an embedding further apart than `appearance_gate`
+        (cosine distance); all False when the appearance cost is off."""
+        veto = np.zeros((len(tracks), len(embs)), bool)
+        if self.appearance_weight <= 0 or not len(tracks) or not len(embs):
+            return veto
+        has = np.array([t.embedding is not None for t in tracks])
+        det_has = np.isfinite(embs).all(axis=1)
+        if has.any() and det_has.any():
+            rows, cols = np.flatnonzero(has), np.flatnonzero(det_has)
+            cos = 1.0 - np.stack([tracks[i].embedding for i in rows]) @ embs[cols].T
+            veto[np.ix_(rows, cols)] = cos > self.appearance_gate
+        return veto
 
     def _momentum(self, tracks: list[McsaTrack], boxes: np.ndarray) -> np.ndarray:
         """Cosine between each track's observed direction and the direction from its last observation to each box
@@ -322,7 +344,10 @@ class McsaTracker(Tracker):
         # 3. observation-centric recovery: last observed boxes x remaining high
         if len(rest_high) and rest_tracks:
             iou = iou_matrix(np.array([t.last_obs for t in rest_tracks]), boxes[rest_high])
-            m, _, um_d = linear_assignment(1.0 - iou, 1.0 - self.ocr_iou_gate)
+            cost = 1.0 - iou
+            if embs is not None:
+                cost[self._appearance_veto(rest_tracks, embs[rest_high])] = np.inf
+            m, _, um_d = linear_assignment(cost, 1.0 - self.ocr_iou_gate)
             matched += [(rest_tracks[i], rest_high[j]) for i, j in m]
             rest_high = rest_high[um_d]
 
@@ -343,7 +368,7 @@ class McsaTracker(Tracker):
             box = boxes[j]
             t.correct(box, fid, self.oru)
             t.score, t.class_id = float(scores[j]), int(classes[j])
-            if embs is not None:
+            if embs is not None and np.isfinite(embs[j]).all():
                 e = embs[j]
                 if t.embedding is None:
                     t.embedding = e.copy()
@@ -379,7 +404,7 @@ class McsaTracker(Tracker):
                 continue
             t = McsaTrack(boxes[j], float(scores[j]), int(classes[j]), self._next_id, fid)
             self._next_id += 1
-            if embs is not None:
+            if embs is not None and np.isfinite(embs[j]).all():
                 t.embedding = embs[j].copy()
             if first_frame or self.n_init <= 1:
                 t.state = CONFIRMED

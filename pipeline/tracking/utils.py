@@ -41,7 +41,10 @@ def clean_detections(
 ) -> tuple[Detections, np.ndarray | None]:
     """Drop zero-area, NaN/inf and fully out-of-frame boxes (and non-finite scores); keep embeddings aligned."""
     if len(detections) == 0:
-        return detections, None if embeddings is None else np.asarray(embeddings).reshape(0, -1)
+        if embeddings is None:
+            return detections, None
+        emb = np.asarray(embeddings, dtype=np.float32)
+        return detections, emb.reshape(0, emb.shape[-1] if emb.ndim == 2 else 0)
     ok = valid_box_mask(detections.xyxy, None if frame is None else frame.shape) & np.isfinite(detections.scores)
     if embeddings is not None:
         embeddings = np.asarray(embeddings, dtype=np.float32)
