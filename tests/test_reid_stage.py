@@ -272,3 +272,18 @@ def test_pipeline_with_appearance_cost_on_real_frames(shared, yolo_weights, tmp_
     assert summary.exit_code == 0, summary.table()
     assert pipe._det_embedder is not None and pipe._det_embedder.crops_embedded > 0
     assert summary.cameras[0].track_ids
+
+
+def test_encoder_from_a_trained_checkpoint_brings_its_actions_and_size(tmp_path):
+    from models.reid.model import save_checkpoint
+
+    torch.manual_seed(1)
+    model = ReIDAR("osnet_x0_25", num_classes=3, action_names=["walking", "running"], input_size=SIZE)
+    path = save_checkpoint(tmp_path / "reid_ar.pt", model, epoch=1)
+    enc = ClipEncoder(str(path), input_size=(256, 128), device="cpu")  # the checkpoint's size wins
+    assert enc.action_names == ["walking", "running"] and enc.actions_trained and enc.input_size == SIZE
+    clips = np.random.default_rng(0).integers(0, 255, (2, 4, *SIZE, 3), dtype=np.uint8)
+    emb, probs = enc.encode(clips)
+    ref = ClipEncoder.from_model(model, device="cpu").encode(clips)
+    np.testing.assert_allclose(emb, ref[0], rtol=1e-4, atol=1e-4)
+    assert probs.shape == (2, 2) and ((probs >= 0) & (probs <= 1)).all()
