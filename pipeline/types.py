@@ -85,6 +85,8 @@ class Tracks:
 
     track_ids: int64 (N,) ids unique per camera per run, never reused; xyxy: float32 (N, 4); scores: float32 (N,)
     (score of the matched detection); class_ids: int32 (N,). embeddings: optional float32 (N, D) appearance vectors.
+    action_probs: optional float32 (N, A) latest Re-ID-AR action probabilities (NaN rows: no clip result yet; names
+    from the Re-ID-AR checkpoint, `ReIDStage.action_names`). Both are attached by the Re-ID stage after tracking.
     """
 
     track_ids: np.ndarray
@@ -92,6 +94,7 @@ class Tracks:
     scores: np.ndarray
     class_ids: np.ndarray
     embeddings: np.ndarray | None = field(default=None)
+    action_probs: np.ndarray | None = field(default=None)
 
     def __post_init__(self) -> None:
         self.xyxy = _as_boxes(self.xyxy)

@@ -147,6 +147,8 @@ def test_appearance_is_a_quality_weighted_normalised_mean():
     state = app.update(ClipResult("c0", 1, np.array([0.0, 5.0], np.float32), np.array([0.2]), 1, 2, quality=0.5))
     np.testing.assert_allclose(state.embedding, np.array([2, 1]) / np.sqrt(5), rtol=1e-6)
     assert state.n_clips == 2 and state.action_probs[0] == pytest.approx(0.2)
+    probs = app.action_probs_for(np.array([1, 9]), 1)
+    assert probs[0, 0] == pytest.approx(0.2) and np.isnan(probs[1]).all()
     with pytest.raises(ValueError):
         app.update(ClipResult("c1", 1, np.ones(2), np.ones(1), 0, 1, 1.0))
 

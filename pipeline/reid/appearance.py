@@ -56,6 +56,16 @@ class TrackAppearance:
     def has_embedding(self, track_id: int) -> bool:
         return track_id in self.tracks
 
+    def action_probs_for(self, track_ids: np.ndarray, n_actions: int) -> np.ndarray:
+        """(N, n_actions) latest action probabilities for these tracks; rows of tracks without a result are NaN."""
+        out = np.full((len(track_ids), n_actions), np.nan, np.float32)
+        if n_actions:
+            for i, tid in enumerate(np.asarray(track_ids).tolist()):
+                state = self.tracks.get(tid)
+                if state is not None and len(state.action_probs) == n_actions:
+                    out[i] = state.action_probs
+        return out
+
     def embeddings_for(self, track_ids: np.ndarray, dim: int) -> np.ndarray:
         """(N, dim) embeddings for these tracks; rows of tracks without one are NaN."""
         out = np.full((len(track_ids), dim), np.nan, np.float32)

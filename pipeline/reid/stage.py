@@ -44,11 +44,13 @@ class ReIDStage:
         self.appearances[camera_id] = TrackAppearance(camera_id)
 
     def on_tracks(self, frame: Frame, tracks: Tracks) -> None:
-        """Crop this frame's tracks, queue due clips, and attach the tracks' current embeddings (NaN rows: none yet)."""
+        """Crop this frame's tracks, queue due clips, and attach the tracks' current embeddings and action
+        probabilities (NaN rows: none yet)."""
         appearance = self.appearances[frame.camera_id]
         for request in self.croppers[frame.camera_id].on_tracks(frame, tracks, appearance.has_embedding):
             self.batcher.submit(request)
         tracks.embeddings = appearance.embeddings_for(tracks.track_ids, self.encoder.embedding_dim)
+        tracks.action_probs = appearance.action_probs_for(tracks.track_ids, len(self.action_names))
 
     def camera_ended(self, camera_id: str) -> None:
         appearance = self.appearances[camera_id]
