@@ -96,6 +96,65 @@ class ReIDConfig(_Strict):
         return expand_path(value) if value else value
 
 
+class CameraLinkConfig(_Strict):
+    """How two cameras relate: overlapping views, or a transit window between non-overlapping ones."""
+
+    cameras: tuple[str, str] = Field(description="the two camera ids of the pair")
+    overlap: bool = Field(default=False, description="the views overlap: one person can be in both at once")
+    min_transit_s: float = Field(default=0.0, ge=0, description="non-overlapping: shortest walk between the views")
+    max_transit_s: float | None = Field(default=None, ge=0, description="non-overlapping: longest (None: unbounded)")
+
+
+class DefaultLinkConfig(_Strict):
+    """The relation of camera pairs that `association.topology` does not list."""
+
+    overlap: bool = False
+    min_transit_s: float = Field(default=0.0, ge=0)
+    max_transit_s: float | None = Field(default=None, ge=0)
+
+
+class AssociationConfig(_Strict):
+    """Cross-camera identity association (pipeline/association/): global ids for local tracks."""
+
+    enabled: bool = Field(default=False, description="give tracks global identities; mot/ then holds global ids")
+    use_appearance: bool = Field(default=True, description="match on Re-ID embeddings (needs reid.enabled)")
+    constraints: bool = Field(default=True, description="apply topology, simultaneity and ground-plane constraints")
+    index: Literal["flat", "ivf", "hnsw"] = Field(default="flat", description="faiss gallery index (exact: flat)")
+    nlist: int = Field(default=1024, ge=1, description="ivf: inverted lists")
+    nprobe: int = Field(default=32, ge=1, description="ivf: lists probed per query")
+    hnsw_m: int = Field(default=32, ge=2, description="hnsw: links per node")
+    ef_search: int = Field(default=64, ge=1, description="hnsw: search breadth")
+    top_k: int = Field(default=10, ge=1, description="gallery candidates per track")
+    min_clips: int = Field(default=2, ge=1, description="Re-ID clips a track needs before it is matched")
+    min_boxes: int = Field(default=10, ge=1, description="boxes a track needs before it is matched without appearance")
+    match_threshold: float = Field(default=0.55, description="lowest score (cosine + ground bonus) that links a track")
+    relink_margin: float = Field(default=0.1, ge=0, description="score gain needed to move a track to another id")
+    ground_gate: float = Field(default=60.0, gt=0, description="largest mean ground distance (homography units) "
+                               "between simultaneous tracks of one identity")
+    ground_weight: float = Field(default=0.3, ge=0, description="score bonus for ground distance 0 (linear to 0 at "
+                                 "the gate)")
+    sync_tolerance_s: float = Field(default=0.1, ge=0, description="two cameras' moments closer than this are 'the "
+                                    "same moment'")
+    overlap_tolerance_s: float = Field(default=0.2, ge=0, description="time overlap tolerated between tracks of one "
+                                       "identity in one camera (or non-overlapping cameras)")
+    track_end_s: float = Field(default=2.0, gt=0, description="a track unseen this long has ended")
+    max_members: int = Field(default=32, ge=1, description="recent tracks kept per identity for its constraints")
+    max_identity_age_s: float | None = Field(default=3600.0, gt=0, description="identities unseen this long are "
+                                             "dropped from the gallery")
+    max_identities: int | None = Field(default=100_000, ge=1, description="gallery size bound (oldest dropped)")
+    offline: bool = Field(default=True, description="refine ids after the run (recorded files only): mot/ gets the "
+                          "refined ids, mot_online/ keeps the online ones")
+    offline_threshold: float = Field(default=0.55, description="lowest average-linkage score merging two clusters")
+    topology: list[CameraLinkConfig] = Field(default_factory=list, description="camera pairs and how they relate")
+    default_link: DefaultLinkConfig = Field(default_factory=DefaultLinkConfig, description="pairs not listed")
+    homographies: dict[str, str] = Field(default_factory=dict, description="camera id -> image->ground 3x3 file")
+
+    @field_validator("homographies")
+    @classmethod
+    def _expand_homographies(cls, value: dict[str, str]) -> dict[str, str]:
+        return {cam: expand_path(path) for cam, path in value.items()}
+
+
 class StreamsConfig(_Strict):
     """How frames are read (see streams.StreamOptions)."""
 
@@ -139,6 +198,7 @@ class PipelineConfig(_Strict):
     detector: DetectorConfig = Field(default_factory=DetectorConfig)
     tracker: TrackerConfig = Field(default_factory=TrackerConfig)
     reid: ReIDConfig = Field(default_factory=ReIDConfig)
+    association: AssociationConfig = Field(default_factory=AssociationConfig)
     streams: StreamsConfig = Field(default_factory=StreamsConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)

@@ -11,6 +11,11 @@ Tables (schema version 2):
                 score.
   track_clips   (v2) one row per Re-ID-AR clip: run_id, camera_id, track_id, t_start, t_end (s), quality (0..1),
                 reason (periodic | end), embedding (float32 bytes), action_probs (JSON list).
+  identities    (v2) the final global identity of every track, per mode (online | offline): run_id, mode, camera_id,
+                track_id, global_id, first_ts, last_ts (s).
+  identity_links (v2) the link history, append-only: run_id, camera_id, track_id, global_id, previous_id (set when a
+                track is re-linked), ts (s, run clock), reason (new | match | relink | constraint | final | offline),
+                score, mode (online | offline).
 Migrations: `MIGRATIONS[v]` upgrades a database from version v to v + 1; `open_engine` applies them in order, so a
 database written by an older release keeps its runs and gains the new columns (NULL for old rows).
 SQLite runs in WAL mode with synchronous=NORMAL: a crash loses at most the last uncommitted batch, never committed rows.
@@ -122,6 +127,36 @@ track_boxes = Table(
     Column("score", Float, nullable=False),
     Index("ix_track_boxes_track", "run_id", "camera_id", "track_id"),
     Index("ix_track_boxes_time", "run_id", "ts"),
+)
+
+
+identities = Table(
+    "identities",
+    metadata,
+    Column("run_id", Integer, primary_key=True),
+    Column("mode", String(16), primary_key=True),
+    Column("camera_id", String(64), primary_key=True),
+    Column("track_id", Integer, primary_key=True),
+    Column("global_id", Integer, nullable=False),
+    Column("first_ts", Float),
+    Column("last_ts", Float),
+    Index("ix_identities_global", "run_id", "mode", "global_id"),
+)
+
+
+identity_links = Table(
+    "identity_links",
+    metadata,
+    Column("run_id", Integer, nullable=False),
+    Column("camera_id", String(64), nullable=False),
+    Column("track_id", Integer, nullable=False),
+    Column("global_id", Integer, nullable=False),
+    Column("previous_id", Integer),
+    Column("ts", Float, nullable=False),
+    Column("reason", String(16), nullable=False),
+    Column("score", Float),
+    Column("mode", String(16), nullable=False),
+    Index("ix_identity_links_track", "run_id", "camera_id", "track_id"),
 )
 
 

@@ -138,6 +138,29 @@ class StoreWriter:
             n_clips=int(n_clips),
         )))
 
+    def add_identity_link(self, camera_id: str, track_id: int, global_id: int, previous_id: int | None, ts: float,
+                          reason: str, score: float | None = None, mode: str = "online") -> None:
+        """Queue one identity link (history row; a re-link carries `previous_id`)."""
+        self._put(("link", dict(
+            run_id=self.run_id, camera_id=camera_id, track_id=int(track_id), global_id=int(global_id),
+            previous_id=None if previous_id is None else int(previous_id), ts=float(ts), reason=reason,
+            score=None if score is None else float(score), mode=mode,
+        )))
+
+    def set_identities(self, mode: str, rows: list[dict]) -> None:
+        """Queue the final identity of tracks: rows of camera_id, track_id, global_id, first_ts, last_ts (upsert)."""
+        self._put(("identities", [dict(run_id=self.run_id, mode=mode, **r) for r in rows]))
+
+    def add_action_event(self, event) -> None:
+        """Queue one finished action event (`pipeline.events.ActionEvent`); committed with the next batch."""
+        self._put(("event", dict(
+            run_id=self.run_id, camera_id=event.camera_id, track_id=int(event.track_id),
+            global_id=None if event.global_id is None else int(event.global_id), action=event.action,
+            source=event.source, start_ts=float(event.start_ts), end_ts=float(event.end_ts),
+            start_frame=int(event.start_frame), end_frame=int(event.end_frame), peak_conf=float(event.peak_conf),
+            mean_conf=float(event.mean_conf), clips=int(event.clips), frames=int(event.frames),
+        )))
+
     def update_camera(self, camera_id: str, **values) -> None:
         """Queue new values for this run's camera row (frames, dropped, status, error, fps, width, height)."""
         self._put(("camera_update", camera_id, values))
@@ -208,6 +231,8 @@ class StoreWriter:
     def _loop(self) -> None:
         boxes: list[dict] = []
         clips: list[dict] = []
+        links: list[dict] = []
+        idents: list[dict] = []
         run_values: dict = {}
         cameras: dict[str, dict] = {}
         waiters: list[threading.Event] = []
@@ -228,6 +253,10 @@ class StoreWriter:
                     self._summarise(item[1])
                 elif kind == "clip":
                     clips.append(item[1])
+                elif kind == "link":
+                    links.append(item[1])
+                elif kind == "identities":
+                    idents.extend(item[1])
                 elif kind == "appearance":
                     self._appearance[item[1]] = item[2]
                     self._dirty.add(item[1])
@@ -241,14 +270,14 @@ class StoreWriter:
                     waiters.append(item[1])
             due = time.monotonic() - last_commit >= self.flush_interval_s
             if stop or waiters or due or len(boxes) + len(clips) >= self.batch_rows:
-                if self.error is None and (boxes or clips or cameras or run_values or self._dirty):
+                if self.error is None and (boxes or clips or cameras or run_values or self._dirty or links or idents):
                     try:
-                        self._commit(boxes, cameras, clips, run_values)
+                        self._commit(boxes, cameras, clips, run_values, links, idents)
                     except SQLAlchemyError as err:
                         self._fail(err)
                     except OSError as err:
                         self._fail(err)
-                boxes, clips, cameras, run_values = [], [], {}, {}
+                boxes, clips, cameras, run_values, links, idents = [], [], {}, {}, [], []
                 last_commit = time.monotonic()
                 for w in waiters:
                     w.set()
@@ -265,7 +294,8 @@ class StoreWriter:
             self._dirty.add(key)
 
     def _commit(self, boxes: list[dict], cameras: dict[str, dict], clips: list[dict] | None = None,
-                run_values: dict | None = None) -> None:
+                run_values: dict | None = None, links: list[dict] | None = None,
+                idents: list[dict] | None = None) -> None:
         track_rows = []
         for key in self._dirty:
             summary = self._tracks.get(key)
@@ -290,6 +320,10 @@ class StoreWriter:
                 conn.execute(schema.track_boxes.insert(), boxes)
             if clips:
                 conn.execute(schema.track_clips.insert(), clips)
+            if links:
+                conn.execute(schema.identity_links.insert(), links)
+            if idents:
+                upsert(conn, schema.identities, idents, ["run_id", "mode", "camera_id", "track_id"])
             upsert(conn, schema.tracks, track_rows, ["run_id", "camera_id", "track_id"])
         self.rows_written += len(boxes)
         self._dirty.clear()  # appearance of a track with no boxes yet stays in _appearance until its boxes come
