@@ -155,6 +155,54 @@ class AssociationConfig(_Strict):
         return {cam: expand_path(path) for cam, path in value.items()}
 
 
+class MotionConfig(_Strict):
+    """Motion-based action source (standing / walking / running from speed), used without a trained action branch."""
+
+    walk_hps: float = Field(default=0.2, gt=0, description="walking from this speed, box-heights/s (no homography)")
+    run_hps: float = Field(default=1.5, gt=0, description="running from this speed, box-heights/s (no homography)")
+    walk_mps: float = Field(default=0.4, gt=0, description="walking from this ground speed, m/s (with a homography)")
+    run_mps: float = Field(default=2.5, gt=0, description="running from this ground speed, m/s (with a homography)")
+    ground_units_per_m: float = Field(default=1.0, gt=0, description="homography ground units per metre")
+    window_s: float = Field(default=1.0, gt=0, description="speed = slope of the box bottom-centre over this window")
+    homographies: dict[str, str] = Field(default_factory=dict, description="camera id -> image->ground 3x3 file "
+                                         "(ground units: ground_units_per_m)")
+
+    @field_validator("homographies")
+    @classmethod
+    def _expand_homographies(cls, value: dict[str, str]) -> dict[str, str]:
+        return {cam: expand_path(path) for cam, path in value.items()}
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "MotionConfig":
+        if self.run_hps <= self.walk_hps or self.run_mps <= self.walk_mps:
+            raise ValueError("events.motion: running thresholds must be above the walking ones")
+        return self
+
+
+class EventsConfig(_Strict):
+    """Per-view action events (pipeline/events/): hysteresis over action scores per (identity, camera)."""
+
+    enabled: bool = Field(default=True, description="turn action scores into events (store, events.jsonl, MQTT)")
+    source: Literal["auto", "model", "motion"] = Field(
+        default="auto", description="auto: the Re-ID-AR action branch when the checkpoint has one, else motion")
+    enter: float = Field(default=0.6, ge=0, le=1, description="an action starts when its smoothed score reaches this")
+    exit: float = Field(default=0.4, ge=0, le=1, description="and ends when it falls below this")
+    min_duration_s: float = Field(default=1.0, ge=0, description="shorter episodes are not reported")
+    smoothing_s: float = Field(default=0.5, ge=0, description="time constant of the score's moving average (s)")
+    track_end_s: float = Field(default=2.0, gt=0, description="a track unseen this long has ended (its events close)")
+    motion: MotionConfig = Field(default_factory=MotionConfig)
+    jsonl: bool = Field(default=True, description="write DIR/events.jsonl (one finished event per line)")
+    mqtt_url: str | None = Field(default=None, description="publish events as JSON, e.g. mqtt://127.0.0.1:1883 "
+                                 "(off when empty)")
+    mqtt_topic: str = Field(default="mcsa/events", description="topic prefix: <topic>/<camera_id>")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "EventsConfig":
+        if self.exit > self.enter:
+            raise ValueError(f"events.exit ({self.exit}) must not be above events.enter ({self.enter})")
+        return self
+
+
 class StreamsConfig(_Strict):
     """How frames are read (see streams.StreamOptions)."""
 
@@ -181,6 +229,9 @@ class OutputConfig(_Strict):
 
     dir: str = "out"
     mot: bool = Field(default=True, description="write mot/<camera_id>.txt (MOTChallenge)")
+    video: Literal["off", "per_camera", "mosaic"] = Field(
+        default="off", description="annotated video: video/<camera_id>.mp4, or one video/mosaic.mp4")
+    video_fps: float | None = Field(default=None, gt=0, description="annotated video frame rate (default: camera's)")
 
 
 class RunConfig(_Strict):
@@ -199,6 +250,7 @@ class PipelineConfig(_Strict):
     tracker: TrackerConfig = Field(default_factory=TrackerConfig)
     reid: ReIDConfig = Field(default_factory=ReIDConfig)
     association: AssociationConfig = Field(default_factory=AssociationConfig)
+    events: EventsConfig = Field(default_factory=EventsConfig)
     streams: StreamsConfig = Field(default_factory=StreamsConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)

@@ -63,6 +63,8 @@ class RunSummary:
     wall_s: float
     output_dir: Path
     reid: dict | None = None  # Re-ID stage counters (clips, dropped, batches, tracks with an embedding)
+    association: dict | None = None  # association counters (identities, tracks, links by reason)
+    events: dict | None = None  # action event counters (source, events, by action)
 
     @property
     def exit_code(self) -> int:
@@ -94,6 +96,14 @@ class RunSummary:
                 f"{r['dropped']} dropped, {r['tracks_with_embedding']} tracks with an embedding, model busy "
                 f"{r['busy_s']:.1f} s"
             )
+        if self.association:
+            a = self.association
+            links = ", ".join(f"{n} {k}" for k, n in sorted(a["links"].items()))
+            lines.append(f"Association: {a['tracks']} tracks -> {a['identities']} global identities ({links})")
+        if self.events:
+            e = self.events
+            by = ", ".join(f"{n} {k}" for k, n in sorted(e["by_action"].items())) or "none"
+            lines.append(f"Action events ({e['source']} source): {e['events']} ({by})")
         total = sum(c.frames for c in self.cameras)
         lines.append(f"{total} frames in {self.wall_s:.1f} s ({total / max(self.wall_s, 1e-9):.1f} frames/s overall)")
         return "\n".join(lines)
@@ -124,6 +134,7 @@ class Pipeline:
         self.output_dir = Path(output_dir or config.output.dir)
         self.summaries: dict[str, CameraSummary] = {}
         self._stop = threading.Event()
+        self._association = None  # AssociationStage of the current run (association.enabled)
         self._det_embedder = None  # built on first use when the tracker has an appearance cost
 
     def stop(self) -> None:
@@ -151,6 +162,34 @@ class Pipeline:
 
         return ReIDStage(self.config.reid)
 
+    def _build_association(self, writer: StoreWriter, reid):
+        if not self.config.association.enabled:
+            return None
+        from pipeline.association.stage import AssociationStage
+
+        dim = reid.encoder.embedding_dim if reid is not None else None
+        return AssociationStage(self.config.association, self.output_dir, writer, dim)
+
+    def _trained_actions(self, reid) -> list[str] | None:
+        """The checkpoint's trained action names (None: no action branch); checks `events.source` against them."""
+        names = list(reid.action_names) if reid is not None and reid.encoder.actions_trained else None
+        if self.config.events.enabled:
+            from pipeline.events.sink import resolve_source
+
+            resolve_source(self.config.events.source, names)
+        return names
+
+    def _bind_identities(self, sinks: list[TrackSink]) -> None:
+        """Give sinks that show or record identities (events, annotated video) the global-id lookup."""
+        if self._association is None:
+            return
+        from pipeline.events.sink import association_lookup
+
+        lookup = association_lookup(self._association)
+        for sink in sinks:
+            if hasattr(sink, "bind_identity"):
+                sink.bind_identity(lookup)
+
     def _build_tracker(self):
         from pipeline.tracking import build_tracker_from_config
 
@@ -170,13 +209,16 @@ class Pipeline:
             raise ValueError("tracker.params.appearance_weight > 0 needs per-detection embeddings: set reid.enabled: "
                              "true, or appearance_weight: 0")
         reid = self._build_reid()  # fails fast on bad Re-ID weights
+        trained_actions = self._trained_actions(reid)  # fails fast on events.source: model without an action branch
         url = cfg.store.url or sqlite_url(self.output_dir / "events.db")
         writer = StoreWriter(open_engine(url), cfg.store.batch_rows, cfg.store.flush_interval_s)
         writer.begin_run(self._redacted_config(), str(self.output_dir))
         if reid is not None:
             writer.set_action_names(reid.action_names)
         log.info("run %s: %d camera(s), output in %s", writer.run_id, len(cfg.cameras), self.output_dir)
-        sinks = build_sinks(cfg, self.output_dir, writer)
+        sinks = build_sinks(cfg, self.output_dir, writer, trained_actions)
+        self._association = self._build_association(writer, reid)
+        self._bind_identities(sinks)
         options = self._stream_options()
         readers: dict[str, CameraReader] = {}
         trackers = {}
@@ -203,6 +245,8 @@ class Pipeline:
                 trackers[cam.id] = self._build_tracker()
                 if reid is not None:
                     reid.add_camera(cam.id)
+                if self._association is not None:
+                    self._association.add_camera(cam.id, source.is_live)
                 summary.status, summary.is_live = "running", source.is_live
             for reader in readers.values():
                 reader.start()
@@ -232,7 +276,9 @@ class Pipeline:
                     )
                 self._final_status = status
         return RunSummary(writer.run_id, status, list(self.summaries.values()), time.monotonic() - started,
-                          self.output_dir, self._reid_counters(reid))
+                          self.output_dir, self._reid_counters(reid),
+                          self._association.counters() if self._association is not None else None,
+                          next((s.counters() for s in sinks if hasattr(s, "counters")), None))
 
     @staticmethod
     def _reid_counters(reid) -> dict | None:
@@ -250,6 +296,8 @@ class Pipeline:
                             result.embedding, result.action_probs, result.reason)
             writer.set_track_appearance(result.camera_id, result.track_id, state.embedding, state.action_probs,
                                         state.n_clips)
+            if getattr(self, "_association", None) is not None:
+                self._association.on_appearance(result, state)
 
     def _close_all(self, readers, writer: StoreWriter, sinks: list[TrackSink], reid=None) -> None:
         for reader in readers.values():
@@ -262,6 +310,13 @@ class Pipeline:
                     sink.close()
                 except Exception:  # noqa: BLE001 - one broken output must not lose the store's rows
                     log.exception("closing output %s failed", type(sink).__name__)
+            association = getattr(self, "_association", None)
+            if association is not None:  # global ids: mot_local/ (closed above) -> mot/, identities table
+                try:
+                    association.finish(self.output_dir / "mot_local",
+                                       interrupted=getattr(self, "_final_status", "failed") != "completed")
+                except Exception:  # noqa: BLE001 - the local-id files and the store's rows stay intact
+                    log.exception("finishing cross-camera association failed")
         finally:
             writer.close(getattr(self, "_final_status", "failed"))
 
@@ -326,6 +381,8 @@ class Pipeline:
                         log.info("camera %s: finished after %d frames", cam_id, summary.frames)
             if reid is not None:
                 self._record_reid(writer, reid.poll())
+            if self._association is not None and batch:
+                self._association.step(max(f.timestamp_s for f in batch))
             if not batch:
                 time.sleep(0.005)
                 continue
@@ -339,6 +396,8 @@ class Pipeline:
                     tracks = trackers[frame.camera_id].update(dets, frame.image)
                 if reid is not None:
                     reid.on_tracks(frame, tracks)
+                if self._association is not None:
+                    self._association.on_tracks(frame, tracks)
                 writer.add_tracks(frame.camera_id, frame.index, frame.timestamp_s, tracks)
                 for sink in sinks:
                     sink.on_tracks(frame, tracks)

@@ -30,11 +30,24 @@ class TrackSink(ABC):
         """Flush and release everything (idempotent)."""
 
 
-def build_sinks(config, output_dir: Path, store_writer=None) -> list[TrackSink]:
-    """The sinks a config asks for, in call order."""
+def build_sinks(config, output_dir: Path, store_writer=None, action_names: list[str] | None = None) -> list[TrackSink]:
+    """The sinks a config asks for, in call order. `action_names`: the Re-ID-AR checkpoint's trained actions (None or
+    empty: no action branch, so `events.source: auto` uses motion). Sinks with `bind_identity(lookup)` get the
+    run's (camera_id, track_id) -> global id lookup from the `Pipeline` once association is set up."""
     from pipeline.outputs import MotWriter
 
     sinks: list[TrackSink] = []
-    if config.output.mot:
-        sinks.append(MotWriter(Path(output_dir) / "mot"))
+    if config.output.mot or config.association.enabled:  # with association, global ids go to mot/ at the end
+        sinks.append(MotWriter(Path(output_dir) / ("mot_local" if config.association.enabled else "mot")))
+    events = None
+    if config.events.enabled:
+        from pipeline.events.sink import build_event_sink
+
+        events = build_event_sink(config, Path(output_dir), store_writer, action_names)
+        sinks.append(events)
+    if config.output.video != "off":
+        from pipeline.video_output import AnnotatedVideoSink
+
+        sinks.append(AnnotatedVideoSink(Path(output_dir) / "video", config.output.video, config.output.video_fps,
+                                        action_of=events.current_action if events is not None else None))
     return sinks

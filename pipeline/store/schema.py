@@ -16,6 +16,10 @@ Tables (schema version 2):
   identity_links (v2) the link history, append-only: run_id, camera_id, track_id, global_id, previous_id (set when a
                 track is re-linked), ts (s, run clock), reason (new | match | relink | constraint | final | offline),
                 score, mode (online | offline).
+  action_events (v2) one row per finished per-view action episode: id, run_id, camera_id, track_id (local), global_id
+                (NULL without association / not linked when it ended), action (name from the checkpoint, or standing |
+                walking | running for the motion source), source (model | motion), start_ts, end_ts (s, run clock),
+                start_frame, end_frame, peak_conf, mean_conf (smoothed score 0..1), clips (score updates), frames.
 Migrations: `MIGRATIONS[v]` upgrades a database from version v to v + 1; `open_engine` applies them in order, so a
 database written by an older release keeps its runs and gains the new columns (NULL for old rows).
 SQLite runs in WAL mode with synchronous=NORMAL: a crash loses at most the last uncommitted batch, never committed rows.
@@ -143,7 +147,6 @@ identities = Table(
     Index("ix_identities_global", "run_id", "mode", "global_id"),
 )
 
-
 identity_links = Table(
     "identity_links",
     metadata,
@@ -160,8 +163,33 @@ identity_links = Table(
 )
 
 
+action_events = Table(
+    "action_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", Integer, nullable=False),
+    Column("camera_id", String(64), nullable=False),
+    Column("track_id", Integer, nullable=False),
+    Column("global_id", Integer),
+    Column("action", String(64), nullable=False),
+    Column("source", String(16), nullable=False),
+    Column("start_ts", Float, nullable=False),
+    Column("end_ts", Float, nullable=False),
+    Column("start_frame", Integer, nullable=False),
+    Column("end_frame", Integer, nullable=False),
+    Column("peak_conf", Float, nullable=False),
+    Column("mean_conf", Float, nullable=False),
+    Column("clips", Integer, nullable=False),
+    Column("frames", Integer, nullable=False),
+    Index("ix_action_events_time", "run_id", "start_ts"),
+    Index("ix_action_events_track", "run_id", "camera_id", "track_id"),
+    Index("ix_action_events_global", "run_id", "global_id"),
+)
+
+
 def _migrate_1_to_2(conn) -> None:
-    """v2: track appearance columns, run action names (the `track_clips` table is created by `create_all`)."""
+    """v2: track appearance columns, run action names (the `track_clips`, `identities`, `identity_links` and
+    `action_events` tables are created by `create_all`)."""
     blob = "BYTEA" if conn.dialect.name == "postgresql" else "BLOB"
     for table, column, kind in [
         ("runs", "action_names", "TEXT"),

@@ -1,0 +1,120 @@
+"""Motion-based action source: standing / walking / running from a track's speed, for runs without a trained action
+branch.
+
+Speed is the least-squares slope of the box's bottom-centre position over the last `window_s` seconds:
+  - with a homography (image -> ground plane, 3x3) for the camera: ground units/s divided by `ground_units_per_m`
+    -> m/s, compared with `walk_mps` / `run_mps`;
+  - without one: pixels/s divided by the median box height over the window -> box-heights/s (scale-free), compared
+    with `walk_hps` / `run_hps`. Motion along the viewing direction barely moves the box but scales it: with a focal
+    length `focal_px` (default: the image height, i.e. a ~53 degree vertical field of view) the depth speed is
+    focal / box height x |d ln(box height) / dt| box-heights/s, added in quadrature to the image-plane speed.
+Scores (3,) are soft memberships that sum to 1: a logistic ramp (width `softness` x threshold) around each threshold.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+MOTION_ACTIONS = ["standing", "walking", "running"]
+
+
+@dataclass(frozen=True)
+class MotionParams:
+    """Speed thresholds (box-heights/s without a homography, m/s with one) and the speed window (s)."""
+
+    walk_hps: float = 0.2
+    run_hps: float = 1.5
+    walk_mps: float = 0.4
+    run_mps: float = 2.5
+    ground_units_per_m: float = 1.0
+    window_s: float = 1.0
+    min_span_s: float = 0.3
+    softness: float = 0.25
+    focal_px: float | None = None  # None: the image height when known; 0: no depth term
+
+
+def load_homography(path: str | Path) -> np.ndarray:
+    """A 3x3 image -> ground matrix from a whitespace/comma separated text file."""
+    text = Path(path).read_text().replace(",", " ")
+    values = [float(v) for v in text.split()]
+    if len(values) != 9:
+        raise ValueError(f"{path}: expected 9 numbers (a 3x3 homography), found {len(values)}")
+    return np.asarray(values, np.float64).reshape(3, 3)
+
+
+def _ramp(x: float, threshold: float, softness: float) -> float:
+    width = max(threshold * softness, 1e-6)
+    return float(1.0 / (1.0 + np.exp(-(x - threshold) / width)))
+
+
+class MotionSource:
+    """Per-track speed estimates of one camera -> scores over `MOTION_ACTIONS` (NaN until enough history)."""
+
+    def __init__(self, params: MotionParams = MotionParams(), homography: np.ndarray | None = None,
+                 image_height: int | None = None) -> None:
+        self.params = params
+        self.focal = params.focal_px if params.focal_px is not None else float(image_height or 0)
+        self.homography = None if homography is None else np.asarray(homography, np.float64).reshape(3, 3)
+        self._history: dict[int, deque] = {}
+
+    def _points(self, xyxy: np.ndarray) -> np.ndarray:
+        """Bottom-centre points (N, 2): pixels, or ground units with a homography."""
+        pts = np.stack([(xyxy[:, 0] + xyxy[:, 2]) / 2, xyxy[:, 3]], axis=1).astype(np.float64)
+        if self.homography is None or len(pts) == 0:
+            return pts
+        h = np.concatenate([pts, np.ones((len(pts), 1))], axis=1) @ self.homography.T
+        return h[:, :2] / np.where(np.abs(h[:, 2:3]) < 1e-12, 1e-12, h[:, 2:3])
+
+    def speed(self, track_id: int) -> float | None:
+        """The track's current speed (box-heights/s, or m/s with a homography); None without enough history."""
+        hist = self._history.get(int(track_id))
+        if not hist or hist[-1][0] - hist[0][0] < self.params.min_span_s or len(hist) < 3:
+            return None
+        arr = np.asarray(hist, np.float64)  # (K, 4): t, x, y, box height
+        t = arr[:, 0] - arr[:, 0].mean()
+        denom = float((t * t).sum())
+        vx = float((t * (arr[:, 1] - arr[:, 1].mean())).sum() / denom)
+        vy = float((t * (arr[:, 2] - arr[:, 2].mean())).sum() / denom)
+        v = float(np.hypot(vx, vy))
+        if self.homography is not None:
+            return v / self.params.ground_units_per_m
+        height = max(float(np.median(arr[:, 3])), 1.0)
+        v /= height
+        if self.focal > 0:
+            log_h = np.log(np.maximum(arr[:, 3], 1.0))
+            v_depth = self.focal / height * abs(float((t * (log_h - log_h.mean())).sum() / denom))
+            v = float(np.hypot(v, v_depth))
+        return v
+
+    def scores_for(self, speed: float | None) -> np.ndarray:
+        """Soft (standing, walking, running) memberships for a speed; NaN for None."""
+        if speed is None:
+            return np.full(3, np.nan, np.float32)
+        p = self.params
+        walk, run = (p.walk_mps, p.run_mps) if self.homography is not None else (p.walk_hps, p.run_hps)
+        moving = _ramp(speed, walk, p.softness)
+        fast = _ramp(speed, run, p.softness)
+        return np.asarray([1.0 - moving, moving * (1.0 - fast), moving * fast], np.float32)
+
+    def update(self, timestamp_s: float, track_ids: np.ndarray, xyxy: np.ndarray) -> np.ndarray:
+        """Add one frame's boxes (N, 4) px; returns scores (N, 3) (NaN rows: not enough history yet)."""
+        xyxy = np.asarray(xyxy, np.float64).reshape(-1, 4)
+        pts = self._points(xyxy)
+        out = np.full((len(xyxy), 3), np.nan, np.float32)
+        for i, tid in enumerate(np.asarray(track_ids).tolist()):
+            hist = self._history.setdefault(int(tid), deque())
+            hist.append((float(timestamp_s), pts[i, 0], pts[i, 1], float(xyxy[i, 3] - xyxy[i, 1])))
+            while hist and hist[0][0] < timestamp_s - self.params.window_s:
+                hist.popleft()
+            out[i] = self.scores_for(self.speed(tid))
+        return out
+
+    def forget(self, track_id: int) -> None:
+        self._history.pop(int(track_id), None)
+
+
+__all__ = ["MOTION_ACTIONS", "MotionParams", "MotionSource", "load_homography"]

@@ -1,0 +1,132 @@
+"""Annotated video export (`output.video`): boxes, global ids and the current action drawn on each camera's frames.
+
+`per_camera` writes `DIR/video/<camera_id>.mp4`; `mosaic` writes one `DIR/video/mosaic.mp4` whose tiles hold every
+camera's latest annotated frame (a mosaic frame is written for each frame of the first camera still running).
+Labels: `G<global id>` once the track is linked across cameras, else `<camera>:<local id>`; then the confirmed
+current action and its smoothed score. Encoding is OpenCV's `mp4v` (readable by ffmpeg and browsers via re-mux).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Callable
+
+import cv2
+import numpy as np
+
+from pipeline.sinks import TrackSink
+from pipeline.types import Frame, Tracks
+
+log = logging.getLogger("mcsa.video")
+
+
+def _colour(key: int) -> tuple[int, int, int]:
+    h = (int(key) * 2654435761) & 0xFFFFFF
+    return (64 + (h & 0x7F), 64 + ((h >> 8) & 0x7F), 64 + ((h >> 16) & 0x7F))
+
+
+class AnnotatedVideoSink(TrackSink):
+    """Draws tracks on frames and writes MP4 files (one per camera, or one mosaic)."""
+
+    def __init__(self, directory: str | Path, mode: str = "per_camera", fps: float | None = None,
+                 identity_of: Callable[[str, int], int | None] | None = None,
+                 action_of: Callable[[str, int], tuple[str, float] | None] | None = None) -> None:
+        if mode not in ("per_camera", "mosaic"):
+            raise ValueError(f"output.video {mode!r}: expected per_camera or mosaic")
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.mode = mode
+        self.fps = fps
+        self.identity_of = identity_of
+        self.action_of = action_of
+        self._fps: dict[str, float] = {}
+        self._writers: dict[str, cv2.VideoWriter] = {}
+        self._latest: dict[str, np.ndarray] = {}
+        self._order: list[str] = []
+        self._ended: set[str] = set()
+        self.frames_written = 0
+
+    def bind_identity(self, lookup) -> None:
+        self.identity_of = lookup
+
+    def open_camera(self, camera_id: str, fps: float | None = None, size: tuple[int, int] | None = None) -> None:
+        if camera_id not in self._order:
+            self._order.append(camera_id)
+        self._fps[camera_id] = float(self.fps or fps or 25.0)
+
+    def annotate(self, frame: Frame, tracks: Tracks) -> np.ndarray:
+        """A copy of the frame with boxes and labels."""
+        img = frame.image.copy()
+        cam = frame.camera_id
+        for tid, box in zip(tracks.track_ids.tolist(), tracks.xyxy.tolist()):
+            gid = self.identity_of(cam, tid) if self.identity_of is not None else None
+            label = f"G{gid}" if gid is not None else f"{cam}:{tid}"
+            act = self.action_of(cam, tid) if self.action_of is not None else None
+            if act is not None:
+                label += f" {act[0]} {act[1]:.2f}"
+            colour = _colour(gid if gid is not None else hash((cam, tid)))
+            x1, y1, x2, y2 = (int(round(v)) for v in box)
+            cv2.rectangle(img, (x1, y1), (x2, y2), colour, 2)
+            (tw, th), _ = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, 0.4, 1)
+            ty = max(y1, th + 4)
+            cv2.rectangle(img, (x1, ty - th - 4), (x1 + tw + 4, ty), colour, -1)
+            cv2.putText(img, label, (x1 + 2, ty - 3), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
+        cv2.putText(img, f"{cam} #{frame.index} t={frame.timestamp_s:.2f}s", (4, img.shape[0] - 6),
+                    cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 255, 255), 1, cv2.LINE_AA)
+        return img
+
+    def _writer(self, name: str, size: tuple[int, int], fps: float) -> cv2.VideoWriter:
+        writer = self._writers.get(name)
+        if writer is None:
+            path = self.directory / f"{name}.mp4"
+            writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+            if not writer.isOpened():
+                raise OSError(f"cannot write annotated video {path} (check permissions and free space)")
+            self._writers[name] = writer
+        return writer
+
+    def _mosaic(self) -> np.ndarray:
+        ref = self._latest[self._order[0]] if self._order[0] in self._latest else next(iter(self._latest.values()))
+        th, tw = ref.shape[:2]
+        n = len(self._order)
+        cols = math.ceil(math.sqrt(n))
+        rows = math.ceil(n / cols)
+        canvas = np.zeros((rows * th, cols * tw, 3), np.uint8)
+        for k, cam in enumerate(self._order):
+            tile = self._latest.get(cam)
+            if tile is None:
+                continue
+            if tile.shape[:2] != (th, tw):
+                tile = cv2.resize(tile, (tw, th))
+            r, c = divmod(k, cols)
+            canvas[r * th:(r + 1) * th, c * tw:(c + 1) * tw] = tile
+        return canvas
+
+    def on_tracks(self, frame: Frame, tracks: Tracks) -> None:
+        cam = frame.camera_id
+        if cam not in self._order:
+            self.open_camera(cam)
+        img = self.annotate(frame, tracks)
+        if self.mode == "per_camera":
+            self._writer(cam, (img.shape[1], img.shape[0]), self._fps[cam]).write(img)
+            self.frames_written += 1
+            return
+        self._latest[cam] = img
+        running = [c for c in self._order if c not in self._ended]
+        if running and cam == running[0]:
+            mosaic = self._mosaic()
+            self._writer("mosaic", (mosaic.shape[1], mosaic.shape[0]), self._fps[cam]).write(mosaic)
+            self.frames_written += 1
+
+    def on_camera_end(self, camera_id: str) -> None:
+        self._ended.add(camera_id)
+
+    def close(self) -> None:
+        for writer in self._writers.values():
+            writer.release()
+        self._writers.clear()
+
+
+__all__ = ["AnnotatedVideoSink"]

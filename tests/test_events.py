@@ -1,0 +1,212 @@
+"""Action events: hysteresis and minimum duration, the motion source, the sink's outputs (store, jsonl, MQTT)."""
+
+import json
+import socket
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from pipeline.config import EventsConfig, parse_config
+from pipeline.events import ActionStateMachine, HysteresisParams, MotionParams, MotionSource
+from pipeline.events.sink import ActionEventSink, resolve_source
+from pipeline.types import Frame, Tracks
+
+FPS = 10.0
+
+
+def _machine(**kw):
+    params = HysteresisParams(**{"enter": 0.6, "exit": 0.4, "min_duration_s": 1.0, "smoothing_s": 0.0, **kw})
+    return ActionStateMachine("c0", 7, ["walking", "running"], "model", params)
+
+
+def _feed(machine, series):
+    """Feed (walking score) per frame at FPS; returns every event, including those closed by `finish`."""
+    events = []
+    for k, p in enumerate(series):
+        events += machine.update(k / FPS, k, np.array([p, 0.0]))
+    return events + machine.finish()
+
+
+def test_enter_and_exit_thresholds_give_one_event_with_its_span_and_confidences():
+    series = [0.1] * 5 + [0.7, 0.9, 0.5, 0.45, 0.5] + [0.8] * 10 + [0.3] * 5
+    (ev,) = _feed(_machine(), series)
+    assert ev.action == "walking" and ev.camera_id == "c0" and ev.track_id == 7 and ev.source == "model"
+    assert (ev.start_frame, ev.end_frame) == (5, 19)  # 0.5/0.45 stay above exit: no split
+    assert ev.start_ts == pytest.approx(0.5) and ev.end_ts == pytest.approx(1.9)
+    assert ev.peak_conf == pytest.approx(0.9)
+    assert ev.mean_conf == pytest.approx(np.mean(series[5:20]))
+    assert ev.frames == 15 and ev.clips == 6  # distinct score vectors: 0.7 0.9 0.5 0.45 0.5 0.8
+
+
+def test_score_between_thresholds_does_not_start_an_event():
+    assert _feed(_machine(), [0.55] * 40) == []
+
+
+def test_dip_below_exit_splits_into_two_events():
+    events = _feed(_machine(), [0.9] * 15 + [0.2] + [0.9] * 15)
+    assert [(e.start_frame, e.end_frame) for e in events] == [(0, 14), (16, 30)]
+
+
+def test_episode_shorter_than_min_duration_is_dropped():
+    assert _feed(_machine(), [0.1] * 3 + [0.9] * 9 + [0.1] * 3) == []  # 0.8 s < 1 s
+    (ev,) = _feed(_machine(), [0.1] * 3 + [0.9] * 11 + [0.1] * 3)  # 1.0 s
+    assert ev.duration_s == pytest.approx(1.0)
+    assert _feed(_machine(min_duration_s=0.0), [0.9]) != []
+
+
+def test_open_episode_is_closed_by_finish_and_reported_as_started_once_confirmed():
+    m = _machine()
+    for k in range(12):
+        m.update(k / FPS, k, np.array([0.9, 0.0]))
+    assert m.current() == ("walking", pytest.approx(0.9))
+    assert m.pop_started() == [("walking", 0.0)] and m.pop_started() == []
+    (ev,) = m.finish()
+    assert ev.end_frame == 11
+
+
+def test_nan_scores_leave_the_state_alone():
+    m = _machine()
+    series = [0.9] * 6 + [np.nan] * 6 + [0.9] * 6
+    events = []
+    for k, p in enumerate(series):
+        events += m.update(k / FPS, k, np.array([p, np.nan]))
+    (ev,) = events + m.finish()
+    assert (ev.start_frame, ev.end_frame, ev.frames) == (0, 17, 12)
+
+
+def test_smoothing_delays_entry_and_removes_a_one_frame_spike():
+    assert _feed(_machine(smoothing_s=0.5, min_duration_s=0.0), [0.0] * 5 + [1.0] + [0.0] * 5) == []
+    (ev,) = _feed(_machine(smoothing_s=0.3, min_duration_s=0.0), [0.0] * 5 + [1.0] * 20)
+    assert ev.start_frame > 5
+
+
+def test_bad_thresholds_are_refused():
+    with pytest.raises(ValueError):
+        HysteresisParams(enter=0.3, exit=0.5)
+    with pytest.raises(Exception, match="exit"):
+        EventsConfig(enter=0.3, exit=0.5)
+
+
+def _walk(source, speed_hps, seconds=2.0, height=100.0, fps=FPS):
+    out = None
+    for k in range(int(seconds * fps)):
+        x = 100 + speed_hps * height * k / fps
+        out = source.update(k / fps, np.array([1]), np.array([[x, 50, x + 40, 50 + height]]))
+    return out[0]
+
+
+def test_motion_source_standing_walking_running_from_box_height_speed():
+    names = ["standing", "walking", "running"]
+    for speed, expected in [(0.0, "standing"), (0.05, "standing"), (0.6, "walking"), (3.0, "running")]:
+        scores = _walk(MotionSource(MotionParams()), speed)
+        assert scores.sum() == pytest.approx(1.0, abs=1e-5)
+        assert names[int(np.argmax(scores))] == expected, (speed, scores)
+    src = MotionSource(MotionParams())
+    first = src.update(0.0, np.array([1]), np.array([[0, 0, 10, 50]]))
+    assert np.isnan(first).all()  # no history yet
+
+
+def test_motion_source_uses_the_ground_plane_with_a_homography():
+    h = np.diag([0.01, 0.01, 1.0])  # 1 px = 1 cm on the ground; units = metres
+    src = MotionSource(MotionParams(walk_mps=0.4, run_mps=2.5), homography=h)
+    fast = None
+    for k in range(20):  # 300 px/s = 3 m/s, with a tiny box: box-height speed would be absurd
+        x = 300 * k / FPS
+        fast = src.update(k / FPS, np.array([1]), np.array([[x, 0, x + 2, 5]]))
+    assert int(np.argmax(fast[0])) == 2
+    assert src.speed(1) == pytest.approx(3.0, rel=1e-3)
+
+
+def _frame(k, cam="c0"):
+    return Frame(cam, k, k / FPS, np.zeros((4, 4, 3), np.uint8))
+
+
+def test_sink_model_source_reads_action_probs_and_writes_jsonl(tmp_path):
+    cfg = EventsConfig(min_duration_s=0.5, smoothing_s=0.0)
+    sink = ActionEventSink(cfg, tmp_path, action_names=["walking", "running"], keep_events=True)
+    sink.bind_identity(lambda cam, tid: 42 if tid == 1 else None)
+    for k in range(30):
+        probs = np.array([[0.9, 0.1], [np.nan, np.nan]]) if k < 20 else np.array([[0.1, 0.9], [0.1, 0.1]])
+        tracks = Tracks(np.array([1, 2]), np.array([[0, 0, 10, 20]] * 2), np.ones(2), np.zeros(2), action_probs=probs)
+        sink.on_tracks(_frame(k), tracks)
+    assert sink.current_action("c0", 1) == ("running", pytest.approx(0.9))
+    sink.close()
+    events = sorted((e.action, e.global_id, e.start_frame, e.end_frame) for e in sink.events)
+    assert events == [("running", 42, 20, 29), ("walking", 42, 0, 19)]
+    lines = [json.loads(x) for x in (tmp_path / "events.jsonl").read_text().splitlines()]
+    assert {(x["action"], x["global_id"], x["source"]) for x in lines} == {("walking", 42, "model"),
+                                                                          ("running", 42, "model")}
+    assert sink.counters() == {"source": "model", "events": 2, "by_action": {"walking": 1, "running": 1}}
+
+
+def test_sink_motion_source_closes_events_of_tracks_that_ended(tmp_path):
+    cfg = EventsConfig(min_duration_s=0.5, smoothing_s=0.2, track_end_s=1.0)
+    sink = ActionEventSink(cfg, None, action_names=None, keep_events=True)
+    assert sink.source == "motion" and sink.action_names == ["standing", "walking", "running"]
+    for k in range(30):  # track 5 stands still for 3 s
+        sink.on_tracks(_frame(k), Tracks(np.array([5]), np.array([[10, 10, 50, 110]]), np.ones(1), np.zeros(1)))
+    for k in range(30, 50):  # then only other tracks: track 5 ends after track_end_s
+        sink.on_tracks(_frame(k), Tracks.empty())
+    assert [(e.action, e.track_id, e.global_id, e.source) for e in sink.events] == [("standing", 5, None, "motion")]
+    assert ("c0", 5) not in sink.machines
+    sink.close()
+
+
+def test_source_resolution():
+    assert resolve_source("auto", ["walking"]) == "model"
+    assert resolve_source("auto", None) == "motion"
+    assert resolve_source("motion", ["walking"]) == "motion"
+    with pytest.raises(ValueError, match="trained action branch"):
+        resolve_source("model", [])
+
+
+def test_config_defaults_and_video_switch():
+    cfg = parse_config({"cameras": [{"id": "a", "source": "x.mp4"}], "output": {"video": "mosaic"}})
+    assert cfg.events.enabled and cfg.events.source == "auto" and cfg.events.mqtt_url is None
+    assert cfg.output.video == "mosaic"
+
+
+def _broker_up(host="127.0.0.1", port=1883) -> bool:
+    try:
+        socket.create_connection((host, port), timeout=0.5).close()
+        return True
+    except OSError:
+        return False
+
+
+def test_events_are_published_over_mqtt():
+    if not _broker_up():
+        pytest.skip("no MQTT broker on 127.0.0.1:1883 (start mosquitto to run this test)")
+    import paho.mqtt.client as mqtt
+
+    from pipeline.events.mqtt import MqttPublisher
+
+    topic = f"mcsa-test/{time.time_ns()}"
+    got, subscribed = [], threading.Event()
+    sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    sub.on_connect = lambda c, u, f, rc, p: c.subscribe(f"{topic}/#", qos=1)
+    sub.on_subscribe = lambda *a: subscribed.set()
+    sub.on_message = lambda c, u, m: got.append((m.topic, json.loads(m.payload)))
+    sub.connect("127.0.0.1", 1883)
+    sub.loop_start()
+    try:
+        assert subscribed.wait(5)
+        cfg = EventsConfig(min_duration_s=0.2, smoothing_s=0.0)
+        sink = ActionEventSink(cfg, None, action_names=["walking"],
+                               publisher=MqttPublisher("mqtt://127.0.0.1:1883", topic))
+        for k in range(10):
+            p = np.array([[0.9 if k < 6 else 0.1]])
+            sink.on_tracks(_frame(k, "door"), Tracks(np.array([3]), np.zeros((1, 4)), np.ones(1), np.zeros(1),
+                                                     action_probs=p))
+        sink.close()
+        deadline = time.monotonic() + 5
+        while len(got) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        sub.loop_stop()
+        sub.disconnect()
+    assert [(t, m["type"], m["action"]) for t, m in got] == [(f"{topic}/door", "start", "walking"),
+                                                             (f"{topic}/door", "end", "walking")]
+    assert got[1][1]["end_ts"] == pytest.approx(0.5)

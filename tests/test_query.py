@@ -1,0 +1,109 @@
+"""`query` command on a known small store: identities, events and timeline as tables and --json, with filters."""
+
+import json
+
+import numpy as np
+import pytest
+
+from pipeline.cli import main
+from pipeline.commands.query import fmt_time, parse_time
+from pipeline.events.hysteresis import ActionEvent
+from pipeline.store import StoreWriter, open_engine
+from pipeline.types import Tracks
+from tests.store_backends import store_url  # noqa: F401 - fixture
+
+
+def _fill(url: str) -> None:
+    """Run 1 (an old run) and run 2: cameras c0 and c1; c0:1 and c1:5 are global identity 7 (offline-refined from
+    the online 9), c0:2 is never linked."""
+    old = StoreWriter(open_engine(url))
+    old.begin_run()
+    old.add_tracks("c0", 0, 0.0, Tracks(np.array([1]), np.zeros((1, 4)), np.ones(1), np.zeros(1)))
+    old.close()
+    w = StoreWriter(open_engine(url), flush_interval_s=0.05)
+    w.begin_run()
+    for cam, tid, frames in [("c0", 1, range(0, 100)), ("c0", 2, range(50, 150)), ("c1", 5, range(120, 200))]:
+        for f in frames:
+            w.add_tracks(cam, f, f / 10, Tracks(np.array([tid]), np.array([[0, 0, 10, 30]]), np.ones(1), np.zeros(1)))
+    ev = [ActionEvent("c0", 1, 9, "walking", "model", 0.5, 6.0, 5, 60, 0.91, 0.8, 6, 56),
+          ActionEvent("c0", 2, None, "standing", "motion", 5.0, 14.9, 50, 149, 0.7, 0.65, 0, 100),
+          ActionEvent("c0", 1, 9, "running", "model", 6.5, 9.9, 65, 99, 0.85, 0.7, 3, 35),
+          ActionEvent("c1", 5, 9, "walking", "model", 12.0, 19.9, 120, 199, 0.95, 0.9, 8, 80)]
+    for e in ev:
+        w.add_action_event(e)
+    rows = [dict(camera_id="c0", track_id=1, global_id=9, first_ts=0.0, last_ts=9.9),
+            dict(camera_id="c1", track_id=5, global_id=9, first_ts=12.0, last_ts=19.9)]
+    w.set_identities("online", rows)
+    w.set_identities("offline", [dict(r, global_id=7) for r in rows])
+    w.close()
+
+
+def _query(capsys, url, *args):
+    code = main(["query", *args, "--store", url])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    return out.out
+
+
+def test_identities_table(store_url, capsys):
+    _fill(store_url)
+    out = _query(capsys, store_url, "identities")
+    assert out.splitlines() == [
+        "run 2: 2 identities",
+        "identity  cameras  tracks     first seen  last seen  boxes  action events",
+        "-" * 80,
+        "7         c0,c1    c0:1,c1:5  0.00        19.90      180    1 running, 2 walking",
+        "c0:2      c0       c0:2       5.00        14.90      100    1 standing",
+    ]
+
+
+def test_events_table_and_filters(store_url, capsys):
+    _fill(store_url)
+    out = _query(capsys, store_url, "events")
+    lines = out.splitlines()
+    assert lines[0] == "run 2: 4 events"
+    assert lines[1].split() == ["event", "identity", "camera", "track", "action", "source", "start", "end", "dur",
+                                "s", "peak", "mean", "clips"]
+    assert lines[3].split() == ["1", "7", "c0", "1", "walking", "model", "0.50", "6.00", "5.50", "0.91", "0.80", "6"]
+    assert lines[4].split()[:5] == ["2", "-", "c0", "2", "standing"]
+    rows = json.loads(_query(capsys, store_url, "events", "--identity", "7", "--json"))
+    assert [(r["camera_id"], r["action"]) for r in rows] == [("c0", "walking"), ("c0", "running"), ("c1", "walking")]
+    rows = json.loads(_query(capsys, store_url, "events", "--camera", "c0", "--since", "7", "--json"))
+    assert [r["id"] for r in rows] == [2, 3]
+    rows = json.loads(_query(capsys, store_url, "events", "--action", "walking", "--until", "10", "--json"))
+    assert [r["id"] for r in rows] == [1]
+    assert _query(capsys, store_url, "events", "--camera", "nope") == "run 2: 0 events\n"
+    rows = json.loads(_query(capsys, store_url, "events", "--run", "1", "--json"))
+    assert rows == []
+
+
+def test_timeline_of_one_identity(store_url, capsys):
+    _fill(store_url)
+    out = _query(capsys, store_url, "timeline", "--identity", "7")
+    assert [line.split() for line in out.splitlines()[3:]] == [
+        ["7", "0.00", "9.90", "c0", "1", "seen", "-", "-"],
+        ["7", "0.50", "6.00", "c0", "1", "walking", "0.80", "model"],
+        ["7", "6.50", "9.90", "c0", "1", "running", "0.70", "model"],
+        ["7", "12.00", "19.90", "c1", "5", "seen", "-", "-"],
+        ["7", "12.00", "19.90", "c1", "5", "walking", "0.90", "model"],
+    ]
+    rows = json.loads(_query(capsys, store_url, "timeline", "--json"))
+    assert [(r["identity"], r["what"]) for r in rows][-2:] == [(None, "seen"), (None, "standing")]
+
+
+def test_missing_store_and_run_are_clear_errors(tmp_path, capsys):
+    assert main(["query", "events", "--output", str(tmp_path)]) == 2
+    assert "no store at" in capsys.readouterr().err
+    url = f"sqlite:///{tmp_path / 'e.db'}"
+    _fill(url)
+    assert main(["query", "events", "--store", url, "--run", "5"]) == 2
+    assert "no run 5" in capsys.readouterr().err
+
+
+def test_time_parsing_and_display():
+    assert parse_time("12.5") == 12.5
+    assert parse_time("2024-05-01T10:00:00+00:00") == 1714557600.0
+    assert fmt_time(3.14159) == "3.14" and fmt_time(None) == "-"
+    assert fmt_time(1714557600.0).startswith("2024-05-01")
+    with pytest.raises(ValueError):
+        parse_time("yesterday")
