@@ -88,7 +88,10 @@ class ReIDConfig(_Strict):
     max_queue: int = Field(default=256, ge=1, description="pending clips before the oldest are dropped")
     device: str = Field(default="auto", description="auto (CUDA when present), cpu, cuda:0")
     amp: bool = Field(default=True, description="fp16/bf16 autocast on CUDA")
-    cpu_threads: int | None = Field(default=None, ge=1, description="torch threads on CPU (default: torch's)")
+    cpu_threads: int | None = Field(default=None, ge=1, description="threads on CPU (default: the runtime's)")
+    cpu_backend: Literal["auto", "openvino", "torch"] = Field(
+        default="auto", description="CPU inference: OpenVINO-compiled (auto: when installed) or PyTorch eager"
+    )
 
     @field_validator("checkpoint", "backbone_weights")
     @classmethod

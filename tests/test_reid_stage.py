@@ -289,3 +289,19 @@ def test_encoder_from_a_trained_checkpoint_brings_its_actions_and_size(tmp_path)
     ref = ClipEncoder.from_model(model, device="cpu").encode(clips)
     np.testing.assert_allclose(emb, ref[0], rtol=1e-4, atol=1e-4)
     assert probs.shape == (2, 2) and ((probs >= 0) & (probs <= 1)).all()
+
+
+def test_openvino_cpu_backend_equals_pytorch():
+    pytest.importorskip("openvino", reason="the OpenVINO CPU backend needs the `openvino` package")
+    torch.manual_seed(2)
+    for actions in (["walking", "running"], []):
+        model = ReIDAR("osnet_x0_25", num_classes=1, action_names=actions, input_size=SIZE)
+        ref = ClipEncoder.from_model(model, device="cpu", cpu_backend="torch")
+        ov = ClipEncoder.from_model(model, device="cpu", cpu_backend="openvino")
+        assert ov.backend == "openvino cpu fp32" and ov.embedding_dim == ref.embedding_dim
+        for b, t in [(3, 4), (1, 1), (5, 2)]:  # batch and clip length are dynamic
+            clips = np.random.default_rng(b).integers(0, 255, (b, t, *SIZE, 3), dtype=np.uint8)
+            (e1, p1), (e2, p2) = ref.encode(clips), ov.encode(clips)
+            np.testing.assert_allclose(e2, e1, rtol=1e-4, atol=1e-5)
+            assert p2.shape == p1.shape == (b, len(actions))
+            np.testing.assert_allclose(p2, p1, rtol=1e-4, atol=1e-5)

@@ -28,7 +28,7 @@ class ReIDStage:
         self.batcher = ReIDBatcher(self.encoder, cfg.max_batch, cfg.max_wait_ms, cfg.max_queue).start()
         self.croppers: dict[str, TrackletCropper] = {}
         self.appearances: dict[str, TrackAppearance] = {}
-        log.info("Re-ID: %s on %s, clips of %d x %s, batches of up to %d", self.encoder.source, self.encoder.device,
+        log.info("Re-ID: %s, %s, clips of %d x %s, batches of up to %d", self.encoder.source, self.encoder.backend,
                  cfg.clip_len, "x".join(map(str, self.encoder.input_size)), cfg.max_batch)
 
     @property
