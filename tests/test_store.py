@@ -270,3 +270,54 @@ def test_kill_9_keeps_every_committed_event_and_a_rerun_appends(store_url):
     after = _rows(store_url, select(schema.action_events).where(schema.action_events.c.run_id == 1)
                   .order_by(schema.action_events.c.id))
     assert after == before
+
+
+def test_kill_9_of_a_real_pipeline_run_keeps_committed_events(shared, yolo_weights, tmp_path):
+    """The whole pipeline on a real video (CAVIAR corridor), SIGKILLed once events are committed."""
+    import json
+
+    video = shared / "data" / "caviar_oneleaveshop1" / "OneLeaveShop1cor.mpg"
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(
+        f"cameras: [{{id: cor, source: '{video}'}}]\n"
+        f"detector: {{weights: '{yolo_weights}'}}\n"
+        "reid: {enabled: false}\n"
+        "events: {min_duration_s: 0.3, smoothing_s: 0.2, track_end_s: 0.5}\n"
+        "store: {flush_interval_s: 0.1}\nrun: {progress: false}\n"
+    )
+    out = tmp_path / "out"
+    db = out / "events.db"
+    proc = subprocess.Popen([sys.executable, "run_pipeline.py", "-q", "run", "--config", str(cfg), "--output", str(out)],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    seen = 0
+    try:
+        deadline = time.monotonic() + 240
+        while seen < 2 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+            if db.is_file():
+                try:
+                    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as con:
+                        seen = con.execute("select count(*) from action_events").fetchone()[0]
+                except sqlite3.Error:
+                    pass
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    assert seen >= 2, "no events were committed in time"
+    con = sqlite3.connect(db)
+    assert con.execute("pragma integrity_check").fetchone()[0] == "ok"
+    cols = "camera_id, track_id, action, source, start_frame, end_frame, frames"
+    stored = con.execute(f"select {cols} from action_events where run_id = 1").fetchall()
+    assert len(stored) >= seen
+    logged = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
+    logged = {tuple(e[k.strip()] for k in cols.split(",")) for e in logged}
+    assert set(stored) <= logged  # every stored event is whole and was really emitted
+    assert con.execute("select status from runs").fetchall() == [("running",)]
+    con.close()
+    rerun = subprocess.run([sys.executable, "run_pipeline.py", "-q", "run", "--config", str(cfg), "--output", str(out),
+                            "--max-frames", "5"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    con = sqlite3.connect(db)
+    assert con.execute(f"select {cols} from action_events where run_id = 1").fetchall() == stored
+    assert con.execute("select id, status from runs order by id").fetchall() == [(1, "running"), (2, "completed")]

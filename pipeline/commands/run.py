@@ -18,7 +18,9 @@ examples:
 
 outputs (DIR = --output):
   DIR/mot/<camera_id>.txt   MOTChallenge tracks: frame,id,x,y,w,h,score,-1,-1,-1 (frame 1-based)
-  DIR/events.db             SQLite store: runs, cameras, tracks, track_boxes (or store.url in the config)
+  DIR/events.db             SQLite store: runs, cameras, tracks, track_boxes, action_events, ... (or store.url)
+  DIR/events.jsonl          one finished action event per line (events.jsonl); search with `query` (query --help)
+  DIR/video/*.mp4           annotated video when output.video is per_camera or mosaic
 
 exit codes: 0 all cameras finished, 3 some cameras failed, 1 fatal error or every camera failed,
             2 bad config/arguments, 130 interrupted (Ctrl-C / SIGTERM; everything so far is flushed)
