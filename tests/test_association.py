@@ -321,6 +321,14 @@ def test_evaluate_mtmc_command_reproduces_a_hand_checked_case(tmp_path, capsys):
     assert main(bad) == 2
 
 
+def test_evaluate_mtmc_cli_takes_repeated_and_listed_cameras():
+    from pipeline.cli import build_parser
+
+    args = build_parser().parse_args(["evaluate", "mtmc", "--gt", "c0=a.txt", "--gt", "c1=b.txt",
+                                      "--pred", "c0=x.txt", "c1=y.txt"])
+    assert args.gt == ["c0=a.txt", "c1=b.txt"] and args.pred == ["c0=x.txt", "c1=y.txt"]
+
+
 # ---- real data -----------------------------------------------------------------------------------------------------
 def test_laboratory_ground_plane_association_on_ground_truth_boxes(shared, tmp_path):
     import importlib.util

@@ -31,8 +31,8 @@ def register_evaluate(subparsers) -> None:
             "per camera. Use the mot/ files of a run with association enabled (global ids)."
         ),
     )
-    parser.add_argument("--gt", nargs="+", required=True, metavar="CAM=GT.txt", help="ground truth per camera")
-    parser.add_argument("--pred", nargs="+", required=True, metavar="CAM=PRED.txt",
+    parser.add_argument("--gt", nargs="+", action="extend", required=True, metavar="CAM=GT.txt", help="ground truth per camera")
+    parser.add_argument("--pred", nargs="+", action="extend", required=True, metavar="CAM=PRED.txt",
                         help="predictions per camera (a camera without one counts as all misses)")
     parser.add_argument("--min-visibility", type=float, default=0.0,
                         help="gt boxes with visibility (9th column) below this are 'don't care' (default 0)")
