@@ -17,7 +17,10 @@ examples:
   python run_pipeline.py run --source door=rtsp://user:pass@192.168.1.20:554/stream1 --duration 600 --output live
 
 outputs (DIR = --output):
-  DIR/mot/<camera_id>.txt   MOTChallenge tracks: frame,id,x,y,w,h,score,-1,-1,-1 (frame 1-based)
+  DIR/mot/<camera_id>.txt   MOTChallenge tracks: frame,id,x,y,w,h,score,-1,-1,-1 (frame 1-based); with association
+                            enabled the id is the GLOBAL identity (same person = same id in every camera)
+  DIR/mot_local/, mot_online/  with association: per-camera local track ids / the online global ids before the
+                            offline refinement (recorded files)
   DIR/events.db             SQLite store: runs, cameras, tracks, track_boxes, action_events, ... (or store.url)
   DIR/events.jsonl          one finished action event per line (events.jsonl); search with `query` (query --help)
   DIR/video/*.mp4           annotated video when output.video is per_camera or mosaic
