@@ -77,6 +77,38 @@ def test_export_with_action_labels(shared, tmp_path):
         assert len({r["action"] for r in rows if r["tracklet"] == key}) == 1
 
 
+def test_export_rerun_replaces_and_test_every(shared, tmp_path):
+    """Exporting a camera again into the same folder replaces its crops (it used to append duplicate tracklets);
+    `test_every` holds out every N-th tracklet of each person, whole tracklets only."""
+    from pipeline.reid_data.export import ExportOptions, export_tracklets, read_action_labels
+
+    s = shared / "data" / "caviar_oneleaveshop1"
+    labels = read_action_labels(s / "cols1gt_labels_derived.csv", "movement")
+    opts = ExportOptions(camera="cor", id_offset=100, split_on_action=True, ids=(2, 3), max_len=8, min_len=2,
+                         test_every=3, max_frames=120)
+    args = (s / "OneLeaveShop1cor.mpg", s / "cols1gt_mot_derived.txt", tmp_path, opts, labels)
+    export_tracklets(*args)
+    other = ExportOptions(camera="front", id_offset=200, ids=(1,), max_frames=30)
+    export_tracklets(s / "OneLeaveShop1front.mpg", s / "fols1gt_mot_derived.txt", tmp_path, other)
+    first = list(csv.DictReader(open(tmp_path / "tracklets.csv")))
+    export_tracklets(*args)
+    again = list(csv.DictReader(open(tmp_path / "tracklets.csv")))
+    key = lambda r: (r["split"], r["pid"], r["camera"], r["tracklet"], r["frame"])  # noqa: E731
+    assert sorted(map(key, again)) == sorted(map(key, first))  # no duplicates, the other camera kept
+    assert {r["camera"] for r in again} == {"cor", "front"}
+    jpgs = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*.jpg"))
+    assert len(jpgs) == len(again)
+    tracks: dict[tuple[int, int], set[str]] = {}
+    for r in again:
+        if r["camera"] == "cor":
+            tracks.setdefault((int(r["pid"]), int(r["tracklet"])), set()).add(r["split"])
+    assert all(len(v) == 1 for v in tracks.values())  # a tracklet is never split between train and test
+    for pid in (102, 103):
+        splits = [tracks[k].pop() for k in sorted(k for k in tracks if k[0] == pid)]
+        assert len(splits) >= 3
+        assert splits == ["test" if i % 3 == 2 else "train" for i in range(len(splits))]
+
+
 def test_mars_layout_loader(terrace_tracklets, tmp_path):
     """A tiny tree in the exact MARS layout, built from real crops, read back with the right ids/cams/actions."""
     import shutil

@@ -15,7 +15,8 @@ def register(subparsers) -> None:
         description="Crop every box of a MOTChallenge file (ground truth or the pipeline's MOT output) out of the "
         "video into <output>/<split>/<pid>/<camera>/<tracklet>/<frame>.jpg and append one row per crop to "
         "<output>/tracklets.csv (split,pid,camera,tracklet,frame,action,x,y,w,h). Run it once per camera into the "
-        "same output folder. Use --id-offset when ids are not shared between videos.",
+        "same output folder (running it again for a camera replaces that camera's earlier crops of the same ids). "
+        "Use --id-offset when ids are not shared between videos.",
     )
     p.add_argument("--video", required=True)
     p.add_argument("--boxes", "--gt", dest="boxes", required=True, help="MOT file frame,id,x,y,w,h,conf,...")
@@ -23,6 +24,8 @@ def register(subparsers) -> None:
     p.add_argument("--camera", required=True, help="camera name, e.g. c0")
     p.add_argument("--split", default="train", choices=["train", "test", "query", "gallery"])
     p.add_argument("--test-ids", default="", help="comma-separated source ids written to split `test` instead")
+    p.add_argument("--test-every", type=int, default=0, metavar="N",
+                   help="every N-th tracklet of each id goes to split `test` (held-out tracklets; 0: off)")
     p.add_argument("--ids", default="", help="comma-separated source ids to keep (default all)")
     p.add_argument("--id-offset", type=int, default=0, help="added to every id")
     p.add_argument("--min-height", type=int, default=0, help="skip boxes lower than this (pixels)")
@@ -48,7 +51,8 @@ def main(args: argparse.Namespace) -> int:
     from pipeline.reid_data.export import ExportOptions, export_tracklets, read_action_labels
 
     opts = ExportOptions(
-        camera=args.camera, split=args.split, test_ids=_ids(args.test_ids), id_offset=args.id_offset,
+        camera=args.camera, split=args.split, test_ids=_ids(args.test_ids), test_every=args.test_every,
+        id_offset=args.id_offset,
         min_height=args.min_height, frame_step=args.frame_step, max_len=args.max_len, max_gap=args.max_gap,
         min_len=args.min_len, min_visibility=args.min_visibility, split_on_action=args.split_on_action,
         margin=args.margin, ids=_ids(args.ids), max_frames=args.max_frames,

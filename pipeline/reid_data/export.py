@@ -8,6 +8,9 @@ Optional per-frame action labels: a CSV with frame/id columns and a label column
 `frame0` and `id` are 0-based there, so 1 is added to both to meet the 1-based MOT file; column `movement`).
 A new tracklet starts at a gap of more than `max_gap` sampled frames, every `max_len` frames, and, with
 `split_on_action`, where the action changes (so that "a tracklet takes the action of its first frame" holds).
+Held-out data: `test_ids` sends whole people to split `test`; `test_every` = N sends every N-th tracklet of each
+person (the N-th, 2N-th, ... in time) to `test` (held-out tracklets of people also seen in training).
+Re-running an export into the same folder replaces the earlier crops of the same camera and ids (no duplicates).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ class ExportOptions:
     camera: str = "cam0"
     split: str = "train"
     test_ids: tuple[int, ...] = ()  # these (original) ids go to split `test`
+    test_every: int = 0  # every N-th tracklet of each id goes to split `test` (0 = off)
     id_offset: int = 0
     min_height: int = 0
     frame_step: int = 1
@@ -108,11 +112,14 @@ def export_tracklets(video: str | Path, boxes: str | Path, output: str | Path, o
     last_frame = max(by_frame)
     if opts.max_frames:
         last_frame = min(last_frame, opts.max_frames)
-    state: dict[int, dict] = {}  # pid -> {tid, last, len, action}
+    state: dict[int, dict] = {}  # pid -> {tid, last, len, action, split}
     next_tid: dict[int, int] = defaultdict(int)
+    made: dict[int, int] = defaultdict(int)  # tracklets started per pid in this export (for test_every)
     existing = output / "tracklets.csv"
-    if existing.is_file():  # continue tracklet numbering of an earlier export into the same folder
-        with open(existing, newline="") as f:
+    if existing.is_file():
+        pids = {int(row[1]) + opts.id_offset for rows in by_frame.values() for row in rows}
+        _remove_rows(output, opts.camera, pids)  # a re-run replaces its earlier crops instead of duplicating them
+        with open(existing, newline="") as f:  # other ids of this camera keep their tracklet numbers
             for row in csv.DictReader(f):
                 if row["camera"] == opts.camera:
                     key = int(row["pid"])
@@ -151,7 +158,6 @@ def export_tracklets(video: str | Path, boxes: str | Path, output: str | Path, o
                 continue
             action = (labels or {}).get((frame_no, src_pid), "")
             pid = src_pid + opts.id_offset
-            split = "test" if src_pid in opts.test_ids else opts.split
             st = state.get(pid)
             new = (
                 st is None
@@ -160,10 +166,14 @@ def export_tracklets(video: str | Path, boxes: str | Path, output: str | Path, o
                 or (opts.split_on_action and action != st["action"])
             )
             if new:
-                st = state[pid] = {"tid": next_tid[pid], "last": frame_no, "len": 0, "action": action}
+                held_out = src_pid in opts.test_ids or (opts.test_every > 0 and made[pid] % opts.test_every == opts.test_every - 1)
+                st = state[pid] = {"tid": next_tid[pid], "last": frame_no, "len": 0, "action": action,
+                                   "split": "test" if held_out else opts.split}
                 next_tid[pid] += 1
+                made[pid] += 1
                 counts["tracklets"] += 1
             st["last"], st["len"] = frame_no, st["len"] + 1
+            split = st["split"]
             folder = tracklet_dir(output, split, pid, opts.camera, st["tid"])
             folder.mkdir(parents=True, exist_ok=True)
             cv2.imwrite(str(folder / f"{frame_no:06d}.jpg"), img[y0:y1, x0:x1], [cv2.IMWRITE_JPEG_QUALITY, 95])
@@ -177,6 +187,26 @@ def export_tracklets(video: str | Path, boxes: str | Path, output: str | Path, o
     if opts.min_len > 1:
         counts["dropped_short"] = _drop_short(output, opts.camera, opts.min_len)
     return counts
+
+
+def _remove_rows(output: Path, camera: str, pids: set[int]) -> int:
+    """Delete the rows and crop folders of `camera` for these pids (from an earlier export); returns rows removed."""
+    import shutil
+
+    path = output / "tracklets.csv"
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    drop = [r for r in rows if r["camera"] == camera and int(r["pid"]) in pids]
+    if not drop:
+        return 0
+    for split, pid in {(r["split"], r["pid"]) for r in drop}:
+        shutil.rmtree(output / split / pid / camera, ignore_errors=True)
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+        w.writeheader()
+        w.writerows(r for r in rows if not (r["camera"] == camera and int(r["pid"]) in pids))
+    log.info("%s: replaced %d earlier rows of camera %s", path, len(drop), camera)
+    return len(drop)
 
 
 def _drop_short(output: Path, camera: str, min_len: int) -> int:
