@@ -291,8 +291,9 @@ def test_encoder_from_a_trained_checkpoint_brings_its_actions_and_size(tmp_path)
     assert probs.shape == (2, 2) and ((probs >= 0) & (probs <= 1)).all()
 
 
-def test_openvino_cpu_backend_equals_pytorch():
+def test_openvino_cpu_backend_equals_pytorch(tmp_path, monkeypatch):
     pytest.importorskip("openvino", reason="the OpenVINO CPU backend needs the `openvino` package")
+    monkeypatch.setenv("MCSA_CACHE", str(tmp_path))
     torch.manual_seed(2)
     for actions in (["walking", "running"], []):
         model = ReIDAR("osnet_x0_25", num_classes=1, action_names=actions, input_size=SIZE)
@@ -305,3 +306,9 @@ def test_openvino_cpu_backend_equals_pytorch():
             np.testing.assert_allclose(e2, e1, rtol=1e-4, atol=1e-5)
             assert p2.shape == p1.shape == (b, len(actions))
             np.testing.assert_allclose(p2, p1, rtol=1e-4, atol=1e-5)
+    cached = sorted((tmp_path / "openvino").glob("reid_*.xml"))
+    assert len(cached) == 2  # one converted model per distinct network, reused by the next encoder
+    stamp = cached[-1].stat().st_mtime_ns
+    again = ClipEncoder.from_model(model, device="cpu", cpu_backend="openvino")
+    assert cached[-1].stat().st_mtime_ns == stamp
+    np.testing.assert_allclose(again.encode(clips)[0], ref.encode(clips)[0], rtol=1e-4, atol=1e-5)

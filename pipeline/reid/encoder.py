@@ -7,7 +7,9 @@ and a warning says so: it never runs silently on random weights.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 import threading
 import warnings
 from pathlib import Path
@@ -36,19 +38,55 @@ class _InferenceHead(torch.nn.Module):
         return (out.embedding, out.action_probs) if self.with_actions else out.embedding
 
 
-def compile_openvino(model: torch.nn.Module, input_size: tuple[int, int], threads: int | None = None):
-    """The eval-mode Re-ID-AR model as an OpenVINO CPU model with dynamic batch and clip length (fp32 precision)."""
+def openvino_cache_dir() -> Path:
+    """Where converted Re-ID models are kept: $MCSA_CACHE/openvino, else ~/.cache/mcsa/openvino."""
+    root = os.environ.get("MCSA_CACHE") or Path.home() / ".cache" / "mcsa"
+    return Path(root) / "openvino"
+
+
+def _model_key(model: torch.nn.Module, input_size: tuple[int, int], ov_version: str) -> str:
+    """A digest of the weights, the architecture and the input size: equal models share one converted file."""
+    digest = hashlib.sha256(f"{ov_version}|{input_size}|{getattr(model, 'config', dict)()}".encode())
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:24]
+
+
+def compile_openvino(model: torch.nn.Module, input_size: tuple[int, int], threads: int | None = None,
+                     cache: bool = True):
+    """The eval-mode Re-ID-AR model as an OpenVINO CPU model with dynamic batch and clip length (fp32 precision).
+
+    The conversion (a trace of the PyTorch model, seconds to tens of seconds) is cached as OpenVINO IR under
+    `openvino_cache_dir()`, keyed by a digest of the weights; later runs load it in about a second.
+    """
     import openvino as ov
 
-    example = torch.zeros(2, 2, 3, *input_size)
-    with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # tracer notes on shape-dependent Python branches (fixed H, W: harmless)
-        ov_model = ov.convert_model(_InferenceHead(model.eval().cpu()), example_input=example,
-                                    input=[(-1, -1, 3, *input_size)])
+    core = ov.Core()
+    path = None
+    if cache:
+        path = openvino_cache_dir() / f"reid_{_model_key(model, input_size, ov.__version__)}.xml"
+    if path is not None and path.is_file() and path.with_suffix(".bin").is_file():
+        ov_model = core.read_model(str(path))
+    else:
+        example = torch.zeros(2, 2, 3, *input_size)
+        with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracer notes on shape-dependent Python branches (fixed H, W: harmless)
+            ov_model = ov.convert_model(_InferenceHead(model.eval().cpu()), example_input=example,
+                                        input=[(-1, -1, 3, *input_size)])
+        if path is not None:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_name(f".{path.stem}.{os.getpid()}.xml")
+                ov.save_model(ov_model, str(tmp), compress_to_fp16=False)
+                tmp.with_suffix(".bin").replace(path.with_suffix(".bin"))
+                tmp.replace(path)
+            except OSError as err:  # a read-only home is no reason to fail
+                log.debug("Re-ID: cannot cache the OpenVINO model in %s: %s", path.parent, err)
     config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
     if threads:
         config["INFERENCE_NUM_THREADS"] = int(threads)
-    return ov.Core().compile_model(ov_model, "CPU", config)
+    return core.compile_model(ov_model, "CPU", config)
 
 
 class ReIDLoadError(RuntimeError):
