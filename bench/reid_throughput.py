@@ -8,7 +8,7 @@
 1. Model: clips/s of `ClipEncoder.encode` (uint8 clips in, host copy + normalisation + model + results back to numpy;
    exactly what the pipeline's batcher calls) against batch size, for each backbone at its input size
    (OSNet: 256x128, ResNet50-IBN-a: the paper's 224x112), T = 4; fp32, and AMP (bf16/fp16 autocast, channels-last)
-   where CUDA is present. Random weights: speed does not depend on their values. On CUDA also the card's measured
+   where CUDA is present; on CPU, PyTorch eager and the OpenVINO-compiled model (the pipeline's CPU default). Random weights: speed does not depend on their values. On CUDA also the card's measured
    dense matrix rate (a large bf16/fp16 matmul) and the model's achieved fraction of it (model FLOPs counted by
    torch.utils.flop_counter).
 2. Pipeline: EPFL Terrace, both cameras, `--frames` per camera, Re-ID off and on (OSNet x0.25 MSMT17 weights, the
@@ -60,7 +60,8 @@ def model_flops(model: torch.nn.Module, size: tuple[int, int], t: int) -> float:
     return float(counter.get_total_flops())
 
 
-def bench_model(backbone: str, batches: list[int], t: int, device: str, amp: bool, min_s: float) -> list[dict]:
+def bench_model(backbone: str, batches: list[int], t: int, device: str, amp: bool, min_s: float,
+                cpu_backend: str = "torch") -> list[dict]:
     from models.reid import ReIDAR
     from pipeline.reid import ClipEncoder
 
@@ -68,7 +69,8 @@ def bench_model(backbone: str, batches: list[int], t: int, device: str, amp: boo
     torch.manual_seed(0)
     model = ReIDAR(backbone, num_classes=1, action_names=["walking", "standing", "running"], input_size=size)
     flops = model_flops(model, size, t)
-    encoder = ClipEncoder.from_model(model, source=f"{backbone} (random weights)", device=device, amp=amp)
+    encoder = ClipEncoder.from_model(model, source=f"{backbone} (random weights)", device=device, amp=amp,
+                                     cpu_backend=cpu_backend)
     rows = []
     for b in batches:
         clips = np.random.default_rng(0).integers(0, 255, (b, t, *size, 3), dtype=np.uint8)
@@ -80,8 +82,12 @@ def bench_model(backbone: str, batches: list[int], t: int, device: str, amp: boo
             elapsed = time.perf_counter() - t0
             if elapsed >= min_s and n >= 2 * b or elapsed >= 10 * min_s:
                 break
-        rows.append(dict(backbone=backbone, size=size, batch=b, precision=("amp " + str(encoder.amp_dtype).split(".")[-1])
-                         if encoder.amp else "fp32", clips_s=n / elapsed, ms_batch=1000 * elapsed * b / n,
+        if encoder.device.type == "cpu":
+            precision = "ov fp32" if encoder.backend.startswith("openvino") else "torch fp32"
+        else:
+            precision = "amp " + str(encoder.amp_dtype).split(".")[-1] if encoder.amp else "fp32"
+        rows.append(dict(backbone=backbone, size=size, batch=b, precision=precision,
+                         clips_s=n / elapsed, ms_batch=1000 * elapsed * b / n,
                          tflops=flops * n / elapsed / 1e12, gflops_clip=flops / 1e9))
         print(f"  {backbone:<15} batch {b:>4} {rows[-1]['precision']:<10} {rows[-1]['clips_s']:9.1f} clips/s",
               flush=True)
@@ -144,6 +150,9 @@ def main() -> int:
             rows += bench_model(backbone, batches, args.seq_len, device, amp=False, min_s=args.min_seconds)
             if cuda:
                 rows += bench_model(backbone, batches, args.seq_len, device, amp=True, min_s=args.min_seconds)
+            else:  # the pipeline's default CPU path: the same model compiled by OpenVINO
+                rows += bench_model(backbone, batches, args.seq_len, device, amp=False, min_s=args.min_seconds,
+                                    cpu_backend="openvino")
         peak = {}
         if cuda:
             dt = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -167,6 +176,11 @@ def main() -> int:
                 p = peak["amp"] if r["precision"].startswith("amp") else peak["fp32"]
                 line += f" {r['tflops'] / p:8.1%}"
             print(line)
+        if not cuda:
+            torch_rows = {(r["backbone"], r["batch"]): r["clips_s"] for r in rows if r["precision"] == "torch fp32"}
+            ratios = [f"{r['backbone']} b={r['batch']}: {r['clips_s'] / torch_rows[(r['backbone'], r['batch'])]:.2f}x"
+                      for r in rows if r["precision"] == "ov fp32" and (r["backbone"], r["batch"]) in torch_rows]
+            print("OpenVINO over PyTorch eager (same weights, same process): " + ", ".join(ratios))
         print("vs b=1: throughput over batch 1 of the same backbone and precision" +
               ("; of peak: achieved model TFLOP/s over the measured matmul rate" if cuda else ""))
         print()
