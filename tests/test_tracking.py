@@ -41,6 +41,85 @@ def test_iou_and_assignment():
     assert iou_matrix(np.zeros((0, 4)), b).shape == (0, 2)
 
 
+def test_assignment_prefers_one_strong_pair_over_two_weak_ones():
+    # maximum cardinality would take (0, 1) + (1, 0) (costs 0.75 + 0.75); gated assignment keeps the clear pair (0, 0)
+    cost = np.array([[0.1, 0.75], [0.75, np.inf]])
+    m, ur, uc = linear_assignment(cost, 0.8)
+    assert m.tolist() == [[0, 0]] and ur.tolist() == [1] and uc.tolist() == [1]
+    # unique candidates take the fast path; nothing feasible -> nothing matched
+    m, ur, uc = linear_assignment(np.array([[0.2, 0.9], [0.9, 0.3]]), 0.5)
+    assert sorted(m.tolist()) == [[0, 0], [1, 1]] and len(ur) == 0 and len(uc) == 0
+    m, ur, uc = linear_assignment(np.full((2, 3), 0.9), 0.5)
+    assert len(m) == 0 and ur.tolist() == [0, 1] and uc.tolist() == [0, 1, 2]
+
+
+def test_empty_frames_cost_nothing_and_keep_counting():
+    trk = build_tracker_from_config("mcsa", {})
+    for _ in range(5):
+        assert len(trk.update(Detections.empty())) == 0
+    assert trk.frame_id == 5 and trk.tracks == []
+    trk.update(det(person(100)))
+    assert len(trk.tracks) == 1 and trk.tracks[0].state == 0  # tentative: not the first frame of the run any more
+
+
+def test_single_frame_false_positive_is_never_reported():
+    trk = build_tracker_from_config("mcsa", {})
+    trk.update(det(person(100)))
+    trk.update(det(person(103)))
+    out = trk.update(det(person(106), person(500)))  # a one-frame blip far away
+    assert len(out) == 1
+    out = trk.update(det(person(109)))
+    assert len(out) == 1 and len(trk.tracks) == 1  # the blip's tentative track was dropped
+
+
+def test_target_that_slows_down_during_a_gap_keeps_its_id():
+    # 6 px/frame, missed for 6 frames during which it slows to 2 px/frame, then re-detected: same id, and the
+    # re-update (ORU) pulls the velocity below the coasting 6 px/frame
+    for oru in (True, False):
+        trk = build_tracker_from_config("mcsa", {"oru": oru})
+        ids = set()
+        for f in range(24):
+            x = 100 + 6.0 * min(f, 12) + 2.0 * max(f - 12, 0)
+            out = trk.update(Detections.empty() if 12 <= f < 18 else det(person(x)))
+            ids |= set(out.track_ids.tolist())
+        assert len(ids) == 1 and len(trk.tracks) == 1
+        assert 1.0 < trk.tracks[0].kf.x[4, 0] < 4.0, (oru, trk.tracks[0].kf.x[4, 0])
+
+
+def test_lost_longer_than_max_age_gets_a_new_id():
+    trk = build_tracker_from_config("mcsa", {"max_age": 5})
+    for f in range(6):
+        out = trk.update(det(person(100)))
+    first = int(out.track_ids[0])
+    for _ in range(7):
+        trk.update(Detections.empty())
+    assert trk.tracks == []
+    for _ in range(2):
+        out = trk.update(det(person(100)))
+    assert len(out) == 1 and int(out.track_ids[0]) > first
+
+
+def test_appearance_vetoes_identity_transfer_after_occlusion():
+    def run(second_embedding: np.ndarray) -> tuple[int, int]:
+        trk = build_tracker_from_config("mcsa", {"appearance_weight": 0.3, "appearance_gate": 0.5})
+        a = np.eye(1, 8, 0, dtype=np.float32)
+        for f in range(5):
+            out = trk.update(det(person(100)), embeddings=a)
+        first = int(out.track_ids[0])
+        for _ in range(3):
+            trk.update(Detections.empty(), embeddings=np.zeros((0, 8), np.float32))
+        for _ in range(2):  # someone reappears exactly where the lost track was
+            out = trk.update(det(person(100)), embeddings=second_embedding)
+        return first, int(out.track_ids[0]) if len(out) else -1
+
+    same = np.eye(1, 8, 0, dtype=np.float32)
+    other = np.eye(1, 8, 3, dtype=np.float32)  # cosine distance 1: clearly another person
+    first, again = run(same)
+    assert again == first
+    first, again = run(other)
+    assert again != first and again != -1
+
+
 def test_constant_velocity_keeps_id_through_10_frame_occlusion():
     trk = build_tracker_from_config("mcsa", {})
     ids_before, ids_after = set(), set()
@@ -64,7 +143,11 @@ def test_crossing_targets_do_not_swap():
         b = person(420 - 8.0 * f, 330)  # walks left, slightly lower: boxes overlap when crossing
         out = trk.update(det(a, b))
         for tid, box in zip(out.track_ids, out.xyxy):
-            who = 0 if abs((box[0] + box[2]) / 2 - (a[0] + a[2]) / 2) < 1 and abs(box[1] - a[1]) < 1 else 1
+            # the reported box is the filter's (output_box: filter): the person is the nearer of the two boxes
+            da = abs((box[0] + box[2]) / 2 - (a[0] + a[2]) / 2) + abs(box[1] - a[1])
+            db = abs((box[0] + box[2]) / 2 - (b[0] + b[2]) / 2) + abs(box[1] - b[1])
+            assert min(da, db) < 4
+            who = 0 if da < db else 1
             first.setdefault(int(tid), who)
             assert first[int(tid)] == who, f"frame {f}: track {tid} switched person"
     assert len(first) == 2
@@ -95,7 +178,7 @@ def test_degenerate_boxes_are_rejected(any_tracker):
         out = trk.update(det(*bad, good), frame)
         assert np.isfinite(out.xyxy).all()
         assert len(out) <= 1
-    assert len(out) == 1 and abs(out.xyxy[0, 0] - good[0]) < 2
+    assert len(out) == 1 and abs(out.xyxy[0, 0] - good[0]) < 2  # static target: filter box = detection box
     # degenerate-only input is like no input
     assert len(trk.update(det(*bad), frame)) == 0
 
@@ -162,8 +245,9 @@ def _track_public_pets(shared, name: str, tmp_path) -> dict:
 
 
 def test_pets09_public_detections_regression(shared, tmp_path):
-    # measured with the shipped defaults: mcsa IDF1 0.705 / HOTA 0.508; sort IDF1 0.309
+    # measured with the shipped defaults: mcsa IDF1 0.706 / HOTA 0.511 / MOTA 0.796 (Ultralytics' best on the same
+    # detections: IDF1 0.645 / HOTA 0.495); sort IDF1 0.310 / MOTA 0.728
     r = _track_public_pets(shared, "mcsa", tmp_path)
-    assert r["IDF1"] > 0.66 and r["HOTA"] > 0.47 and r["MOTA"] > 0.76, r
+    assert r["IDF1"] > 0.68 and r["HOTA"] > 0.49 and r["MOTA"] > 0.77, r
     r = _track_public_pets(shared, "sort", tmp_path)
     assert r["IDF1"] > 0.27 and r["MOTA"] > 0.69, r

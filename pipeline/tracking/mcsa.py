@@ -18,17 +18,22 @@ Association (per frame)
     2. still-unmatched tracks that were matched last frame  x  low-score detections (`low_thresh` <= score <
        `high_thresh`), IoU >= `low_iou_gate` (ByteTrack's second stage).
     3. observation-centric recovery (OC-SORT): remaining tracks' LAST OBSERVED box  x  remaining high-score
-       detections, IoU >= `ocr_iou_gate` (recovers tracks whose prediction drifted during a short occlusion).
-    4. tentative tracks  x  remaining high-score detections, IoU >= `tentative_iou_gate`.
+       detections, IoU >= `ocr_iou_gate` (recovers tracks whose prediction drifted during a short occlusion; with
+       `ocr_max_gap` > 0 only for tracks lost at most that many frames).
+    4. tentative tracks  x  remaining high-score detections, IoU >= `tentative_iou_gate`, fused cost <=
+       `tentative_match_thresh`.
     5. remaining high-score detections with score >= `new_track_thresh` start tentative tracks.
+    Every stage solves a gated assignment (pipeline.tracking.utils.linear_assignment): it maximises the summed margin
+    below the stage's cost limit, so one clear pair wins over two marginal ones (the objective of lapjv with a cost
+    limit, as ByteTrack uses), instead of maximising the number of pairs.
 
 Observation-centric re-update (OC-SORT's ORU)
+    When a track that missed >= 1 frame is matched again, its filter is rolled back to the state at its last
+    observation (filterpy's own `x_post` / `P_post`, which `predict` leaves alone: no per-frame snapshot copies) and
+    re-run along a virtual linear trajectory between that observation and the new one, so that the velocity
+    accumulated while coasting does not survive the gap.
     Lost tracks in stage 1 may use a widened box (`lost_buffer`, BIoU-like) and a decaying velocity
     (`lost_velocity_decay`); both are off by default (they lowered HOTA/IDF1 in the benchmark).
-
-    When a track that missed >= 1 frame is matched again, its filter is rolled back to the state saved at its last
-    observation and re-run along a virtual linear trajectory between that observation and the new one, so that the
-    velocity accumulated while coasting does not survive the gap.
 
 Lifecycle
     tentative (new) -> confirmed after `n_init` matches in a row (a tentative track that misses a frame is deleted)
@@ -37,15 +42,26 @@ Lifecycle
 
 Appearance hook
     `update(..., embeddings=E)` with one row per detection (NaN rows: no embedding for that detection) stores an
-    exponential moving average (`embedding_momentum`) in `track.embedding`. With `appearance_weight` > 0, stage-1 pairs whose track and detection both have an embedding
-    get cost (1 - a) * iou_cost + a * cosine_distance; pairs with cosine distance > `appearance_gate` are infeasible
-    (in stage 1 and in the stage-3 recovery, so that appearance vetoes an identity transfer after an occlusion).
+    exponential moving average (`embedding_momentum`) in `track.embedding`. With `appearance_weight` > 0, stage-1 pairs
+    whose track and detection both have an embedding get cost (1 - a) * iou_cost + a * cosine_distance, and pairs with
+    cosine distance > `appearance_gate` are infeasible (in stage 1 and in the stage-3 recovery, so that appearance
+    vetoes an identity transfer after an occlusion). With `appearance_lost_only` (default) stage 1 applies it only to
+    tracks that missed >= 1 frame: frame-level OSNet x0.25 embeddings of 360x288 Terrace crops are too weak to
+    re-rank people who are tracked frame to frame (on every pair: -4.9 HOTA on Terrace c0; lost tracks only:
+    +1.8 HOTA on c0, +0.2 on c1, -0.6 on PETS09, see bench/tracking.py --appearance).
 
 Output
-    Confirmed tracks matched in this frame. `output_box: detection` (default) reports the matched detection's box,
-    `filter` the Kalman posterior. In bench/tracking.py the two are within +-0.5 HOTA of each other (filter slightly
-    better on PETS09, detection on Terrace c1); the detection box is the default because it is what the detector saw
-    (exact for downstream crops/Re-ID) and does not lag on turns and scale changes.
+    Confirmed tracks matched in this frame. `output_box: filter` (default) reports the Kalman posterior, `detection`
+    the matched detection's box (exact for downstream crops/Re-ID). In bench/tracking.py the filter box scored
+    +0.4 HOTA on PETS09, +0.6 on PETS09 public detections and -0.1 on Terrace.
+
+Measured (bench/tracking.py, same cached detections for every tracker, shared defaults of configs/trackers/mcsa.yaml)
+    HOTA / IDF1: PETS09-S2L1 58.1 / 79.0 (best Ultralytics, BoT-SORT: 58.1 / 76.0), Terrace-c0 49.4 / 59.1
+    (ByteTrack@ours 48.9 / 60.2), Terrace-c1 35.5 / 45.5 (BoT-SORT@ours 40.6 / 49.7: still behind; its lead there
+    comes from a few borderline matches of partial upper-body boxes after occlusions), PETS09 public 51.1 / 70.6
+    (ByteTrack@ours 49.5 / 64.5). Tracker-only speed 1.3-1.6x Ultralytics ByteTrack's on the same detections
+    (per-track filterpy predict/update kept; boxes, costs and bookkeeping vectorised; no ORU snapshot copies;
+    empty frames return at once).
 """
 
 from __future__ import annotations
@@ -66,6 +82,12 @@ _F[:4, 4:] = np.eye(4)
 _H = np.eye(4, 8)
 _STD_POS = 1.0 / 20.0
 _STD_VEL = 1.0 / 160.0
+# Q = diag(p*w, p*h, p*w, p*h, v*w, v*h, v*w, v*h)^2 and R = diag(p*w, p*h, p*w, p*h)^2 as w^2 * _QW + h^2 * _QH (no
+# per-call np.diag)
+_QW = np.diag(np.array([_STD_POS, 0, _STD_POS, 0, _STD_VEL, 0, _STD_VEL, 0]) ** 2)
+_QH = np.diag(np.array([0, _STD_POS, 0, _STD_POS, 0, _STD_VEL, 0, _STD_VEL]) ** 2)
+_RW = np.diag(np.array([_STD_POS, 0, _STD_POS, 0]) ** 2)
+_RH = np.diag(np.array([0, _STD_POS, 0, _STD_POS]) ** 2)
 
 
 def _to_z(box: np.ndarray) -> np.ndarray:
@@ -82,11 +104,15 @@ def _z_to_xyxy(x: np.ndarray) -> np.ndarray:
 
 
 class McsaTrack:
-    """One track's filter and bookkeeping (kept lean: one object per track, no per-frame allocations beyond filterpy)."""
+    """One track's filter and bookkeeping (kept lean: one object per track, no per-frame allocations beyond filterpy).
+
+    The filter state at the last observation (needed by ORU) is filterpy's own `kf.x_post` / `kf.P_post`: `predict`
+    leaves them alone, so no snapshot is copied per frame.
+    """
 
     __slots__ = (
-        "track_id", "kf", "state", "hits", "time_since_update", "score", "class_id", "box", "embedding",
-        "last_obs", "last_obs_frame", "saved", "obs_history", "matched_box",
+        "track_id", "kf", "state", "hits", "time_since_update", "score", "class_id", "embedding",
+        "last_obs", "last_obs_frame", "obs_history", "start_frame",
     )
 
     def __init__(self, box: np.ndarray, score: float, class_id: int, track_id: int, frame_id: int) -> None:
@@ -99,34 +125,34 @@ class McsaTrack:
         std = np.array([2 * _STD_POS * w, 2 * _STD_POS * h, 2 * _STD_POS * w, 2 * _STD_POS * h,
                         10 * _STD_VEL * w, 10 * _STD_VEL * h, 10 * _STD_VEL * w, 10 * _STD_VEL * h])
         kf.P = np.diag(std**2)
+        kf.x_post, kf.P_post = kf.x.copy(), kf.P.copy()  # the state at the last observation (ORU rolls back to it)
         self.kf = kf
         self.track_id = track_id
         self.state = TENTATIVE
         self.hits = 1
         self.time_since_update = 0
         self.score, self.class_id = score, class_id
-        self.box = np.asarray(box, dtype=np.float64)  # current predicted (or corrected) box
-        self.matched_box = self.box
         self.embedding: np.ndarray | None = None
-        self.last_obs = self.box
+        self.last_obs = np.asarray(box, dtype=np.float64)
         self.last_obs_frame = frame_id
-        self.saved = (kf.x.copy(), kf.P.copy())  # filter state at the last observation (for ORU)
-        self.obs_history: deque = deque([(frame_id, self.box)], maxlen=8)
+        self.start_frame = frame_id
+        self.obs_history: deque = deque([(frame_id, self.last_obs)], maxlen=8)
 
     # -- Kalman steps --------------------------------------------------------------------------------------------
     def _q(self) -> np.ndarray:
-        w, h = max(self.kf.x[2, 0], 1.0), max(self.kf.x[3, 0], 1.0)
-        p, v = _STD_POS, _STD_VEL
-        return np.diag(np.array([p * w, p * h, p * w, p * h, v * w, v * h, v * w, v * h]) ** 2)
+        x = self.kf.x
+        w, h = max(x[2, 0], 1.0), max(x[3, 0], 1.0)
+        return _QW * (w * w) + _QH * (h * h)
 
-    def _r(self, z: np.ndarray) -> np.ndarray:
+    @staticmethod
+    def _r(z: np.ndarray) -> np.ndarray:
         w, h = max(z[2, 0], 1.0), max(z[3, 0], 1.0)
-        return np.diag(np.array([_STD_POS * w, _STD_POS * h, _STD_POS * w, _STD_POS * h]) ** 2)
+        return _RW * (w * w) + _RH * (h * h)
 
     def predict(self, velocity_decay: float = 1.0) -> None:
         x = self.kf.x
-        if self.state == LOST:
-            x[6, 0] = x[7, 0] = 0.0  # no size change while unobserved
+        if self.time_since_update > 0:  # lost (or missed the last frame): no size change without evidence
+            x[6, 0] = x[7, 0] = 0.0
             if velocity_decay < 1.0:
                 x[4, 0] *= velocity_decay
                 x[5, 0] *= velocity_decay
@@ -139,22 +165,21 @@ class McsaTrack:
 
     def correct(self, box: np.ndarray, frame_id: int, oru: bool) -> None:
         z = _to_z(box)
+        kf = self.kf
         gap = frame_id - self.last_obs_frame
         if oru and gap > 1:
             # Observation-centric re-update: replay the gap on a straight line between the two observations.
-            self.kf.x, self.kf.P = self.saved[0].copy(), self.saved[1].copy()
+            kf.x, kf.P = kf.x_post.copy(), kf.P_post.copy()
             z0 = _to_z(self.last_obs)
             for i in range(1, gap):
                 zi = z0 + (z - z0) * (i / gap)
-                self.kf.predict(Q=self._q())
-                self.kf.update(zi, R=self._r(zi))
-            self.kf.predict(Q=self._q())
-        self.kf.update(z, R=self._r(z))
-        self.saved = (self.kf.x.copy(), self.kf.P.copy())
+                kf.predict(Q=self._q())
+                kf.update(zi, R=self._r(zi))
+            kf.predict(Q=self._q())
+        kf.update(z, R=self._r(z))
         self.last_obs = box
         self.last_obs_frame = frame_id
         self.obs_history.append((frame_id, box))
-        self.matched_box = box
         self.time_since_update = 0
         self.hits += 1
 
@@ -175,6 +200,13 @@ class McsaTrack:
         return d / n if n > 1e-6 else None
 
 
+def _filter_boxes(tracks: list[McsaTrack]) -> np.ndarray:
+    """(N, 4) xyxy of the tracks' current filter states, in one vectorised step."""
+    if not tracks:
+        return np.zeros((0, 4))
+    return _z_to_xyxy(np.concatenate([t.kf.x[:4] for t in tracks], axis=1).T)
+
+
 @TRACKERS.register("mcsa")
 class McsaTracker(Tracker):
     """The default tracker; parameters are documented in configs/trackers/mcsa.yaml and the module docstring."""
@@ -187,9 +219,11 @@ class McsaTracker(Tracker):
         iou_gate: float = 0.2,
         match_thresh: float = 0.8,
         fuse_score: bool = True,
-        low_iou_gate: float = 0.5,
-        ocr_iou_gate: float = 0.3,
-        tentative_iou_gate: float = 0.3,
+        low_iou_gate: float = 0.4,
+        ocr_iou_gate: float = 0.15,
+        ocr_max_gap: int = 0,
+        tentative_iou_gate: float = 0.5,
+        tentative_match_thresh: float = 1.0,
         n_init: int = 2,
         max_age: int = 15,
         oru: bool = True,
@@ -197,9 +231,10 @@ class McsaTracker(Tracker):
         lost_velocity_decay: float = 1.0,
         inertia: float = 0.0,
         delta_t: int = 3,
-        output_box: str = "detection",
+        output_box: str = "filter",
         appearance_weight: float = 0.0,
         appearance_gate: float = 0.5,
+        appearance_lost_only: bool = False,
         embedding_momentum: float = 0.9,
     ) -> None:
         if not 0.0 <= low_thresh <= high_thresh:
@@ -213,10 +248,12 @@ class McsaTracker(Tracker):
                             ("embedding_momentum", embedding_momentum)):
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {value}")
+        if ocr_max_gap < 0:
+            raise ValueError("ocr_max_gap must be >= 0")
         self.high_thresh, self.low_thresh, self.new_track_thresh = float(high_thresh), float(low_thresh), float(new_track_thresh)
         self.iou_gate, self.match_thresh, self.fuse_score = float(iou_gate), float(match_thresh), bool(fuse_score)
-        self.low_iou_gate, self.ocr_iou_gate = float(low_iou_gate), float(ocr_iou_gate)
-        self.tentative_iou_gate = float(tentative_iou_gate)
+        self.low_iou_gate, self.ocr_iou_gate, self.ocr_max_gap = float(low_iou_gate), float(ocr_iou_gate), int(ocr_max_gap)
+        self.tentative_iou_gate, self.tentative_match_thresh = float(tentative_iou_gate), float(tentative_match_thresh)
         self.n_init, self.max_age, self.oru = int(n_init), int(max_age), bool(oru)
         if lost_buffer < 0 or not 0.0 <= lost_velocity_decay <= 1.0:
             raise ValueError("need lost_buffer >= 0 and 0 <= lost_velocity_decay <= 1")
@@ -224,6 +261,7 @@ class McsaTracker(Tracker):
         self.inertia, self.delta_t = float(inertia), int(delta_t)
         self.output_box = output_box
         self.appearance_weight, self.appearance_gate = float(appearance_weight), float(appearance_gate)
+        self.appearance_lost_only = bool(appearance_lost_only)
         self.embedding_momentum = float(embedding_momentum)
         self._next_id = 1
         self.reset()
@@ -232,54 +270,65 @@ class McsaTracker(Tracker):
         self.tracks: list[McsaTrack] = []
         self.frame_id = 0
 
-    # -- cost helpers ----------------------------------------------------------------------------------------------
     @property
     def wants_embeddings(self) -> bool:
         """True when `appearance_weight` > 0: the pipeline then passes per-detection embeddings to `update`."""
         return self.appearance_weight > 0
 
-    def _stage1_cost(self, tracks: list[McsaTrack], boxes: np.ndarray, scores: np.ndarray,
-                     embs: np.ndarray | None) -> np.ndarray:
-        pred = np.array([t.box for t in tracks]).reshape(-1, 4)
+    # -- cost helpers ----------------------------------------------------------------------------------------------
+    def _cosine(self, tracks: list[McsaTrack], embs: np.ndarray | None):
+        """(rows, cols, cosine distance) for the pairs whose track and detection both have an embedding, or None."""
+        if embs is None or not len(tracks) or not len(embs):
+            return None
+        rows = [i for i, t in enumerate(tracks) if t.embedding is not None]
+        if not rows:
+            return None
+        cols = np.flatnonzero(np.isfinite(embs).all(axis=1))  # NaN rows: detections without an embedding
+        if not len(cols):
+            return None
+        tr = np.stack([tracks[i].embedding for i in rows])
+        return np.asarray(rows), cols, 1.0 - tr @ embs[cols].T
+
+    def _stage1_cost(self, tracks: list[McsaTrack], pred: np.ndarray, tsu: np.ndarray, boxes: np.ndarray,
+                     scores: np.ndarray, embs: np.ndarray | None) -> np.ndarray:
         if self.lost_buffer > 0 and len(pred):
             # lost tracks: widen the predicted box by lost_buffer x its size per missed frame (capped at 3 frames)
-            k = np.array([min(t.time_since_update - 1, 3) for t in tracks], dtype=np.float64) * self.lost_buffer
+            k = np.minimum(tsu - 1, 3).astype(np.float64) * self.lost_buffer
             if k.any():
                 wh = pred[:, 2:4] - pred[:, 0:2]
                 pad = wh * k[:, None] / 2.0
                 pred = np.concatenate([pred[:, 0:2] - pad, pred[:, 2:4] + pad], axis=1)
         iou = iou_matrix(pred, boxes)
-        sim = iou * scores[None, :] if self.fuse_score else iou
-        cost = 1.0 - sim
+        cost = 1.0 - (iou * scores[None, :] if self.fuse_score else iou)
         if self.inertia > 0 and len(tracks) and len(boxes):
-            cost = cost - self.inertia * self._momentum(tracks, boxes) * scores[None, :]
-        if self.appearance_weight > 0 and embs is not None and len(tracks) and len(boxes):
-            has = np.array([t.embedding is not None for t in tracks])
-            det_has = np.isfinite(embs).all(axis=1)  # NaN rows: detections without an embedding keep the IoU cost
-            if has.any() and det_has.any():
-                rows, cols = np.flatnonzero(has), np.flatnonzero(det_has)
-                tr = np.stack([tracks[i].embedding for i in rows])
-                cos = 1.0 - tr @ embs[cols].T
-                sub = cost[np.ix_(rows, cols)]
-                a = self.appearance_weight
-                sub = (1.0 - a) * sub + a * cos
-                sub[cos > self.appearance_gate] = np.inf
-                cost[np.ix_(rows, cols)] = sub
+            cost -= self.inertia * self._momentum(tracks, boxes) * scores[None, :]
+        if self.appearance_weight > 0:
+            app = self._cosine(tracks, embs)
+            if app is not None:
+                rows, cols, cos = app
+                if self.appearance_lost_only:  # appearance only re-ranks / vetoes lost tracks' recovery
+                    keep = tsu[rows] > 1
+                    rows, cos = rows[keep], cos[keep]
+                if len(rows):
+                    ix = np.ix_(rows, cols)
+                    a = self.appearance_weight
+                    sub = (1.0 - a) * cost[ix] + a * cos
+                    sub[cos > self.appearance_gate] = np.inf
+                    cost[ix] = sub
         cost[iou < self.iou_gate] = np.inf
         return cost
 
-    def _appearance_veto(self, tracks: list[McsaTrack], embs: np.ndarray) -> np.ndarray:
+    def _appearance_veto(self, tracks: list[McsaTrack], embs: np.ndarray | None) -> np.ndarray | None:
         """(N, M) bool: pairs whose track and detection both have an embedding further apart than `appearance_gate`
-        (cosine distance); all False when the appearance cost is off."""
+        (cosine distance); None when the appearance cost is off or nothing can be compared."""
+        if self.appearance_weight <= 0:
+            return None
+        app = self._cosine(tracks, embs)
+        if app is None:
+            return None
+        rows, cols, cos = app
         veto = np.zeros((len(tracks), len(embs)), bool)
-        if self.appearance_weight <= 0 or not len(tracks) or not len(embs):
-            return veto
-        has = np.array([t.embedding is not None for t in tracks])
-        det_has = np.isfinite(embs).all(axis=1)
-        if has.any() and det_has.any():
-            rows, cols = np.flatnonzero(has), np.flatnonzero(det_has)
-            cos = 1.0 - np.stack([tracks[i].embedding for i in rows]) @ embs[cols].T
-            veto[np.ix_(rows, cols)] = cos > self.appearance_gate
+        veto[np.ix_(rows, cols)] = cos > self.appearance_gate
         return veto
 
     def _momentum(self, tracks: list[McsaTrack], boxes: np.ndarray) -> np.ndarray:
@@ -305,120 +354,127 @@ class McsaTracker(Tracker):
         self.frame_id += 1
         fid = self.frame_id
         dets, embs = clean_detections(detections, frame, embeddings)
+        tracks = self.tracks
+        if not tracks and not len(dets):
+            return Tracks.empty()
         if embs is not None and len(embs):
-            norms = np.linalg.norm(embs, axis=1, keepdims=True)
-            embs = embs / np.maximum(norms, 1e-12)
+            embs = embs / np.maximum(np.linalg.norm(embs, axis=1, keepdims=True), 1e-12)
         boxes = dets.xyxy.astype(np.float64)
         scores = dets.scores.astype(np.float64)
         classes = dets.class_ids
 
-        # predict every track
-        for t in self.tracks:
-            t.predict(self.lost_velocity_decay)
-            t.box = _z_to_xyxy(t.kf.x.T)[0]
+        # predict every track; boxes of all tracks in one array (index = position in self.tracks)
+        decay = self.lost_velocity_decay
+        for t in tracks:
+            t.predict(decay)
+        pred = _filter_boxes(tracks)
+        tsu = np.array([t.time_since_update for t in tracks], dtype=np.intp)
+        is_tent = np.array([t.state == TENTATIVE for t in tracks], dtype=bool)
 
         high = np.flatnonzero(scores >= self.high_thresh)
-        low = np.flatnonzero((scores >= self.low_thresh) & (scores < self.high_thresh))
-        pool = [t for t in self.tracks if t.state != TENTATIVE]
-        tentative = [t for t in self.tracks if t.state == TENTATIVE]
-        matched: list[tuple[McsaTrack, int]] = []
+        pool_i = np.flatnonzero(~is_tent)
+        tent_i = np.flatnonzero(is_tent)
+        matched: list[tuple[int, int]] = []  # (track index, detection index)
 
         # 1. confirmed + lost x high
-        hb = boxes[high]
-        cost = self._stage1_cost(pool, hb, scores[high], None if embs is None else embs[high])
-        m, um_t, um_d = linear_assignment(cost, self.match_thresh)
-        matched += [(pool[i], high[j]) for i, j in m]
-        rest_tracks = [pool[i] for i in um_t]
-        rest_high = high[um_d]
+        rest_i = pool_i
+        rest_high = high
+        if len(pool_i) and len(high):
+            pool = [tracks[i] for i in pool_i]
+            cost = self._stage1_cost(pool, pred[pool_i], tsu[pool_i], boxes[high], scores[high],
+                                     None if embs is None else embs[high])
+            m, um_t, um_d = linear_assignment(cost, self.match_thresh)
+            matched += zip(pool_i[m[:, 0]].tolist(), high[m[:, 1]].tolist())
+            rest_i, rest_high = pool_i[um_t], high[um_d]
 
         # 2. tracks matched last frame x low-score detections
-        if len(low) and rest_tracks:
-            cand = [t for t in rest_tracks if t.time_since_update == 1]
-            if cand:
-                iou = iou_matrix(np.array([t.box for t in cand]), boxes[low])
+        if len(rest_i):
+            low = np.flatnonzero((scores >= self.low_thresh) & (scores < self.high_thresh))
+            cand = rest_i[tsu[rest_i] == 1]
+            if len(low) and len(cand):
+                iou = iou_matrix(pred[cand], boxes[low])
                 m, _, _ = linear_assignment(1.0 - iou, 1.0 - self.low_iou_gate)
-                got = {id(cand[i]) for i, _ in m}
-                matched += [(cand[i], low[j]) for i, j in m]
-                rest_tracks = [t for t in rest_tracks if id(t) not in got]
+                if len(m):
+                    matched += zip(cand[m[:, 0]].tolist(), low[m[:, 1]].tolist())
+                    rest_i = np.setdiff1d(rest_i, cand[m[:, 0]])
 
         # 3. observation-centric recovery: last observed boxes x remaining high
-        if len(rest_high) and rest_tracks:
-            iou = iou_matrix(np.array([t.last_obs for t in rest_tracks]), boxes[rest_high])
-            cost = 1.0 - iou
-            if embs is not None:
-                cost[self._appearance_veto(rest_tracks, embs[rest_high])] = np.inf
-            m, _, um_d = linear_assignment(cost, 1.0 - self.ocr_iou_gate)
-            matched += [(rest_tracks[i], rest_high[j]) for i, j in m]
-            rest_high = rest_high[um_d]
-
-        # 4. tentative x remaining high
-        if tentative:
-            if len(rest_high):
-                iou = iou_matrix(np.array([t.box for t in tentative]), boxes[rest_high])
-                sim = iou * scores[rest_high][None, :] if self.fuse_score else iou
-                cost = 1.0 - sim
-                cost[iou < self.tentative_iou_gate] = np.inf
-                m, _, um_d = linear_assignment(cost, 1.0)
-                matched += [(tentative[i], rest_high[j]) for i, j in m]
+        if len(rest_high) and len(rest_i):
+            if self.ocr_max_gap:
+                rest_i = rest_i[tsu[rest_i] <= self.ocr_max_gap]
+            if len(rest_i):
+                rest = [tracks[i] for i in rest_i]
+                iou = iou_matrix(np.array([t.last_obs for t in rest]), boxes[rest_high])
+                cost = 1.0 - iou
+                veto = self._appearance_veto(rest, None if embs is None else embs[rest_high])
+                if veto is not None:
+                    cost[veto] = np.inf
+                m, _, um_d = linear_assignment(cost, 1.0 - self.ocr_iou_gate)
+                matched += zip(rest_i[m[:, 0]].tolist(), rest_high[m[:, 1]].tolist())
                 rest_high = rest_high[um_d]
 
-        # apply matches
-        out_ids, out_boxes, out_scores, out_cls, out_embs = [], [], [], [], []
-        for t, j in matched:
-            box = boxes[j]
-            t.correct(box, fid, self.oru)
-            t.score, t.class_id = float(scores[j]), int(classes[j])
-            if embs is not None and np.isfinite(embs[j]).all():
-                e = embs[j]
-                if t.embedding is None:
-                    t.embedding = e.copy()
-                else:
-                    mixed = self.embedding_momentum * t.embedding + (1.0 - self.embedding_momentum) * e
-                    t.embedding = mixed / max(float(np.linalg.norm(mixed)), 1e-12)
-            if t.state == TENTATIVE:
-                if t.hits >= self.n_init:
-                    t.state = CONFIRMED
-            else:
-                t.state = CONFIRMED
-            if t.state == CONFIRMED:
-                out_ids.append(t.track_id)
-                out_boxes.append(box if self.output_box == "detection" else _z_to_xyxy(t.kf.x.T)[0])
-                out_scores.append(t.score)
-                out_cls.append(t.class_id)
-                out_embs.append(t.embedding)
+        # 4. tentative x remaining high
+        if len(tent_i) and len(rest_high):
+            iou = iou_matrix(pred[tent_i], boxes[rest_high])
+            cost = 1.0 - (iou * scores[rest_high][None, :] if self.fuse_score else iou)
+            cost[iou < self.tentative_iou_gate] = np.inf
+            m, _, um_d = linear_assignment(cost, self.tentative_match_thresh)
+            matched += zip(tent_i[m[:, 0]].tolist(), rest_high[m[:, 1]].tolist())
+            rest_high = rest_high[um_d]
 
-        matched_ids = {id(t) for t, _ in matched}
+        # apply matches
+        out_t: list[McsaTrack] = []
+        out_j: list[int] = []
+        oru, n_init, mom, max_age = self.oru, self.n_init, self.embedding_momentum, self.max_age
+        for i, j in matched:
+            t = tracks[i]
+            t.correct(boxes[j], fid, oru)
+            t.score, t.class_id = float(scores[j]), int(classes[j])
+            if embs is not None:
+                e = embs[j]
+                if np.isfinite(e).all():
+                    if t.embedding is None:
+                        t.embedding = e.copy()
+                    else:
+                        mixed = mom * t.embedding + (1.0 - mom) * e
+                        t.embedding = mixed / max(float(np.linalg.norm(mixed)), 1e-12)
+            if t.state != TENTATIVE or t.hits >= n_init:
+                t.state = CONFIRMED
+                out_t.append(t)
+                out_j.append(j)
+
         survivors: list[McsaTrack] = []
-        for t in self.tracks:
-            if id(t) in matched_ids:
+        for t in tracks:
+            if t.time_since_update == 0:
                 survivors.append(t)
             elif t.state == TENTATIVE:
                 continue  # a tentative track that misses a frame is dropped
-            elif t.time_since_update <= self.max_age:
+            elif t.time_since_update <= max_age:
                 t.state = LOST
                 survivors.append(t)
         # 5. new tracks
         first_frame = fid == 1
-        for j in rest_high:
-            if scores[j] < self.new_track_thresh:
-                continue
+        for j in rest_high[scores[rest_high] >= self.new_track_thresh].tolist():
             t = McsaTrack(boxes[j], float(scores[j]), int(classes[j]), self._next_id, fid)
             self._next_id += 1
             if embs is not None and np.isfinite(embs[j]).all():
                 t.embedding = embs[j].copy()
-            if first_frame or self.n_init <= 1:
+            if first_frame or n_init <= 1:
                 t.state = CONFIRMED
-                out_ids.append(t.track_id)
-                out_boxes.append(boxes[j])
-                out_scores.append(t.score)
-                out_cls.append(t.class_id)
-                out_embs.append(t.embedding)
+                out_t.append(t)
+                out_j.append(j)
             survivors.append(t)
         self.tracks = survivors
 
-        if not out_ids:
+        if not out_t:
             return Tracks.empty()
+        if self.output_box == "detection":
+            out_boxes = boxes[out_j]
+        else:
+            out_boxes = _filter_boxes(out_t)
+            fresh = [k for k, t in enumerate(out_t) if t.hits == 1]  # new tracks: the filter holds the detection
+            out_boxes[fresh] = boxes[[out_j[k] for k in fresh]]
         emb_out = None
-        if embs is not None and all(e is not None for e in out_embs):
-            emb_out = np.stack(out_embs).astype(np.float32)
-        return Tracks(np.array(out_ids), np.array(out_boxes), np.array(out_scores), np.array(out_cls), emb_out)
+        if embs is not None and all(t.embedding is not None for t in out_t):
+            emb_out = np.stack([t.embedding for t in out_t]).astype(np.float32)
+        return Tracks(np.array([t.track_id for t in out_t]), out_boxes, scores[out_j], classes[out_j], emb_out)

@@ -66,20 +66,21 @@ def linear_assignment(cost: np.ndarray, max_cost: float) -> tuple[np.ndarray, np
     if n == 0 or m == 0:
         return _EMPTY_MATCHES, np.arange(n), np.arange(m)
     feasible = cost <= max_cost
-    if not feasible.any():
-        return _EMPTY_MATCHES, np.arange(n), np.arange(m)
-    # Fast path: every feasible row/col has exactly one candidate -> the assignment is those pairs.
-    if (feasible.sum(1) <= 1).all() and (feasible.sum(0) <= 1).all():
+    # Fast path: every feasible row/col has at most one candidate -> the assignment is those pairs.
+    if feasible.sum(1).max() <= 1 and feasible.sum(0).max() <= 1:
         rows, cols = np.nonzero(feasible)
     else:
-        big = max_cost + 1e4
-        rows, cols = linear_sum_assignment(np.where(feasible, cost, big))
+        # Pairs above max_cost are worth exactly as much as leaving both sides unmatched, so the solver maximises
+        # sum(max_cost - cost) over the kept pairs: one strong pair beats two weak ones (not maximum cardinality).
+        rows, cols = linear_sum_assignment(np.where(feasible, cost, max_cost))
         keep = feasible[rows, cols]
         rows, cols = rows[keep], cols[keep]
     matches = np.stack([rows, cols], axis=1).astype(np.intp)
-    um_rows = np.setdiff1d(np.arange(n), rows, assume_unique=True)
-    um_cols = np.setdiff1d(np.arange(m), cols, assume_unique=True)
-    return matches, um_rows, um_cols
+    free_rows = np.ones(n, bool)
+    free_rows[rows] = False
+    free_cols = np.ones(m, bool)
+    free_cols[cols] = False
+    return matches, np.flatnonzero(free_rows), np.flatnonzero(free_cols)
 
 
 def xyxy_to_cxcyah(xyxy: np.ndarray) -> np.ndarray:
