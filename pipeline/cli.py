@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
 def setup_logging(verbose: bool = False, quiet: bool = False) -> None:
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    for noisy in ("ultralytics", "PIL", "matplotlib", "urllib3"):
+    for noisy in ("ultralytics", "PIL", "matplotlib", "urllib3", "faiss", "faiss.loader"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
 
 
