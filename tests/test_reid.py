@@ -231,3 +231,4 @@ def test_action_metrics_hand_checked():
     m = action_metrics(probs, labels, ["walk", "run"])
     assert m["walk"]["precision"] == 0.5 and m["walk"]["recall"] == 1.0
     assert abs(m["run"]["f1"] - 0.8) < 1e-9 and m["_overall"]["accuracy"] == 0.75
+    assert (m["walk"]["support"], m["walk"]["predicted"], m["run"]["support"], m["run"]["predicted"]) == (1, 2, 3, 2)

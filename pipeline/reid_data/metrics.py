@@ -42,7 +42,8 @@ def evaluate_ranking(distmat: np.ndarray, q_pids, g_pids, q_cams, g_cams, ranks=
 
 def action_metrics(probs: np.ndarray, labels: np.ndarray, names: list[str]) -> dict[str, dict[str, float]]:
     """Per-action precision/recall/F1 of the arg-max prediction on labelled tracklets (labels 1-based, 0 dropped),
-    plus overall accuracy under key `_overall`."""
+    with `support` (true count) and `predicted` (predicted count), plus overall accuracy under key `_overall`.
+    Undefined ratios (nothing predicted / nothing present) are reported as 0."""
     labels = np.asarray(labels)
     mask = labels > 0
     out: dict[str, dict[str, float]] = {}
@@ -57,7 +58,7 @@ def action_metrics(probs: np.ndarray, labels: np.ndarray, names: list[str]) -> d
         prec = tp / (tp + fp) if tp + fp else 0.0
         rec = tp / (tp + fn) if tp + fn else 0.0
         f1 = 2 * prec * rec / (prec + rec) if prec + rec else 0.0
-        out[name] = {"precision": prec, "recall": rec, "f1": f1, "support": int((gt == a).sum()),
+        out[name] = {"precision": prec, "recall": rec, "f1": f1, "support": int((gt == a).sum()), "predicted": tp + fp,
                      "accuracy": float(((pred == a) == (gt == a)).mean())}
     out["_overall"] = {"accuracy": float((pred == gt).mean()), "support": int(mask.sum())}
     return out
