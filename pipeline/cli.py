@@ -22,7 +22,9 @@ family), Re-ID-AR appearance + action recognition on tracklets, cross-camera ide
 Typical use:
   python run_pipeline.py run --config configs/epfl_terrace.yaml --output out
   python run_pipeline.py run --source cam1=video.mp4 --source cam2=rtsp://user:pass@10.0.0.5/stream --output out
+  python run_pipeline.py query events --output out --camera cam1        # what happened where, from the store
   python run_pipeline.py evaluate mot --gt gt.txt --pred out/mot/cam1.txt
+  python run_pipeline.py train --config configs/reid_ar_osnet_shared.yaml --output runs/mine   # Re-ID-AR
 
 Run `python run_pipeline.py <command> --help` for each command's options.
 """

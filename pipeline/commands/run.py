@@ -33,7 +33,8 @@ exit codes: 0 all cameras finished, 3 some cameras failed, 1 fatal error or ever
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "run",
-        help="run detection + tracking on cameras (files, RTSP, webcams, image folders)",
+        help="run the pipeline on cameras (files, RTSP, webcams, image folders): detection, tracking, Re-ID-AR, "
+             "cross-camera identities, action events",
         description="Run the multi-camera pipeline. Give a YAML config, or cameras with --source, or both "
         "(--source then replaces the config's cameras).",
         epilog=EPILOG,
