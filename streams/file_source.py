@@ -86,7 +86,7 @@ class FileSource(FrameSource):
         if self._closed.is_set():
             return
         watcher = OutputSizeWatcher()
-        proc, drain = spawn_decoder(self.path, on_line=watcher)
+        proc, drain = spawn_decoder(self.path, on_line=watcher, nice=10)  # reads ahead: low priority is enough
         self._proc = proc
         index = 0
         try:

@@ -13,6 +13,8 @@ Scores (3,) are soft memberships that sum to 1: a logistic ramp (width `softness
 
 from __future__ import annotations
 
+import math
+
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,24 +72,36 @@ class MotionSource:
         return h[:, :2] / np.where(np.abs(h[:, 2:3]) < 1e-12, 1e-12, h[:, 2:3])
 
     def speed(self, track_id: int) -> float | None:
-        """The track's current speed (box-heights/s, or m/s with a homography); None without enough history."""
+        """The track's current speed (box-heights/s, or m/s with a homography); None without enough history.
+
+        Least-squares slopes over the window, in plain Python: the window holds a few to a few tens of points, where
+        NumPy's per-call overhead would cost more than the arithmetic (this runs for every track on every frame).
+        """
         hist = self._history.get(int(track_id))
         if not hist or hist[-1][0] - hist[0][0] < self.params.min_span_s or len(hist) < 3:
             return None
-        arr = np.asarray(hist, np.float64)  # (K, 4): t, x, y, box height
-        t = arr[:, 0] - arr[:, 0].mean()
-        denom = float((t * t).sum())
-        vx = float((t * (arr[:, 1] - arr[:, 1].mean())).sum() / denom)
-        vy = float((t * (arr[:, 2] - arr[:, 2].mean())).sum() / denom)
-        v = float(np.hypot(vx, vy))
+        n = len(hist)
+        t_mean = sum(h[0] for h in hist) / n
+        x_mean = sum(h[1] for h in hist) / n
+        y_mean = sum(h[2] for h in hist) / n
+        denom = sxt = syt = 0.0
+        for t, x, y, _ in hist:
+            dt = t - t_mean
+            denom += dt * dt
+            sxt += dt * (x - x_mean)
+            syt += dt * (y - y_mean)
+        v = math.hypot(sxt / denom, syt / denom)
         if self.homography is not None:
             return v / self.params.ground_units_per_m
-        height = max(float(np.median(arr[:, 3])), 1.0)
+        heights = sorted(max(h[3], 1.0) for h in hist)
+        mid = n // 2
+        height = max(heights[mid] if n % 2 else 0.5 * (heights[mid - 1] + heights[mid]), 1.0)
         v /= height
         if self.focal > 0:
-            log_h = np.log(np.maximum(arr[:, 3], 1.0))
-            v_depth = self.focal / height * abs(float((t * (log_h - log_h.mean())).sum() / denom))
-            v = float(np.hypot(v, v_depth))
+            logs = [math.log(max(h[3], 1.0)) for h in hist]
+            l_mean = sum(logs) / n
+            slt = sum((h[0] - t_mean) * (lg - l_mean) for h, lg in zip(hist, logs))
+            v = math.hypot(v, self.focal / height * abs(slt / denom))
         return v
 
     def scores_for(self, speed: float | None) -> np.ndarray:
