@@ -110,20 +110,26 @@ class RunSummary:
 
 
 @contextmanager
-def _sigterm_as_interrupt():
-    """Turn SIGTERM into KeyboardInterrupt (main thread only) so both stop the run cleanly."""
+def _graceful_signals(pipeline: "Pipeline"):
+    """Ctrl-C (SIGINT) and SIGTERM finish the current step, then stop the run (status `interrupted`), so every
+    camera's outputs and the store agree frame for frame; a second signal interrupts at once. Main thread only."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def handler(signum, _frame):
-        raise KeyboardInterrupt(f"signal {signum}")
+        if pipeline._interrupted:
+            raise KeyboardInterrupt(f"signal {signum}")
+        pipeline._interrupted = True
+        pipeline._stop.set()
+        log.warning("stopping after the current step (press Ctrl-C again to stop at once)")
 
-    previous = signal.signal(signal.SIGTERM, handler)
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 class Pipeline:
@@ -134,6 +140,7 @@ class Pipeline:
         self.output_dir = Path(output_dir or config.output.dir)
         self.summaries: dict[str, CameraSummary] = {}
         self._stop = threading.Event()
+        self._interrupted = False  # a stop signal arrived (Ctrl-C / SIGTERM)
         self._association = None  # AssociationStage of the current run (association.enabled)
         self._det_embedder = None  # built on first use when the tracker has an appearance cost
 
@@ -252,8 +259,11 @@ class Pipeline:
                 reader.start()
             bars = self._progress_bars(readers, stack)
             try:
-                with _sigterm_as_interrupt():
+                with _graceful_signals(self):
                     self._loop(readers, trackers, detector, writer, sinks, reid, bars, started)
+                if self._interrupted:
+                    status = "interrupted"
+                    log.warning("interrupted: stopping cameras and flushing what was recorded")
             except KeyboardInterrupt:
                 status = "interrupted"
                 log.warning("interrupted: stopping cameras and flushing what was recorded")

@@ -225,6 +225,10 @@ def spawn_decoder(
     stream = ffmpeg.input(uri, **(input_kwargs or {}))["v:0"]
     out = stream.output("pipe:", format="rawvideo", pix_fmt="bgr24", an=None, sn=None, **sync_args())
     proc = out.run_async(cmd=[ffmpeg_exe(), *GLOBAL_ARGS], pipe_stdout=True, pipe_stderr=True)
+    try:  # own process group: a Ctrl-C at the terminal reaches the pipeline, which then stops its decoders itself
+        os.setpgid(proc.pid, proc.pid)
+    except (AttributeError, OSError):
+        pass
     _widen_pipe(proc.stdout)
     if nice > 0 and hasattr(os, "setpriority"):
         try:
