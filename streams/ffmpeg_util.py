@@ -219,8 +219,8 @@ def spawn_decoder(
 ) -> tuple[subprocess.Popen, StderrDrain]:
     """Start `ffmpeg -i uri -map 0:v:0 -f rawvideo -pix_fmt bgr24 pipe:` via ffmpeg-python; stderr drained.
 
-    nice > 0 lowers the decoder's CPU priority (Unix): a file decoder that reads ahead then runs on the cycles the
-    detector leaves idle instead of pre-empting its threads.
+    nice > 0 lowers the decoder's CPU priority (Linux: SCHED_IDLE, elsewhere nice): a file decoder that reads ahead
+    then runs on the cycles the detector leaves idle instead of pre-empting its threads.
     """
     stream = ffmpeg.input(uri, **(input_kwargs or {}))["v:0"]
     out = stream.output("pipe:", format="rawvideo", pix_fmt="bgr24", an=None, sn=None, **sync_args())
@@ -230,11 +230,14 @@ def spawn_decoder(
     except (AttributeError, OSError):
         pass
     _widen_pipe(proc.stdout)
-    if nice > 0 and hasattr(os, "setpriority"):
-        try:
-            os.setpriority(os.PRIO_PROCESS, proc.pid, min(19, os.getpriority(os.PRIO_PROCESS, 0) + int(nice)))
-        except OSError:  # the process is gone already, or not permitted: decoding still works
-            pass
+    if nice > 0:
+        try:  # Linux SCHED_IDLE: the decoder runs only on cycles nobody else wants (nice alone still takes a share)
+            os.sched_setscheduler(proc.pid, os.SCHED_IDLE, os.sched_param(0))
+        except (AttributeError, OSError):
+            try:
+                os.setpriority(os.PRIO_PROCESS, proc.pid, min(19, os.getpriority(os.PRIO_PROCESS, 0) + int(nice)))
+            except (AttributeError, OSError):  # the process is gone already, or not permitted: decoding still works
+                pass
     drain = StderrDrain(proc.stderr, on_line)
     return proc, drain
 
