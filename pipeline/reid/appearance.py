@@ -6,7 +6,7 @@ latest action probabilities, and how many clips contributed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -20,12 +20,15 @@ class AppearanceState:
     action_probs: np.ndarray  # float32 (A,) of the latest clip
     n_clips: int
     last_t: float
+    embedding: np.ndarray = field(init=False)  # float32 (D,) L2-normalised running appearance, kept current
 
-    @property
-    def embedding(self) -> np.ndarray:
-        """L2-normalised running appearance (D,)."""
+    def __post_init__(self) -> None:
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Recompute `embedding` from `embedding_sum` (once per clip, not on every frame that reads it)."""
         norm = float(np.linalg.norm(self.embedding_sum))
-        return (self.embedding_sum / norm).astype(np.float32) if norm > 0 else self.embedding_sum
+        self.embedding = (self.embedding_sum / norm).astype(np.float32) if norm > 0 else self.embedding_sum
 
 
 class TrackAppearance:
@@ -47,6 +50,7 @@ class TrackAppearance:
             state = self.tracks[result.track_id] = AppearanceState(e * w, w, result.action_probs, 1, result.t_end)
         else:
             state.embedding_sum = state.embedding_sum + e * w
+            state.refresh()
             state.weight += w
             state.action_probs = result.action_probs
             state.n_clips += 1
@@ -58,19 +62,17 @@ class TrackAppearance:
 
     def action_probs_for(self, track_ids: np.ndarray, n_actions: int) -> np.ndarray:
         """(N, n_actions) latest action probabilities for these tracks; rows of tracks without a result are NaN."""
-        out = np.full((len(track_ids), n_actions), np.nan, np.float32)
-        if n_actions:
-            for i, tid in enumerate(np.asarray(track_ids).tolist()):
-                state = self.tracks.get(tid)
-                if state is not None and len(state.action_probs) == n_actions:
-                    out[i] = state.action_probs
-        return out
+        return self._rows(track_ids, n_actions, "action_probs")
 
     def embeddings_for(self, track_ids: np.ndarray, dim: int) -> np.ndarray:
         """(N, dim) embeddings for these tracks; rows of tracks without one are NaN."""
-        out = np.full((len(track_ids), dim), np.nan, np.float32)
-        for i, tid in enumerate(np.asarray(track_ids).tolist()):
-            state = self.tracks.get(tid)
-            if state is not None:
-                out[i] = state.embedding
+        return self._rows(track_ids, dim, "embedding")
+
+    def _rows(self, track_ids: np.ndarray, width: int, attr: str) -> np.ndarray:
+        out = np.full((len(track_ids), width), np.nan, np.float32)
+        if width:
+            for i, tid in enumerate(np.asarray(track_ids).tolist()):
+                state = self.tracks.get(tid)
+                if state is not None and len(getattr(state, attr)) == width:
+                    out[i] = getattr(state, attr)
         return out

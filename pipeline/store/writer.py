@@ -72,6 +72,11 @@ def insert_boxes(conn, rows: list[tuple]) -> None:
         conn.execute(schema.track_boxes.insert(), [dict(zip(BOX_COLUMNS, r)) for r in rows])
 
 
+def _probs_json(action_probs: np.ndarray) -> str:
+    """Action probabilities (A,) as a compact JSON list (5 decimals)."""
+    return json.dumps([round(float(p), 5) for p in np.asarray(action_probs).ravel()])
+
+
 class StoreWriter:
     """Owns one run in the store. Thread-safe for producers; all database writes happen on the writer thread."""
 
@@ -138,7 +143,7 @@ class StoreWriter:
             run_id=self.run_id, camera_id=camera_id, track_id=int(track_id), t_start=float(t_start),
             t_end=float(t_end), quality=float(quality), reason=reason,
             embedding=np.asarray(embedding, np.float32).tobytes(),
-            action_probs=json.dumps([round(float(p), 5) for p in np.asarray(action_probs).ravel()]),
+            action_probs=_probs_json(action_probs),
         )))
 
     def set_track_appearance(self, camera_id: str, track_id: int, embedding: np.ndarray, action_probs: np.ndarray,
@@ -147,7 +152,7 @@ class StoreWriter:
         emb = np.asarray(embedding, np.float32)
         self._put(("appearance", (camera_id, int(track_id)), dict(
             embedding=emb.tobytes(), embedding_dim=int(emb.size),
-            action_probs=json.dumps([round(float(p), 5) for p in np.asarray(action_probs).ravel()]),
+            action_probs=_probs_json(action_probs),
             n_clips=int(n_clips),
         )))
 
