@@ -58,11 +58,22 @@ class DetectorConfig(_Strict):
         return expand_path(value)
 
 
+class TrackletConfig(_Strict):
+    """Cut tracks into conservative tracklets where identities may have switched (pipeline/tracking/tracklets.py)."""
+
+    enabled: bool = Field(default=False, description="report tracklet ids: a track gets a new id after it overlapped "
+                          "another box or went unreported for a while (for cross-camera association)")
+    contact_iou: float = Field(default=0.2, gt=0, le=1, description="IoU with another reported box that counts as "
+                               "contact")
+    max_gap: int = Field(default=5, ge=1, description="frames a track may go unreported before a new tracklet starts")
+
+
 class TrackerConfig(_Strict):
     """Per-camera tracker: a registered name and overrides of its YAML defaults (configs/trackers/<name>.yaml)."""
 
     name: str = "mcsa"
     params: dict[str, Any] = Field(default_factory=dict)
+    tracklets: TrackletConfig = Field(default_factory=TrackletConfig)
 
 
 class ReIDConfig(_Strict):

@@ -200,7 +200,13 @@ class Pipeline:
     def _build_tracker(self):
         from pipeline.tracking import build_tracker_from_config
 
-        return build_tracker_from_config(self.config.tracker.name, self.config.tracker.params)
+        tracker = build_tracker_from_config(self.config.tracker.name, self.config.tracker.params)
+        split = self.config.tracker.tracklets
+        if split.enabled:
+            from pipeline.tracking.tracklets import TrackletSplitter
+
+            tracker = TrackletSplitter(tracker, split.contact_iou, split.max_gap)
+        return tracker
 
     # ---- the run ------------------------------------------------------------------------------------------------
     def run(self) -> RunSummary:

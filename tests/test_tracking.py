@@ -251,3 +251,53 @@ def test_pets09_public_detections_regression(shared, tmp_path):
     assert r["IDF1"] > 0.68 and r["HOTA"] > 0.49 and r["MOTA"] > 0.77, r
     r = _track_public_pets(shared, "sort", tmp_path)
     assert r["IDF1"] > 0.27 and r["MOTA"] > 0.69, r
+
+
+# ---- tracklets (pipeline/tracking/tracklets.py) ---------------------------------------------------------------------
+def _splitter(**kw):
+    from pipeline.tracking.tracklets import TrackletSplitter
+
+    return TrackletSplitter(build_tracker_from_config("mcsa", {}), **kw)
+
+
+def test_tracklets_cut_after_contact_and_keep_separated_people_whole():
+    trk = _splitter(contact_iou=0.2, max_gap=5)
+    per_frame = []
+    for f in range(40):
+        a = person(100 + 8.0 * f, 300)  # the crossing of test_crossing_targets_do_not_swap: overlap at f ~ 16..24
+        b = person(420 - 8.0 * f, 330)
+        c = person(700, 100)  # a third person far away, never in contact
+        out = trk.update(det(a, b, c))
+        per_frame.append({int(t): box for t, box in zip(out.track_ids, out.xyxy)})
+    ids_c = {t for fr in per_frame[1:] for t, box in fr.items() if box[1] < 150}
+    assert len(ids_c) == 1, "a person who never overlaps anyone keeps one tracklet"
+    before = {t for t, box in per_frame[5].items() if box[1] > 150}
+    after = {t for t, box in per_frame[35].items() if box[1] > 150}
+    assert len(before) == 2 and len(after) == 2
+    assert not before & after, "both crossing people start new tracklets after the contact"
+    all_ids = [t for fr in per_frame for t in fr]
+    assert len(set(all_ids)) == 5  # c, a and b before, a and b after: ids are never reused
+
+
+def test_tracklets_cut_after_a_long_gap_only():
+    trk = _splitter(contact_iou=0.2, max_gap=5)
+    seen = []
+    for f in range(60):
+        box = person(100 + 2.0 * f)
+        hidden = 20 <= f < 24 or 40 <= f < 48  # a 4-frame gap (kept) and an 8-frame gap (cut)
+        out = trk.update(Detections.empty() if hidden else det(box))
+        seen += out.track_ids.tolist()
+    assert len(set(seen)) == 2 and seen[0] == seen[-20] != seen[-1]
+    assert trk.high_thresh == 0.3 and not trk.wants_embeddings  # the inner tracker's parameters show through
+
+
+def test_tracklet_config_checks():
+    from pipeline.config import TrackerConfig
+
+    with pytest.raises(ValueError, match="contact_iou"):
+        _splitter(contact_iou=0.0)
+    with pytest.raises(ValueError, match="max_gap"):
+        _splitter(max_gap=0)
+    with pytest.raises(ValueError):
+        TrackerConfig.model_validate({"tracklets": {"enabled": True, "contact_iou": 2}})
+    assert TrackerConfig().tracklets.enabled is False
