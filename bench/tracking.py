@@ -4,6 +4,7 @@
     python bench/tracking.py --cache-only          # only run the detector and cache its boxes
     python bench/tracking.py --trackers mcsa --set high_thresh=0.6 --set max_age=50   # try other mcsa parameters
     python bench/tracking.py --appearance          # adds `mcsa+app`: the appearance cost on, to compare ID switches
+    python bench/tracking.py --perturb 10          # + mean +- std over 10 perturbed copies of the detections
 
 1. Detection cache: the shared YOLO11n INT8 OpenVINO detector (`models.detector.PersonDetector`, conf 0.1, imgsz 640)
    runs ONCE per video; boxes go to bench/cache/<seq>_yolo11n_int8_c0.1.npz (gitignored). Every tracker then sees the
@@ -18,7 +19,11 @@
    static and ReID weights would need a download). The Ultralytics trackers are also run with OUR score thresholds
    (high / low / new track thresholds read from configs/trackers/mcsa.yaml; suffix `@ours`), and the best Ultralytics row per sequence (by HOTA) is the reference
    for the ratios.
-4. Scores: pipeline.evaluation.evaluate_mot (TrackEval) on all gt boxes. Speed: tracker-only frames per second (time
+4. Robustness (`--perturb N`): every tracker also runs on N perturbed copies of each sequence's detections (2 % of the
+   boxes dropped, corners moved by N(0, 0.5 px), scores by N(0, 0.02); the same copies for every tracker), and a
+   second table prints mean +- std of HOTA / IDF1: a single run's lead of one or two points can come from a few
+   borderline matches (Terrace-c1: a 4-tracker spread of 2-6 HOTA from changes this small).
+5. Scores: pipeline.evaluation.evaluate_mot (TrackEval) on all gt boxes. Speed: tracker-only frames per second (time
    spent inside `update`, detection decoding and evaluation excluded), one process, 2 CPU cores.
 """
 
@@ -234,6 +239,57 @@ def run_tracker(adapter, frames: list[Detections], image: np.ndarray, out_path: 
     return len(frames) / max(spent, 1e-9)
 
 
+def perturb(frames: list[Detections], seed: int, drop: float = 0.02, box_px: float = 0.5,
+            score_sd: float = 0.02) -> list[Detections]:
+    """A perturbed copy of a sequence's detections: each box dropped with probability `drop`, corners moved by
+    N(0, box_px) px, scores by N(0, score_sd) (clipped to [0, 1]). Same seed -> same copy for every tracker."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for d in frames:
+        keep = rng.random(len(d)) >= drop
+        xyxy = d.xyxy[keep] + rng.normal(0.0, box_px, (int(keep.sum()), 4)).astype(np.float32)
+        xyxy[:, 2:] = np.maximum(xyxy[:, 2:], xyxy[:, :2] + 1.0)
+        sc = np.clip(d.scores[keep] + rng.normal(0.0, score_sd, int(keep.sum())), 0.0, 1.0).astype(np.float32)
+        out.append(Detections(xyxy, sc, d.class_ids[keep]))
+    return out
+
+
+def perturbed_table(seqs: dict, names: list[str], makers: dict, runs: int) -> None:
+    """Mean +- std of HOTA / IDF1 over `runs` perturbed copies of each sequence's detections (the same copies for
+    every tracker): how much of a single-run difference is the luck of a few borderline matches."""
+    from pipeline.evaluation.mot import evaluate_mot
+
+    names = [n for n in names if n != "mcsa+app"]
+    print(f"\nperturbed detections ({runs} copies per sequence: 2 % of boxes dropped, corners +- 0.5 px, scores "
+          f"+- 0.02): mean +- std")
+    header = f"{'sequence':<19} {'tracker':<15} {'HOTA':>13} {'IDF1':>13} {'HOTA/UL':>8} {'IDF1/UL':>8} {'HOTA wins':>10}"
+    print(header)
+    print("-" * len(header))
+    for seq_name, seq in seqs.items():
+        base = load_frames(seq)
+        image = np.zeros((*seq["size"], 3), np.uint8)
+        scores: dict[str, np.ndarray] = {n: np.zeros((runs, 2)) for n in names}
+        for k in range(runs):
+            frames = perturb(base, seed=1000 + k)
+            for name in names:
+                out = RESULTS / "perturbed" / seq_name.replace("/", "_") / f"{name}.txt"
+                run_tracker(makers[name](), frames, image, out)
+                r = evaluate_mot(seq["gt"], out, num_frames=len(frames))
+                scores[name][k] = (r["HOTA"], r["IDF1"])
+        ul = [n for n in names if n.split("@")[0] in ("bytetrack", "botsort")]
+        best = max(ul, key=lambda n: scores[n][:, 0].mean()) if ul else None
+        for name in names:
+            m, sd = 100 * scores[name].mean(0), 100 * scores[name].std(0)
+            ratio = (scores[name].mean(0) / scores[best].mean(0)) if best else None
+            wins = (f"{int((scores[name][:, 0] >= scores[best][:, 0]).sum())}/{runs}" if best and name != best
+                    else "-")
+            mark = "*" if name == best else " "
+            rtxt = f"{ratio[0]:8.3f} {ratio[1]:8.3f}" if ratio is not None else f"{'-':>8} {'-':>8}"
+            print(f"{seq_name:<19} {name + mark:<15} {m[0]:6.2f} +-{sd[0]:4.2f} {m[1]:6.2f} +-{sd[1]:4.2f} {rtxt}"
+                  f" {wins:>10}")
+    print("* = best Ultralytics tracker by mean HOTA; HOTA wins = copies on which the row's HOTA >= the best's")
+
+
 def parse_value(text: str):
     import yaml
 
@@ -253,6 +309,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--app-weight", type=float, default=0.3, help="appearance_weight of mcsa+app")
     parser.add_argument("--app-gate", type=float, default=0.5, help="appearance_gate (cosine distance) of mcsa+app")
     parser.add_argument("--repeat", type=int, default=1, help="runs per tracker for timing (best fps kept)")
+    parser.add_argument("--perturb", type=int, default=0, metavar="N",
+                        help="also run every tracker on N perturbed copies of each sequence's detections and print "
+                             "mean +- std (robustness of the comparison; 0 = off)")
     args = parser.parse_args(argv)
 
     from pipeline.evaluation.mot import evaluate_mot
@@ -321,6 +380,8 @@ def main(argv: list[str] | None = None) -> int:
               f" {r['IDSW']:5d} {r['fps']:7.0f} {ratio('HOTA')} {ratio('IDF1')} {fps_ratio}")
     print("* = best Ultralytics tracker on that sequence (by HOTA), the reference of the /UL ratios; "
           "fps/BT = tracker-only speed over Ultralytics ByteTrack's (fastest of its two settings)")
+    if args.perturb > 0:
+        perturbed_table(seqs, names, makers, args.perturb)
     return 0
 
 
