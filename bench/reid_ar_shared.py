@@ -10,7 +10,11 @@
 2. Re-id on Terrace, query camera c0 vs gallery camera c1, tracklet features = mean of dense T-frame clip features:
    (a) OSNet x0.25 MSMT17 weights, no training: per-frame 512-d features averaged over each clip/tracklet;
    (b) the checkpoint (attention-pooled bottleneck features).
-3. Per-action precision/recall/F1 of (b) on the held-out CAVIAR tracklets (arg-max over the action scores).
+   (b) ranks with the checkpoint's own embedding (model.embedding / normalize_embedding of its config).
+3. When the checkpoint was trained with `data.val_ids` (people held out of training, their tracklets split in time
+   into two pseudo-cameras; see pipeline/reid_data/datasets.py hold_out_validation), (a) and (b) on that validation
+   split as well: the split the recipe was chosen on, Terrace being the test set.
+4. Per-action precision/recall/F1 of (b) on the held-out CAVIAR tracklets (arg-max over the action scores).
 Prints rank-1 / rank-5 / mAP side by side with the ratio (b)/(a); `--json` writes everything.
 """
 
@@ -79,6 +83,14 @@ def terrace_dataset(root: Path, names: list[str] | None = None):
     return load_tracklet_folder(root / "terrace", names, None, QUERY_CAM, GALLERY_CAM)
 
 
+def validation_dataset(root: Path, val_ids: list[int], val_gap: int = 1):
+    """The validation split of a checkpoint trained with `data.val_ids` (training people held out, time-split)."""
+    from pipeline.reid_data.datasets import hold_out_validation, load_tracklet_folder
+
+    ds = hold_out_validation(load_tracklet_folder(root / "train", ACTIONS), list(val_ids), val_gap)
+    return ds.validation()
+
+
 def held_out_actions(model, root: Path, seq_len: int, size: tuple[int, int], device) -> dict[str, dict]:
     """Per-action metrics of `model` on the held-out CAVIAR tracklets (split `test` of <root>/train): all of them,
     the held-out people only, and the held-out tracklets of training people."""
@@ -119,6 +131,7 @@ def main() -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
 
+    from models.reid.backbones import read_torch_file
     from models.reid.config import resolve_device
     from models.reid.engine import evaluate_model
     from pipeline.commands.evaluate_reid import load_model_for_eval
@@ -132,12 +145,13 @@ def main() -> int:
     device = resolve_device(args.device)
     results: dict[str, dict] = {}
 
+    baseline_weights = args.baseline_weights or str(shared / "models/osnet_x0_25_msmt17.pth")
     ds = terrace_dataset(root)
     print(f"Terrace (query {QUERY_CAM}, gallery {GALLERY_CAM}): {ds.summary()}")
     if args.baseline_json:
         results["a"] = json.loads(Path(args.baseline_json).read_text())["a"]
     else:
-        weights = args.baseline_weights or str(shared / "models/osnet_x0_25_msmt17.pth")
+        weights = baseline_weights
         model_a, size_a = load_model_for_eval(weights, "osnet_x0_25", None, device)
         t0 = time.time()
         results["a"] = evaluate_model(model_a, ds, args.seq_len, size_a, "dense", None, device)
@@ -148,12 +162,23 @@ def main() -> int:
     model_b = None
     if ckpt.is_file():
         model_b, size_b = load_model_for_eval(str(ckpt), None, None, device)
+        payload_b = read_torch_file(str(ckpt))
         ds_b = terrace_dataset(root, list(model_b.action_names) or None)
         t0 = time.time()
         results["b"] = evaluate_model(model_b, ds_b, args.seq_len, size_b, "dense", None, device)
         results["b"]["seconds"] = time.time() - t0
         results["b"]["checkpoint"] = str(ckpt)
         results["actions_held_out"] = held_out_actions(model_b, root, args.seq_len, size_b, device)
+        val_ids = ((payload_b.get("train_config") or {}).get("data") or {}).get("val_ids") or []
+        if val_ids:
+            val_gap = payload_b["train_config"]["data"].get("val_gap", 1)
+            vds = validation_dataset(root, val_ids, val_gap)
+            model_a, size_a = load_model_for_eval(baseline_weights, "osnet_x0_25", None, device)
+            results["val"] = {
+                "val_ids": val_ids,
+                "a": evaluate_model(model_a, vds, args.seq_len, size_a, "dense", None, device),
+                "b": evaluate_model(model_b, vds, args.seq_len, size_b, "dense", None, device),
+            }
     else:
         print(f"note: {ckpt} not found; only the baseline is evaluated")
 
@@ -168,6 +193,12 @@ def main() -> int:
             print(f"{label:<18s}{a:>15.4f}{'-':>15s}{'-':>10s}")
     print(f"{'queries':<18s}{results['a']['num_query']:>15d}"
           + (f"{results['b']['num_query']:>15d}" if "b" in results else ""))
+    if "val" in results:
+        va, vb = results["val"]["a"], results["val"]["b"]
+        print(f"\nvalidation (training pids {results['val']['val_ids']} held out, early/late halves)")
+        for key, label in (("rank1", "rank-1"), ("rank5", "rank-5"), ("mAP", "mAP")):
+            print(f"{label:<18s}{va[key]:>15.4f}{vb[key]:>15.4f}{(vb[key] / va[key] if va[key] else float('nan')):>10.3f}")
+        print(f"{'queries':<18s}{va['num_query']:>15d}{vb['num_query']:>15d}")
     for subset, metrics in results.get("actions_held_out", {}).items():
         if not metrics:
             continue

@@ -135,6 +135,56 @@ def test_checkpoint_round_trip(tmp_path):
         torch.testing.assert_close(loaded(x).embedding, model(x).embedding)
 
 
+def test_embedding_choice_and_normalisation(tmp_path):
+    """`embedding` picks the BNNeck output or the pooled feature before it; `normalize_embedding` makes it unit
+    length per clip and per tracklet; both survive a checkpoint round trip."""
+    from pipeline.reid_data.datasets import Tracklet
+    from pipeline.reid_data.video import extract_tracklet_features
+
+    torch.manual_seed(0)
+    model = ReIDAR("osnet_x0_25", 3, [], (64, 32), embedding="global", normalize_embedding=True)
+    with torch.no_grad():
+        model.bottleneck.running_mean.fill_(0.5)  # a BN that is not the identity
+    model.eval()
+    x = torch.randn(2, 3, 3, 64, 32)
+    with torch.no_grad():
+        emb = model(x).embedding
+        fmap, feat = model.frame_features(x.flatten(0, 1))
+        att = model.attention(fmap, 2, 3)
+        pooled = (att.unsqueeze(2) * feat.view(2, 3, -1)).sum(1)
+    torch.testing.assert_close(emb, torch.nn.functional.normalize(pooled, dim=1))
+    loaded, payload = load_checkpoint(save_checkpoint(tmp_path / "m.pth", model))
+    assert payload["model_config"]["embedding"] == "global" and loaded.normalize_embedding
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x).embedding, emb)
+    model.embedding_kind, model.normalize_embedding = "bn", False
+    with torch.no_grad():
+        torch.testing.assert_close(model(x).embedding, model.bottleneck(pooled))
+    with pytest.raises(ValueError, match="embedding"):
+        ReIDAR("osnet_x0_25", 3, [], (64, 32), embedding="pre")
+    # tracklet features: the mean of several clips is re-normalised
+    from PIL import Image
+
+    paths = []
+    for i in range(5):
+        Image.new("RGB", (16, 32), (40 * i, 80, 200 - 30 * i)).save(tmp_path / f"{i:06d}.jpg")
+        paths.append(str(tmp_path / f"{i:06d}.jpg"))
+    model.normalize_embedding = True
+    feats, _ = extract_tracklet_features(model, [Tracklet(paths, 1, 0)], 2, (64, 32))
+    torch.testing.assert_close(feats.norm(dim=1), torch.ones(1))
+
+
+def test_old_checkpoint_config_defaults_to_bn(tmp_path):
+    """Checkpoints written before `embedding` existed load with the old behaviour (BNNeck output, no normalising)."""
+    model = ReIDAR("osnet_x0_25", 2, [], (64, 32))
+    path = save_checkpoint(tmp_path / "old.pth", model)
+    payload = torch.load(path, map_location="cpu", weights_only=False)
+    del payload["model_config"]["embedding"], payload["model_config"]["normalize_embedding"]
+    torch.save(payload, path)
+    loaded, _ = load_checkpoint(path)
+    assert loaded.embedding_kind == "bn" and not loaded.normalize_embedding
+
+
 # ---------------------------------------------------------------------------------------------------------- losses
 
 

@@ -191,3 +191,56 @@ def test_short_training_run_improves(shared, terrace_tracklets, tmp_path):
     cfg.train.epochs = 7
     resumed = train(cfg, tmp_path / "run", resume=summary["checkpoint"], progress=False, dataset=copy.deepcopy(ds))
     assert [h["epoch"] for h in resumed["history"]] == [7]
+
+
+def test_hold_out_validation_splits_people_in_time():
+    from pipeline.reid_data.datasets import DatasetError, Tracklet, VideoReIDDataset, hold_out_validation
+
+    def tracks(pid, n, cam="pets"):  # tracklet i starts at frame 10 * i; listed out of time order on purpose
+        return [Tracklet([f"/x/{10 * i:06d}.jpg", f"/x/{10 * i + 1:06d}.jpg"], pid, 0, 0, cam, f"train/{pid}/{cam}/{i}")
+                for i in reversed(range(n))]
+
+    train = tracks(1, 5) + tracks(2, 6) + tracks(3, 2) + tracks(4, 4)
+    ds = hold_out_validation(VideoReIDDataset(train=list(train)), [2, 3], gap=1)
+    assert {t.pid for t in ds.train} == {1, 4} and len(ds.train) == 9  # person 3: too short to split, dropped
+    assert ds.val_query == ds.val_gallery and {t.pid for t in ds.val_query} == {2}
+    early = [t for t in ds.val_query if t.camera == "pets:early"]
+    late = [t for t in ds.val_query if t.camera == "pets:late"]
+    # 6 tracklets: the first 3 in time are `early`, the 4th is the gap, the last 2 are `late`
+    assert sorted(t.key for t in early) == ["train/2/pets/0", "train/2/pets/1", "train/2/pets/2"]
+    assert sorted(t.key for t in late) == ["train/2/pets/4", "train/2/pets/5"]
+    assert early[0].camid != late[0].camid and early[0].camid > 0  # own camids: the MARS rule keeps the matches
+    assert "validation query" in ds.summary()
+    val = ds.validation()
+    assert val.query == ds.val_query and not val.train
+    with pytest.raises(DatasetError, match="not among the training pids"):
+        hold_out_validation(VideoReIDDataset(train=list(train)), [99])
+    untouched = hold_out_validation(VideoReIDDataset(train=list(train)), [])
+    assert len(untouched.train) == len(train) and not untouched.val_query
+
+
+def test_val_ids_from_config(tmp_path):
+    """`data.val_ids` in a config takes those people out of training (load_dataset on a tiny tracklet folder)."""
+    from PIL import Image
+
+    from models.reid.config import ReIDConfig
+    from pipeline.reid_data.datasets import CSV_FIELDS, load_dataset, tracklet_dir
+
+    rows = []
+    for pid in (1, 2, 3):
+        for tid in range(4):
+            folder = tracklet_dir(tmp_path, "train", pid, "cam", tid)
+            folder.mkdir(parents=True)
+            for j in range(2):
+                frame = 10 * tid + j
+                Image.new("RGB", (8, 16), (pid * 60, 0, 0)).save(folder / f"{frame:06d}.jpg")
+                rows.append(dict(split="train", pid=pid, camera="cam", tracklet=tid, frame=frame, action="",
+                                 x=0, y=0, w=8, h=16))
+    with open(tmp_path / "tracklets.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, CSV_FIELDS)
+        w.writeheader()
+        w.writerows(rows)
+    cfg = ReIDConfig.model_validate({"data": {"root": str(tmp_path), "val_ids": [2], "val_gap": 0}})
+    ds = load_dataset(cfg.data)
+    assert {t.pid for t in ds.train} == {1, 3} and len(ds.val_query) == 4
+    assert {t.camera for t in ds.val_query} == {"cam:early", "cam:late"}

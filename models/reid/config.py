@@ -28,6 +28,10 @@ class ModelSection(_Strict):
     action_hidden: int = 512
     action_dropout: float = 0.25
     freeze: list[str] = Field(default=[], description="backbone submodules kept frozen (e.g. conv1, conv2)")
+    embedding: Literal["bn", "global"] = Field(
+        default="bn", description="inference embedding: the BNNeck output (bn) or the attention-pooled feature before it")
+    normalize_embedding: bool = Field(
+        default=False, description="L2-normalise the embedding (per clip and per tracklet): cosine retrieval")
 
     @field_validator("pretrained")
     @classmethod
@@ -61,6 +65,11 @@ class DataSection(_Strict):
     # evaluation split for the tracklets format
     query_camera: str | None = None
     gallery_camera: str | None = None
+    # validation (model selection without the test set), tracklets format: these pids of split `train` are taken
+    # out of training; each person's tracklets are split in time into two pseudo-cameras (query = earlier half,
+    # gallery = later half, `val_gap` tracklets dropped between them)
+    val_ids: list[int] = Field(default=[], description="training pids held out for validation")
+    val_gap: int = Field(default=1, ge=0, description="tracklets dropped between the query and gallery halves")
 
     @field_validator("root", "test_root", "action_file_train", "action_file_test")
     @classmethod

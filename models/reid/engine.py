@@ -187,13 +187,23 @@ def train(cfg: ReIDConfig, output: str | Path, resume: str | Path | None = None,
         log.info("epoch %d: %s", epoch + 1, ", ".join(f"{k} {v:.4g}" for k, v in record.items() if k != "epoch"))
         if tc.checkpoint_every and (epoch + 1) % tc.checkpoint_every == 0:
             save(epoch + 1, f"checkpoint_ep{epoch + 1:03d}.pth")
-        if tc.eval_every and (epoch + 1) % tc.eval_every == 0 and ds.query and ds.gallery:
-            res = evaluate_model(model, ds, dc.seq_len, dc.input_size, dc.test_sampling, dc.test_max_clips, device)
-            log.info("epoch %d eval: rank-1 %.4f mAP %.4f", epoch + 1, res["rank1"], res["mAP"])
-            logf.write(json.dumps({"epoch": epoch + 1, "eval": res}) + "\n")
+        # periodic evaluation: on the validation split when there is one (model selection), else the test split
+        eval_ds = ds.validation() if ds.val_query else ds
+        if tc.eval_every and (epoch + 1) % tc.eval_every == 0 and eval_ds.query and eval_ds.gallery:
+            res = evaluate_model(model, eval_ds, dc.seq_len, dc.input_size, dc.test_sampling, dc.test_max_clips, device)
+            split = "val" if ds.val_query else "eval"
+            log.info("epoch %d %s: rank-1 %.4f mAP %.4f", epoch + 1, split, res["rank1"], res["mAP"])
+            logf.write(json.dumps({"epoch": epoch + 1, split: res}) + "\n")
         if stop:
             log.warning("stopping after %.1f min (train.max_minutes)", (time.time() - t0) / 60)
             break
     final = save(epoch + 1 if history else start_epoch, "model_final.pth")
+    summary = {"checkpoint": str(final), "history": history, "num_classes": num_classes,
+               "minutes": (time.time() - t0) / 60}
+    if ds.val_query and ds.val_gallery:  # the final model on the validation split
+        summary["val"] = evaluate_model(model, ds.validation(), dc.seq_len, dc.input_size, dc.test_sampling,
+                                        dc.test_max_clips, device)
+        log.info("final val: rank-1 %.4f mAP %.4f", summary["val"]["rank1"], summary["val"]["mAP"])
+        logf.write(json.dumps({"epoch": epoch + 1 if history else start_epoch, "val": summary["val"]}) + "\n")
     logf.close()
-    return {"checkpoint": str(final), "history": history, "num_classes": num_classes, "minutes": (time.time() - t0) / 60}
+    return summary

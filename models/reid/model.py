@@ -7,7 +7,9 @@ clips (B, T, 3, H, W) -> backbone map per frame (B*T, C, h, w)
   IDN: BatchNorm1d bottleneck (bias frozen at 0) -> bias-free Linear classifier -> identity logits
   ARN: one block per action on the bottleneck feature:
        Linear(D, 512) -> BN -> LeakyReLU(0.1) -> Dropout(0.25) -> Linear(512, 1) -> sigmoid
-Inference returns `ReIDAROutput(embedding = bottleneck feature, action_probs, attention)`.
+Inference returns `ReIDAROutput(embedding, action_probs, attention)`; the embedding is the bottleneck feature
+(`embedding="bn"`, default) or the attention-pooled feature before it (`"global"`), L2-normalised with
+`normalize_embedding` (cosine retrieval; tracklet features are then re-normalised after averaging their clips).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from models.reid.backbones import CheckpointError, build_backbone, feature_map_s
 
 
 class ReIDAROutput(NamedTuple):
-    embedding: torch.Tensor  # (B, D) bottleneck feature, compared with Euclidean distance
+    embedding: torch.Tensor  # (B, D) bottleneck (or global) feature, compared with Euclidean distance
     action_probs: torch.Tensor  # (B, A) per-action sigmoid scores
     attention: torch.Tensor  # (B, T) temporal attention (sums to 1 over T)
 
@@ -79,8 +81,14 @@ class ReIDAR(nn.Module):
         action_hidden: int = 512,
         action_dropout: float = 0.25,
         last_stride: int = 1,
+        embedding: str = "bn",
+        normalize_embedding: bool = False,
     ) -> None:
         super().__init__()
+        if embedding not in ("bn", "global"):
+            raise ValueError(f"embedding must be 'bn' or 'global', got {embedding!r}")
+        self.embedding_kind = embedding
+        self.normalize_embedding = bool(normalize_embedding)
         self.backbone_name = backbone
         self.num_classes = int(num_classes)
         self.action_names = list(action_names)
@@ -132,7 +140,10 @@ class ReIDAR(nn.Module):
             action_logits = bn_feature.new_zeros(b, 0)
             action_features = bn_feature.new_zeros(b, 0, 1)
         if not self.training:
-            return ReIDAROutput(bn_feature, torch.sigmoid(action_logits), attention)
+            emb = bn_feature if self.embedding_kind == "bn" else global_feature
+            if self.normalize_embedding:
+                emb = F.normalize(emb, dim=1)
+            return ReIDAROutput(emb, torch.sigmoid(action_logits), attention)
         return ReIDARTrainOutput(
             global_feature, bn_feature, self.classifier(bn_feature), action_logits, action_features, attention
         )
@@ -145,6 +156,8 @@ class ReIDAR(nn.Module):
             "input_size": list(self.input_size),
             "temporal_attention": self.use_attention,
             "last_stride": self.last_stride,
+            "embedding": self.embedding_kind,
+            "normalize_embedding": self.normalize_embedding,
             "action_hidden": self.actions[0].fc1.out_features if self.actions else 512,
             "action_dropout": self.actions[0].dropout.p if self.actions else 0.25,
         }
@@ -164,6 +177,8 @@ def build_reid_ar(cfg: Any, num_classes: int | None = None) -> ReIDAR:
             action_hidden=m.action_hidden,
             action_dropout=m.action_dropout,
             last_stride=m.last_stride,
+            embedding=m.embedding,
+            normalize_embedding=m.normalize_embedding,
         )
     else:
         kwargs = dict(cfg)

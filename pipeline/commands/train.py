@@ -61,13 +61,16 @@ def main(args: argparse.Namespace) -> int:
     if summary["history"]:
         last = summary["history"][-1]
         print("last epoch: " + ", ".join(f"{k} {v:.4g}" for k, v in last.items() if isinstance(v, float)))
+    from pipeline.commands.evaluate_reid import format_results
+
+    if summary.get("val"):
+        print(f"validation (data.val_ids, time-split pseudo-cameras):\n{format_results(summary['val'])}")
     if args.eval and ds.query and ds.gallery:
         from models.reid.model import load_checkpoint
 
         model, _ = load_checkpoint(summary["checkpoint"], resolve_device(cfg.train.device))
         res = evaluate_model(model, ds, cfg.data.seq_len, cfg.data.input_size, cfg.data.test_sampling,
                              cfg.data.test_max_clips, device=resolve_device(cfg.train.device), progress=True)
-        from pipeline.commands.evaluate_reid import format_results
-
+        print(f"test (query {cfg.data.query_camera or 'all'}, gallery {cfg.data.gallery_camera or 'all'}):")
         print(format_results(res))
     return 0

@@ -57,6 +57,12 @@ class VideoReIDDataset:
     query: list[Tracklet] = field(default_factory=list)
     gallery: list[Tracklet] = field(default_factory=list)
     action_names: list[str] = field(default_factory=list)
+    val_query: list[Tracklet] = field(default_factory=list)  # validation (see `hold_out_validation`)
+    val_gallery: list[Tracklet] = field(default_factory=list)
+
+    def validation(self) -> "VideoReIDDataset":
+        """The validation split as a dataset whose query/gallery are `val_query`/`val_gallery` (for evaluation)."""
+        return VideoReIDDataset([], self.val_query, self.val_gallery, self.action_names)
 
     def relabel_train(self) -> int:
         """Map train pids to 0..N-1 (in place); returns N."""
@@ -70,7 +76,53 @@ class VideoReIDDataset:
         def s(ts: list[Tracklet]) -> str:
             return f"{len({t.pid for t in ts})} ids / {len(ts)} tracklets / {sum(map(len, ts))} frames"
 
-        return f"train {s(self.train)}; query {s(self.query)}; gallery {s(self.gallery)}"
+        out = f"train {s(self.train)}; query {s(self.query)}; gallery {s(self.gallery)}"
+        if self.val_query or self.val_gallery:
+            out += f"; validation query {s(self.val_query)}; validation gallery {s(self.val_gallery)}"
+        return out
+
+
+def _first_frame(t: Tracklet) -> int:
+    stem = Path(t.paths[0]).stem
+    return int(stem) if stem.isdigit() else 0
+
+
+def hold_out_validation(ds: VideoReIDDataset, val_ids: list[int], gap: int = 1) -> VideoReIDDataset:
+    """Take the training tracklets of `val_ids` out of `ds.train` into a validation split (in place; returns ds).
+
+    Per held-out (pid, camera), the tracklets in time order (first frame) are split into two pseudo-cameras:
+    `<camera>:early` = the first half, `<camera>:late` = the rest after `gap` dropped tracklets (so that the halves
+    do not touch in time). People with fewer than 2 + gap tracklets in a camera add nothing. Query and gallery are
+    both all of these tracklets: the MARS rule (same pid and camera excluded) leaves each query only the other half
+    of its own person as matches, against all the other people's tracklets of both halves as distractors (both
+    directions, early -> late and late -> early, count)."""
+    wanted = set(val_ids)
+    if not wanted:
+        return ds
+    present = {t.pid for t in ds.train}
+    missing = sorted(wanted - present)
+    if missing:
+        raise DatasetError(f"data.val_ids: {missing} not among the training pids")
+    groups: dict[tuple[int, str], list[Tracklet]] = defaultdict(list)
+    keep = []
+    for t in ds.train:
+        (groups[(t.pid, t.camera)] if t.pid in wanted else keep).append(t)
+    base = max((t.camid for t in ds.train + ds.query + ds.gallery), default=-1) + 1
+    cams: dict[str, int] = {}
+    val = []
+    for (pid, camera), ts in sorted(groups.items()):
+        ts.sort(key=_first_frame)
+        half = len(ts) // 2
+        early, late = ts[:half], ts[half + gap:]
+        if not early or not late:
+            continue
+        for part, name in ((early, f"{camera}:early"), (late, f"{camera}:late")):
+            camid = cams.setdefault(name, base + len(cams))
+            val.extend(Tracklet(t.paths, t.pid, camid, t.action, name, t.key) for t in part)
+    if not val:
+        raise DatasetError(f"data.val_ids {sorted(wanted)}: no person has {2 + gap} or more tracklets to split")
+    ds.train, ds.val_query, ds.val_gallery = keep, val, list(val)
+    return ds
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -273,5 +325,6 @@ def load_dataset(data_cfg, action_names: list[str] | None = None) -> VideoReIDDa
     if data_cfg.format == "lpw":
         return load_lpw(data_cfg.root, data_cfg.lpw_train_scenes, data_cfg.lpw_test_scene, data_cfg.lpw_query_view,
                         data_cfg.min_frames)
-    return load_tracklet_folder(data_cfg.root, action_names, data_cfg.test_root, data_cfg.query_camera,
-                                data_cfg.gallery_camera, data_cfg.min_frames)
+    ds = load_tracklet_folder(data_cfg.root, action_names, data_cfg.test_root, data_cfg.query_camera,
+                              data_cfg.gallery_camera, data_cfg.min_frames)
+    return hold_out_validation(ds, list(getattr(data_cfg, "val_ids", []) or []), getattr(data_cfg, "val_gap", 1))

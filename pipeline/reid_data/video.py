@@ -59,7 +59,8 @@ class TestClips(Dataset):
 def extract_tracklet_features(model, tracklets: list[Tracklet], seq_len: int, size: tuple[int, int],
                               sampling: str = "dense", max_clips: int | None = None, batch_size: int = 16,
                               num_workers: int = 0, device: torch.device | str = "cpu", progress: bool = False):
-    """Tracklet features = mean of its clips' embeddings; action scores = mean of its clips' probabilities.
+    """Tracklet features = mean of its clips' embeddings (re-normalised when the model's `normalize_embedding` is
+    set); action scores = mean of its clips' probabilities.
 
     Returns (features (N, D) float32 tensor, action_probs (N, A) tensor)."""
     from torch.utils.data import DataLoader
@@ -86,7 +87,10 @@ def extract_tracklet_features(model, tracklets: list[Tracklet], seq_len: int, si
     if feats is None:
         return torch.zeros(0, 0), torch.zeros(0, 0)
     counts = counts.clamp_min(1).unsqueeze(1)
-    return feats / counts, acts / counts
+    feats = feats / counts
+    if getattr(model, "normalize_embedding", False):  # cosine retrieval: unit tracklet features
+        feats = torch.nn.functional.normalize(feats, dim=1)
+    return feats, acts / counts
 
 
 def collate_train(batch):
