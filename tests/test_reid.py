@@ -21,6 +21,11 @@ from models.reid.losses import (
 from pipeline.reid_data.metrics import action_metrics, evaluate_ranking
 
 
+def scalar(t) -> float:
+    """A tensor's value as a Python float (detached: no autograd warning)."""
+    return float(t.detach())
+
+
 @pytest.mark.parametrize(
     "name,channels",
     [("osnet_x0_25", 128), ("osnet_x0_5", 256), ("osnet_x0_75", 384), ("osnet_x1_0", 512), ("resnet50_ibn_a", 2048)],
@@ -207,15 +212,15 @@ def test_ranked_list_loss_zero_and_positive():
     # two classes: positives within 0.5 (< alpha - margin = 0.7), negatives 10 apart (> alpha)
     x = torch.tensor([[0.0, 0.0], [0.5, 0.0], [10.0, 0.0], [10.5, 0.0]], requires_grad=True)
     y = torch.tensor([0, 0, 1, 1])
-    assert float(rll(x, y).detach()) == 0.0
+    assert scalar(rll(x, y).detach()) == 0.0
     # positives 1.0 apart (pull 0.3 each), negatives 1.5 apart (push 0.5, single negative -> weight 1)
     x2 = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.5], [1.0, 1.5]], requires_grad=True)
     loss = rll(x2, y)
     # each anchor: L_P = 0.3; negatives at 1.5 and sqrt(1 + 2.25) = 1.803, weighted by exp(alpha - d)
     d = torch.tensor([1.5, math.sqrt(3.25)])
     w = torch.exp(2.0 - d)
-    expected = 0.3 + float((w / w.sum() * (2.0 - d)).sum())
-    assert abs(float(loss.detach()) - expected) < 1e-5
+    expected = 0.3 + scalar((w / w.sum() * (2.0 - d)).sum())
+    assert abs(scalar(loss.detach()) - expected) < 1e-5
     _grad_ok(loss, x2)
     xn = torch.randn(8, 16, requires_grad=True)
     _grad_ok(RankedListLoss()(xn, torch.arange(4).repeat_interleave(2)), xn)
@@ -224,7 +229,7 @@ def test_ranked_list_loss_zero_and_positive():
 def test_center_loss():
     c = CenterLoss(3, 4)
     x = c.centers.detach()[[0, 2]].clone().requires_grad_(True)
-    assert float(c(x, torch.tensor([0, 2]))) < 1e-6
+    assert scalar(c(x, torch.tensor([0, 2])).detach()) < 1e-6
     x2 = torch.randn(5, 4, requires_grad=True)
     _grad_ok(c(x2, torch.tensor([0, 1, 2, 0, 1])), x2)
 
@@ -233,22 +238,22 @@ def test_attention_erased_loss():
     loss = AttentionErasedLoss()
     erased = torch.tensor([[True, False, False, False], [False, False, False, False]])
     low = torch.tensor([[0.0, 1 / 3, 1 / 3, 1 / 3], [0.25, 0.25, 0.25, 0.25]])
-    assert float(loss(low, erased)) == 0.0
+    assert scalar(loss(low, erased)) == 0.0
     logits = torch.zeros(2, 4, requires_grad=True)
     value = loss(torch.softmax(logits, 1), erased)
-    assert abs(float(value) - 0.25) < 1e-6  # uniform attention: a quarter of the mass on the erased frame
+    assert abs(scalar(value) - 0.25) < 1e-6  # uniform attention: a quarter of the mass on the erased frame
     _grad_ok(value, logits)
     assert logits.grad[0, 0] > 0 and logits.grad[1].abs().sum() == 0
-    assert float(loss(torch.full((1, 2), 0.5), torch.tensor([[True, True]]))) == 0.0  # all erased: no signal
+    assert scalar(loss(torch.full((1, 2), 0.5), torch.tensor([[True, True]]))) == 0.0  # all erased: no signal
 
 
 def test_action_losses_ignore_unlabelled():
     bce = ActionBCELoss()
     logits = torch.tensor([[8.0, -8.0, -8.0], [0.0, 0.0, 0.0]], requires_grad=True)
-    assert float(bce(logits, torch.tensor([1, 0]))) < 1e-3  # second clip unlabelled
+    assert scalar(bce(logits, torch.tensor([1, 0]))) < 1e-3  # second clip unlabelled
     value = bce(logits, torch.tensor([2, 3]))
     _grad_ok(value, logits)
-    assert float(bce(logits.detach(), torch.tensor([0, 0]))) == 0.0
+    assert scalar(bce(logits.detach(), torch.tensor([0, 0]))) == 0.0
     acl = ActionCenterLoss(3, 5)
     feats = torch.randn(4, 3, 5, requires_grad=True)
     _grad_ok(acl(feats, torch.tensor([1, 0, 3, 2])), feats)
