@@ -87,6 +87,8 @@ class Tracks:
     (score of the matched detection); class_ids: int32 (N,). embeddings: optional float32 (N, D) appearance vectors.
     action_probs: optional float32 (N, A) latest Re-ID-AR action probabilities (NaN rows: no clip result yet; names
     from the Re-ID-AR checkpoint, `ReIDStage.action_names`). Both are attached by the Re-ID stage after tracking.
+    view_ids: optional int64 (N,) the camera tracker's own track ids when `track_ids` are tracklet ids
+    (`TrackletSplitter`): per-view continuity for action episodes across tracklet cuts; None otherwise.
     """
 
     track_ids: np.ndarray
@@ -95,6 +97,7 @@ class Tracks:
     class_ids: np.ndarray
     embeddings: np.ndarray | None = field(default=None)
     action_probs: np.ndarray | None = field(default=None)
+    view_ids: np.ndarray | None = field(default=None)
 
     def __post_init__(self) -> None:
         self.xyxy = _as_boxes(self.xyxy)

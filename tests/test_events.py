@@ -154,6 +154,25 @@ def test_sink_motion_source_closes_events_of_tracks_that_ended(tmp_path):
     sink.close()
 
 
+def test_sink_episode_goes_on_across_tracklet_cuts():
+    # a person walks right at 0.5 box-heights/s; TrackletSplitter cut the camera's track 7 into tracklets 11 and 12
+    cfg = EventsConfig(min_duration_s=0.5, smoothing_s=0.2, track_end_s=1.0)
+    sink = ActionEventSink(cfg, None, action_names=None, keep_events=True)
+    sink.bind_identity(lambda cam, tid: 3 if tid == 11 else None)  # tracklet 12 is not linked yet
+    for k in range(40):
+        x = 10 + 5.0 * k
+        tracklet = 11 if k < 20 else 12
+        tracks = Tracks(np.array([tracklet]), np.array([[x, 10, x + 40, 110]]), np.ones(1), np.zeros(1),
+                        view_ids=np.array([7]))
+        sink.on_tracks(_frame(k), tracks)
+        assert sink.current_action("c0", tracklet) is None or sink.current_action("c0", tracklet)[0] == "walking"
+    assert sink.current_action("c0", 12)[0] == "walking"
+    sink.close()
+    events = [(e.action, e.track_id, e.global_id) for e in sink.events]
+    assert events == [("walking", 12, 3)], events  # one episode; the id of the tracklet at its end, last known gid
+    assert sink.events[0].start_frame < 20 <= sink.events[0].end_frame
+
+
 def test_source_resolution():
     assert resolve_source("auto", ["walking"]) == "model"
     assert resolve_source("auto", None) == "motion"

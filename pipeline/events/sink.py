@@ -5,7 +5,9 @@ Scores per frame come from one source, fixed for the run (`events.source`):
     names from the checkpoint; NaN rows = no clip result yet);
   - `motion`: standing / walking / running from the track's speed (`pipeline/events/motion.py`).
 One `ActionStateMachine` per (camera, local track) - i.e. per (global identity, camera) at any moment - applies the
-hysteresis. Finished events go to the store (`action_events`), to `DIR/events.jsonl` (one JSON object per line,
+hysteresis. With tracklets (`tracker.tracklets`), "local track" is the camera tracker's track (`Tracks.view_ids`),
+so an episode goes on across tracklet cuts; the event's `track_id` is then the tracklet current at its end (the one
+its global id is looked up for). Finished events go to the store (`action_events`), to `DIR/events.jsonl` (one JSON object per line,
 flushed per event) and, when configured, to MQTT (`start` when an episode is confirmed, `end` when it finishes).
 The global identity is read, when the run has cross-camera association, through `bind_identity(lookup)` at each
 update, so an event carries the id its track had when the event finished (final, offline-refined ids are in the
@@ -69,7 +71,8 @@ class ActionEventSink(TrackSink):
         self.writer = writer
         self.publisher = publisher
         self.identity_of: IdentityLookup | None = None
-        self.machines: dict[tuple[str, int], ActionStateMachine] = {}
+        self.machines: dict[tuple[str, int], ActionStateMachine] = {}  # (camera, view track id) -> machine
+        self._view_of: dict[tuple[str, int], int] = {}  # (camera, tracklet id) -> view track id, while live
         self.motion: dict[str, MotionSource] = {}
         self.counts: dict[str, int] = {}
         self.events: list[ActionEvent] | None = [] if keep_events else None
@@ -92,12 +95,12 @@ class ActionEventSink(TrackSink):
             self.motion[camera_id] = MotionSource(self.motion_params, self.homographies.get(camera_id),
                                                   size[1] if size else None)
 
-    def _scores(self, frame: Frame, tracks: Tracks) -> np.ndarray:
+    def _scores(self, frame: Frame, tracks: Tracks, views: np.ndarray) -> np.ndarray:
         n, a = len(tracks), len(self.action_names)
         if self.source == "motion":
             if frame.camera_id not in self.motion:
                 self.open_camera(frame.camera_id, None, (frame.width, frame.height))
-            return self.motion[frame.camera_id].update(frame.timestamp_s, tracks.track_ids, tracks.xyxy)
+            return self.motion[frame.camera_id].update(frame.timestamp_s, views, tracks.xyxy)
         probs = tracks.action_probs
         if probs is None or probs.ndim != 2 or probs.shape[1] != a:
             return np.full((n, a), np.nan, np.float32)
@@ -105,13 +108,19 @@ class ActionEventSink(TrackSink):
 
     def on_tracks(self, frame: Frame, tracks: Tracks) -> None:
         cam, ts = frame.camera_id, frame.timestamp_s
-        scores = self._scores(frame, tracks)
-        for i, tid in enumerate(tracks.track_ids.tolist()):
-            key = (cam, tid)
+        views = tracks.view_ids if tracks.view_ids is not None else tracks.track_ids
+        scores = self._scores(frame, tracks, views)
+        for i, (tid, vid) in enumerate(zip(tracks.track_ids.tolist(), np.asarray(views).tolist())):
+            key = (cam, vid)
             machine = self.machines.get(key)
             if machine is None:
                 machine = self.machines[key] = ActionStateMachine(cam, tid, self.action_names, self.source,
                                                                   self.params)
+            if machine.track_id != tid:  # a new tracklet of the same view track
+                self._view_of.pop((cam, machine.track_id), None)
+                machine.track_id = tid
+            if vid != tid:
+                self._view_of[(cam, tid)] = vid
             if self.identity_of is not None:
                 gid = self.identity_of(cam, tid)
                 if gid is not None:
@@ -146,7 +155,8 @@ class ActionEventSink(TrackSink):
     # ---- queries --------------------------------------------------------------------------------------------------
     def current_action(self, camera_id: str, track_id: int) -> tuple[str, float] | None:
         """The track's confirmed current action and its smoothed score, or None."""
-        machine = self.machines.get((camera_id, int(track_id)))
+        view = self._view_of.get((camera_id, int(track_id)), int(track_id))
+        machine = self.machines.get((camera_id, view))
         return None if machine is None else machine.current()
 
     def counters(self) -> dict:
@@ -155,6 +165,7 @@ class ActionEventSink(TrackSink):
     # ---- outputs --------------------------------------------------------------------------------------------------
     def _finish(self, key: tuple[str, int]) -> None:
         machine = self.machines.pop(key)
+        self._view_of.pop((key[0], machine.track_id), None)
         for event in machine.finish():
             self._emit(event)
         motion = self.motion.get(key[0])

@@ -86,5 +86,6 @@ class TrackletSplitter(Tracker):
         # forget tracks whose next report would start a new tracklet anyway (bounded memory on 24/7 streams)
         if len(self._state) > 4 * max(n, 16):
             self._state = {t: s for t, s in self._state.items() if fid - s[2] <= self.max_gap}
+        tracks.view_ids = tracks.track_ids  # the tracker's ids: per-view continuity (action episodes)
         tracks.track_ids = out
         return tracks
