@@ -7,12 +7,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipeline.paths import expand_path, shared_dir
+
+# camera id -> homography file; ${SHARED} / ~ expanded in every path
+HomographyFiles = Annotated[dict[str, str], AfterValidator(lambda v: {cam: expand_path(p) for cam, p in v.items()})]
 
 
 class ConfigError(ValueError):
@@ -161,12 +164,7 @@ class AssociationConfig(_Strict):
     offline_threshold: float = Field(default=0.55, description="lowest average-linkage score merging two clusters")
     topology: list[CameraLinkConfig] = Field(default_factory=list, description="camera pairs and how they relate")
     default_link: DefaultLinkConfig = Field(default_factory=DefaultLinkConfig, description="pairs not listed")
-    homographies: dict[str, str] = Field(default_factory=dict, description="camera id -> image->ground 3x3 file")
-
-    @field_validator("homographies")
-    @classmethod
-    def _expand_homographies(cls, value: dict[str, str]) -> dict[str, str]:
-        return {cam: expand_path(path) for cam, path in value.items()}
+    homographies: HomographyFiles = Field(default_factory=dict, description="camera id -> image->ground 3x3 file")
 
 
 class MotionConfig(_Strict):
@@ -178,13 +176,8 @@ class MotionConfig(_Strict):
     run_mps: float = Field(default=2.5, gt=0, description="running from this ground speed, m/s (with a homography)")
     ground_units_per_m: float = Field(default=1.0, gt=0, description="homography ground units per metre")
     window_s: float = Field(default=1.0, gt=0, description="speed = slope of the box bottom-centre over this window")
-    homographies: dict[str, str] = Field(default_factory=dict, description="camera id -> image->ground 3x3 file "
-                                         "(ground units: ground_units_per_m)")
-
-    @field_validator("homographies")
-    @classmethod
-    def _expand_homographies(cls, value: dict[str, str]) -> dict[str, str]:
-        return {cam: expand_path(path) for cam, path in value.items()}
+    homographies: HomographyFiles = Field(default_factory=dict, description="camera id -> image->ground 3x3 file "
+                                          "(ground units: ground_units_per_m)")
 
     @model_validator(mode="after")
     def _ordered(self) -> "MotionConfig":

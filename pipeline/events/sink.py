@@ -116,10 +116,11 @@ class ActionEventSink(TrackSink):
             if machine is None:
                 machine = self.machines[key] = ActionStateMachine(cam, tid, self.action_names, self.source,
                                                                   self.params)
-            if machine.track_id != tid:  # a new tracklet of the same view track
+                if vid != tid:
+                    self._view_of[(cam, tid)] = vid
+            elif machine.track_id != tid:  # a new tracklet of the same view track
                 self._view_of.pop((cam, machine.track_id), None)
                 machine.track_id = tid
-            if vid != tid:
                 self._view_of[(cam, tid)] = vid
             if self.identity_of is not None:
                 gid = self.identity_of(cam, tid)
