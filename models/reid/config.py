@@ -39,6 +39,28 @@ class ModelSection(_Strict):
         return expand_path(v) if v else v
 
 
+class AugmentSection(_Strict):
+    """Clip-level photometric / resolution augmentations of training clips (pipeline/reid_data/transforms.py
+    ClipAugment): one draw per clip, the same for all its frames. All off by default (the paper's recipe)."""
+
+    jitter_prob: float = Field(default=0.0, ge=0, le=1, description="probability that a clip gets colour jitter")
+    brightness: float = Field(default=0.0, ge=0, le=1, description="brightness factor from [1 - x, 1 + x]")
+    contrast: float = Field(default=0.0, ge=0, le=1, description="contrast factor from [1 - x, 1 + x]")
+    saturation: float = Field(default=0.0, ge=0, le=1, description="saturation factor from [1 - x, 1 + x]")
+    hue: float = Field(default=0.0, ge=0, le=0.5, description="hue shift from [-x, x] turns")
+    channel_gain: float = Field(default=0.0, ge=0, le=1, description="per-channel (R, G, B) gain from [1 - x, 1 + x]")
+    grayscale_prob: float = Field(default=0.0, ge=0, le=1, description="probability of a grayscale clip")
+    lowres_prob: float = Field(default=0.0, ge=0, le=1, description="probability of a low-resolution round trip")
+    lowres_scale: tuple[float, float] = Field(default=(0.25, 0.75), description="shrink factor range (of the input size)")
+
+    @field_validator("lowres_scale")
+    @classmethod
+    def _scale(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not 0 < v[0] <= v[1] <= 1:
+            raise ValueError("lowres_scale must be (lo, hi) with 0 < lo <= hi <= 1")
+        return v
+
+
 class DataSection(_Strict):
     format: Literal["mars", "lpw", "tracklets"] = "tracklets"
     root: str = Field(description="dataset root folder")
@@ -54,6 +76,7 @@ class DataSection(_Strict):
     flip_prob: float = 0.5
     pad: int = 10
     erase_prob: float = 0.5
+    augment: AugmentSection = AugmentSection()
     min_frames: int = 1
     # MARS: action label files parallel to info/train_name.txt / test_name.txt (relative to root or absolute)
     action_file_train: str | None = None

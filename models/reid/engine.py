@@ -74,7 +74,7 @@ def train(cfg: ReIDConfig, output: str | Path, resume: str | Path | None = None,
     from torch.utils.data import DataLoader
 
     from pipeline.reid_data.sampling import RandomIdentitySampler
-    from pipeline.reid_data.transforms import ClipTransform
+    from pipeline.reid_data.transforms import ClipAugment, ClipTransform
     from pipeline.reid_data.video import TrainClips, collate_train, set_seed
 
     output = Path(output)
@@ -120,7 +120,8 @@ def train(cfg: ReIDConfig, output: str | Path, resume: str | Path | None = None,
         if payload.get("extra", {}).get("criterion"):
             criterion.load_state_dict(payload["extra"]["criterion"])
 
-    transform = ClipTransform(dc.input_size, train=True, flip_prob=dc.flip_prob, pad=dc.pad, erase_prob=dc.erase_prob)
+    transform = ClipTransform(dc.input_size, train=True, flip_prob=dc.flip_prob, pad=dc.pad, erase_prob=dc.erase_prob,
+                              augment=ClipAugment(**dc.augment.model_dump()))
     train_set = TrainClips(ds.train, dc.seq_len, transform, dc.train_sampling)
     sampler = RandomIdentitySampler([t.pid for t in ds.train], dc.p, dc.k, seed=tc.seed + start_epoch)
     loader = DataLoader(train_set, batch_sampler=sampler, num_workers=dc.num_workers, collate_fn=collate_train,

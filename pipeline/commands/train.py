@@ -24,6 +24,8 @@ def register(subparsers) -> None:
     p.add_argument("--epochs", type=int, default=None, help="override train.epochs")
     p.add_argument("--max-minutes", type=float, default=None, help="override train.max_minutes (stop + checkpoint)")
     p.add_argument("--device", default=None, help="override train.device (auto, cpu, cuda, cuda:0)")
+    p.add_argument("--seed", type=int, default=None, help="override train.seed (random draws of sampling, "
+                   "augmentation and initialisation)")
     p.add_argument("--eval", action="store_true", help="evaluate on the query/gallery split at the end")
     p.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
     p.set_defaults(func=main)
@@ -44,6 +46,8 @@ def main(args: argparse.Namespace) -> int:
         cfg.train.max_minutes = args.max_minutes
     if args.device is not None:
         cfg.train.device = args.device
+    if args.seed is not None:
+        cfg.train.seed = args.seed
     output = args.output or f"runs/{cfg.name}"
     import torch
 
