@@ -52,13 +52,15 @@ def sequences() -> dict[str, dict]:
     data = shared_dir() / "data"
     pets, terrace = data / "pets09_s2l1", data / "epfl_terrace1"
     return {
-        "PETS09-S2L1": dict(video=pets / "vtest.avi", gt=pets / "gt" / "gt.txt", size=(576, 768), source="yolo"),
+        # fps: the recorded frame rate (PETS09: 7, although its container says 10), given to trackers that take one
+        "PETS09-S2L1": dict(video=pets / "vtest.avi", gt=pets / "gt" / "gt.txt", size=(576, 768), source="yolo",
+                            fps=7.0),
         "Terrace-c0": dict(video=terrace / "terrace1-c0.mp4", gt=terrace / "gt_c0" / "gt.txt", size=(288, 360),
-                           source="yolo"),
+                           source="yolo", fps=25.0),
         "Terrace-c1": dict(video=terrace / "terrace1-c1.mp4", gt=terrace / "gt_c1" / "gt.txt", size=(288, 360),
-                           source="yolo"),
+                           source="yolo", fps=25.0),
         "PETS09-S2L1/public": dict(det=pets / "det" / "det.txt", gt=pets / "gt" / "gt.txt", size=(576, 768),
-                                   source="public", n_frames=795),
+                                   source="public", n_frames=795, fps=7.0),
     }
 
 
@@ -207,10 +209,10 @@ class UltralyticsAdapter:
 
 
 class OursAdapter:
-    def __init__(self, name: str, overrides: dict) -> None:
+    def __init__(self, name: str, overrides: dict, frame_rate: float | None = None) -> None:
         from pipeline.tracking import build_tracker_from_config
 
-        self.tracker = build_tracker_from_config(name, overrides)
+        self.tracker = build_tracker_from_config(name, overrides, frame_rate=frame_rate)
 
     def update(self, det: Detections, frame=None, embeddings=None):
         if embeddings is not None and self.tracker.wants_embeddings:
@@ -273,7 +275,7 @@ def perturbed_table(seqs: dict, names: list[str], makers: dict, runs: int) -> No
             frames = perturb(base, seed=1000 + k)
             for name in names:
                 out = RESULTS / "perturbed" / seq_name.replace("/", "_") / f"{name}.txt"
-                run_tracker(makers[name](), frames, image, out)
+                run_tracker(makers[name](seq["fps"]), frames, image, out)
                 r = evaluate_mot(seq["gt"], out, num_frames=len(frames))
                 scores[name][k] = (r["HOTA"], r["IDF1"])
         ul = [n for n in names if n.split("@")[0] in ("bytetrack", "botsort")]
@@ -332,16 +334,18 @@ def main(argv: list[str] | None = None) -> int:
     mcsa_defaults = yaml.safe_load((ROOT / "configs" / "trackers" / "mcsa.yaml").read_text())
     ours_thresholds = dict(track_high_thresh=mcsa_defaults["high_thresh"], track_low_thresh=mcsa_defaults["low_thresh"],
                            new_track_thresh=mcsa_defaults["new_track_thresh"])
+    # maker(fps) -> adapter; our trackers get the sequence's frame rate (time-based parameters), Ultralytics' take none
+    # (its track_buffer is in frames: 30)
     makers = {
-        "mcsa": lambda: OursAdapter("mcsa", overrides),
-        "sort": lambda: OursAdapter("sort", {}),
-        "bytetrack": lambda: UltralyticsAdapter("bytetrack"),
-        "botsort": lambda: UltralyticsAdapter("botsort"),
-        "bytetrack@ours": lambda: UltralyticsAdapter("bytetrack", **ours_thresholds),
-        "botsort@ours": lambda: UltralyticsAdapter("botsort", **ours_thresholds),
+        "mcsa": lambda fps: OursAdapter("mcsa", overrides, fps),
+        "sort": lambda fps: OursAdapter("sort", {}, fps),
+        "bytetrack": lambda fps: UltralyticsAdapter("bytetrack"),
+        "botsort": lambda fps: UltralyticsAdapter("botsort"),
+        "bytetrack@ours": lambda fps: UltralyticsAdapter("bytetrack", **ours_thresholds),
+        "botsort@ours": lambda fps: UltralyticsAdapter("botsort", **ours_thresholds),
     }
-    makers["mcsa+app"] = lambda: OursAdapter("mcsa", {**overrides, "appearance_weight": args.app_weight,
-                                                      "appearance_gate": args.app_gate})
+    makers["mcsa+app"] = lambda fps: OursAdapter("mcsa", {**overrides, "appearance_weight": args.app_weight,
+                                                          "appearance_gate": args.app_gate}, fps)
     names = args.trackers.split(",")
     if args.appearance and "mcsa+app" not in names:
         names.insert(names.index("mcsa") + 1 if "mcsa" in names else 0, "mcsa+app")
@@ -357,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
             fps = 0.0
             out = RESULTS / seq_name.replace("/", "_") / f"{name}.txt"
             for _ in range(max(1, args.repeat)):
-                fps = max(fps, run_tracker(makers[name](), frames, image, out,
+                fps = max(fps, run_tracker(makers[name](seq["fps"]), frames, image, out,
                                            embeddings if name == "mcsa+app" else None))
             r = evaluate_mot(seq["gt"], out, num_frames=len(frames))
             r["fps"] = fps

@@ -197,10 +197,11 @@ class Pipeline:
             if hasattr(sink, "bind_identity"):
                 sink.bind_identity(lookup)
 
-    def _build_tracker(self):
+    def _build_tracker(self, frame_rate: float | None = None):
+        """One camera's tracker; `frame_rate` (the source's frames/s) sets time-based parameters such as mcsa's."""
         from pipeline.tracking import build_tracker_from_config
 
-        tracker = build_tracker_from_config(self.config.tracker.name, self.config.tracker.params)
+        tracker = build_tracker_from_config(self.config.tracker.name, self.config.tracker.params, frame_rate=frame_rate)
         split = self.config.tracker.tracklets
         if split.enabled:
             from pipeline.tracking.tracklets import TrackletSplitter
@@ -255,7 +256,7 @@ class Pipeline:
                 size = source.size or (None, None)
                 writer.register_camera(cam.id, source.display_uri, source.fps, size[0], size[1])
                 readers[cam.id] = CameraReader(source, options)
-                trackers[cam.id] = self._build_tracker()
+                trackers[cam.id] = self._build_tracker(source.fps)
                 if reid is not None:
                     reid.add_camera(cam.id)
                 if self._association is not None:

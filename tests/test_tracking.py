@@ -94,7 +94,7 @@ def test_lost_longer_than_max_age_gets_a_new_id():
     for _ in range(7):
         trk.update(Detections.empty())
     assert trk.tracks == []
-    for _ in range(2):
+    for _ in range(trk.n_init):  # a new track is reported after n_init matches
         out = trk.update(det(person(100)))
     assert len(out) == 1 and int(out.track_ids[0]) > first
 
@@ -108,7 +108,7 @@ def test_appearance_vetoes_identity_transfer_after_occlusion():
         first = int(out.track_ids[0])
         for _ in range(3):
             trk.update(Detections.empty(), embeddings=np.zeros((0, 8), np.float32))
-        for _ in range(2):  # someone reappears exactly where the lost track was
+        for _ in range(trk.n_init):  # someone reappears exactly where the lost track was
             out = trk.update(det(person(100)), embeddings=second_embedding)
         return first, int(out.track_ids[0]) if len(out) else -1
 
@@ -158,12 +158,12 @@ def test_no_detections_and_all_new(any_tracker):
     out = trk.update(Detections.empty())
     assert isinstance(out, Tracks) and len(out) == 0
     boxes = [person(100 + 80 * i) for i in range(5)]
-    trk.update(det(*boxes))
-    out = trk.update(det(*boxes))
+    for _ in range(getattr(trk, "n_init", 2)):  # reported once confirmed
+        out = trk.update(det(*boxes))
     assert len(out) == 5 and len(set(out.track_ids.tolist())) == 5
     old = set(out.track_ids.tolist())
     far = det(*[person(900 + 80 * i, 100) for i in range(3)])  # all new, far away from the existing tracks
-    for _ in range(3):  # sort needs min_hits = 3 matches once past its first frames
+    for _ in range(max(3, getattr(trk, "n_init", 0))):  # sort needs min_hits = 3 matches once past its first frames
         out = trk.update(far)
     assert len(out) == 3 and set(out.track_ids.tolist()).isdisjoint(old)
 
@@ -214,12 +214,39 @@ def test_yaml_params_and_errors():
         params = load_tracker_params(name)
         tracker = build_tracker_from_config(name, {})
         for key, value in params.items():
-            assert getattr(tracker, key) == value, (name, key)
+            if value is not None:  # null: derived from other keys (checked below)
+                assert getattr(tracker, key) == value, (name, key)
     assert build_tracker_from_config("mcsa", {"max_age": 7}).max_age == 7
     with pytest.raises(ValueError, match="max_agee.*valid:.*max_age"):
         build_tracker_from_config("mcsa", {"max_agee": 3})
     with pytest.raises(KeyError, match="nosuch"):
         build_tracker_from_config("nosuch", {})
+
+
+def test_time_based_parameters_follow_the_camera_frame_rate():
+    # the YAML holds seconds (max_lost_s 2.0, confirm_s 0.16, ocr_max_fps 12): frames follow each camera's rate
+    slow = build_tracker_from_config("mcsa", {}, frame_rate=7.0)
+    fast = build_tracker_from_config("mcsa", {}, frame_rate=25.0)
+    assert (slow.max_age, slow.n_init, slow.use_ocr) == (14, 2, True)
+    assert (fast.max_age, fast.n_init, fast.use_ocr) == (50, 4, False)
+    assert build_tracker_from_config("mcsa", {}).frame_rate == 25.0  # no rate known: the YAML's default
+    # explicit values win: frames over seconds, a config's frame_rate over the camera's
+    pinned = build_tracker_from_config("mcsa", {"max_age": 9, "n_init": 3, "frame_rate": 10.0}, frame_rate=30.0)
+    assert (pinned.frame_rate, pinned.max_age, pinned.n_init, pinned.use_ocr) == (10.0, 9, 3, True)
+    assert build_tracker_from_config("sort", {}, frame_rate=7.0).max_age == 1  # trackers without a rate ignore it
+    for bad in ({"frame_rate": 0}, {"frame_rate": float("nan")}, {"max_lost_s": -1}):
+        with pytest.raises(ValueError, match="frame_rate|max_lost_s"):
+            build_tracker_from_config("mcsa", bad)
+
+    # a person missing for 1.5 s keeps the id at 7 fps (10 frames < 14) and at 25 fps (37 frames < 50)
+    for rate in (7.0, 25.0):
+        trk = build_tracker_from_config("mcsa", {}, frame_rate=rate)
+        gap = int(1.5 * rate)
+        ids = set()
+        for f in range(10 + gap + 10):
+            out = trk.update(Detections.empty() if 10 <= f < 10 + gap else det(person(100)))
+            ids |= set(out.track_ids.tolist())
+        assert len(ids) == 1, (rate, ids)
     with pytest.raises(ValueError):
         build_tracker_from_config("mcsa", {"output_box": "centre"})
     with pytest.raises(ValueError):
@@ -231,7 +258,7 @@ def _track_public_pets(shared, name: str, tmp_path) -> dict:
 
     root = shared / "data" / "pets09_s2l1"
     raw = np.loadtxt(root / "det" / "det.txt", delimiter=",")
-    trk = build_tracker_from_config(name, {})
+    trk = build_tracker_from_config(name, {}, frame_rate=7.0)  # PETS09-S2L1 was recorded at 7 frames/s
     lines = []
     for f in range(1, 796):
         rows = raw[raw[:, 0] == f]

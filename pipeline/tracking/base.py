@@ -1,7 +1,8 @@
 """The per-camera tracker interface and its registry.
 
 A tracker owns the state of ONE camera: create one instance per camera. Trackers are chosen by name in the config
-(`tracker.name`) and built with `build_tracker(name, **params)`.
+(`tracker.name`) and built with `build_tracker(name, **params)`. A tracker whose parameters are set in seconds takes a
+`frame_rate` keyword (frames/s); `build_tracker_from_config` passes each camera's own rate to it.
 """
 
 from __future__ import annotations

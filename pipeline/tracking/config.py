@@ -33,10 +33,13 @@ def load_tracker_params(name: str) -> dict[str, Any]:
     return dict(data)
 
 
-def build_tracker_from_config(name: str, overrides: dict[str, Any] | None = None) -> Tracker:
+def build_tracker_from_config(
+    name: str, overrides: dict[str, Any] | None = None, frame_rate: float | None = None
+) -> Tracker:
     """Build tracker `name` with its YAML defaults, `overrides` merged on top.
 
-    Unknown override keys raise ValueError naming the key and the valid keys.
+    `frame_rate` (frames/s, the camera's own rate) is passed to trackers that take one (time-based parameters), unless
+    `overrides` sets it. Unknown override keys raise ValueError naming the key and the valid keys.
     """
     params = load_tracker_params(name)
     cls = TRACKERS.get(name)
@@ -50,4 +53,6 @@ def build_tracker_from_config(name: str, overrides: dict[str, Any] | None = None
         if key not in accepted:
             raise ValueError(f"unknown parameter {key!r} for tracker {name!r}; valid: {', '.join(valid)}")
         params[key] = value
+    if frame_rate is not None and "frame_rate" in accepted and "frame_rate" not in (overrides or {}):
+        params["frame_rate"] = float(frame_rate)
     return cls(**params)

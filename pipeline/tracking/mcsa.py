@@ -8,8 +8,11 @@ Motion model
     and their velocities; measurement (4): cx, cy, w, h. Width and height are estimated directly (BoT-SORT's choice:
     the aspect-ratio state of ByteTrack fits box widths worse). Process and measurement noise are scaled by the
     current box size (position std = w/20, h/20, velocity std = w/160, h/160 per frame), so small far-away people
-    and large near ones get comparable relative uncertainty. While a track is lost, its height/width velocities are
-    zeroed before each prediction so the box does not grow or shrink without evidence.
+    and large near ones get comparable relative uncertainty. The measurement noise takes the LARGER of the predicted
+    and the detected size: a detection cut short by an occluder (an upper body) is not trusted more than a whole one,
+    so it does not shrink the box at once (scaling it by the detection alone cost 3-4 HOTA on Terrace c1 once the
+    OC-SORT recovery is off; DeepSORT and BoT-SORT scale it by the prediction). While a track is lost, its height/width
+    velocities are zeroed before each prediction so the box does not grow or shrink without evidence.
 
 Association (per frame)
     1. confirmed + lost tracks  x  high-score detections (score >= `high_thresh`); cost = 1 - IoU (times the detection
@@ -19,7 +22,10 @@ Association (per frame)
        `high_thresh`), IoU >= `low_iou_gate` (ByteTrack's second stage).
     3. observation-centric recovery (OC-SORT): remaining tracks' LAST OBSERVED box  x  remaining high-score
        detections, IoU >= `ocr_iou_gate` (recovers tracks whose prediction drifted during a short occlusion; with
-       `ocr_max_gap` > 0 only for tracks lost at most that many frames).
+       `ocr_max_gap` > 0 only for tracks lost at most that many frames). Only on cameras at <= `ocr_max_fps`
+       frames/s: between frames far apart (PETS09 at 7 fps) the prediction drifts and the last observation is the
+       better cue; at 25 fps the prediction is good and this stage mostly hands a lost person's identity to whoever
+       now stands where they were last seen (Terrace: -2 / -4 HOTA with it).
     4. tentative tracks  x  remaining high-score detections, IoU >= `tentative_iou_gate`, fused cost <=
        `tentative_match_thresh`.
     5. remaining high-score detections with score >= `new_track_thresh` start tentative tracks.
@@ -35,10 +41,14 @@ Observation-centric re-update (OC-SORT's ORU)
     Lost tracks in stage 1 may use a widened box (`lost_buffer`, BIoU-like) and a decaying velocity
     (`lost_velocity_decay`); both are off by default (they lowered HOTA/IDF1 in the benchmark).
 
-Lifecycle
+Lifecycle (time-based: the camera's `frame_rate` turns seconds into frames)
     tentative (new) -> confirmed after `n_init` matches in a row (a tentative track that misses a frame is deleted)
-    -> lost when unmatched (predicted only, kept `max_age` frames) -> removed. During the first frame of a run every
-    new track is confirmed at once. Ids are unique per instance and never reused, also across `reset()`.
+    -> lost when unmatched (predicted only, kept `max_age` frames) -> removed. `max_age` = round(`max_lost_s` x
+    frame_rate) and `n_init` = max(2, round(`confirm_s` x frame_rate)) unless given in frames: 14 / 2 at 7 fps, 50 / 4
+    at 25 fps (frame counts tuned at one rate were wrong at the other: PETS09 wanted 15 / 2, Terrace >= 30 / 3-4).
+    The pipeline passes each camera's own rate (`build_tracker_from_config(..., frame_rate=source.fps)`).
+    During the first frame of a run every new track is confirmed at once. Ids are unique per instance and never
+    reused, also across `reset()`.
 
 Appearance hook
     `update(..., embeddings=E)` with one row per detection (NaN rows: no embedding for that detection) stores an
@@ -144,9 +154,12 @@ class McsaTrack:
         w, h = max(x[2, 0], 1.0), max(x[3, 0], 1.0)
         return _QW * (w * w) + _QH * (h * h)
 
-    @staticmethod
-    def _r(z: np.ndarray) -> np.ndarray:
-        w, h = max(z[2, 0], 1.0), max(z[3, 0], 1.0)
+    def _r(self, z: np.ndarray) -> np.ndarray:
+        """Measurement noise for observing `z`, scaled by the larger of the predicted and the observed size: a
+        detection cut short by an occluder is not trusted more (and does not shrink the box faster) than the size
+        the track already has."""
+        x = self.kf.x
+        w, h = max(x[2, 0], z[2, 0], 1.0), max(x[3, 0], z[3, 0], 1.0)
         return _RW * (w * w) + _RH * (h * h)
 
     def predict(self, velocity_decay: float = 1.0) -> None:
@@ -224,8 +237,12 @@ class McsaTracker(Tracker):
         ocr_max_gap: int = 0,
         tentative_iou_gate: float = 0.5,
         tentative_match_thresh: float = 1.0,
-        n_init: int = 2,
-        max_age: int = 15,
+        frame_rate: float = 25.0,
+        max_lost_s: float = 2.0,
+        max_age: int | None = None,
+        confirm_s: float = 0.16,
+        n_init: int | None = None,
+        ocr_max_fps: float = 12.0,
         oru: bool = True,
         lost_buffer: float = 0.0,
         lost_velocity_decay: float = 1.0,
@@ -241,6 +258,15 @@ class McsaTracker(Tracker):
             raise ValueError(f"need 0 <= low_thresh <= high_thresh, got {low_thresh}, {high_thresh}")
         if output_box not in ("detection", "filter"):
             raise ValueError(f"output_box must be 'detection' or 'filter', got {output_box!r}")
+        if not (np.isfinite(frame_rate) and frame_rate > 0):
+            raise ValueError(f"frame_rate must be > 0 frames/s, got {frame_rate}")
+        if max_lost_s < 0 or confirm_s < 0 or ocr_max_fps < 0:
+            raise ValueError("max_lost_s, confirm_s and ocr_max_fps must be >= 0")
+        # time-based lifecycle in frames of THIS camera (an explicit max_age / n_init in frames wins)
+        if max_age is None:
+            max_age = int(round(max_lost_s * frame_rate))
+        if n_init is None:
+            n_init = max(2, int(round(confirm_s * frame_rate)))
         if n_init < 1 or max_age < 0:
             raise ValueError("n_init must be >= 1 and max_age >= 0")
         for name, value in (("iou_gate", iou_gate), ("low_iou_gate", low_iou_gate), ("ocr_iou_gate", ocr_iou_gate),
@@ -254,7 +280,10 @@ class McsaTracker(Tracker):
         self.iou_gate, self.match_thresh, self.fuse_score = float(iou_gate), float(match_thresh), bool(fuse_score)
         self.low_iou_gate, self.ocr_iou_gate, self.ocr_max_gap = float(low_iou_gate), float(ocr_iou_gate), int(ocr_max_gap)
         self.tentative_iou_gate, self.tentative_match_thresh = float(tentative_iou_gate), float(tentative_match_thresh)
+        self.frame_rate, self.max_lost_s, self.confirm_s = float(frame_rate), float(max_lost_s), float(confirm_s)
+        self.ocr_max_fps = float(ocr_max_fps)
         self.n_init, self.max_age, self.oru = int(n_init), int(max_age), bool(oru)
+        self.use_ocr = self.frame_rate <= float(ocr_max_fps)  # stage 3 on low-frame-rate cameras only
         if lost_buffer < 0 or not 0.0 <= lost_velocity_decay <= 1.0:
             raise ValueError("need lost_buffer >= 0 and 0 <= lost_velocity_decay <= 1")
         self.lost_buffer, self.lost_velocity_decay = float(lost_buffer), float(lost_velocity_decay)
@@ -398,8 +427,8 @@ class McsaTracker(Tracker):
                     matched += zip(cand[m[:, 0]].tolist(), low[m[:, 1]].tolist())
                     rest_i = np.setdiff1d(rest_i, cand[m[:, 0]])
 
-        # 3. observation-centric recovery: last observed boxes x remaining high
-        if len(rest_high) and len(rest_i):
+        # 3. observation-centric recovery: last observed boxes x remaining high (low frame rates only)
+        if self.use_ocr and len(rest_high) and len(rest_i):
             if self.ocr_max_gap:
                 rest_i = rest_i[tsu[rest_i] <= self.ocr_max_gap]
             if len(rest_i):
