@@ -112,13 +112,18 @@ def test_ctrl_c_stops_cleanly_and_keeps_everything(shared, yolo_weights, tmp_pat
          "--output", str(out), "--no-progress"],
         cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
-    mot = out / "mot_local" / "c0.txt"  # the Terrace config has association on: live per-frame lines go to mot_local/
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and (not mot.exists() or mot.stat().st_size < 2000):
-        time.sleep(0.5)
-    assert mot.exists() and mot.stat().st_size >= 2000, "the run wrote no tracks within 120 s"
-    proc.send_signal(signal.SIGINT)
-    stdout, stderr = proc.communicate(timeout=60)
+    try:
+        mot = out / "mot_local" / "c0.txt"  # with association on, live per-frame lines go to mot_local/
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and (not mot.exists() or mot.stat().st_size < 2000):
+            time.sleep(0.5)
+        assert mot.exists() and mot.stat().st_size >= 2000, "the run wrote no tracks within 120 s"
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:  # a failed check above must not leave the pipeline running
+            proc.kill()
+            proc.communicate()
     assert proc.returncode == 130, stderr[-2000:]
     con = sqlite3.connect(out / "events.db")
     assert con.execute("select status from runs").fetchone()[0] == "interrupted"

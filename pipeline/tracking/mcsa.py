@@ -57,21 +57,23 @@ Appearance hook
     cosine distance > `appearance_gate` are infeasible (in stage 1 and in the stage-3 recovery, so that appearance
     vetoes an identity transfer after an occlusion). With `appearance_lost_only` (default) stage 1 applies it only to
     tracks that missed >= 1 frame: frame-level OSNet x0.25 embeddings of 360x288 Terrace crops are too weak to
-    re-rank people who are tracked frame to frame (on every pair: -4.9 HOTA on Terrace c0; lost tracks only:
-    +1.8 HOTA on c0, +0.2 on c1, -0.6 on PETS09, see bench/tracking.py --appearance).
+    re-rank people who are tracked frame to frame (on every pair: -4.9 HOTA on Terrace c0 with the earlier frame-based
+    defaults). Lost tracks only, with the current defaults (`bench/tracking.py --appearance`): +1.9 HOTA on PETS09,
+    -0.7 on Terrace c0, +2.5 on c1; it needs per-detection embeddings, which cost more than the tracker itself.
 
 Output
     Confirmed tracks matched in this frame. `output_box: filter` (default) reports the Kalman posterior, `detection`
     the matched detection's box (exact for downstream crops/Re-ID). In bench/tracking.py the filter box scored
     +0.4 HOTA on PETS09, +0.6 on PETS09 public detections and -0.1 on Terrace.
 
-Measured (bench/tracking.py, same cached detections for every tracker, shared defaults of configs/trackers/mcsa.yaml)
-    HOTA / IDF1: PETS09-S2L1 58.1 / 79.0 (best Ultralytics, BoT-SORT: 58.1 / 76.0), Terrace-c0 49.4 / 59.1
-    (ByteTrack@ours 48.9 / 60.2), Terrace-c1 35.5 / 45.5 (BoT-SORT@ours 40.6 / 49.7: still behind; its lead there
-    comes from a few borderline matches of partial upper-body boxes after occlusions), PETS09 public 51.1 / 70.6
-    (ByteTrack@ours 49.5 / 64.5). Tracker-only speed 1.3-1.6x Ultralytics ByteTrack's on the same detections
-    (per-track filterpy predict/update kept; boxes, costs and bookkeeping vectorised; no ORU snapshot copies;
-    empty frames return at once).
+Measured (`python3 bench/tracking.py --repeat 3 --perturb 10`, same cached detections for every tracker, shared
+defaults of configs/trackers/mcsa.yaml, each sequence's recorded frame rate)
+    HOTA / IDF1, best Ultralytics tracker in brackets: PETS09-S2L1 58.09 / 78.90 (BoT-SORT 58.12 / 75.98),
+    Terrace-c0 49.90 / 64.03 (BoT-SORT@ours 47.61 / 58.32), Terrace-c1 40.55 / 50.93 (BoT-SORT@ours 40.48 / 50.22),
+    PETS09 public 51.06 / 70.54 (ByteTrack@ours 49.53 / 64.52). Mean over 10 perturbed copies of the detections:
+    56.56 / 77.24 (56.29 / 74.03), 46.15 / 59.07 (46.08 / 56.97), 39.88 / 50.20 (37.98 / 47.35), 50.12 / 70.31
+    (48.48 / 64.15). Tracker-only speed 1.20-1.26x Ultralytics ByteTrack's on the same detections (per-track filterpy
+    predict/update kept; boxes, costs and bookkeeping vectorised; no ORU snapshot copies; empty frames return at once).
 """
 
 from __future__ import annotations
