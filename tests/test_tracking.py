@@ -224,11 +224,11 @@ def test_yaml_params_and_errors():
 
 
 def test_time_based_parameters_follow_the_camera_frame_rate():
-    # the YAML holds seconds (max_lost_s 2.0, confirm_s 0.16, ocr_max_fps 12): frames follow each camera's rate
+    # the YAML holds seconds (max_lost_s 1.5, confirm_s 0.16, ocr_max_fps 12): frames follow each camera's rate
     slow = build_tracker_from_config("mcsa", {}, frame_rate=7.0)
     fast = build_tracker_from_config("mcsa", {}, frame_rate=25.0)
-    assert (slow.max_age, slow.n_init, slow.use_ocr) == (14, 2, True)
-    assert (fast.max_age, fast.n_init, fast.use_ocr) == (50, 4, False)
+    assert (slow.max_age, slow.n_init, slow.use_ocr) == (11, 2, True)
+    assert (fast.max_age, fast.n_init, fast.use_ocr) == (38, 4, False)
     assert build_tracker_from_config("mcsa", {}).frame_rate == 25.0  # no rate known: the YAML's default
     # explicit values win: frames over seconds, a config's frame_rate over the camera's
     pinned = build_tracker_from_config("mcsa", {"max_age": 9, "n_init": 3, "frame_rate": 10.0}, frame_rate=30.0)
@@ -238,15 +238,16 @@ def test_time_based_parameters_follow_the_camera_frame_rate():
         with pytest.raises(ValueError, match="frame_rate|max_lost_s"):
             build_tracker_from_config("mcsa", bad)
 
-    # a person missing for 1.5 s keeps the id at 7 fps (10 frames < 14) and at 25 fps (37 frames < 50)
-    for rate in (7.0, 25.0):
+    # a person missing for 1.2 s keeps the id at 7 fps (8 frames <= 11) and at 25 fps (30 frames <= 38), and one
+    # missing for 2 s (14 / 50 frames) comes back with a new id at both rates
+    for rate, seconds, n_ids in ((7.0, 1.2, 1), (25.0, 1.2, 1), (7.0, 2.0, 2), (25.0, 2.0, 2)):
         trk = build_tracker_from_config("mcsa", {}, frame_rate=rate)
-        gap = int(1.5 * rate)
+        gap = int(seconds * rate)
         ids = set()
         for f in range(10 + gap + 10):
             out = trk.update(Detections.empty() if 10 <= f < 10 + gap else det(person(100)))
             ids |= set(out.track_ids.tolist())
-        assert len(ids) == 1, (rate, ids)
+        assert len(ids) == n_ids, (rate, seconds, ids)
     with pytest.raises(ValueError):
         build_tracker_from_config("mcsa", {"output_box": "centre"})
     with pytest.raises(ValueError):

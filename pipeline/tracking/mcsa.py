@@ -44,8 +44,8 @@ Observation-centric re-update (OC-SORT's ORU)
 Lifecycle (time-based: the camera's `frame_rate` turns seconds into frames)
     tentative (new) -> confirmed after `n_init` matches in a row (a tentative track that misses a frame is deleted)
     -> lost when unmatched (predicted only, kept `max_age` frames) -> removed. `max_age` = round(`max_lost_s` x
-    frame_rate) and `n_init` = max(2, round(`confirm_s` x frame_rate)) unless given in frames: 14 / 2 at 7 fps, 50 / 4
-    at 25 fps (frame counts tuned at one rate were wrong at the other: PETS09 wanted 15 / 2, Terrace >= 30 / 3-4).
+    frame_rate) and `n_init` = max(2, round(`confirm_s` x frame_rate)) unless given in frames: 11 / 2 at 7 fps, 38 / 4
+    at 25 fps (frame counts tuned at one rate were wrong at the other: PETS09 wanted 9-12 / 2, Terrace >= 30 / 3-4).
     The pipeline passes each camera's own rate (`build_tracker_from_config(..., frame_rate=source.fps)`).
     During the first frame of a run every new track is confirmed at once. Ids are unique per instance and never
     reused, also across `reset()`.
@@ -78,6 +78,7 @@ defaults of configs/trackers/mcsa.yaml, each sequence's recorded frame rate)
 
 from __future__ import annotations
 
+import math
 from collections import deque
 
 import numpy as np
@@ -240,7 +241,7 @@ class McsaTracker(Tracker):
         tentative_iou_gate: float = 0.5,
         tentative_match_thresh: float = 1.0,
         frame_rate: float = 25.0,
-        max_lost_s: float = 2.0,
+        max_lost_s: float = 1.5,
         max_age: int | None = None,
         confirm_s: float = 0.16,
         n_init: int | None = None,
@@ -266,9 +267,9 @@ class McsaTracker(Tracker):
             raise ValueError("max_lost_s, confirm_s and ocr_max_fps must be >= 0")
         # time-based lifecycle in frames of THIS camera (an explicit max_age / n_init in frames wins)
         if max_age is None:
-            max_age = int(round(max_lost_s * frame_rate))
+            max_age = int(math.floor(max_lost_s * frame_rate + 0.5))  # rounded half up
         if n_init is None:
-            n_init = max(2, int(round(confirm_s * frame_rate)))
+            n_init = max(2, int(math.floor(confirm_s * frame_rate + 0.5)))
         if n_init < 1 or max_age < 0:
             raise ValueError("n_init must be >= 1 and max_age >= 0")
         for name, value in (("iou_gate", iou_gate), ("low_iou_gate", low_iou_gate), ("ocr_iou_gate", ocr_iou_gate),
