@@ -68,10 +68,10 @@ Output
 
 Measured (`python3 bench/tracking.py --repeat 3 --perturb 10`, same cached detections for every tracker, shared
 defaults of configs/trackers/mcsa.yaml, each sequence's recorded frame rate)
-    HOTA / IDF1, best Ultralytics tracker in brackets: PETS09-S2L1 58.09 / 78.90 (BoT-SORT 58.12 / 75.98),
-    Terrace-c0 49.90 / 64.03 (BoT-SORT@ours 47.61 / 58.32), Terrace-c1 40.55 / 50.93 (BoT-SORT@ours 40.48 / 50.22),
-    PETS09 public 51.06 / 70.54 (ByteTrack@ours 49.53 / 64.52). Mean over 10 perturbed copies of the detections:
-    56.56 / 77.24 (56.29 / 74.03), 46.15 / 59.07 (46.08 / 56.97), 39.88 / 50.20 (37.98 / 47.35), 50.12 / 70.31
+    HOTA / IDF1, best Ultralytics tracker in brackets: PETS09-S2L1 58.74 / 78.93 (BoT-SORT 58.12 / 75.98),
+    Terrace-c0 49.93 / 64.05 (BoT-SORT@ours 47.61 / 58.32), Terrace-c1 40.55 / 50.93 (BoT-SORT@ours 40.48 / 50.22),
+    PETS09 public 50.85 / 71.21 (ByteTrack@ours 49.53 / 64.52). Mean over 10 perturbed copies of the detections:
+    57.19 / 77.30 (56.29 / 74.03), 46.14 / 59.08 (46.08 / 56.97), 39.88 / 50.20 (37.98 / 47.35), 50.00 / 70.52
     (48.48 / 64.15). Tracker-only speed 1.20-1.26x Ultralytics ByteTrack's on the same detections (per-track filterpy
     predict/update kept; boxes, costs and bookkeeping vectorised; no ORU snapshot copies; empty frames return at once).
 """
