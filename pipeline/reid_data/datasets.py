@@ -327,4 +327,4 @@ def load_dataset(data_cfg, action_names: list[str] | None = None) -> VideoReIDDa
                         data_cfg.min_frames)
     ds = load_tracklet_folder(data_cfg.root, action_names, data_cfg.test_root, data_cfg.query_camera,
                               data_cfg.gallery_camera, data_cfg.min_frames)
-    return hold_out_validation(ds, list(getattr(data_cfg, "val_ids", []) or []), getattr(data_cfg, "val_gap", 1))
+    return hold_out_validation(ds, data_cfg.val_ids, data_cfg.val_gap)

@@ -72,7 +72,7 @@ defaults of configs/trackers/mcsa.yaml, each sequence's recorded frame rate)
     Terrace-c0 49.93 / 64.05 (BoT-SORT@ours 47.61 / 58.32), Terrace-c1 40.55 / 50.93 (BoT-SORT@ours 40.48 / 50.22),
     PETS09 public 50.85 / 71.21 (ByteTrack@ours 49.53 / 64.52). Mean over 10 perturbed copies of the detections:
     57.19 / 77.30 (56.29 / 74.03), 46.14 / 59.08 (46.08 / 56.97), 39.88 / 50.20 (37.98 / 47.35), 50.00 / 70.52
-    (48.48 / 64.15). Tracker-only speed 1.20-1.26x Ultralytics ByteTrack's on the same detections (per-track filterpy
+    (48.48 / 64.15). Tracker-only speed 1.20-1.24x Ultralytics ByteTrack's on the same detections (per-track filterpy
     predict/update kept; boxes, costs and bookkeeping vectorised; no ORU snapshot copies; empty frames return at once).
 """
 
@@ -286,7 +286,7 @@ class McsaTracker(Tracker):
         self.frame_rate, self.max_lost_s, self.confirm_s = float(frame_rate), float(max_lost_s), float(confirm_s)
         self.ocr_max_fps = float(ocr_max_fps)
         self.n_init, self.max_age, self.oru = int(n_init), int(max_age), bool(oru)
-        self.use_ocr = self.frame_rate <= float(ocr_max_fps)  # stage 3 on low-frame-rate cameras only
+        self.use_ocr = self.frame_rate <= self.ocr_max_fps  # stage 3 on low-frame-rate cameras only
         if lost_buffer < 0 or not 0.0 <= lost_velocity_decay <= 1.0:
             raise ValueError("need lost_buffer >= 0 and 0 <= lost_velocity_decay <= 1")
         self.lost_buffer, self.lost_velocity_decay = float(lost_buffer), float(lost_velocity_decay)

@@ -11,9 +11,10 @@ a NEW id (a new tracklet) when it comes out of such a situation:
 
 Cutting is causal (it needs only this frame and the track's previous report), so it runs online, also on live
 streams. The cross-camera association then re-links the tracklets of one person (appearance, space-time and
-ground-plane constraints). Measured on EPFL Terrace (bench/association.py): the ceiling of a perfect track-level
-relabelling rises from 0.64 to 0.84 cross-camera IDF1, and the association itself from 0.56 to 0.69 online and from
-0.61 to 0.78 offline. Per-camera ids are more fragmented, so the splitter is meant for runs with association
+ground-plane constraints). Measured on EPFL Terrace (bench/association.py, with the earlier frame-based mcsa
+defaults): the ceiling of a perfect track-level relabelling rises from 0.64 to 0.84 cross-camera IDF1, and the
+association itself from 0.56 to 0.69 online and from 0.61 to 0.78 offline (0.747 / 0.755 with tracklets and the
+current defaults). Per-camera ids are more fragmented, so the splitter is meant for runs with association
 (`tracker.tracklets.enabled`).
 
 State (per camera, owned by the wrapper): for each live track id its current tracklet id, whether it was in contact
