@@ -48,6 +48,8 @@ class CameraReader:
 
     def _put(self, frame: Frame) -> bool:
         with self._cond:
+            if self._stop.is_set():
+                return False
             if self.live:
                 while len(self._buffer) >= self._capacity:
                     self._buffer.popleft()
@@ -90,7 +92,7 @@ class CameraReader:
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
-            while not self._buffer:
+            while not self._buffer or self._stop.is_set():
                 if self._finished or self._stop.is_set():
                     return None
                 remaining = None if deadline is None else deadline - time.monotonic()
@@ -116,10 +118,13 @@ class CameraReader:
         return self._thread is not None and self._thread.is_alive()
 
     def stop(self, timeout: float = 2.0) -> None:
-        """Stop the thread and the source's subprocess (returns within ~timeout s); idempotent."""
+        """Stop the thread and the source's subprocess (returns within ~timeout s); idempotent.
+
+        Frames still buffered are discarded: a stopped reader has nothing left to get, so `get()` returns None."""
         self._stop.set()
         self.source.close()
         with self._cond:
+            self._buffer.clear()
             self._cond.notify_all()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
