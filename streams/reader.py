@@ -92,7 +92,7 @@ class CameraReader:
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
-            while not self._buffer or self._stop.is_set():
+            while not self._buffer:
                 if self._finished or self._stop.is_set():
                     return None
                 remaining = None if deadline is None else deadline - time.monotonic()
