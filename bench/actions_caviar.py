@@ -29,10 +29,10 @@ from scipy.optimize import linear_sum_assignment
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.config import EventsConfig, ReIDConfig  # noqa: E402
+from pipeline.config import EventsConfig, ReIDStageConfig  # noqa: E402
 from pipeline.events.sink import ActionEventSink  # noqa: E402
-from pipeline.paths import shared_dir  # noqa: E402
-from pipeline.types import Detections, Frame  # noqa: E402
+from core.paths import shared_dir  # noqa: E402
+from core.types import Detections, Frame  # noqa: E402
 
 VIEWS = {"cor": ("OneLeaveShop1cor.mpg", "cols1gt_labels_derived.csv"),
          "front": ("OneLeaveShop1front.mpg", "fols1gt_labels_derived.csv")}
@@ -70,7 +70,7 @@ def run_view(video: Path, labels: dict, source: str, events_cfg: EventsConfig, t
     if source == "model":
         from pipeline.reid import ReIDStage
 
-        reid = ReIDStage(ReIDConfig(checkpoint=checkpoint, max_wait_ms=0))
+        reid = ReIDStage(ReIDStageConfig(checkpoint=checkpoint, max_wait_ms=0))
         if not reid.encoder.actions_trained:
             raise SystemExit(f"{checkpoint} has no trained action branch")
         names = reid.action_names

@@ -37,7 +37,7 @@ from pipeline.association.replay import RecordedRun, load_run, replay, write_mot
 from pipeline.association.topology import build_topology  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
 from pipeline.evaluation.mot import _ious, evaluate_mtmc, load_mot_file  # noqa: E402
-from pipeline.paths import shared_dir  # noqa: E402
+from core.paths import shared_dir  # noqa: E402
 
 
 def oracle_ids(run: RecordedRun, gt: dict[str, str]) -> dict:

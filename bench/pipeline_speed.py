@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402
 
 from models.detector import PersonDetector  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
-from pipeline.paths import REPO_ROOT  # noqa: E402
+from core.paths import REPO_ROOT  # noqa: E402
 from pipeline.runner import Pipeline  # noqa: E402
 
 

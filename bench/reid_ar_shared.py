@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from pipeline.paths import REPO_ROOT, shared_dir  # noqa: E402
+from core.paths import REPO_ROOT, shared_dir  # noqa: E402
 
 ACTIONS = ["walking", "active", "inactive", "running"]
 QUERY_CAM, GALLERY_CAM = "c0", "c1"
@@ -133,8 +133,8 @@ def main() -> int:
         torch.set_num_threads(args.threads)
 
     from models.reid.backbones import read_torch_file
-    from models.reid.config import resolve_device
-    from models.reid.engine import evaluate_model
+    from core.device import resolve_device
+    from pipeline.reid_data.training import evaluate_model
     from pipeline.commands.evaluate_reid import load_model_for_eval
 
     shared = shared_dir()

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from pipeline.paths import REPO_ROOT  # noqa: E402
+from core.paths import REPO_ROOT  # noqa: E402
 
 INPUT_SIZES = {"osnet_x0_25": (256, 128), "osnet_x1_0": (256, 128), "resnet50_ibn_a": (224, 112)}
 

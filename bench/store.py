@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline.events.hysteresis import ActionEvent  # noqa: E402
 from pipeline.store import StoreWriter, open_engine  # noqa: E402
 from pipeline.store.schema import sqlite_url  # noqa: E402
-from pipeline.types import Tracks  # noqa: E402
+from core.types import Tracks  # noqa: E402
 
 GOAL_BOXES_SQLITE = 100_000
 

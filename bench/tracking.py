@@ -40,8 +40,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pipeline.paths import shared_dir  # noqa: E402
-from pipeline.types import Detections  # noqa: E402
+from core.paths import shared_dir  # noqa: E402
+from core.types import Detections  # noqa: E402
 
 CACHE = ROOT / "bench" / "cache"
 RESULTS = ROOT / "bench" / "results"
@@ -109,7 +109,7 @@ def cache_embeddings(video: Path) -> Path:
 
     from pipeline.reid import ClipEncoder
     from pipeline.reid.detection_embedder import DetectionEmbedder
-    from pipeline.types import Frame
+    from core.types import Frame
 
     encoder = ClipEncoder(None, "osnet_x0_25", str(shared_dir() / "models" / "osnet_x0_25_msmt17.pth"), (256, 128),
                           device="auto")

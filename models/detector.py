@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.types import Detections
+from core.device import resolve_device
+from core.types import Detections
 
 log = logging.getLogger("mcsa.detector")
 
@@ -22,18 +23,6 @@ _EXPORT_SUFFIXES = {".pt": "pytorch", ".onnx": "onnx", ".engine": "tensorrt", ".
 
 class DetectorError(RuntimeError):
     """The detector cannot be built; the message names the weights and the fix."""
-
-
-def resolve_device(device: str) -> str:
-    """`auto` -> `cuda:0` when CUDA is available, else `cpu`; other values pass through."""
-    if device != "auto":
-        return device
-    try:
-        import torch
-
-        return "cuda:0" if torch.cuda.is_available() else "cpu"
-    except ImportError:  # pragma: no cover - torch is a hard requirement
-        return "cpu"
 
 
 def weights_format(path: Path) -> str:
@@ -79,7 +68,7 @@ class PersonDetector:
         self.weights = path
         self.format = weights_format(path)
         self.conf, self.iou, self.classes = float(conf), float(iou), list(classes)
-        self.device = resolve_device(device)
+        self.device = str(resolve_device(device))
         if self.format == "openvino" and self.device.startswith("cuda"):
             self.device = "cpu"  # OpenVINO runs on Intel devices; Ultralytics maps "cpu" to the OpenVINO CPU plugin
         self.half = bool(half) and self.device.startswith("cuda")

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from pipeline.paths import expand_path, shared_dir
+from core.paths import expand_path, shared_dir
 
 # camera id -> homography file; ${SHARED} / ~ expanded in every path
 HomographyFiles = Annotated[dict[str, str], AfterValidator(lambda v: {cam: expand_path(p) for cam, p in v.items()})]
@@ -79,7 +79,7 @@ class TrackerConfig(_Strict):
     tracklets: TrackletConfig = Field(default_factory=TrackletConfig)
 
 
-class ReIDConfig(_Strict):
+class ReIDStageConfig(_Strict):
     """Re-ID-AR on tracklet clips of every confirmed track, batched across cameras (pipeline/reid/)."""
 
     enabled: bool = Field(default=True, description="compute appearance embeddings (and actions) per track")
@@ -255,7 +255,7 @@ class PipelineConfig(_Strict):
     cameras: list[CameraConfig] = Field(min_length=1)
     detector: DetectorConfig = Field(default_factory=DetectorConfig)
     tracker: TrackerConfig = Field(default_factory=TrackerConfig)
-    reid: ReIDConfig = Field(default_factory=ReIDConfig)
+    reid: ReIDStageConfig = Field(default_factory=ReIDStageConfig)
     association: AssociationConfig = Field(default_factory=AssociationConfig)
     events: EventsConfig = Field(default_factory=EventsConfig)
     streams: StreamsConfig = Field(default_factory=StreamsConfig)

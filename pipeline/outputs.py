@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import TextIO
 
 from pipeline.sinks import TrackSink
-from pipeline.types import Frame, Tracks
+from core.types import Frame, Tracks
 
 
 class MotWriter(TrackSink):

@@ -21,7 +21,7 @@ from pipeline.config import PipelineConfig
 from pipeline.sinks import TrackSink, build_sinks
 from pipeline.store import StoreWriter, open_engine
 from pipeline.store.schema import sqlite_url
-from pipeline.types import Frame
+from core.types import Frame
 
 log = logging.getLogger("mcsa.pipeline")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from pathlib import Path
 
-from pipeline.types import Frame, Tracks
+from core.types import Frame, Tracks
 
 
 class TrackSink(ABC):

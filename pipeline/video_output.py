@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from pipeline.sinks import TrackSink
-from pipeline.types import Frame, Tracks
+from core.types import Frame, Tracks
 
 log = logging.getLogger("mcsa.video")
 

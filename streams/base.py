@@ -7,7 +7,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from pipeline.types import Frame
+from core.types import Frame
 
 from .redact import redact_uri
 

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from pipeline.types import Frame
+from core.types import Frame
 
 from .base import FrameSource, SourceError, StreamOptions, log
 from .ffmpeg_util import OutputSizeWatcher, VideoStreamInfo, error_cause, probe_video, spawn_decoder, stop_process

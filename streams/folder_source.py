@@ -11,7 +11,7 @@ from pathlib import Path
 
 import cv2
 
-from pipeline.types import Frame
+from core.types import Frame
 
 from .base import FrameSource, StreamOptions, log
 

@@ -10,7 +10,7 @@ import threading
 import time
 from collections import deque
 
-from pipeline.types import Frame
+from core.types import Frame
 
 from .base import FrameSource, SourceError, SourceStats, StreamOptions, log
 from .redact import redact_text

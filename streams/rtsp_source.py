@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from pipeline.types import Frame
+from core.types import Frame
 
 from .base import FrameSource, SourceError, StreamOptions, log
 from .ffmpeg_util import OutputSizeWatcher, error_cause, socket_timeout_args, spawn_decoder, stop_process

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import cv2
 
-from pipeline.types import Frame
+from core.types import Frame
 
 from .base import FrameSource, SourceError, StreamOptions, log
 

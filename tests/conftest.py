@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.paths import SHARED_ENV, shared_dir
+from core.paths import SHARED_ENV, shared_dir
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,8 @@ import pytest
 
 from pipeline.association import CameraTopology, Gallery, OnlineAssociator, PairLink, VectorIndex, refine
 from pipeline.association.stage import AssociationStage
-from pipeline.association.topology import Span, check_pair, load_homography, to_ground
+from core.geometry import load_homography, to_ground
+from pipeline.association.topology import Span, check_pair
 from pipeline.config import AssociationConfig, ConfigError, parse_config
 
 FPS = 10.0
@@ -232,7 +233,7 @@ def test_gallery_prototypes_ageing_and_pruning():
 def test_stage_writes_global_mot_files_identities_and_links(tmp_path):
     from pipeline.store import StoreWriter, open_engine
     from pipeline.store.schema import sqlite_url
-    from pipeline.types import Frame, Tracks
+    from core.types import Frame, Tracks
 
     script, truth = scenario()
     writer = StoreWriter(open_engine(sqlite_url(tmp_path / "events.db")), 100, 0.05)

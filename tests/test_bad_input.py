@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pipeline.paths import REPO_ROOT
+from core.paths import REPO_ROOT
 
 
 def _cli(*args, timeout=300):

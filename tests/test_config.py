@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import ConfigError, config_from_sources, load_config, parse_config, parse_source_arg
-from pipeline.paths import REPO_ROOT, shared_dir
+from core.paths import REPO_ROOT, shared_dir
 
 
 def test_shipped_configs_validate():

@@ -4,7 +4,8 @@ import cv2
 import numpy as np
 import pytest
 
-from models.detector import DetectorError, PersonDetector, resolve_device
+from core.device import resolve_device
+from models.detector import DetectorError, PersonDetector
 
 
 def test_missing_weights_name_the_path_and_fix(tmp_path):
@@ -27,8 +28,8 @@ def test_wrong_weight_file_is_a_clear_error(tmp_path):
 def test_device_auto_is_cpu_without_cuda():
     import torch
 
-    assert resolve_device("auto") == ("cuda:0" if torch.cuda.is_available() else "cpu")
-    assert resolve_device("cpu") == "cpu"
+    assert str(resolve_device("auto")) == ("cuda:0" if torch.cuda.is_available() else "cpu")
+    assert str(resolve_device("cpu")) == "cpu"
 
 
 def test_detects_people_on_real_frames(shared, yolo_weights):

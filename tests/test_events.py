@@ -11,7 +11,7 @@ import pytest
 from pipeline.config import EventsConfig, parse_config
 from pipeline.events import ActionStateMachine, HysteresisParams, MotionParams, MotionSource
 from pipeline.events.sink import ActionEventSink, resolve_source
-from pipeline.types import Frame, Tracks
+from core.types import Frame, Tracks
 
 FPS = 10.0
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from pipeline.config import load_config
-from pipeline.paths import REPO_ROOT
+from core.paths import REPO_ROOT
 from pipeline.runner import Pipeline
 
 

@@ -9,7 +9,7 @@ from pipeline.cli import main
 from pipeline.commands.query import fmt_time, parse_time
 from pipeline.events.hysteresis import ActionEvent
 from pipeline.store import StoreWriter, open_engine
-from pipeline.types import Tracks
+from core.types import Tracks
 from tests.store_backends import store_url  # noqa: F401 - fixture
 
 

@@ -158,13 +158,13 @@ def test_short_training_run_improves(shared, terrace_tracklets, tmp_path):
     loss went up and down around its start value; the shipped use starts from these weights anyway.)"""
     import torch
 
-    from models.reid.config import ReIDConfig
-    from models.reid.engine import evaluate_model, train
+    from models.reid.config import ReIDTrainingConfig
+    from pipeline.reid_data.training import evaluate_model, train
     from models.reid.model import build_reid_ar, load_checkpoint
     from pipeline.reid_data.datasets import load_tracklet_folder
 
     torch.manual_seed(0)
-    cfg = ReIDConfig.model_validate({
+    cfg = ReIDTrainingConfig.model_validate({
         "name": "tiny", "actions": [],
         "model": {"backbone": "osnet_x0_25", "pretrained": str(shared / "models" / "osnet_x0_25_msmt17.pth")},
         "data": {"format": "tracklets", "root": str(terrace_tracklets), "input_size": [64, 32], "seq_len": 2,
@@ -223,7 +223,7 @@ def test_val_ids_from_config(tmp_path):
     """`data.val_ids` in a config takes those people out of training (load_dataset on a tiny tracklet folder)."""
     from PIL import Image
 
-    from models.reid.config import ReIDConfig
+    from models.reid.config import ReIDTrainingConfig
     from pipeline.reid_data.datasets import CSV_FIELDS, load_dataset, tracklet_dir
 
     rows = []
@@ -240,7 +240,7 @@ def test_val_ids_from_config(tmp_path):
         w = csv.DictWriter(f, CSV_FIELDS)
         w.writeheader()
         w.writerows(rows)
-    cfg = ReIDConfig.model_validate({"data": {"root": str(tmp_path), "val_ids": [2], "val_gap": 0}})
+    cfg = ReIDTrainingConfig.model_validate({"data": {"root": str(tmp_path), "val_ids": [2], "val_gap": 0}})
     ds = load_dataset(cfg.data)
     assert {t.pid for t in ds.train} == {1, 3} and len(ds.val_query) == 4
     assert {t.camera for t in ds.val_query} == {"cam:early", "cam:late"}

@@ -13,7 +13,7 @@ import torch
 from models.reid import ReIDAR
 from pipeline.reid import ClipEncoder, ClipRequest, ReIDBatcher, TrackAppearance, TrackletCropper
 from pipeline.reid.cropper import covered_fraction, sample_indices
-from pipeline.types import Frame, Tracks
+from core.types import Frame, Tracks
 
 SIZE = (64, 32)  # small crops keep the real network fast in tests
 
@@ -155,7 +155,7 @@ def test_appearance_is_a_quality_weighted_normalised_mean():
 
 def test_pipeline_stores_an_embedding_for_every_confirmed_track(shared, yolo_weights, tmp_path):
     from pipeline.config import load_config
-    from pipeline.paths import REPO_ROOT
+    from core.paths import REPO_ROOT
     from pipeline.runner import Pipeline
 
     cfg = load_config(REPO_ROOT / "configs" / "epfl_terrace.yaml")
@@ -194,7 +194,7 @@ def test_missing_or_wrong_reid_weights_give_one_clear_line(tmp_path):
 
 def test_detection_embedder_batches_all_cameras_and_skips_weak_boxes(encoder):
     from pipeline.reid.detection_embedder import DetectionEmbedder
-    from pipeline.types import Detections
+    from core.types import Detections
 
     frames = [_frame("c0", 0), _frame("c1", 0, seed=5)]
     dets = [
@@ -217,7 +217,7 @@ def test_appearance_cost_prevents_identity_transfer_between_swapped_people():
     """Two people vanish (occluded) and reappear at each other's place: IoU alone hands each id to the other person;
     with the appearance cost, neither id goes to the wrong person."""
     from pipeline.tracking import build_tracker_from_config
-    from pipeline.types import Detections
+    from core.types import Detections
 
     a_box, b_box = [100, 100, 140, 200], [150, 100, 190, 200]
     e_a, e_b = np.eye(8, dtype=np.float32)[0], np.eye(8, dtype=np.float32)[1]
@@ -247,7 +247,7 @@ def test_appearance_cost_prevents_identity_transfer_between_swapped_people():
 
 def test_appearance_cost_needs_the_reid_stage(shared, yolo_weights, tmp_path):
     from pipeline.config import load_config
-    from pipeline.paths import REPO_ROOT
+    from core.paths import REPO_ROOT
     from pipeline.runner import Pipeline
 
     cfg = load_config(REPO_ROOT / "configs" / "epfl_terrace.yaml")
@@ -260,7 +260,7 @@ def test_appearance_cost_needs_the_reid_stage(shared, yolo_weights, tmp_path):
 
 def test_pipeline_with_appearance_cost_on_real_frames(shared, yolo_weights, tmp_path):
     from pipeline.config import load_config
-    from pipeline.paths import REPO_ROOT
+    from core.paths import REPO_ROOT
     from pipeline.runner import Pipeline
 
     cfg = load_config(REPO_ROOT / "configs" / "epfl_terrace.yaml")

@@ -17,7 +17,7 @@ from pipeline.events.hysteresis import ActionEvent
 from pipeline.store import SCHEMA_VERSION, StoreError, StoreWriter, open_engine
 from pipeline.store import schema
 from pipeline.store.schema import sqlite_url
-from pipeline.types import Tracks
+from core.types import Tracks
 from tests.store_backends import store_url  # noqa: F401 - fixture
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,7 +7,7 @@ import pytest
 
 from pipeline.tracking import TRACKERS, build_tracker, build_tracker_from_config, load_tracker_params
 from pipeline.tracking.utils import iou_matrix, linear_assignment
-from pipeline.types import Detections, Tracks
+from core.types import Detections, Tracks
 
 BOX_W, BOX_H = 40.0, 100.0
 

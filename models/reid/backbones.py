@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from pipeline.registry import Registry
+from core.registry import Registry
 
 BACKBONES: Registry[nn.Module] = Registry("re-id backbone")
 

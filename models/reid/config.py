@@ -8,7 +8,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from pipeline.paths import expand_path
+from core.paths import expand_path
 
 
 class ReIDConfigError(ValueError):
@@ -131,7 +131,7 @@ class TrainSection(_Strict):
     max_minutes: float | None = Field(default=None, description="stop (and checkpoint) after this wall time")
 
 
-class ReIDConfig(_Strict):
+class ReIDTrainingConfig(_Strict):
     name: str = "reid_ar"
     actions: list[str] = Field(default=[], description="action names, in the 1-based order of the label files")
     model: ModelSection = ModelSection()
@@ -140,7 +140,7 @@ class ReIDConfig(_Strict):
     train: TrainSection = TrainSection()
 
 
-def load_reid_config(path: str | Path) -> ReIDConfig:
+def load_reid_config(path: str | Path) -> ReIDTrainingConfig:
     path = Path(path)
     if not path.is_file():
         raise ReIDConfigError(f"{path}: no such config file")
@@ -149,15 +149,7 @@ def load_reid_config(path: str | Path) -> ReIDConfig:
     except yaml.YAMLError as exc:
         raise ReIDConfigError(f"{path}: invalid YAML ({exc})") from None
     try:
-        return ReIDConfig.model_validate(raw)
+        return ReIDTrainingConfig.model_validate(raw)
     except ValidationError as exc:
         lines = [f"{path}: {'.'.join(map(str, e['loc']))}: {e['msg']} (got {e.get('input')!r})" for e in exc.errors()]
         raise ReIDConfigError("\n".join(lines)) from None
-
-
-def resolve_device(name: str = "auto"):
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)

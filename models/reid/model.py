@@ -164,7 +164,7 @@ class ReIDAR(nn.Module):
 
 
 def build_reid_ar(cfg: Any, num_classes: int | None = None) -> ReIDAR:
-    """Build from a `ReIDConfig` (see models/reid/config.py) or a plain dict with the `model` section's keys."""
+    """Build from a `ReIDTrainingConfig` (see models/reid/config.py) or a plain dict with the `model` section's keys."""
     if hasattr(cfg, "model"):
         m = cfg.model
         kwargs = dict(

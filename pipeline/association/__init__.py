@@ -5,7 +5,8 @@ homographies (`topology`), online matching of local tracks (`online`), offline r
 from pipeline.association.gallery import Gallery, VectorIndex
 from pipeline.association.offline import refine
 from pipeline.association.online import LinkEvent, OnlineAssociator, TrackState
-from pipeline.association.topology import CameraTopology, PairLink, Span, check_pair, load_homography, to_ground
+from core.geometry import load_homography, to_ground
+from pipeline.association.topology import CameraTopology, PairLink, Span, check_pair
 
 __all__ = [
     "CameraTopology",

@@ -79,8 +79,8 @@ def load_model_for_eval(path: str, backbone: str | None, input_size, device):
 
 def main(args: argparse.Namespace) -> int:
     from models.reid.backbones import CheckpointError
-    from models.reid.config import resolve_device
-    from models.reid.engine import evaluate_model
+    from core.device import resolve_device
+    from pipeline.reid_data.training import evaluate_model
     from pipeline.reid_data.datasets import DatasetError, load_lpw, load_mars, load_tracklet_folder
 
     device = resolve_device(args.device)

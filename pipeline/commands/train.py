@@ -33,7 +33,8 @@ def register(subparsers) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from models.reid.backbones import CheckpointError
-    from models.reid.config import ReIDConfigError, load_reid_config, resolve_device
+    from core.device import resolve_device
+    from models.reid.config import ReIDConfigError, load_reid_config
 
     try:
         cfg = load_reid_config(args.config)
@@ -52,7 +53,7 @@ def main(args: argparse.Namespace) -> int:
     import torch
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    from models.reid.engine import evaluate_model, train
+    from pipeline.reid_data.training import evaluate_model, train
     from pipeline.reid_data.datasets import DatasetError, load_dataset
 
     try:

@@ -17,7 +17,6 @@ import math
 
 from collections import deque
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -37,15 +36,6 @@ class MotionParams:
     min_span_s: float = 0.3
     softness: float = 0.25
     focal_px: float | None = None  # None: the image height when known; 0: no depth term
-
-
-def load_homography(path: str | Path) -> np.ndarray:
-    """A 3x3 image -> ground matrix from a whitespace/comma separated text file."""
-    text = Path(path).read_text().replace(",", " ")
-    values = [float(v) for v in text.split()]
-    if len(values) != 9:
-        raise ValueError(f"{path}: expected 9 numbers (a 3x3 homography), found {len(values)}")
-    return np.asarray(values, np.float64).reshape(3, 3)
 
 
 def _ramp(x: float, threshold: float, softness: float) -> float:
@@ -131,4 +121,4 @@ class MotionSource:
         self._history.pop(int(track_id), None)
 
 
-__all__ = ["MOTION_ACTIONS", "MotionParams", "MotionSource", "load_homography"]
+__all__ = ["MOTION_ACTIONS", "MotionParams", "MotionSource"]

@@ -24,9 +24,10 @@ from typing import Callable
 import numpy as np
 
 from pipeline.events.hysteresis import ActionEvent, ActionStateMachine, HysteresisParams
-from pipeline.events.motion import MOTION_ACTIONS, MotionParams, MotionSource, load_homography
+from core.geometry import load_homography
+from pipeline.events.motion import MOTION_ACTIONS, MotionParams, MotionSource
 from pipeline.sinks import TrackSink
-from pipeline.types import Frame, Tracks
+from core.types import Frame, Tracks
 
 log = logging.getLogger("mcsa.events")
 

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from pipeline.reid.clips import ClipRequest
-from pipeline.types import Frame, Tracks
+from core.types import Frame, Tracks
 
 
 @dataclass

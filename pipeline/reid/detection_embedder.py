@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from pipeline.reid.cropper import crop_resize
-from pipeline.types import Detections, Frame
+from core.types import Detections, Frame
 
 
 class DetectionEmbedder:

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from core.device import resolve_device
+
 log = logging.getLogger("mcsa.reid")
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -93,12 +95,6 @@ class ReIDLoadError(RuntimeError):
     """The Re-ID weights cannot be used; the message names the file and the fix."""
 
 
-def _resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 class ClipEncoder:
     """Encodes uint8 RGB clips (B, T, H, W, 3) into embeddings (B, D) and action probabilities (B, A).
 
@@ -121,7 +117,7 @@ class ClipEncoder:
     ) -> None:
         from models.reid import CheckpointError, ReIDAR, load_checkpoint
 
-        self.device = _resolve_device(device)
+        self.device = resolve_device(device)
         self.cpu_backend, self.cpu_threads = cpu_backend, cpu_threads
         if self.device.type == "cpu" and cpu_threads:
             torch.set_num_threads(int(cpu_threads))
@@ -159,7 +155,7 @@ class ClipEncoder:
                    cpu_backend: str = "torch", cpu_threads: int | None = None) -> "ClipEncoder":
         """Wrap an already built `ReIDAR` (e.g. one being trained, or built in a test)."""
         self = cls.__new__(cls)
-        self.device = _resolve_device(device)
+        self.device = resolve_device(device)
         self.cpu_backend, self.cpu_threads = cpu_backend, cpu_threads
         self.source = source
         self.actions_trained = bool(model.action_names)
@@ -193,7 +189,7 @@ class ClipEncoder:
 
     @classmethod
     def from_config(cls, cfg) -> "ClipEncoder":
-        """Build from a `pipeline.config.ReIDConfig`."""
+        """Build from a `pipeline.config.ReIDStageConfig`."""
         return cls(cfg.checkpoint, cfg.backbone, cfg.backbone_weights, tuple(cfg.input_size), cfg.device, cfg.amp,
                    cfg.cpu_threads, cfg.cpu_backend)
 

@@ -14,7 +14,7 @@ from pipeline.reid.batcher import ReIDBatcher
 from pipeline.reid.clips import ClipResult
 from pipeline.reid.cropper import TrackletCropper
 from pipeline.reid.encoder import ClipEncoder
-from pipeline.types import Frame, Tracks
+from core.types import Frame, Tracks
 
 log = logging.getLogger("mcsa.reid")
 

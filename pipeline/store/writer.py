@@ -21,7 +21,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from pipeline.store import schema
 from pipeline.store.schema import StoreError, redact_db_url
-from pipeline.types import Tracks
+from core.types import Tracks
 
 log = logging.getLogger("mcsa.store")
 

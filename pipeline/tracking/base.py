@@ -11,8 +11,8 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
-from pipeline.registry import Registry
-from pipeline.types import Detections, Tracks
+from core.registry import Registry
+from core.types import Detections, Tracks
 
 TRACKERS: Registry["Tracker"] = Registry("tracker")
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from pipeline.paths import REPO_ROOT
+from core.paths import REPO_ROOT
 from pipeline.tracking.base import TRACKERS, Tracker
 
 TRACKER_CONFIG_DIR = REPO_ROOT / "configs" / "trackers"

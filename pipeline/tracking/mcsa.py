@@ -86,7 +86,7 @@ from filterpy.kalman import KalmanFilter
 
 from pipeline.tracking.base import TRACKERS, Tracker
 from pipeline.tracking.utils import clean_detections, iou_matrix, linear_assignment
-from pipeline.types import Detections, Tracks
+from core.types import Detections, Tracks
 
 TENTATIVE, CONFIRMED, LOST = 0, 1, 2
 

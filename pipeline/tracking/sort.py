@@ -15,7 +15,7 @@ from filterpy.kalman import KalmanFilter
 
 from pipeline.tracking.base import TRACKERS, Tracker
 from pipeline.tracking.utils import clean_detections, iou_matrix, linear_assignment
-from pipeline.types import Detections, Tracks
+from core.types import Detections, Tracks
 
 _F = np.eye(7)
 _F[0, 4] = _F[1, 5] = _F[2, 6] = 1.0

@@ -27,7 +27,7 @@ import numpy as np
 
 from pipeline.tracking.base import Tracker
 from pipeline.tracking.utils import iou_matrix
-from pipeline.types import Detections, Tracks
+from core.types import Detections, Tracks
 
 
 class TrackletSplitter(Tracker):

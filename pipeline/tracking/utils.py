@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from pipeline.types import Detections
+from core.types import Detections
 
 _EMPTY_MATCHES = np.zeros((0, 2), dtype=np.intp)
 

@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.reid.config import ReIDConfig, resolve_device
+from core.device import resolve_device
+from models.reid.config import ReIDTrainingConfig
 from models.reid.losses import ReIDARLoss
 from models.reid.model import ReIDAR, build_reid_ar, load_checkpoint, save_checkpoint
 from pipeline.reid_data.datasets import VideoReIDDataset, load_dataset
@@ -67,7 +68,7 @@ def _freeze(model: ReIDAR, names: list[str]) -> list[torch.nn.Module]:
     return frozen
 
 
-def train(cfg: ReIDConfig, output: str | Path, resume: str | Path | None = None, progress: bool = True,
+def train(cfg: ReIDTrainingConfig, output: str | Path, resume: str | Path | None = None, progress: bool = True,
           dataset: VideoReIDDataset | None = None) -> dict[str, Any]:
     """Train per `cfg`; writes `<output>/checkpoint_epXXX.pth`, `<output>/model_final.pth`, `<output>/log.jsonl`.
     Returns a summary dict (final loss averages, checkpoint path, optional evaluation)."""

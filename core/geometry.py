@@ -1,0 +1,27 @@
+"""Image -> ground-plane geometry shared by the association, the events and the fusion: homographies in files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def load_homography(path: str | Path) -> np.ndarray:
+    """Read a 3x3 image -> ground homography (9 numbers, row-major, whitespace- or comma-separated)."""
+    try:
+        values = np.array(Path(path).read_text().replace(",", " ").split(), dtype=np.float64)
+    except ValueError as exc:
+        raise ValueError(f"{path}: not a homography file of 9 numbers ({exc})") from None
+    if values.size != 9:
+        raise ValueError(f"{path}: expected 9 numbers (a 3x3 homography), got {values.size}")
+    return values.reshape(3, 3)
+
+
+def to_ground(h: np.ndarray, xyxy: np.ndarray) -> np.ndarray:
+    """Ground points (N, 2) of boxes xyxy (N, 4) px: the bottom-centre mapped through homography `h` (3, 3)."""
+    xyxy = np.asarray(xyxy, np.float64).reshape(-1, 4)
+    pts = np.stack([(xyxy[:, 0] + xyxy[:, 2]) / 2, xyxy[:, 3], np.ones(len(xyxy))], axis=1) @ h.T
+    w = pts[:, 2:3]
+    w = np.where(np.abs(w) < 1e-12, 1e-12, w)
+    return pts[:, :2] / w
