@@ -10,7 +10,7 @@ declares (`pipeline/stages/builder.py`, `STAGE_ORDER`):
         on_step(step: Step)                               once, after this stage has seen all the step's frames
     on_camera_end(end: CameraEnd)                         a camera finished or failed: no more frames from it
     close(end: RunEnd)                                    always, on every exit path (end, error, Ctrl-C)
-    counters() -> dict                                    for the summary table (empty: nothing to print)
+    counters() -> dict, summary_line() -> str | None      for the summary table (empty / None: nothing to print)
 
 Stages talk only through these messages: a stage that owns a per-track fact writes it onto the camera's `Tracks`
 (`embeddings`, `action_probs`, `global_ids`, `current_actions`, ...), a per-step fact onto the `Step` (`appearance`,
@@ -158,6 +158,11 @@ class Stage:
     def counters(self) -> dict:
         """Counters for the run's summary table (`{}`: none)."""
         return {}
+
+    def summary_line(self) -> str | None:
+        """One line for the summary table (default: the counters as `name: key value, ...`; None: nothing)."""
+        c = self.counters()
+        return f"{self.name}: " + ", ".join(f"{k} {v}" for k, v in c.items()) if c else None
 
 
 def register_stage(name: str):
