@@ -257,7 +257,7 @@ class Pipeline:
         if self._det_embedder is None:
             from pipeline.reid.detection_embedder import DetectionEmbedder
 
-            min_score = float(getattr(next(iter(trackers.values())), "high_thresh", 0.3))
+            min_score = next(iter(trackers.values())).embedding_min_score
             self._det_embedder = DetectionEmbedder(reid.encoder, min_score=min_score,
                                                    max_batch=self.config.reid.max_batch)
         return self._det_embedder.embed(batch, detections)
@@ -294,7 +294,8 @@ class Pipeline:
         index = 0
         while active and not self._stop.is_set():
             if duration is not None and time.monotonic() - loop_started >= duration:
-                log.info("duration of %.0f s reached: stopping", duration)
+                log.info("duration of %g s reached: stopping", duration)
+                self._stop.set()  # the cameras still running are `stopped`; the run is `completed`
                 break
             batch: list[Frame] = []
             for cam_id, reader in list(active.items()):

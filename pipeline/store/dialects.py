@@ -30,6 +30,13 @@ class GenericDialect:
         conn.execute(table.insert(), [dict(zip(BOX_COLUMNS, r)) for r in rows])
 
 
+def on_conflict_upsert(insert, conn, table, rows: list[dict], keys: list[str]) -> None:
+    """INSERT ... ON CONFLICT (keys) DO UPDATE with the dialect's own `insert` construct (SQLite, PostgreSQL)."""
+    stmt = insert(table)
+    cols = {c: stmt.excluded[c] for c in rows[0] if c not in keys}
+    conn.execute(stmt.on_conflict_do_update(index_elements=keys, set_=cols), rows)
+
+
 @DIALECTS.register("sqlite")
 class SqliteDialect(GenericDialect):
     """INSERT ... ON CONFLICT DO UPDATE; boxes through one prepared executemany of plain tuples."""
@@ -37,9 +44,7 @@ class SqliteDialect(GenericDialect):
     def upsert(self, conn, table, rows: list[dict], keys: list[str]) -> None:
         from sqlalchemy.dialects.sqlite import insert
 
-        stmt = insert(table)
-        cols = {c: stmt.excluded[c] for c in rows[0] if c not in keys}
-        conn.execute(stmt.on_conflict_do_update(index_elements=keys, set_=cols), rows)
+        on_conflict_upsert(insert, conn, table, rows, keys)
 
     def insert_boxes(self, conn, table, rows: list[tuple]) -> None:
         conn.exec_driver_sql(f"INSERT INTO {table.name} ({', '.join(BOX_COLUMNS)}) VALUES "
@@ -53,9 +58,7 @@ class PostgresDialect(GenericDialect):
     def upsert(self, conn, table, rows: list[dict], keys: list[str]) -> None:
         from sqlalchemy.dialects.postgresql import insert
 
-        stmt = insert(table)
-        cols = {c: stmt.excluded[c] for c in rows[0] if c not in keys}
-        conn.execute(stmt.on_conflict_do_update(index_elements=keys, set_=cols), rows)
+        on_conflict_upsert(insert, conn, table, rows, keys)
 
     def insert_boxes(self, conn, table, rows: list[tuple]) -> None:
         with conn.connection.dbapi_connection.cursor() as cur:
