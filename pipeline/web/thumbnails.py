@@ -2,7 +2,8 @@
 
 Per camera and track it scores each frame's box with the Re-ID cropper's quality (size, not cut by the border, not
 covered by another box; `pipeline.reid.cropper.crop_quality`) times a sharpness factor (variance of the Laplacian of
-the crop), keeps the best crop resized to `height` px (aspect kept, width at most `height`), and sends it to the
+the crop; a box that fails a gate scores at most `POOR_VIEW`, so every track gets a thumbnail, and a clear view
+replaces it), keeps the best crop resized to `height` px (aspect kept, width at most `height`), and sends it to the
 `StoreWriter` when the track ends (unseen `end_after_s`), when the camera ends, at `close()`, and while the track is
 alive at most every `refresh_s` when it has improved (so a live run's review app shows thumbnails early). Memory is
 bounded: at most `max_tracks` kept crops per camera (least recently seen tracks are sent and dropped first), each at
@@ -24,6 +25,7 @@ from core.types import Frame, Tracks
 from pipeline.reid.cropper import covered_fraction, crop_quality
 
 THUMBNAIL_HEIGHT = 128  # px
+POOR_VIEW = 0.01  # score ceiling of a view that fails the cropper's gates: any view that passes them is better
 
 
 @dataclass
@@ -103,6 +105,9 @@ class ThumbnailStage:
                 best.move_to_end(tid)
             base = crop_quality(tracks.xyxy[i], float(covered[i]), w_img, h_img, self.min_box_height,
                                 self.border_margin, self.max_overlap)
+            if base <= 0.0:  # fails a gate (small, cut by the border, covered): a poor view, kept only until a
+                height = float(tracks.xyxy[i, 3] - tracks.xyxy[i, 1])  # gated one comes (every track gets one)
+                base = POOR_VIEW * min(1.0, max(height, 0.0) / (2.0 * self.min_box_height)) * (1.0 - float(covered[i]))
             if base <= 0.0 or (kept is not None and base <= kept.score):
                 continue  # sharpness is at most 1: this box cannot beat the kept crop
             crop = thumbnail_crop(frame.image, tracks.xyxy[i], self.height)
@@ -148,8 +153,17 @@ class ThumbnailStage:
     on_tracks = on_frame
 
 
-def run_with_thumbnails(config, output_dir=None, **stage_options):
-    """Run a `pipeline.runner.Pipeline` with a `ThumbnailStage` on its store writer -> `RunSummary`.
+def build_thumbnail_stage(config, writer) -> ThumbnailStage | None:
+    """The stage a `PipelineConfig` asks for (`store.thumbnails`, `store.thumbnail_height`, the cropper's quality
+    gates from `reid`), writing to `writer`; None when thumbnails are off."""
+    if not config.store.thumbnails:
+        return None
+    r = config.reid
+    return ThumbnailStage(writer, config.store.thumbnail_height, r.min_box_height, r.border_margin, r.max_overlap)
+
+
+def run_with_thumbnails(config, output_dir=None):
+    """Run a `pipeline.runner.Pipeline` with the config's `ThumbnailStage` on its store writer -> `RunSummary`.
 
     Interim wiring until the loop builds stages from a registry (the lead's stage seam, issue #14): the stage is
     appended to the sinks `build_sinks` returns, for this call only.
@@ -162,8 +176,9 @@ def run_with_thumbnails(config, output_dir=None, **stage_options):
 
     def build_sinks(cfg, out_dir, store_writer=None, action_names=None):
         sinks = original(cfg, out_dir, store_writer, action_names)
-        if store_writer is not None:
-            sinks.append(ThumbnailStage(store_writer, **stage_options))
+        stage = build_thumbnail_stage(cfg, store_writer) if store_writer is not None else None
+        if stage is not None:
+            sinks.append(stage)
         return sinks
 
     with mock.patch.object(runner, "build_sinks", build_sinks):

@@ -30,7 +30,7 @@ function clearError() { const e = $("#error"); e.hidden = true; e.textContent = 
 
 // ---- times: live cameras carry unix seconds (shown in local time with the zone); files carry video seconds --------
 function fmtWall(unix) { return unix == null ? "-" : new Date(unix * 1000).toLocaleString(undefined, { timeZoneName: "short" }); }
-function fmtClock(s) { const m = Math.floor(s / 60); return `${m}:${(s - 60 * m).toFixed(1).padStart(4, "0")}`; }
+function fmtClock(s) { const t = Math.round(s * 10) / 10; const m = Math.floor(t / 60); return `${m}:${(t - 60 * m).toFixed(1).padStart(4, "0")}`; }
 function fmtTime(ts) { return ts == null ? "-" : (ts > 1e9 ? fmtWall(ts) : fmtClock(ts)); }
 function fmtDur(s) { return s == null ? "-" : (s >= 90 ? `${(s / 60).toFixed(1)} min` : `${s.toFixed(1)} s`); }
 function parseTimeInput(text) {
