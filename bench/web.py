@@ -245,17 +245,20 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=2, help="torch / OpenVINO threads (2 = this machine's cores)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    import faiss
+
+    faiss.omp_set_num_threads(1)  # as `serve` does (--search-threads 1)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     terrace = Path(args.terrace_out) if args.terrace_out else work / "terrace"
     if not args.skip_terrace and not (terrace / "events.db").is_file():
         from pipeline.config import load_config
-        from pipeline.web.thumbnails import run_with_thumbnails
+        from pipeline.runner import Pipeline
 
         cfg = load_config(REPO / "configs" / "epfl_terrace.yaml")
         cfg.run.progress = False
         print(f"running Terrace (both cameras, 1500 frames) with thumbnails into {terrace} ...", flush=True)
-        print(run_with_thumbnails(cfg, terrace).table())
+        print(Pipeline(cfg, terrace).run().table())
     if not args.skip_latency:
         # a real person crop (Terrace c0, frame 1000) for the uploads
         cap = cv2.VideoCapture(str(shared_dir() / "data" / "epfl_terrace1" / "terrace1-c0.mp4"))

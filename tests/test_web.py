@@ -50,9 +50,9 @@ def _extract_frames(video: Path, folder: Path) -> None:
 def web_run(shared, yolo_weights, tmp_path_factory):
     """One real pipeline run for the whole test session: Terrace c0 + c1, 150 frames each (6 s from 28 s on, as
     image folders on the video's clock), with the shipped config (tracklets, association with homographies, Re-ID)
-    and the ThumbnailStage -> (output dir, {camera: frame folder}, summary)."""
+    and thumbnails, as `run` does) -> (output dir, {camera: frame folder}, summary)."""
     from pipeline.config import load_config
-    from pipeline.web.thumbnails import run_with_thumbnails
+    from pipeline.runner import Pipeline
 
     root = tmp_path_factory.mktemp("web_run")
     folders = {}
@@ -63,7 +63,7 @@ def web_run(shared, yolo_weights, tmp_path_factory):
         cam.source, cam.fps, cam.start_time_s = str(folders[cam.id]), FPS, FIRST_FRAME / FPS
     cfg.run.progress = False
     out = root / "out"
-    summary = run_with_thumbnails(cfg, out)
+    summary = Pipeline(cfg, out).run()
     assert summary.status == "completed", summary.table()
     return out, folders, summary
 
@@ -409,3 +409,35 @@ def test_browser_identity_timeline_and_search(live_server, web_run, review, tmp_
             browser.close()
     for name in ("1_identities.png", "2_identity.png", "3_search.png", "4_events.png"):
         assert (tmp_path / name).stat().st_size > 5000
+
+
+def test_thumbnail_stage_keeps_the_best_view_and_hands_it_on():
+    """A track seen first cut by the border (poor view), then clear and sharp: one thumbnail when it is first seen
+    (refresh), a better one later, and the final one when it ends; the store stage gets them through the messages."""
+    from core.types import Frame
+    from pipeline.stages.base import CameraEnd, RunEnd, Step
+    from pipeline.web.thumbnails import POOR_VIEW, ThumbnailStage
+
+    rng = np.random.default_rng(0)
+    stage = ThumbnailStage(height=64, refresh_s=1.0, end_after_s=0.5)
+    texture = rng.integers(0, 255, (288, 360, 3), dtype=np.uint8)  # sharp everywhere
+    got = []
+    boxes = [[0, 100, 40, 200]] * 5 + [[100, 50, 150, 250]] * 5  # border-cut, then clear and tall
+    for k, box in enumerate(boxes + [None] * 20):
+        step = Step(k, k * 0.1)
+        tracks = (Tracks(np.array([7]), np.array([box], np.float32), np.ones(1), np.zeros(1)) if box
+                  else Tracks.empty())
+        stage.on_frame(Frame("c0", k, k * 0.1, texture), tracks)
+        stage.on_step(step)
+        got += step.thumbnails
+    assert [t.track_id for t in got] == [7, 7]
+    assert got[0].quality <= POOR_VIEW and got[0].frame == 0  # the border-cut view, handed on at once
+    assert got[1].quality > 0.5 and got[1].frame == 5 and got[1].height == 64 and got[1].width == 16
+    assert cv2.imdecode(np.frombuffer(got[1].jpeg, np.uint8), cv2.IMREAD_COLOR).shape == (64, 16, 3)
+    stage.on_frame(Frame("c1", 0, 0.0, texture), Tracks(np.array([3]), np.array([[100, 50, 150, 250]], np.float32),
+                                                        np.ones(1), np.zeros(1)))
+    stage.on_camera_end(CameraEnd("c1", "completed", 1))
+    end = RunEnd("completed")
+    stage.close(end)
+    assert [(t.camera_id, t.track_id) for t in end.thumbnails] == [("c1", 3)]
+    assert stage.counters()["thumbnails"] == 3

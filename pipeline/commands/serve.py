@@ -41,6 +41,8 @@ def register(subparsers) -> None:
     p.add_argument("--token", help="access token every request must carry (default $MCSA_WEB_TOKEN; required, and "
                                    "generated when absent, on a non-loopback --host)")
     p.add_argument("--device", default="cpu", help="where search embeds uploads: cpu (default), cuda, auto")
+    p.add_argument("--search-threads", type=int, default=1,
+                   help="faiss threads per search (default 1: one query is memory-bound; requests run in parallel)")
     p.add_argument("--max-upload-mb", type=float, default=8.0, help="largest accepted upload (default 8 MB)")
     p.set_defaults(func=main)
 
@@ -74,7 +76,10 @@ def main(args: argparse.Namespace) -> int:
     except StoreOpenError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    import faiss
     import uvicorn
+
+    faiss.omp_set_num_threads(max(1, args.search_threads))
 
     from pipeline.web.app import create_app
 

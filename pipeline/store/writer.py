@@ -50,16 +50,8 @@ def upsert(conn, table, rows: list[dict], keys: list[str]) -> None:
 
 def upsert_better(conn, table, rows: list[dict], keys: list[str], score: str) -> None:
     """Like `upsert`, but an existing row is replaced only when the new row's `score` column is higher."""
-    if not rows:
-        return
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    stmt = insert(table)
-    cols = {c: stmt.excluded[c] for c in rows[0] if c not in keys}
-    conn.execute(stmt.on_conflict_do_update(index_elements=keys, set_=cols,
-                                            where=table.c[score] < stmt.excluded[score]), rows)
+    if rows:
+        dialect_of(conn).upsert_better(conn, table, rows, keys, score)
 
 
 def insert_boxes(conn, rows: list[tuple]) -> None:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import create_engine, func, inspect, select
+from sqlalchemy import and_, create_engine, func, inspect, or_, select
 from sqlalchemy.engine import Engine, make_url
 
 from pipeline.store import schema
@@ -115,9 +115,7 @@ class IdentityInfo:
     actions: dict[str, int] = field(default_factory=dict)
     thumb: TrackInfo | None = None  # the track holding the best thumbnail
 
-    @property
-    def cameras(self) -> list[str]:
-        return sorted({t.camera_id for t in self.tracks})
+    cameras: list[str] = field(default_factory=list)  # sorted, set when the index is built
 
     def card(self) -> dict:
         return dict(label=self.label, global_id=self.global_id, cameras=self.cameras, n_tracks=len(self.tracks),
@@ -151,18 +149,30 @@ class RunIndex:
     """Tracks of one run grouped by identity, in memory (no blobs: embeddings and JPEGs stay in the database)."""
 
     def __init__(self, run_id: int, status: str, tracks: dict[tuple[str, int], TrackInfo],
-                 identities: dict[str, IdentityInfo]) -> None:
+                 identities: dict[str, IdentityInfo], actions: list[str] | None = None) -> None:
         self.run_id, self.status = run_id, status
         self.tracks, self.identities = tracks, identities
+        self.actions = actions or []
         self.built_at = time.monotonic()
-        self._sorted: dict[str, list[IdentityInfo]] = {}
+        self._sorted = {key: sorted(identities.values(), key=fn) for key, fn in SORT_KEYS.items()}
+        self._filtered: dict[tuple, list[IdentityInfo]] = {}
+        self._lock = threading.Lock()
 
-    def sorted_by(self, key: str) -> list[IdentityInfo]:
+    def sorted_by(self, key: str, camera: str | None = None, min_cameras: int = 1) -> list[IdentityInfo]:
+        """Identities in `key` order, only those seen by `camera` and by at least `min_cameras` cameras (cached)."""
         if key not in SORT_KEYS:
             raise ValueError(f"sort {key!r}: use one of {', '.join(SORT_KEYS)}")
-        if key not in self._sorted:
-            self._sorted[key] = sorted(self.identities.values(), key=SORT_KEYS[key])
-        return self._sorted[key]
+        rows = self._sorted[key]
+        if not camera and min_cameras <= 1:
+            return rows
+        with self._lock:
+            cached = self._filtered.get((key, camera, min_cameras))
+            if cached is None:
+                cached = [i for i in rows if (not camera or camera in i.cameras) and len(i.cameras) >= min_cameras]
+                if len(self._filtered) > 256:
+                    self._filtered.clear()
+                self._filtered[(key, camera, min_cameras)] = cached
+            return cached
 
 
 class ReviewStore:
@@ -299,6 +309,7 @@ class ReviewStore:
             if info.thumb_quality is not None and (ident.thumb is None or info.thumb_quality > ident.thumb.thumb_quality):
                 ident.thumb = info
         for ident in identities.values():
+            ident.cameras = sorted({t.camera_id for t in ident.tracks})
             ident.tracks.sort(key=lambda x: (x.first_ts, x.camera_id, x.track_id))
             per_cam: dict[str, list] = {}
             for x in ident.tracks:
@@ -309,14 +320,12 @@ class ReviewStore:
             if info is not None:
                 acts = identities[info.label].actions
                 acts[action] = acts.get(action, 0) + 1
-        return RunIndex(run_id, status, tracks, identities)
+        return RunIndex(run_id, status, tracks, identities, sorted({e[3] for e in events}))
 
     def identities_page(self, run_id: int, sort: str = "first_seen", page: int = 1, per_page: int = 48,
                         camera: str | None = None, min_cameras: int = 1) -> dict:
         idx = self.index(run_id)
-        rows = idx.sorted_by(sort)
-        if camera or min_cameras > 1:
-            rows = [i for i in rows if (not camera or camera in i.cameras) and len(i.cameras) >= min_cameras]
+        rows = idx.sorted_by(sort, camera, min_cameras)
         total = len(rows)
         start = (page - 1) * per_page
         return dict(run_id=run_id, status=idx.status, total=total, page=page, per_page=per_page, sort=sort,
@@ -361,33 +370,46 @@ class ReviewStore:
     def events(self, run_id: int, camera: str | None = None, action: str | None = None,
                identity: str | None = None, since: float | None = None, until: float | None = None,
                page: int = 1, per_page: int = 100) -> dict:
-        if not self.has("action_events"):
-            return dict(run_id=run_id, total=0, page=page, per_page=per_page, pages=1, items=[], actions=[])
+        """Action events of a run, filtered, in start order, one page (SQL LIMIT / OFFSET); each row carries its
+        track's identity label."""
         idx = self.index(run_id)
+        empty = dict(run_id=run_id, total=0, page=page, per_page=per_page, pages=1, items=[], actions=idx.actions)
+        if not self.has("action_events"):
+            return empty
         e = schema.action_events.c
-        q = select(e.id, e.camera_id, e.track_id, e.global_id, e.action, e.source, e.start_ts, e.end_ts,
-                   e.peak_conf, e.mean_conf, e.clips, e.frames).where(e.run_id == run_id)
+        conds = [e.run_id == run_id]
         if camera:
-            q = q.where(e.camera_id == camera)
+            conds.append(e.camera_id == camera)
         if action:
-            q = q.where(e.action == action)
+            conds.append(e.action == action)
         if since is not None:
-            q = q.where(e.end_ts >= since)
+            conds.append(e.end_ts >= since)
         if until is not None:
-            q = q.where(e.start_ts <= until)
+            conds.append(e.start_ts <= until)
+        if identity:
+            ident = idx.identities.get(identity)
+            if ident is None:
+                return empty
+            by_cam: dict[str, list[int]] = {}
+            for t in ident.tracks:
+                if not camera or t.camera_id == camera:
+                    by_cam.setdefault(t.camera_id, []).append(t.track_id)
+            if not by_cam:
+                return empty
+            conds.append(or_(*(and_(e.camera_id == cam, e.track_id.in_(tids)) for cam, tids in by_cam.items())))
+        cols = (e.id, e.camera_id, e.track_id, e.global_id, e.action, e.source, e.start_ts, e.end_ts, e.peak_conf,
+                e.mean_conf, e.clips, e.frames)
         with self.engine.connect() as conn:
-            rows = [dict(r._mapping) for r in conn.execute(q.order_by(e.start_ts, e.camera_id, e.track_id))]
-            actions = sorted(a for (a,) in conn.execute(select(e.action).where(e.run_id == run_id).distinct()))
+            total = int(conn.execute(select(func.count()).select_from(schema.action_events).where(*conds)).scalar())
+            rows = [dict(r._mapping) for r in conn.execute(
+                select(*cols).where(*conds).order_by(e.start_ts, e.camera_id, e.track_id, e.id)
+                .limit(per_page).offset((page - 1) * per_page))]
         for r in rows:
             info = idx.tracks.get((r["camera_id"], int(r["track_id"])))
             r["identity"] = info.label if info is not None else (
                 str(r["global_id"]) if r["global_id"] is not None else f"{r['camera_id']}:{r['track_id']}")
-        if identity:
-            rows = [r for r in rows if r["identity"] == identity]
-        total = len(rows)
-        start = (page - 1) * per_page
         return dict(run_id=run_id, total=total, page=page, per_page=per_page, pages=max(1, -(-total // per_page)),
-                    items=rows[start:start + per_page], actions=actions)
+                    items=rows, actions=idx.actions)
 
     # ---- blobs ----------------------------------------------------------------------------------------------------
     def thumbnail(self, run_id: int, camera_id: str, track_id: int) -> bytes:

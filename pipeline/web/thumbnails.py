@@ -1,16 +1,14 @@
-"""`ThumbnailStage`: keeps the best view of every track and stores it as a small JPEG (`track_thumbnails`).
+"""`ThumbnailStage` (stage `thumbnails`): keeps the best view of every track as a small JPEG for the store.
 
 Per camera and track it scores each frame's box with the Re-ID cropper's quality (size, not cut by the border, not
 covered by another box; `pipeline.reid.cropper.crop_quality`) times a sharpness factor (variance of the Laplacian of
 the crop; a box that fails a gate scores at most `POOR_VIEW`, so every track gets a thumbnail, and a clear view
-replaces it), keeps the best crop resized to `height` px (aspect kept, width at most `height`), and sends it to the
-`StoreWriter` when the track ends (unseen `end_after_s`), when the camera ends, at `close()`, and while the track is
-alive at most every `refresh_s` when it has improved (so a live run's review app shows thumbnails early). Memory is
-bounded: at most `max_tracks` kept crops per camera (least recently seen tracks are sent and dropped first), each at
-most `height` x `height` x 3 bytes.
-
-Loop protocol (see the pipeline's stage seam): `open_camera(camera_id)`, `on_frame(frame, tracks)` after each
-camera's tracker update, `on_camera_end(camera_id)`, `close()`, `counters()`.
+replaces it), keeps the best crop resized to `height` px (aspect kept, width at most `height`), and hands it on as a
+`Thumbnail` message (`step.thumbnails`, `end.thumbnails`; the store stage records it in `track_thumbnails`) when the
+track ends (unseen `end_after_s`), when the camera ends, at the run's end, and while the track is alive at most every
+`refresh_s` when it has improved (so the review app of a live run shows thumbnails early). Memory is bounded: at most
+`max_tracks` kept crops per camera (least recently seen tracks are handed on and dropped first), each at most
+`height` x `height` x 3 bytes.
 """
 
 from __future__ import annotations
@@ -23,9 +21,25 @@ import numpy as np
 
 from core.types import Frame, Tracks
 from pipeline.reid.cropper import covered_fraction, crop_quality
+from pipeline.stages.base import CameraEnd, RunEnd, Stage, Step, register_stage
 
 THUMBNAIL_HEIGHT = 128  # px
 POOR_VIEW = 0.01  # score ceiling of a view that fails the cropper's gates: any view that passes them is better
+
+
+@dataclass(frozen=True)
+class Thumbnail:
+    """A track's best view so far: JPEG bytes of width x height px; quality 0..1 (higher is better); ts (s, run
+    clock) and frame of the crop. The store keeps one per track, replaced only by a higher quality."""
+
+    camera_id: str
+    track_id: int
+    jpeg: bytes
+    quality: float
+    width: int
+    height: int
+    ts: float
+    frame: int
 
 
 @dataclass
@@ -66,35 +80,42 @@ def encode_jpeg(image: np.ndarray, quality: int = 85) -> bytes:
     return buf.tobytes()
 
 
-class ThumbnailStage:
-    """Best crop per (camera, track) -> `writer.add_thumbnail` (one JPEG per track, replaced by better ones).
+@register_stage("thumbnails")
+class ThumbnailStage(Stage):
+    """Best crop per (camera, track) -> `Thumbnail` messages on `step.thumbnails` / `end.thumbnails`.
 
-    writer: a `StoreWriter` (anything with `add_thumbnail`); height: thumbnail height in px; min_box_height,
-    border_margin, max_overlap: the cropper's quality gates (px, px, fraction); end_after_s: a track unseen this long
-    (run clock) has ended; refresh_s: a live track's improved thumbnail is re-sent at most this often (s);
-    max_tracks: kept crops per camera; jpeg_quality: 1..100.
+    height: thumbnail height in px; min_box_height, border_margin, max_overlap: the cropper's quality gates (px, px,
+    fraction); end_after_s: a track unseen this long (run clock) has ended; refresh_s: a live track's improved
+    thumbnail is handed on at most this often (s); max_tracks: kept crops per camera; jpeg_quality: 1..100.
     """
 
-    def __init__(self, writer, height: int = THUMBNAIL_HEIGHT, min_box_height: float = 40.0, border_margin: float = 2.0,
+    writes = ("step.thumbnails", "end.thumbnails")
+
+    def __init__(self, height: int = THUMBNAIL_HEIGHT, min_box_height: float = 40.0, border_margin: float = 2.0,
                  max_overlap: float = 0.6, end_after_s: float = 2.0, refresh_s: float = 5.0, max_tracks: int = 256,
                  jpeg_quality: int = 85) -> None:
         if height < 16:
             raise ValueError(f"thumbnail height {height} px is too small (use 16 or more, e.g. {THUMBNAIL_HEIGHT})")
-        self.writer = writer
         self.height = int(height)
         self.min_box_height, self.border_margin, self.max_overlap = min_box_height, border_margin, max_overlap
         self.end_after_s, self.refresh_s = float(end_after_s), float(refresh_s)
         self.max_tracks, self.jpeg_quality = int(max_tracks), int(jpeg_quality)
         self._best: dict[str, OrderedDict[int, _Best]] = {}
+        self._out: list[Thumbnail] = []
         self.sent = 0
         self.bytes_sent = 0
 
-    # ---- loop protocol --------------------------------------------------------------------------------------------
-    def open_camera(self, camera_id: str, *_args) -> None:
-        self._best.setdefault(camera_id, OrderedDict())
+    @classmethod
+    def from_config(cls, config, params: dict) -> "ThumbnailStage | None":
+        """Built when `store.thumbnails` is on: `store.thumbnail_height`, the cropper's gates from `reid`."""
+        if not config.store.thumbnails:
+            return None
+        r = config.reid
+        return cls(config.store.thumbnail_height, r.min_box_height, r.border_margin, r.max_overlap, **params)
 
+    # ---- stage protocol -------------------------------------------------------------------------------------------
     def on_frame(self, frame: Frame, tracks: Tracks) -> None:
-        """Score this frame's boxes of one camera; keep better crops; send the thumbnails of tracks that ended."""
+        """Score this frame's boxes of one camera; keep better crops; queue the thumbnails of tracks that ended."""
         best = self._best.setdefault(frame.camera_id, OrderedDict())
         h_img, w_img = frame.image.shape[:2]
         covered = covered_fraction(tracks.xyxy)
@@ -119,67 +140,47 @@ class ThumbnailStage:
         now = frame.timestamp_s
         for tid, kept in list(best.items()):
             if now - kept.last_ts > self.end_after_s:
-                self._send(frame.camera_id, tid, best.pop(tid))
+                self._emit(frame.camera_id, tid, best.pop(tid))
             elif kept.score > kept.sent_score and (kept.sent_ts is None or now - kept.sent_ts >= self.refresh_s):
-                self._send(frame.camera_id, tid, kept, now)
+                self._emit(frame.camera_id, tid, kept, now)
         while len(best) > self.max_tracks:
             tid, kept = best.popitem(last=False)
-            self._send(frame.camera_id, tid, kept)
+            self._emit(frame.camera_id, tid, kept)
 
-    def on_camera_end(self, camera_id: str) -> None:
-        best = self._best.pop(camera_id, OrderedDict())
-        for tid, kept in best.items():
-            self._send(camera_id, tid, kept)
+    def on_step(self, step: Step) -> None:
+        step.thumbnails.extend(self.take())
 
-    def close(self, *_args) -> None:
+    def on_camera_end(self, end: CameraEnd) -> None:
+        camera_id = end.camera_id if isinstance(end, CameraEnd) else str(end)
+        for tid, kept in self._best.pop(camera_id, OrderedDict()).items():
+            self._emit(camera_id, tid, kept)
+
+    def close(self, end: RunEnd | None = None) -> None:
         for camera_id in list(self._best):
-            self.on_camera_end(camera_id)
+            for tid, kept in self._best.pop(camera_id).items():
+                self._emit(camera_id, tid, kept)
+        if end is not None:
+            end.thumbnails.extend(self.take())
 
     def counters(self) -> dict:
-        return dict(thumbnails_sent=self.sent, thumbnail_bytes=self.bytes_sent)
+        return dict(thumbnails=self.sent, kB=round(self.bytes_sent / 1024))
+
+    def take(self) -> list[Thumbnail]:
+        """The thumbnails made since the last call (the loop hands them on through `on_step` / `close`)."""
+        out, self._out = self._out, []
+        return out
 
     # ---- internals ------------------------------------------------------------------------------------------------
-    def _send(self, camera_id: str, tid: int, kept: _Best, now: float | None = None) -> None:
+    def _emit(self, camera_id: str, tid: int, kept: _Best, now: float | None = None) -> None:
         if kept.score <= kept.sent_score:
             return
         jpeg = encode_jpeg(kept.image, self.jpeg_quality)
         h, w = kept.image.shape[:2]
-        self.writer.add_thumbnail(camera_id, tid, jpeg, kept.score, w, h, kept.ts, kept.frame)
+        self._out.append(Thumbnail(camera_id, int(tid), jpeg, float(kept.score), int(w), int(h), float(kept.ts),
+                                   int(kept.frame)))
         kept.sent_score, kept.sent_ts = kept.score, now
         self.sent += 1
         self.bytes_sent += len(jpeg)
 
-    # the current loop's sink protocol (`pipeline.sinks.TrackSink`) calls `on_tracks`
-    on_tracks = on_frame
 
-
-def build_thumbnail_stage(config, writer) -> ThumbnailStage | None:
-    """The stage a `PipelineConfig` asks for (`store.thumbnails`, `store.thumbnail_height`, the cropper's quality
-    gates from `reid`), writing to `writer`; None when thumbnails are off."""
-    if not config.store.thumbnails:
-        return None
-    r = config.reid
-    return ThumbnailStage(writer, config.store.thumbnail_height, r.min_box_height, r.border_margin, r.max_overlap)
-
-
-def run_with_thumbnails(config, output_dir=None):
-    """Run a `pipeline.runner.Pipeline` with the config's `ThumbnailStage` on its store writer -> `RunSummary`.
-
-    Interim wiring until the loop builds stages from a registry (the lead's stage seam, issue #14): the stage is
-    appended to the sinks `build_sinks` returns, for this call only.
-    """
-    from unittest import mock
-
-    import pipeline.runner as runner
-
-    original = runner.build_sinks
-
-    def build_sinks(cfg, out_dir, store_writer=None, action_names=None):
-        sinks = original(cfg, out_dir, store_writer, action_names)
-        stage = build_thumbnail_stage(cfg, store_writer) if store_writer is not None else None
-        if stage is not None:
-            sinks.append(stage)
-        return sinks
-
-    with mock.patch.object(runner, "build_sinks", build_sinks):
-        return runner.Pipeline(config, output_dir).run()
+__all__ = ["THUMBNAIL_HEIGHT", "Thumbnail", "ThumbnailStage", "encode_jpeg", "sharpness", "thumbnail_crop"]
