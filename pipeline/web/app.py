@@ -196,7 +196,7 @@ def create_app(store: ReviewStore, token: str | None = None, allowed_hosts: list
                 run_id = store.latest_run()
                 store.index(run_id)
                 encoder.encoder_for(store.run_config(run_id))
-                search._faiss(run_id)
+                search.warm(run_id)
             except Exception as err:  # noqa: BLE001 - the first search will report it
                 log.info("search warm-up skipped: %s", str(err).splitlines()[0])
         threading.Thread(target=_warm, name="search-warm-up", daemon=True).start()

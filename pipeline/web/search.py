@@ -149,6 +149,10 @@ class IdentitySearch:
         self._index: dict[int, tuple[int, object]] = {}
         self._lock = threading.Lock()
 
+    def warm(self, run_id: int) -> None:
+        """Load the run's embeddings and build its index now (the first search is then fast)."""
+        self._faiss(run_id)
+
     def _faiss(self, run_id: int):
         import faiss
 
