@@ -128,6 +128,8 @@ class ThumbnailStage(Stage):
                                 self.border_margin, self.max_overlap)
             if base <= 0.0:  # fails a gate (small, cut by the border, covered): a poor view, kept only until a
                 height = float(tracks.xyxy[i, 3] - tracks.xyxy[i, 1])  # gated one comes (every track gets one)
+                if not np.isfinite(tracks.xyxy[i]).all():
+                    continue
                 base = POOR_VIEW * min(1.0, max(height, 0.0) / (2.0 * self.min_box_height)) * (1.0 - float(covered[i]))
             if base <= 0.0 or (kept is not None and base <= kept.score):
                 continue  # sharpness is at most 1: this box cannot beat the kept crop
