@@ -97,13 +97,15 @@ def decode_upload(data: bytes, limits: UploadLimits = UploadLimits()) -> np.ndar
 
 
 class QueryEncoder:
-    """The Re-ID model of a run, built from its stored config, embedding single images. Models are cached by their
-    weights and input size; building one (and OpenVINO compiling it) takes seconds, so the app warms it up."""
+    """The Re-ID model of a run, built from its stored config, embedding single images. Models are cached in the
+    process by their weights, input size and device; building one (and OpenVINO compiling it) takes seconds, so the
+    app warms it up."""
+
+    _encoders: dict[tuple, object] = {}  # shared by every QueryEncoder of the process (apps on several stores)
+    _lock = threading.Lock()
 
     def __init__(self, device: str = "cpu", cpu_threads: int | None = None) -> None:
         self.device, self.cpu_threads = device, cpu_threads
-        self._encoders: dict[tuple, object] = {}
-        self._lock = threading.Lock()
 
     def encoder_for(self, run_config: dict):
         from pipeline.config import ReIDStageConfig
@@ -117,7 +119,8 @@ class QueryEncoder:
         except Exception as err:  # noqa: BLE001
             raise SearchUnavailable(f"the run's stored reid config cannot be read ({str(err).splitlines()[0]})") \
                 from None
-        key = (cfg.checkpoint, cfg.backbone, cfg.backbone_weights, tuple(cfg.input_size), cfg.cpu_backend)
+        key = (cfg.checkpoint, cfg.backbone, cfg.backbone_weights, tuple(cfg.input_size), cfg.cpu_backend,
+               self.device, self.cpu_threads)
         with self._lock:
             enc = self._encoders.get(key)
             if enc is None:
