@@ -233,6 +233,8 @@ class StoreConfig(_Strict):
     url: str | None = Field(default=None, description="SQLAlchemy URL; default sqlite:///<output>/events.db")
     batch_rows: int = Field(default=5000, ge=1, description="rows per write transaction")
     flush_interval_s: float = Field(default=1.0, gt=0, description="longest time rows wait before being written")
+    thumbnails: bool = Field(default=True, description="keep each track's best view as a JPEG (track_thumbnails)")
+    thumbnail_height: int = Field(default=128, ge=16, le=512, description="thumbnail height in px")
 
 
 class OutputConfig(_Strict):
