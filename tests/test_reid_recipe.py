@@ -299,11 +299,11 @@ def test_paper_configs_follow_the_official_recipe(name):
         assert d.gallery_junk == "drop"
 
 
-def test_paper_recipe_runs_on_tiny_mars(tiny_mars, tmp_path, one_thread):
+def test_paper_recipe_runs_on_tiny_mars(tiny_mars, tmp_path, one_thread, caplog):
     """Two epochs of the MARS paper config's recipe (P=16 x K=4, identity-pass epochs, per-frame augmentation, BNNeck
     metric losses, attention on the pre-softmax scores) on the tiny MARS set, small inputs, OSNet x0.25 from random
     weights: each epoch is exactly n_ids // P = 2 iterations, the losses are finite, the junk-free gallery is
-    evaluated with the official dense-clip cap."""
+    evaluated with the official dense-clip cap. `train.amp` on the CPU falls back to float32 with a warning."""
     from models.reid.config import load_reid_config
     from models.reid.model import load_checkpoint
     from pipeline.reid_data.datasets import load_dataset
@@ -314,9 +314,12 @@ def test_paper_recipe_runs_on_tiny_mars(tiny_mars, tmp_path, one_thread):
     cfg.data.root, cfg.data.action_file_train, cfg.data.action_file_test = str(tiny_mars), "act_train.txt", "act_test.txt"
     cfg.data.input_size, cfg.data.pad, cfg.data.num_workers = (32, 16), 2, 0
     cfg.train.epochs, cfg.train.checkpoint_every, cfg.train.device, cfg.train.warmup_epochs = 2, 0, "cpu", 1
+    cfg.train.amp = True
     torch.manual_seed(0)
     ds = load_dataset(cfg.data, cfg.actions)
-    summary = train(cfg, tmp_path / "run", progress=False, dataset=ds)
+    with caplog.at_level("WARNING"):
+        summary = train(cfg, tmp_path / "run", progress=False, dataset=ds)
+    assert "train.amp is for CUDA" in caplog.text
     hist = summary["history"]
     assert [h["iters"] for h in hist] == [2, 2]
     for h in hist:

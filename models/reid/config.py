@@ -163,6 +163,10 @@ class TrainSection(_Strict):
     eval_every: int = 0
     seed: int = 1
     device: str = "auto"
+    amp: bool = Field(
+        default=False,
+        description="CUDA only: float16 autocast of the model's forward with a gradient scaler (losses in float32); "
+                    "ignored with a warning on other devices. The official code trains in float32")
     max_minutes: float | None = Field(default=None, description="stop (and checkpoint) after this wall time")
 
 

@@ -15,7 +15,7 @@ import torch
 from core.device import resolve_device
 from models.reid.config import ReIDTrainingConfig
 from models.reid.losses import ReIDARLoss
-from models.reid.model import ReIDAR, build_reid_ar, load_checkpoint, save_checkpoint
+from models.reid.model import ReIDAR, ReIDARTrainOutput, build_reid_ar, load_checkpoint, save_checkpoint
 from pipeline.reid_data.datasets import VideoReIDDataset, load_dataset
 from pipeline.reid_data.metrics import action_metrics, euclidean_distances, evaluate_ranking
 
@@ -27,6 +27,14 @@ def lr_factor(epoch: int, warmup_epochs: int, warmup_factor: float, milestones: 
     if epoch < warmup_epochs:
         return warmup_factor + (1 - warmup_factor) * epoch / warmup_epochs
     return gamma ** sum(epoch >= m for m in milestones)
+
+
+def _float_output(out: ReIDARTrainOutput) -> ReIDARTrainOutput:
+    """The model's training outputs in float32 (the losses run in float32 under AMP)."""
+    import dataclasses
+
+    return dataclasses.replace(out, **{f.name: getattr(out, f.name).float() for f in dataclasses.fields(out)
+                                       if isinstance(getattr(out, f.name), torch.Tensor)})
 
 
 def evaluate_model(model: torch.nn.Module, dataset: VideoReIDDataset, seq_len: int, size: tuple[int, int],
@@ -140,6 +148,11 @@ def train(cfg: ReIDTrainingConfig, output: str | Path, resume: str | Path | None
         return save_checkpoint(output / name, model, epoch, optimizer, sched,
                                extra={"criterion": criterion.state_dict()}, train_config=cfg.model_dump())
 
+    use_amp = bool(tc.amp and device.type == "cuda")
+    if tc.amp and not use_amp:
+        log.warning("train.amp is for CUDA; training on %s in float32", device)
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+
     t0 = time.time()
     logf = open(output / "log.jsonl", "a")
     history = []
@@ -165,16 +178,21 @@ def train(cfg: ReIDTrainingConfig, output: str | Path, resume: str | Path | None
                 data_iter = iter(loader)
                 clips, pids, acts, erased = next(data_iter)
             clips, pids, acts, erased = clips.to(device), pids.to(device), acts.to(device), erased.to(device)
-            out = model(clips)
+            with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
+                out = model(clips)
+            if use_amp:
+                out = _float_output(out)
             loss, terms = criterion(out, pids, acts, erased)
             optimizer.zero_grad(set_to_none=True)
             center_opt.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.unscale_(center_opt)
             for p, w in ((criterion.center.centers, lc.w_center), (criterion.action_center.center.centers, lc.w_action_center)):
                 if p.grad is not None and w > 0:
                     p.grad.mul_(1.0 / w)  # centers learn at center_lr independent of the loss weight
-            center_opt.step()
+            scaler.step(center_opt)
+            scaler.update()
             n += 1
             terms["total"] = float(loss.detach())
             terms["acc"] = float((out.logits.argmax(1) == pids).float().mean())
