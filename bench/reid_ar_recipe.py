@@ -7,7 +7,8 @@
 For each NAME=CHECKPOINT (trained with `data.val_ids`; the held-out people's tracklets time-split into two
 pseudo-cameras, see pipeline/reid_data/datasets.py hold_out_validation): rank-1 and mAP on that validation split with
 each retrieval embedding (BNNeck `bn` or pooled `global` feature; Euclidean or cosine), test clips resized as the
-checkpoint was trained (`data.resize`). The row marked `*` is the checkpoint's own embedding, the one its config
+checkpoint was trained (`data.resize`); the same numbers as `evaluate_model` with that embedding, with one feature
+pass per feature kind. The row marked `*` is the checkpoint's own embedding, the one its config
 ships. Terrace (the test set) is not evaluated here: use bench/reid_ar_shared.py for the chosen recipe.
 """
 
@@ -25,6 +26,37 @@ import torch  # noqa: E402
 EMBEDDINGS = (("bn", False), ("bn", True), ("global", False), ("global", True))
 
 
+def clip_embeddings(model, tracklets, seq_len: int, resize: str) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """{kind: (per-clip embeddings (C, D), tracklet index of each clip (C,))} for kind bn / global, one pass each."""
+    from torch.utils.data import DataLoader
+
+    from pipeline.reid_data.transforms import ClipTransform
+    from pipeline.reid_data.video import TestClips
+
+    ds = TestClips(tracklets, seq_len, ClipTransform(model.input_size, train=False, resize=resize), "dense")
+    out = {}
+    model.eval()
+    for kind in ("bn", "global"):
+        model.embedding_kind, model.normalize_embedding = kind, False
+        embs, owners = [], []
+        with torch.no_grad():
+            for clips, tis in DataLoader(ds, batch_size=16, shuffle=False):
+                embs.append(model(clips).embedding.float())
+                owners.append(tis)
+        out[kind] = (torch.cat(embs), torch.cat(owners))
+    return out
+
+
+def tracklet_features(embs: torch.Tensor, owners: torch.Tensor, n: int, cosine: bool) -> torch.Tensor:
+    """Mean of each tracklet's clip embeddings (N, D); with `cosine`, clips and tracklets L2-normalised, as
+    pipeline/reid_data/video.py extract_tracklet_features does for a model with normalize_embedding."""
+    if cosine:
+        embs = torch.nn.functional.normalize(embs, dim=1)
+    feats = torch.zeros(n, embs.shape[1]).index_add_(0, owners, embs)
+    feats = feats / torch.bincount(owners, minlength=n).clamp_min(1).unsqueeze(1)
+    return torch.nn.functional.normalize(feats, dim=1) if cosine else feats
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("checkpoints", nargs="+", help="NAME=CHECKPOINT pairs")
@@ -39,7 +71,7 @@ def main() -> int:
     from bench.reid_ar_shared import validation_dataset
     from models.reid.backbones import read_torch_file
     from models.reid.model import load_checkpoint
-    from pipeline.reid_data.training import evaluate_model
+    from pipeline.reid_data.metrics import euclidean_distances, evaluate_ranking
 
     results: dict[str, dict] = {}
     print(f"{'recipe':<16s}{'embedding':<16s}{'rank-1':>8s}{'mAP':>8s}")
@@ -56,10 +88,13 @@ def main() -> int:
         model, _ = load_checkpoint(path)
         own = (model.embedding_kind, model.normalize_embedding)
         results[name] = {"checkpoint": path}
+        tracks = vds.query  # the validation query and gallery are the same tracklets (MARS rule decides matches)
+        assert [t.key for t in vds.gallery] == [t.key for t in tracks]
+        clips = clip_embeddings(model, tracks, args.seq_len, data.get("resize", "bilinear"))
+        pids, cams = [t.pid for t in tracks], [t.camid for t in tracks]
         for kind, cos in EMBEDDINGS:
-            model.embedding_kind, model.normalize_embedding = kind, cos
-            res = evaluate_model(model, vds, args.seq_len, model.input_size, "dense", None,
-                                 resize=data.get("resize", "bilinear"))
+            f = tracklet_features(*clips[kind], len(tracks), cos).numpy().astype("float64")
+            res = evaluate_ranking(euclidean_distances(f, f), pids, pids, cams, cams)
             label = f"{kind}+{'cosine' if cos else 'euclid'}"
             results[name][label] = res
             mark = "*" if (kind, cos) == own else " "
