@@ -206,7 +206,7 @@ def test_attention_loss_forms():
     scores = torch.tensor([[2.0, 1.0, 0.0, 0.0], [3.0, 0.0, 0.0, 0.0], [0.5, 0.5, 0.0, 1.0]], requires_grad=True)
     # official: erased scores summed per clip, averaged over ALL clips: (2 + 0 + 2) / 3
     value = AttentionErasedLoss("scores")(scores, erased)
-    assert float(value) == pytest.approx(4.0 / 3.0)
+    assert float(value.detach()) == pytest.approx(4.0 / 3.0)
     value.backward()
     assert torch.equal(scores.grad, erased.float() / 3)
     # the project's default form: softmax mass, only on clips with erased and clean frames (clip 0 alone)
