@@ -65,13 +65,17 @@ def crop_quality(box: np.ndarray, covered: float, w_img: int, h_img: int, min_bo
     return float(min(1.0, height / (2.0 * min_box_height)) * (1.0 - covered))
 
 
-def crop_resize(image: np.ndarray, box: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """The box (xyxy px, clipped to the image) of a BGR image, resized to size (H, W) -> uint8 RGB (H, W, 3)."""
+RESIZE = {"bilinear": cv2.INTER_LINEAR, "bicubic": cv2.INTER_CUBIC}
+
+
+def crop_resize(image: np.ndarray, box: np.ndarray, size: tuple[int, int], resize: str = "bilinear") -> np.ndarray:
+    """The box (xyxy px, clipped to the image) of a BGR image, resized to size (H, W) with `resize` (bilinear |
+    bicubic, as the model was trained) -> uint8 RGB (H, W, 3)."""
     h_img, w_img = image.shape[:2]
     x1, y1 = min(max(int(box[0]), 0), w_img - 1), min(max(int(box[1]), 0), h_img - 1)
     x2, y2 = min(int(np.ceil(box[2])), w_img), min(int(np.ceil(box[3])), h_img)
     patch = image[y1:max(y2, y1 + 1), x1:max(x2, x1 + 1)]
-    resized = cv2.resize(patch, (int(size[1]), int(size[0])), interpolation=cv2.INTER_LINEAR)
+    resized = cv2.resize(patch, (int(size[1]), int(size[0])), interpolation=RESIZE[resize])
     return cv2.cvtColor(resized, cv2.COLOR_BGR2RGB)
 
 
@@ -102,6 +106,7 @@ class TrackletCropper:
     max_overlap: float = 0.6
     max_tracks: int = 64
     end_after_frames: int = 30
+    resize: str = "bilinear"
     _buffers: "OrderedDict[int, _TrackBuffer]" = field(default_factory=OrderedDict, init=False, repr=False)
     crops_rejected: int = field(default=0, init=False)
 
@@ -155,7 +160,7 @@ class TrackletCropper:
         return crop_quality(box, covered, w_img, h_img, self.min_box_height, self.border_margin, self.max_overlap)
 
     def _crop(self, image: np.ndarray, box: np.ndarray) -> np.ndarray:
-        return crop_resize(image, box, self.input_size)
+        return crop_resize(image, box, self.input_size, self.resize)
 
     def _emit(self, tid: int, buf: _TrackBuffer, reason: str, has_embedding) -> ClipRequest:
         crops = list(buf.crops)

@@ -138,7 +138,8 @@ class QueryEncoder:
 
         enc = self.encoder_for(run_config)
         h, w = image_bgr.shape[:2]
-        crop = crop_resize(image_bgr, np.array([0, 0, w, h], np.float32), enc.input_size)  # RGB (H, W, 3)
+        box = np.array([0, 0, w, h], np.float32)
+        crop = crop_resize(image_bgr, box, enc.input_size, enc.resize)  # RGB (H, W, 3)
         emb, _ = enc.encode(crop[None, None])  # (1, T=1, H, W, 3)
         vec = emb[0].astype(np.float32)
         return vec / max(float(np.linalg.norm(vec)), 1e-12)
