@@ -78,6 +78,22 @@ class TrackerConfig(_Strict):
     params: dict[str, Any] = Field(default_factory=dict)
     tracklets: TrackletConfig = Field(default_factory=TrackletConfig)
 
+    @model_validator(mode="after")
+    def _known(self) -> "TrackerConfig":
+        """A registered tracker and parameters it takes (checked now, not after the models have loaded)."""
+        import inspect
+
+        from pipeline.tracking import TRACKERS
+
+        if self.name not in TRACKERS:
+            raise ValueError(f"unknown tracker {self.name!r}; known: {', '.join(TRACKERS.names())}")
+        accepted = set(inspect.signature(TRACKERS.get(self.name).__init__).parameters) - {"self"}
+        unknown = sorted(set(self.params) - accepted)
+        if unknown:
+            raise ValueError(f"unknown parameter(s) {', '.join(unknown)} for tracker {self.name!r}; valid: "
+                             f"{', '.join(sorted(accepted))}")
+        return self
+
 
 class ReIDStageConfig(_Strict):
     """Re-ID-AR on tracklet clips of every confirmed track, batched across cameras (pipeline/reid/)."""
@@ -236,6 +252,20 @@ class StoreConfig(_Strict):
     thumbnails: bool = Field(default=True, description="keep each track's best view as a JPEG (track_thumbnails)")
     thumbnail_height: int = Field(default=128, ge=16, le=512, description="thumbnail height in px")
 
+    @field_validator("url")
+    @classmethod
+    def _database_url(cls, value: str | None) -> str | None:
+        """A parseable SQLAlchemy URL (the error hides a password)."""
+        if value is None:
+            return value
+        from sqlalchemy.engine import make_url
+
+        try:
+            make_url(value)
+        except Exception:  # noqa: BLE001 - sqlalchemy raises ArgumentError/ValueError for malformed URLs
+            raise ValueError("not a database URL (e.g. sqlite:///out/events.db or postgresql+psycopg://user@host/db)") from None
+        return value
+
 
 class OutputConfig(_Strict):
     """Files written under the output directory."""
@@ -295,6 +325,10 @@ def _format_errors(err: ValidationError, origin: str) -> str:
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"]) or "(top level)"
         value = e.get("input")
+        if isinstance(value, str):
+            from streams.redact import redact_uri
+
+            value = redact_uri(value)  # a malformed camera or database URL may hold a password
         shown = repr(value) if not isinstance(value, dict) else "{...}"
         if len(shown) > 80:
             shown = shown[:77] + "..."

@@ -146,7 +146,7 @@ def train(cfg: ReIDTrainingConfig, output: str | Path, resume: str | Path | None
 
     def save(epoch: int, name: str) -> Path:
         return save_checkpoint(output / name, model, epoch, optimizer, sched,
-                               extra={"criterion": criterion.state_dict()}, train_config=cfg.model_dump())
+                               extra={"criterion": criterion.state_dict()}, train_config=cfg.model_dump(mode="json"))
 
     use_amp = bool(tc.amp and device.type == "cuda")
     if tc.amp and not use_amp:

@@ -33,6 +33,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 from pathlib import Path
+from urllib.parse import quote
 
 from sqlalchemy import (
     Column,
@@ -249,6 +250,63 @@ def redact_db_url(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:  # noqa: BLE001
         return "<unparseable database URL>"
+
+
+def _readonly_sqlite_pragmas(dbapi_conn, _record) -> None:
+    if isinstance(dbapi_conn, sqlite3.Connection):
+        dbapi_conn.execute("PRAGMA busy_timeout=10000")
+
+
+def open_engine_readonly(url: str) -> Engine:
+    """Open an EXISTING store for reading: nothing is created, migrated or written (SQLite opens the file with
+    `mode=ro`; PostgreSQL transactions are READ ONLY). A missing file, an unreachable server, a database that is not
+    an mcsa store or one with another schema version is a one-line `StoreError`."""
+    shown = redact_db_url(url)
+    try:
+        parsed = make_url(url)
+    except Exception:  # noqa: BLE001
+        raise StoreError(f"store URL {url!r} is not a database URL (e.g. sqlite:///out/events.db)") from None
+    try:
+        backend = parsed.get_backend_name()
+        if backend == "sqlite":
+            db = parsed.database or ""
+            if not db or db == ":memory:" or db.startswith("file:"):
+                raise StoreError(f"store {shown} names no database file (e.g. sqlite:///out/events.db)")
+            path = Path(db).expanduser()
+            if not path.is_file():
+                raise StoreError(f"store {shown} does not exist: no file {path} (nothing was created; check the path, "
+                                 "or run the pipeline first)")
+            ro = f"sqlite:///file:{quote(str(path.resolve()))}?mode=ro&uri=true"
+            engine = create_engine(ro, future=True)
+            event.listen(engine, "connect", _readonly_sqlite_pragmas)
+        else:
+            connect_args = {}
+            if backend == "postgresql" and "connect_timeout" not in parsed.query:
+                connect_args["connect_timeout"] = 5  # an unreachable host fails in seconds, not minutes
+            engine = create_engine(url, future=True, connect_args=connect_args)
+            if backend == "postgresql":
+                engine = engine.execution_options(postgresql_readonly=True)
+        with engine.connect() as conn:
+            tables = set(inspect(conn).get_table_names())
+            if not {"schema_info", "runs"} <= tables:
+                raise StoreError(f"database {shown} is not an mcsa event store (no runs / schema_info tables); "
+                                 "check the URL")
+            row = conn.execute(select(schema_info.c.value).where(schema_info.c.key == "version")).first()
+            version = int(row[0]) if row else 0
+        if version != SCHEMA_VERSION:
+            newer = version > SCHEMA_VERSION
+            raise StoreError(
+                f"database {shown} has schema version {version}, {'newer' if newer else 'older'} than this program's "
+                f"{SCHEMA_VERSION} ({'upgrade mcsa' if newer else 'a run on it migrates it in place'}; a query never "
+                "writes)"
+            )
+    except StoreError:
+        raise
+    except (SQLAlchemyError, ImportError) as err:
+        cause = (str(getattr(err, "orig", err)).strip().splitlines() or [type(err).__name__])[0]
+        raise StoreError(f"cannot open store {shown}: {cause} (check the URL, that the server is up and reachable, "
+                         "and the credentials)") from None
+    return engine
 
 
 def open_engine(url: str) -> Engine:
