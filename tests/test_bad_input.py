@@ -238,14 +238,7 @@ _NAMES = [
     "query no store in folder", "store sqlite missing", "store not a database", "store unreachable PostgreSQL",
     "store URL unparseable",
 ]
-# the lead's part of #21 (runner: the all-cameras-failed message, which now comes as the camera's ERROR record plus
-# "error: no camera could be opened"; cli.py: argparse errors in one line instead of usage + error)
-_LEAD = {"source missing file", "query limit not a number", "query what"}
-_PARAMS = [pytest.param(n, marks=pytest.mark.xfail(strict=False, reason="lead's refactor (#14/#21)")) if n in _LEAD
-           else n for n in _NAMES]
-
-
-@pytest.mark.parametrize("name", _PARAMS)
+@pytest.mark.parametrize("name", _NAMES)
 def test_bad_input_matrix(matrix, name):
     base, cases, results = matrix
     case, proc = cases[name], results[name]

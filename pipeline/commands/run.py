@@ -102,12 +102,7 @@ def build_config(args):
 
 
 def main(args) -> int:
-    from models.detector import DetectorError
     from pipeline.config import ConfigError
-    from pipeline.reid.encoder import ReIDLoadError
-    from pipeline.runner import Pipeline, RunSetupError
-    from pipeline.stages.builder import StageConfigError
-    from pipeline.store import StoreError
 
     log = logging.getLogger("mcsa")
     try:
@@ -115,6 +110,12 @@ def main(args) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    from models.detector import DetectorError  # heavy imports (torch) only once the config is valid
+    from pipeline.reid.encoder import ReIDLoadError
+    from pipeline.runner import Pipeline, RunSetupError
+    from pipeline.stages.builder import StageConfigError
+    from pipeline.store import StoreError
+
     try:
         summary = Pipeline(cfg, cfg.output.dir).run()
     except (RunSetupError, StageConfigError) as err:
