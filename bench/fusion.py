@@ -135,7 +135,9 @@ def write_rows(rows: dict[str, list], out: Path) -> dict[str, str]:
 def run_fused(dets: dict[str, list[Detections]], embs: dict[str, list], geoms: dict[str, CameraGeometry],
               params: FusionParams, fps: float) -> tuple[dict[str, list], dict[str, list], float]:
     """Fused association over all frames. Returns (rows without predicted boxes, rows with them, ms per step)."""
-    assoc = FusedAssociator(geoms, params)
+    from dataclasses import replace
+
+    assoc = FusedAssociator(geoms, replace(params, predict_boxes=True))  # predicted boxes never feed back
     plain = {c: [] for c in dets}
     pred = {c: [] for c in dets}
     n = min(len(v) for v in dets.values())
