@@ -66,7 +66,7 @@ def sample_indices(n: int, t: int) -> np.ndarray:
     return np.sort(np.resize(np.arange(n), t))
 
 
-@dataclass
+@dataclass(kw_only=True)
 class TrackletCropper:
     """Crops confirmed tracks of ONE camera and emits a `ClipRequest` every `clip_every` frames per track and when a
     track ends (unseen for `end_after_frames`) or the camera ends (`flush`).

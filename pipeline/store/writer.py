@@ -20,6 +20,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from pipeline.store import schema
+from pipeline.store.dialects import dialect_of
 from pipeline.store.schema import StoreError, redact_db_url
 from core.types import Tracks
 
@@ -42,34 +43,15 @@ class _TrackSummary:
 
 
 def upsert(conn, table, rows: list[dict], keys: list[str]) -> None:
-    """Insert rows, updating the non-key columns of rows whose key already exists (SQLite and PostgreSQL)."""
-    if not rows:
-        return
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    stmt = insert(table)
-    cols = {c: stmt.excluded[c] for c in rows[0] if c not in keys}
-    conn.execute(stmt.on_conflict_do_update(index_elements=keys, set_=cols), rows)
-
-
-BOX_COLUMNS = ("run_id", "camera_id", "frame", "ts", "track_id", "x1", "y1", "x2", "y2", "score")
+    """Insert rows, updating the non-key columns of rows whose key already exists (the dialect's own statement)."""
+    if rows:
+        dialect_of(conn).upsert(conn, table, rows, keys)
 
 
 def insert_boxes(conn, rows: list[tuple]) -> None:
     """Bulk-insert `track_boxes` row tuples (`BOX_COLUMNS` order) inside the caller's transaction: COPY on
     PostgreSQL, one prepared executemany on SQLite (both >= 5x the per-row-dict Core insert)."""
-    cols = ", ".join(BOX_COLUMNS)
-    if conn.dialect.name == "postgresql":
-        with conn.connection.dbapi_connection.cursor() as cur:
-            with cur.copy(f"COPY track_boxes ({cols}) FROM STDIN") as copy:
-                for row in rows:
-                    copy.write_row(row)
-    elif conn.dialect.name == "sqlite":
-        conn.exec_driver_sql(f"INSERT INTO track_boxes ({cols}) VALUES ({', '.join('?' * len(BOX_COLUMNS))})", rows)
-    else:
-        conn.execute(schema.track_boxes.insert(), [dict(zip(BOX_COLUMNS, r)) for r in rows])
+    dialect_of(conn).insert_boxes(conn, schema.track_boxes, rows)
 
 
 def _probs_json(action_probs: np.ndarray) -> str:
