@@ -204,3 +204,54 @@ def test_laboratory_ground_truth_boxes_fuse_into_one_identity_per_person(shared)
         assert max(v.values()) / sum(v.values()) > 0.95, f"person {person} split over identities {v}"
     owners = [max(v, key=v.get) for v in votes.values()]
     assert len(set(owners)) == len(owners), "two people share one identity"
+
+
+def test_fused_association_stage_links_a_view_track_broken_by_occlusion(tmp_path):
+    """The stage inside the stage protocol: camera b's tracker loses person 0 behind an occluder and reports a new
+    local track afterwards; both of b's tracks and a's track get one global id (tracks.global_ids and end.identities)."""
+    from core.types import Frame, Tracks
+    from pipeline.config import parse_config
+    from pipeline.fusion.stage import FusedAssociationStage
+    from pipeline.stages.base import CameraInfo, RunEnd, RunInfo, Step
+    from pipeline.stages.builder import stage_classes
+
+    cams = two_camera_scene()
+    homs = {}
+    for cam, geom in cams.items():
+        homs[cam] = str(tmp_path / f"{cam}.txt")
+        np.savetxt(homs[cam], geom.h)
+    config = parse_config({"cameras": [{"id": c, "source": f"{c}.mp4"} for c in cams],
+                           "association": {"enabled": True, "mode": "fused", "homographies": homs}})
+    classes = [cls for cls, _ in stage_classes(config)]
+    assert FusedAssociationStage in classes and not any(c.name == "association" for c in classes)
+    stage = FusedAssociationStage.from_config(config, {})
+    stage.open(RunInfo(run_id=None, output_dir=tmp_path))
+    for cam in cams:
+        stage.open_camera(CameraInfo(cam, f"{cam}.mp4", 25.0, FRAME))
+    image = np.zeros((FRAME[1], FRAME[0], 3), np.uint8)
+    seen: dict[tuple[str, int], set] = {}
+    for i in range(125):
+        t = i / 25.0
+        pos = {0: np.array([-2.0, -1.5]) + np.array([0.7, 0.3]) * t, 1: np.array([2.0, 1.0]) - np.array([0.6, 0.2]) * t}
+        step = Step(i, t)
+        for cam, geom in cams.items():
+            tids, boxes = [], []
+            for p in (0, 1):
+                if cam == "b" and p == 0 and 2.0 <= t < 3.5:
+                    continue
+                tids.append(10 + p if not (cam == "b" and p == 0 and t >= 3.5) else 99)  # b's new track after
+                boxes.append(person_box(geom, pos[p]))
+            step.frames.append((Frame(cam, i, t, image), Tracks(np.array(tids), np.array(boxes), np.full(len(tids), 0.9),
+                                                                 np.zeros(len(tids)))))
+        stage.on_step(step)
+        for frame, tracks in step.frames:
+            for tid, gid in zip(tracks.track_ids.tolist(), tracks.global_ids.tolist()):
+                if t >= 0.5:
+                    seen.setdefault((frame.camera_id, tid), set()).add(gid)
+    end = RunEnd("completed")
+    stage.close(end)
+    ids = end.identities["online"]
+    assert ids[("a", 10)] == ids[("b", 10)] == ids[("b", 99)], ids
+    assert ids[("a", 11)] == ids[("b", 11)] != ids[("a", 10)]
+    assert seen[("b", 99)] <= {ids[("a", 10)], -1} and ids[("a", 10)] in seen[("b", 99)]
+    assert stage.counters()["identities"] == 2
