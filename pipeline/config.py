@@ -156,6 +156,8 @@ class FusionConfig(_Strict):
     low_iou: float = Field(default=0.3, ge=0, le=1, description="IoU a low-score detection needs with the track's box")
     min_view_iou: float = Field(default=0.1, ge=0, le=1, description="a view that saw the track within "
                                 "view_memory_s only gives it detections overlapping its expected box this much")
+    new_view_gate_m: float = Field(default=2.5, gt=0, description="a view without a recent box of the track joins it "
+                                   "only within this distance, m")
     iou_weight: float = Field(default=1.0, ge=0, description="cost weight of (1 - IoU) with the view's expected box")
     view_memory_s: float = Field(default=1.0, gt=0, description="how long a view's last box of a track guides it, s")
     app_weight: float = Field(default=1.0, ge=0, description="cost weight of the embedding cosine distance")

@@ -54,6 +54,7 @@ class FusionParams:
     confirm_s: float = 0.2
     confirm_frac: float = 0.6
     min_view_iou: float = 0.1
+    new_view_gate_m: float = 2.5
     merge_m: float = 1.0
     merge_s: float = 0.5
     offset_rate: float = 0.1
@@ -104,8 +105,8 @@ class BoxSizeModel:
 
     def add(self, xyxy: np.ndarray) -> None:
         b = np.asarray(xyxy, np.float64).reshape(-1, 4)
-        x = np.c_[np.ones(len(b)), (b[:, 0] + b[:, 2]) / 2, b[:, 3]]
-        y = np.c_[b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]]
+        x = np.stack([np.ones(len(b)), (b[:, 0] + b[:, 2]) / 2, b[:, 3]], axis=1)
+        y = np.stack([b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]], axis=1)
         self.xtx += x.T @ x
         self.xty += x.T @ y
         self.n += len(b)
@@ -153,6 +154,26 @@ class FusedAssociator:
         du, dv = float(np.clip(du, -limit, limit)), float(np.clip(dv, -limit, limit))
         return mem.xyxy + np.array([du, dv, du, dv])
 
+    def _view_boxes(self, cam: str, tracks: list[GroundTrack], t: float, max_age_s: float) -> list:
+        """`_view_box` of every track (None where the view has no recent box), one projection call per camera."""
+        out: list = [None] * len(tracks)
+        have = [k for k, tr in enumerate(tracks) if cam in tr.views and t - tr.views[cam].t <= max_age_s]
+        if not have:
+            return out
+        mems = [tracks[k].views[cam] for k in have]
+        pts = np.concatenate([np.stack([m.ground for m in mems]), np.stack([tracks[k].kf.x[:2] for k in have])])
+        img, ok = self.cameras[cam].ground_to_image(pts)
+        n = len(have)
+        for i, (k, m) in enumerate(zip(have, mems)):
+            if not (ok[i] and ok[n + i]):
+                out[k] = m.xyxy
+                continue
+            limit = 0.5 * (m.xyxy[3] - m.xyxy[1])
+            du = min(max(img[n + i, 0] - img[i, 0], -limit), limit)
+            dv = min(max(img[n + i, 1] - img[i, 1], -limit), limit)
+            out[k] = m.xyxy + np.array([du, dv, du, dv])
+        return out
+
     def _costs(self, cam: str, tracks: list[GroundTrack], view_boxes: list, pts: np.ndarray, covs: np.ndarray,
                boxes: np.ndarray, embs: np.ndarray | None, t: float) -> np.ndarray:
         """Assignment cost (T, N) of tracks to this camera's detections; _BIG where gated out.
@@ -177,6 +198,8 @@ class FusedAssociator:
         gated = (m2 > p.gate_sigma ** 2) | (dist > hard[:, None])
         iou_term = np.full(cost.shape, 0.5)
         have = [k for k, vb in enumerate(view_boxes) if vb is not None]
+        new_view = np.array([vb is None for vb in view_boxes])
+        gated |= new_view[:, None] & (dist > p.new_view_gate_m)  # a view joining a track must agree closely
         if have:
             iou = _iou_matrix(np.stack([view_boxes[k] for k in have]), boxes)
             iou_term[have] = 1.0 - iou
@@ -221,7 +244,7 @@ class FusedAssociator:
     def _check_disagreement(self, members: list[tuple[str, int]], offsets: np.ndarray, tr: GroundTrack) -> None:
         """Warn once per camera pair whose settled offsets for one person differ by more than disagreement_warn_m:
         their homographies disagree about where people stand (recalibrate, or raise calib_sigma_m / gate_m)."""
-        if tr.hits < 50:
+        if tr.hits < 50 or tr.hits % 25:
             return
         for a in range(len(members)):
             for b in range(a + 1, len(members)):
@@ -292,12 +315,12 @@ class FusedAssociator:
             scores = np.asarray(scores, np.float64).reshape(len(xyxy))
             pts, covs, cut = foot_points(self.cameras[cam], xyxy, p.foot_sigma, p.calib_sigma_m)
             e = None
-            if embs is not None:
+            if embs is not None and len(xyxy):
                 e = np.asarray(embs, np.float32).reshape(len(xyxy), -1)
                 e = e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
             out.ids[cam] = np.full(len(xyxy), -1, np.int64)
             det_track = np.full(len(xyxy), -1)
-            view_boxes = [self._view_box(cam, tr, t, p.view_memory_s) for tr in tracks]
+            view_boxes = self._view_boxes(cam, tracks, t, p.view_memory_s)
             high = np.flatnonzero(scores >= p.high_score)
             low = np.flatnonzero((scores >= p.low_score) & (scores < p.high_score))
             if len(high) and tracks:
@@ -387,6 +410,8 @@ class FusedAssociator:
                 present = set(out.ids[cam][out.ids[cam] >= 0].tolist())
                 for k, tr in enumerate(tracks):
                     if tr.global_id is None or tr.last_update_t != t or tr.global_id in self.merged:
+                        continue
+                    if len(tr.views) < 2:  # only people more than one view has confirmed
                         continue
                     if tr.global_id in present or any(c == cam for c, _ in assigned.get(k, [])):
                         continue

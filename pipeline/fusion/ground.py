@@ -46,7 +46,7 @@ class CameraGeometry:
     def image_to_ground(self, px: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Image points (N, 2) px -> ground points (N, 2) m and the Jacobians d(ground)/d(pixel) (N, 2, 2) m/px."""
         px = np.asarray(px, np.float64).reshape(-1, 2)
-        p = np.c_[px, np.ones(len(px))] @ self.h_m.T
+        p = px @ self.h_m[:, :2].T + self.h_m[:, 2]
         w = np.where(np.abs(p[:, 2]) < 1e-12, 1e-12, p[:, 2])
         if not self.w_sign and len(w):
             self.w_sign = float(np.sign(np.median(w)))
@@ -58,7 +58,7 @@ class CameraGeometry:
         """Ground points (N, 2) m -> image points (N, 2) px, and a mask (N,) of points on the camera's side of the
         horizon (the image point maps back with the sign of w that real foot points have)."""
         g = np.asarray(ground_m, np.float64).reshape(-1, 2)
-        p = np.c_[g, np.ones(len(g))] @ self.h_inv_m.T
+        p = g @ self.h_inv_m[:, :2].T + self.h_inv_m[:, 2]
         ok = np.sign(p[:, 2]) == (self.w_sign or 1.0)
         w = np.where(np.abs(p[:, 2]) < 1e-12, 1e-12, p[:, 2])
         return p[:, :2] / w[:, None], ok
@@ -94,7 +94,7 @@ def foot_points(geom: CameraGeometry, xyxy: np.ndarray, foot_sigma: float = 0.04
     full_h = np.where(cut, np.maximum(hgt, aspect * w), hgt)
     sig_u = foot_sigma * full_h
     sig_v = np.where(cut, 0.25 * full_h, foot_sigma * full_h)
-    g, jac = geom.image_to_ground(np.c_[(b[:, 0] + b[:, 2]) / 2, foot_v])
+    g, jac = geom.image_to_ground(np.stack([(b[:, 0] + b[:, 2]) / 2, foot_v], axis=1))
     pix_cov = np.zeros((len(b), 2, 2))
     pix_cov[:, 0, 0] = sig_u ** 2
     pix_cov[:, 1, 1] = sig_v ** 2
