@@ -158,6 +158,8 @@ class FusionConfig(_Strict):
                                 "view_memory_s only gives it detections overlapping its expected box this much")
     new_view_gate_m: float = Field(default=2.5, gt=0, description="a view without a recent box of the track joins it "
                                    "only within this distance, m")
+    view_min_hits: int = Field(default=3, ge=1, description="a view's boxes of a track guide and gate it only after "
+                               "this many in a row (one stray false positive must not steer the view)")
     iou_weight: float = Field(default=1.0, ge=0, description="cost weight of (1 - IoU) with the view's expected box")
     view_memory_s: float = Field(default=1.0, gt=0, description="how long a view's last box of a track guides it, s")
     app_weight: float = Field(default=1.0, ge=0, description="cost weight of the embedding cosine distance")

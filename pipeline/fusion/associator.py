@@ -55,6 +55,7 @@ class FusionParams:
     confirm_frac: float = 0.6
     min_view_iou: float = 0.1
     new_view_gate_m: float = 2.5
+    view_min_hits: int = 3
     merge_m: float = 1.0
     merge_s: float = 0.5
     offset_rate: float = 0.1
@@ -154,10 +155,12 @@ class FusedAssociator:
         du, dv = float(np.clip(du, -limit, limit)), float(np.clip(dv, -limit, limit))
         return mem.xyxy + np.array([du, dv, du, dv])
 
-    def _view_boxes(self, cam: str, tracks: list[GroundTrack], t: float, max_age_s: float) -> list:
-        """`_view_box` of every track (None where the view has no recent box), one projection call per camera."""
+    def _view_boxes(self, cam: str, tracks: list[GroundTrack], t: float, max_age_s: float, min_hits: int = 1) -> list:
+        """`_view_box` of every track (None where the view has no recent box, or fewer than min_hits boxes in a row:
+        one stray box, e.g. a false positive, must not steer the view), one projection call per camera."""
         out: list = [None] * len(tracks)
-        have = [k for k, tr in enumerate(tracks) if cam in tr.views and t - tr.views[cam].t <= max_age_s]
+        have = [k for k, tr in enumerate(tracks) if cam in tr.views and t - tr.views[cam].t <= max_age_s
+                and tr.views[cam].hits >= min_hits]
         if not have:
             return out
         mems = [tracks[k].views[cam] for k in have]
@@ -320,7 +323,7 @@ class FusedAssociator:
                 e = e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
             out.ids[cam] = np.full(len(xyxy), -1, np.int64)
             det_track = np.full(len(xyxy), -1)
-            view_boxes = self._view_boxes(cam, tracks, t, p.view_memory_s)
+            view_boxes = self._view_boxes(cam, tracks, t, p.view_memory_s, p.view_min_hits)
             high = np.flatnonzero(scores >= p.high_score)
             low = np.flatnonzero((scores >= p.low_score) & (scores < p.high_score))
             if len(high) and tracks:
@@ -362,7 +365,9 @@ class FusedAssociator:
                 offsets = (1 - p.offset_rate) * offsets + p.offset_rate * (raw - z_raw)
                 self._check_disagreement(members, offsets, tr)
             for (c, j), o in zip(members, offsets):
-                tr.views[c] = ViewMemory(t, per_cam[c][0][j].copy(), tr.position, o)
+                old = tr.views.get(c)
+                hits = old.hits + 1 if old is not None and t - old.t <= p.view_memory_s else 1
+                tr.views[c] = ViewMemory(t, per_cam[c][0][j].copy(), tr.position, o, hits)
                 e = per_cam[c][5]
                 if e is not None and per_cam[c][1][j] >= p.high_score and np.isfinite(e[j]).all():
                     tr.add_embedding(e[j])

@@ -50,6 +50,7 @@ class ViewMemory:
     xyxy: np.ndarray
     ground: np.ndarray
     offset: np.ndarray = field(default_factory=lambda: np.zeros(2))  # this view's bias for this person (2,) m
+    hits: int = 1  # consecutive boxes of this view in this track (a gap over the view memory restarts the count)
 
 
 class GroundTrack:
