@@ -67,6 +67,9 @@ def stage_classes(config) -> list[tuple[type[Stage], dict]]:
                         f"{', '.join(n for n in STAGES.names() if n not in BUILTIN_MODULES) or 'none'} (add one in "
                         "pipeline/sinks/ with @register_stage, or give its module)")
                 out.append((STAGES.get(sink.name), dict(sink.params)))
+        elif name == "association" and config.association.mode == "fused":
+            importlib.import_module("pipeline.fusion.stage")  # ground-plane fusion replaces track-then-match
+            out.append((STAGES.get("fused_association"), {}))
         else:
             importlib.import_module(BUILTIN_MODULES[name])
             out.append((STAGES.get(name), {}))
