@@ -87,6 +87,8 @@ class Step:
     appearance: Re-ID results applied in this step (`pipeline.reid.AppearanceUpdate`), written by the Re-ID stage.
     links: identity link events made in this step (`pipeline.association.LinkEvent`), written by the association.
     action_events: action episodes that finished in this step (`pipeline.events.ActionEvent`), written by events.
+    thumbnails: the best views of tracks handed on in this step (`pipeline.web.thumbnails.Thumbnail`), written by
+    the thumbnails stage.
     """
 
     index: int
@@ -95,16 +97,16 @@ class Step:
     appearance: list[Any] = field(default_factory=list)
     links: list[Any] = field(default_factory=list)
     action_events: list[Any] = field(default_factory=list)
-    thumbnails: list[Any] = field(default_factory=list)  # best views of tracks (`pipeline.web.thumbnails.Thumbnail`)
+    thumbnails: list[Any] = field(default_factory=list)
 
 
 @dataclass
 class RunEnd:
     """The end of a run, passed to every stage's `close` in order; stages add the facts they produce at the end.
 
-    status: completed | interrupted | failed; cameras: the final `CameraEnd` of every camera (frames, status, error,
-    with dropped / reconnect counters in `extra`); appearance / links / action_events: as in `Step`, for what is
-    produced while closing; identities: {mode ('online' | 'offline'): {(camera_id, track_id): global id}} and
+    status: completed | interrupted | failed; cameras: the final `CameraEnd` of every camera (frames, status, error);
+    camera_extra: {camera_id: more counters for its store row, e.g. `dropped`}; appearance / links / action_events /
+    thumbnails: as in `Step`, for what is produced while closing; identities: {mode ('online' | 'offline'): {(camera_id, track_id): global id}} and
     identity_spans {(camera_id, track_id): (first_ts, last_ts)}, written by the association.
     """
 
@@ -116,7 +118,7 @@ class RunEnd:
     action_events: list[Any] = field(default_factory=list)
     identities: dict[str, dict[tuple[str, int], int]] = field(default_factory=dict)
     identity_spans: dict[tuple[str, int], tuple[float, float]] = field(default_factory=dict)
-    thumbnails: list[Any] = field(default_factory=list)  # as in `Step`, handed on while closing
+    thumbnails: list[Any] = field(default_factory=list)
 
     @property
     def final_identities(self) -> dict[tuple[str, int], int] | None:
