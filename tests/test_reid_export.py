@@ -64,15 +64,6 @@ def test_onnx_export_metadata_and_parity_at_batch_1_8_64(small_model, real_clips
     assert (out / "parity.json").is_file()
 
 
-def test_openvino_export_parity(small_model, real_clips, tmp_path):
-    pytest.importorskip("openvino")
-    meta = export_reid_ar(small_model, tmp_path, "openvino", clip_len=T)
-    assert meta.files["openvino"] == "model.xml" and (tmp_path / "model.bin").is_file()
-    report = check_export(small_model, tmp_path, "openvino", real_clips, (1, 8), repeats=0)
-    assert report["runtime"].startswith("openvino") and "model.xml" in report["runtime"]
-    assert report["max_cosine_distance"] < TOL and report["max_abs_action_probs"] < TOL
-
-
 def test_export_has_dynamic_clip_length(small_model, real_clips, onnx_export):
     pytest.importorskip("onnxruntime")
     exported = ExportedReIDAR(onnx_export[0], backend="onnxruntime")
@@ -104,21 +95,25 @@ def test_pipeline_encoder_runs_an_export_folder(small_model, real_clips, onnx_ex
     assert "onnxruntime" in ClipEncoder(str(onnx_export[0]), device="cpu", cpu_backend="onnxruntime").backend
 
 
-def test_export_command_writes_folder_and_checks_parity(small_model, tmp_path, shared):
-    pytest.importorskip("onnxruntime")
+def test_export_command_openvino_writes_folder_and_checks_parity(small_model, tmp_path, shared):
+    pytest.importorskip("openvino")
     import json
 
     from pipeline.cli import main
 
     ckpt = save_checkpoint(tmp_path / "small.pth", small_model)
     out = tmp_path / "exported"
-    rc = main(["export", "--checkpoint", str(ckpt), "--format", "onnx", "--output", str(out), "--clip-len", "2",
+    rc = main(["export", "--checkpoint", str(ckpt), "--format", "openvino", "--output", str(out), "--clip-len", "2",
                "--batches", "1", "4"])
     assert rc == 0
+    assert (out / "model.xml").is_file() and (out / "model.bin").is_file() and (out / "model.onnx").is_file()
     report = json.loads((out / "parity.json").read_text())
     assert report["ok"] and set(report["batches"]) == {"1", "4"} and report["tolerance"] == TOL
+    assert report["runtime"].startswith("openvino") and "model.xml" in report["runtime"]
+    assert report["max_cosine_distance"] < TOL and report["max_abs_action_probs"] < TOL
     meta = json.loads((out / "metadata.json").read_text())
     assert meta["action_names"] == ["walking", "standing"] and meta["clip_len"] == 2
+    assert meta["files"] == {"onnx": "model.onnx", "openvino": "model.xml"}
 
 
 def test_tensorrt_on_a_machine_without_it_says_so_in_one_line(tmp_path, capsys, shared):
