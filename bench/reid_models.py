@@ -1,0 +1,214 @@
+#!/usr/bin/env python3
+"""Which appearance model is best here: every available re-id model on the EPFL Terrace tracklets, side by side.
+
+    python bench/reid_models.py [--export-root /tmp/reid_export] [--models osnet_msmt17 omz_0288_fp32 ...] [--json F]
+
+Data: the Terrace tracklet export of bench/reid_ar_shared.py (ground-truth boxes of c0 and c1, every 3rd frame,
+boxes >= 40 px, tracklets of <= 16 crops; written when missing). Query camera c0, gallery camera c1 (tracklet level).
+
+Accuracy: every crop embedded once through the pipeline's own `ClipEncoder` (crops resized to the model's input with
+the pipeline's bilinear resize, RGB, T = 1), a tracklet's feature = mean of its crops' embeddings, L2-normalised;
+ranking by cosine distance; rank-1, rank-5, mAP (MARS protocol). For these frame-level models this equals the mean of
+dense clip embeddings (what the pipeline's clips do, T crops each). A Re-ID-AR checkpoint (--checkpoint) is
+evaluated on dense clips of T = 4 instead (its temporal attention needs clips).
+
+Cost: clips/s at batch 32 (T = 4, i.e. 128 crops per call) on real Terrace clips, best of --repeats calls after a
+warm-up, through the same `ClipEncoder` (the backend named in the table). For the default OSNet x0.25 the same
+weights run on three backends: PyTorch eager, OpenVINO (compiled at start-up, the pipeline's CPU default) and the
+ONNX export on ONNX Runtime, with the ratios against PyTorch eager.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from core.paths import shared_dir  # noqa: E402
+
+OMZ = "models/openvino_reid/person-reidentification-retail-{0}/{1}/person-reidentification-retail-{0}.xml"
+
+
+def model_specs(shared: Path) -> dict[str, dict]:
+    """name -> ClipEncoder keyword arguments (+ `label`), for every appearance model in the shared folder."""
+    m = shared / "models"
+    specs = {
+        "osnet_msmt17": dict(label="OSNet x0.25 MSMT17 (default)", backbone="osnet_x0_25",
+                             backbone_weights=str(m / "osnet_x0_25_msmt17.pth"), cpu_backend="openvino"),
+        "osnet_market": dict(label="OSNet x0.25 Market-1501", backbone="osnet_x0_25",
+                             backbone_weights=str(m / "osnet_x0_25_market1501.pth"), cpu_backend="openvino"),
+    }
+    for number, precisions in (("0277", ["FP16"]), ("0286", ["FP16"]), ("0287", ["FP32", "FP16", "FP16-INT8"]),
+                               ("0288", ["FP32", "FP16"])):
+        for precision in precisions:
+            specs[f"omz_{number}_{precision.lower().replace('-', '_')}"] = dict(
+                label=f"OMZ {number} {precision}", backbone=f"openvino:{shared / OMZ.format(number, precision)}")
+    onnx_0267 = m / "openvino_reid/person-reidentification-retail-0287/person-reidentification-retail-0267.onnx"
+    # ONNX Runtime 1.32 computes NaN for this opset-9 file (FrameReIDModel refuses it); OpenVINO reads it fine
+    specs["omz_0267_onnx"] = dict(label="OMZ 0267 ONNX (OpenVINO)", backbone=f"openvino:{onnx_0267}")
+    return specs
+
+
+def load_crops(tracklets, size: tuple[int, int]) -> np.ndarray:
+    """All crops of the tracklets, in order, resized to size (H, W) as the pipeline does -> uint8 RGB (N, H, W, 3)."""
+    out = []
+    for t in tracklets:
+        for p in t.paths:
+            img = cv2.imread(p)
+            out.append(cv2.cvtColor(cv2.resize(img, (size[1], size[0]), interpolation=cv2.INTER_LINEAR),
+                                    cv2.COLOR_BGR2RGB))
+    return np.stack(out)
+
+
+def embed_crops(encoder, crops: np.ndarray, batch: int = 64) -> np.ndarray:
+    return np.concatenate([encoder.encode(crops[i:i + batch, None])[0] for i in range(0, len(crops), batch)])
+
+
+def tracklet_features(encoder, tracklets, crops: np.ndarray, clip_len: int, dense: bool) -> np.ndarray:
+    """Mean of crop embeddings per tracklet (frame models) or of dense T-crop clip embeddings (Re-ID-AR), unit length."""
+    from pipeline.reid_data.sampling import dense_clips
+
+    feats, start = [], 0
+    if not dense:
+        emb = embed_crops(encoder, crops)
+    for t in tracklets:
+        n = len(t)
+        if dense:
+            clips = np.stack([crops[start:start + n][idx] for idx in dense_clips(n, clip_len)])
+            f = np.concatenate([encoder.encode(clips[i:i + 32])[0] for i in range(0, len(clips), 32)]).mean(0)
+        else:
+            f = emb[start:start + n].mean(0)
+        feats.append(f / max(np.linalg.norm(f), 1e-12))
+        start += n
+    return np.stack(feats)
+
+
+def rank(encoder, ds, clip_len: int, dense: bool) -> dict:
+    from pipeline.reid_data.metrics import evaluate_ranking
+
+    qc, gc = load_crops(ds.query, encoder.input_size), load_crops(ds.gallery, encoder.input_size)
+    q = tracklet_features(encoder, ds.query, qc, clip_len, dense)
+    g = tracklet_features(encoder, ds.gallery, gc, clip_len, dense)
+    dist = 1.0 - q @ g.T
+    return evaluate_ranking(dist, [t.pid for t in ds.query], [t.pid for t in ds.gallery],
+                            [t.camid for t in ds.query], [t.camid for t in ds.gallery])
+
+
+def clips_per_s(encoder, clips: np.ndarray, repeats: int) -> float:
+    encoder.encode(clips)  # warm-up (allocations, lazy compilation)
+    best = min(_timed(encoder.encode, clips) for _ in range(repeats))
+    return len(clips) / best
+
+
+def _timed(fn, *args) -> float:
+    t0 = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - t0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--export-root", default="/tmp/reid_export", help="tracklet exports (as bench/reid_ar_shared.py)")
+    ap.add_argument("--models", nargs="*", default=None, help="subset of model names (default: all available)")
+    ap.add_argument("--checkpoint", default=None, help="also rank a Re-ID-AR checkpoint (dense clips of T)")
+    ap.add_argument("--clip-len", type=int, default=4)
+    ap.add_argument("--batch", type=int, default=32, help="clips per call in the cost column")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2, help="CPU threads of every runtime (this machine: 2 cores)")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.ERROR)
+    torch.set_num_threads(args.threads)
+
+    from pipeline.reid import ClipEncoder
+    from pipeline.reid_data.sample_clips import terrace_clips
+    from reid_ar_shared import terrace_dataset
+
+    shared = shared_dir()
+    if not (shared / "data").is_dir():
+        print(f"error: shared data folder {shared} not found (set MCSA_SHARED)", file=sys.stderr)
+        return 2
+    root = Path(args.export_root)
+    if not (root / "terrace" / "tracklets.csv").is_file():
+        from pipeline.reid_data.export import ExportOptions, export_tracklets
+        from reid_ar_shared import export_specs
+
+        for folder, video, boxes, _, kw in export_specs(shared):
+            if folder == "terrace":
+                export_tracklets(video, boxes, root / folder, ExportOptions(**kw), None)
+    ds = terrace_dataset(root)
+    print(f"Terrace tracklets (query c0, gallery c1): {ds.summary()}")
+    specs = model_specs(shared)
+    if args.checkpoint:
+        specs["checkpoint"] = dict(label=f"Re-ID-AR {Path(args.checkpoint).name}", checkpoint=args.checkpoint,
+                                   dense=True)
+    names = args.models or list(specs)
+    results: dict[str, dict] = {}
+    clip_cache: dict[tuple, np.ndarray] = {}
+    for name in names:
+        kw = dict(specs[name])
+        label, dense = kw.pop("label"), kw.pop("dense", False)
+        try:
+            enc = ClipEncoder(device="cpu", cpu_threads=args.threads, **kw)
+        except Exception as err:  # noqa: BLE001 - one model failing should not stop the table
+            print(f"{name}: skipped ({err})")
+            continue
+        key = tuple(enc.input_size)
+        if key not in clip_cache:
+            clip_cache[key] = terrace_clips(shared, args.batch, args.clip_len, enc.input_size)
+        t0 = time.time()
+        res = rank(enc, ds, args.clip_len, dense)
+        res.update(label=label, backend=enc.backend, dim=enc.embedding_dim, eval_s=time.time() - t0,
+                   clips_per_s=clips_per_s(enc, clip_cache[key], args.repeats))
+        results[name] = res
+        print(f"{label:<32s} rank-1 {res['rank1']:.3f}  mAP {res['mAP']:.3f}  {res['clips_per_s']:7.1f} clips/s "
+              f"({enc.backend})", flush=True)
+
+    # the default's weights on three backends: PyTorch eager, OpenVINO, ONNX Runtime (its ONNX export)
+    speed: dict[str, float] = {}
+    if "osnet_msmt17" in names:
+        from models.reid.export import export_reid_ar
+
+        kw = {k: v for k, v in specs["osnet_msmt17"].items() if k != "label"}
+        clips = clip_cache[(256, 128)]
+        eager = ClipEncoder(device="cpu", cpu_threads=args.threads, **{**kw, "cpu_backend": "torch"})
+        speed["PyTorch eager"] = clips_per_s(eager, clips, args.repeats)
+        speed["OpenVINO (start-up compile)"] = results["osnet_msmt17"]["clips_per_s"]
+        with tempfile.TemporaryDirectory() as tmp:
+            export_reid_ar(eager.model, tmp, "onnx", args.clip_len, source="osnet_x0_25_msmt17.pth")
+            for backend in ("onnxruntime", "openvino"):
+                enc = ClipEncoder(tmp, device="cpu", cpu_threads=args.threads, cpu_backend=backend)
+                speed[f"export on {backend}"] = clips_per_s(enc, clips, args.repeats)
+
+    print(f"\nTerrace c0 -> c1, tracklet level, cosine; cost at batch {args.batch} x T={args.clip_len} "
+          f"({args.threads} threads)")
+    print(f"{'model':<32s}{'rank-1':>8s}{'rank-5':>8s}{'mAP':>8s}{'dim':>6s}{'clips/s':>9s}  backend")
+    order = sorted(results, key=lambda n: (-results[n]["mAP"], -results[n]["rank1"]))
+    for n in order:
+        r = results[n]
+        print(f"{r['label']:<32s}{r['rank1']:>8.3f}{r['rank5']:>8.3f}{r['mAP']:>8.3f}{r['dim']:>6d}"
+              f"{r['clips_per_s']:>9.1f}  {r['backend']}")
+    if speed:
+        base = speed["PyTorch eager"]
+        print(f"\nOSNet x0.25 (default weights), clips/s at batch {args.batch} x T={args.clip_len}:")
+        for k, v in speed.items():
+            print(f"  {k:<30s}{v:>8.1f}  x{v / base:.2f} vs PyTorch eager")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"models": results, "osnet_backends": speed}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
