@@ -16,6 +16,12 @@ Cost: clips/s at batch 32 (T = 4, i.e. 128 crops per call) on real Terrace clips
 warm-up, through the same `ClipEncoder` (the backend named in the table). For the default OSNet x0.25 the same
 weights run on three backends: PyTorch eager, OpenVINO (compiled at start-up, the pipeline's CPU default) and the
 ONNX export on ONNX Runtime, with the ratios against PyTorch eager.
+
+Cross-camera IDF1 (--idf1-run DIR, a finished run of configs/epfl_terrace.yaml): the run's tracks and the time spans
+of its Re-ID clips are kept; each clip is embedded again by each of the best models (T crops of the track spread over
+the clip's span) and the configured association is replayed (pipeline.association.replay, as bench/association.py
+does), online and with offline refinement. Detector and tracker are the same for every model, so only appearance
+differs.
 """
 
 from __future__ import annotations
@@ -118,6 +124,62 @@ def _timed(fn, *args) -> float:
     return time.perf_counter() - t0
 
 
+def reembed_run(db: Path, encoder, videos: dict[str, str], clip_len: int):
+    """The recorded run of `db` with every Re-ID clip embedded again by `encoder`: each stored clip's T crops are
+    the track's boxes spread evenly over the clip's time span (as the pipeline's cropper spreads them over its
+    window), cut from the video at the encoder's input size. Returns a `RecordedRun` for `replay`."""
+    from sqlalchemy import create_engine, text
+
+    from pipeline.association.replay import RecordedRun, load_run
+    from pipeline.reid.cropper import crop_resize, sample_indices
+
+    run = load_run(db)
+    engine = create_engine(f"sqlite:///{Path(db).resolve()}")
+    with engine.connect() as conn:
+        run_id = conn.execute(text("SELECT max(id) FROM runs")).scalar()
+        spans = conn.execute(text("SELECT camera_id, track_id, t_start, t_end, quality FROM track_clips WHERE "
+                                  "run_id=:r ORDER BY t_end"), {"r": run_id}).fetchall()
+    engine.dispose()
+    wanted: dict[str, dict[int, list]] = {c: {} for c in run.cameras}  # camera -> frame -> [(clip, slot, box)]
+    for k, (cam, tid, t0, t1, _q) in enumerate(spans):
+        b = run.boxes[cam]
+        rows = b[(b[:, 2] == tid) & (b[:, 1] >= t0 - 1e-6) & (b[:, 1] <= t1 + 1e-6)]
+        if not len(rows):
+            rows = b[b[:, 2] == tid][-1:]
+        for slot, i in enumerate(sample_indices(len(rows), clip_len)):
+            wanted[cam].setdefault(int(rows[i, 0]), []).append((k, slot, rows[i, 3:7]))
+    crops = np.zeros((len(spans), clip_len, *encoder.input_size, 3), np.uint8)
+    for cam, frames in wanted.items():
+        cap = cv2.VideoCapture(videos[cam])
+        last = max(frames) if frames else -1
+        for index in range(last + 1):
+            ok, image = cap.read()
+            if not ok:
+                break
+            for k, slot, box in frames.get(index, ()):
+                crops[k, slot] = crop_resize(image, box, encoder.input_size)
+        cap.release()
+    emb = np.concatenate([encoder.encode(crops[i:i + 32])[0] for i in range(0, len(crops), 32)])
+    out = RecordedRun(run.cameras, run.boxes)
+    out.clips = [(float(t1), cam, int(tid), float(q), emb[k].astype(np.float32))
+                 for k, (cam, tid, _t0, t1, q) in enumerate(spans)]
+    return out, run
+
+
+def cross_camera_idf1(run, cfg, gt: dict[str, str], out: Path) -> dict[str, float]:
+    """Online and offline cross-camera IDF1 of the configured association replayed on `run`."""
+    from association import score
+
+    from pipeline.association.offline import refine
+    from pipeline.association.replay import replay
+    from pipeline.association.topology import build_topology
+
+    online, assoc = replay(run, cfg)
+    offline = refine(assoc.all_tracks(), build_topology(cfg), cfg, online)
+    return {"online": score(run, online, gt, out / "online")["IDF1"],
+            "offline": score(run, offline, gt, out / "offline")["IDF1"]}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--export-root", default="/tmp/reid_export", help="tracklet exports (as bench/reid_ar_shared.py)")
@@ -128,6 +190,13 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2, help="CPU threads of every runtime (this machine: 2 cores)")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--idf1-run", default=None, metavar="DIR",
+                    help="output folder of `run_pipeline.py run --config configs/epfl_terrace.yaml`: its tracks' Re-ID "
+                    "clips are embedded again with each of the --idf1-top best models and the association replayed "
+                    "(cross-camera IDF1, online / offline)")
+    ap.add_argument("--idf1-top", type=int, default=3)
+    ap.add_argument("--idf1-models", nargs="*", default=None, help="models for the IDF1 part (default: the best "
+                    "--idf1-top by mAP, plus the default)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.ERROR)
     torch.set_num_threads(args.threads)
@@ -205,8 +274,33 @@ def main() -> int:
         print(f"\nOSNet x0.25 (default weights), clips/s at batch {args.batch} x T={args.clip_len}:")
         for k, v in speed.items():
             print(f"  {k:<30s}{v:>8.1f}  x{v / base:.2f} vs PyTorch eager")
+    idf1: dict[str, dict] = {}
+    if args.idf1_run:
+        from pipeline.config import load_config
+
+        cfg = load_config(str(ROOT / "configs/epfl_terrace.yaml"))
+        terrace = shared / "data/epfl_terrace1"
+        gt = {c.id: str(terrace / f"gt_{c.id}/gt.txt") for c in cfg.cameras}
+        videos = {c.id: str(c.source) for c in cfg.cameras}
+        db = Path(args.idf1_run) / "events.db"
+        chosen = args.idf1_models or list(dict.fromkeys(order[: args.idf1_top] + ["osnet_msmt17"]))
+        out = Path(tempfile.mkdtemp(prefix="reid_models_idf1_"))
+        from pipeline.association.replay import load_run
+
+        idf1["recorded run (as stored)"] = cross_camera_idf1(load_run(db), cfg.association, gt, out / "stored")
+        for name in chosen:
+            kw = {k: v for k, v in specs[name].items() if k not in ("label", "dense")}
+            enc = ClipEncoder(device="cpu", cpu_threads=args.threads, **kw)
+            run, _ = reembed_run(db, enc, videos, args.clip_len)
+            idf1[specs[name]["label"]] = cross_camera_idf1(run, cfg.association, gt, out / name)
+            print(f"IDF1 {specs[name]['label']}: {idf1[specs[name]['label']]}", flush=True)
+        print(f"\nTerrace cross-camera IDF1 (configs/epfl_terrace.yaml association replayed on {db}; every clip "
+              "embedded again by each model)")
+        print(f"{'model':<32s}{'online':>8s}{'offline':>9s}")
+        for k, v in idf1.items():
+            print(f"{k:<32s}{v['online']:>8.3f}{v['offline']:>9.3f}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"models": results, "osnet_backends": speed}, indent=2))
+        Path(args.json).write_text(json.dumps({"models": results, "osnet_backends": speed, "idf1": idf1}, indent=2))
     return 0
 
 
