@@ -6,7 +6,7 @@ Run by hand (both OneLeaveShop1 views, 295 frames each):
     python3 bench/actions_caviar.py --checkpoint runs/osnet_shared/model_final.pth   # + model source
 
 Per view: the CAVIAR ground-truth boxes are the detections of our tracker (`tracker.name`, default mcsa), the tracks
-feed the `ActionEventSink` exactly as in a run (hysteresis, min duration, smoothing from the config defaults), and the
+feed the `ActionEventStage` exactly as in a run (hysteresis, min duration, smoothing from the config defaults), and the
 per-view action state of a track at a frame is the finished event covering that frame (highest mean confidence when
 several do; `none` when none does). Each labelled ground-truth person-frame is matched to a track box (IoU >= 0.5,
 Hungarian); unmatched person-frames count as `none`. Labels and predictions are mapped onto one vocabulary:
@@ -30,7 +30,8 @@ from scipy.optimize import linear_sum_assignment
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.config import EventsConfig, ReIDStageConfig  # noqa: E402
-from pipeline.events.sink import ActionEventSink  # noqa: E402
+from pipeline.events.stage import ActionEventStage  # noqa: E402
+from pipeline.stages import CameraInfo, RunEnd, RunInfo  # noqa: E402
 from core.paths import shared_dir  # noqa: E402
 from core.types import Detections, Frame  # noqa: E402
 
@@ -74,9 +75,10 @@ def run_view(video: Path, labels: dict, source: str, events_cfg: EventsConfig, t
         if not reid.encoder.actions_trained:
             raise SystemExit(f"{checkpoint} has no trained action branch")
         names = reid.action_names
-        reid.add_camera("v")
-    sink = ActionEventSink(events_cfg.model_copy(update={"source": source, "jsonl": False}), None, None, names,
-                           keep_events=True)
+        reid.open(RunInfo(None, None, all_files=True, action_names=tuple(names)))
+        reid.open_camera(CameraInfo("v", str(video)))
+    sink = ActionEventStage(events_cfg.model_copy(update={"source": source, "jsonl": False}), keep_events=True)
+    sink.open(RunInfo(None, None, action_names=tuple(names or ())))
     cap = cv2.VideoCapture(str(video))
     fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
     track_boxes: dict[int, tuple[np.ndarray, np.ndarray]] = {}
@@ -90,17 +92,16 @@ def run_view(video: Path, labels: dict, source: str, events_cfg: EventsConfig, t
         dets = Detections(np.array([g[1] for g in gt]).reshape(-1, 4), np.ones(len(gt)), np.zeros(len(gt)))
         tracks = tracker.update(dets, image)
         if reid is not None:
-            reid.on_tracks(frame, tracks)
-            for _result, _state in reid.drain_queued(timeout=120):  # wait for this frame's clips: deterministic
-                pass
+            reid.on_frame(frame, tracks)
+            reid.results_now()  # wait for this frame's clips: deterministic
             tracks.action_probs = reid.appearances["v"].action_probs_for(tracks.track_ids, len(names))
-        sink.on_tracks(frame, tracks)
+        sink.on_frame(frame, tracks)
         track_boxes[k] = (tracks.track_ids.copy(), tracks.xyxy.copy())
         k += 1
     cap.release()
-    sink.close()
+    sink.close(RunEnd("completed"))
     if reid is not None:
-        reid.close()
+        reid.close(RunEnd("completed"))
     spans: dict[int, list] = defaultdict(list)
     for e in sink.events:
         spans[e.track_id].append(e)

@@ -89,6 +89,9 @@ class Tracks:
     from the Re-ID-AR checkpoint, `ReIDStage.action_names`). Both are attached by the Re-ID stage after tracking.
     view_ids: optional int64 (N,) the camera tracker's own track ids when `track_ids` are tracklet ids
     (`TrackletSplitter`): per-view continuity for action episodes across tracklet cuts; None otherwise.
+    global_ids: optional int64 (N,) cross-camera identity of each track at this step (-1: not linked yet), written by
+    the association stage. current_actions: optional list of N confirmed current action names (None: none) and
+    current_action_scores float32 (N,) their smoothed scores, written by the events stage.
     """
 
     track_ids: np.ndarray
@@ -98,6 +101,9 @@ class Tracks:
     embeddings: np.ndarray | None = field(default=None)
     action_probs: np.ndarray | None = field(default=None)
     view_ids: np.ndarray | None = field(default=None)
+    global_ids: np.ndarray | None = field(default=None)
+    current_actions: list | None = field(default=None)
+    current_action_scores: np.ndarray | None = field(default=None)
 
     def __post_init__(self) -> None:
         self.xyxy = _as_boxes(self.xyxy)

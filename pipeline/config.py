@@ -101,7 +101,11 @@ class ReIDStageConfig(_Strict):
     end_after_frames: int = Field(default=30, ge=1, description="a track unseen this long has ended")
     max_batch: int = Field(default=32, ge=1, description="clips per model call")
     max_wait_ms: float = Field(default=50.0, ge=0, description="longest wait for a batch to fill")
-    max_queue: int = Field(default=256, ge=1, description="pending clips before the oldest are dropped")
+    max_queue: int = Field(default=256, ge=1, description="pending clips before the oldest are dropped (live)")
+    file_result_lag_steps: int = Field(
+        default=3, ge=1, description="recorded files: a clip's result is applied this many loop steps after its "
+        "request (waiting for it if needed), so every output depends on the data only; live cameras apply results "
+        "as soon as they are ready")
     device: str = Field(default="auto", description="auto (CUDA when present), cpu, cuda:0")
     amp: bool = Field(default=True, description="fp16/bf16 autocast on CUDA")
     cpu_threads: int | None = Field(default=None, ge=1, description="threads on CPU (default: the runtime's)")
@@ -257,6 +261,8 @@ class StoreConfig(_Strict):
     url: str | None = Field(default=None, description="SQLAlchemy URL; default sqlite:///<output>/events.db")
     batch_rows: int = Field(default=5000, ge=1, description="rows per write transaction")
     flush_interval_s: float = Field(default=1.0, gt=0, description="longest time rows wait before being written")
+    thumbnails: bool = Field(default=True, description="keep each track's best view as a JPEG (track_thumbnails)")
+    thumbnail_height: int = Field(default=128, ge=16, le=512, description="thumbnail height in px")
 
 
 class OutputConfig(_Strict):
@@ -267,14 +273,25 @@ class OutputConfig(_Strict):
     video: Literal["off", "per_camera", "mosaic"] = Field(
         default="off", description="annotated video: video/<camera_id>.mp4, or one video/mosaic.mp4")
     video_fps: float | None = Field(default=None, gt=0, description="annotated video frame rate (default: camera's)")
+    overwrite: bool = Field(default=False, description="replace an earlier run's mot*/ and video/ files in the same "
+                            "folder (default: refuse; the store and events.jsonl always keep every run)")
 
 
 class RunConfig(_Strict):
     """Run-wide limits."""
 
-    duration_s: float | None = Field(default=None, gt=0, description="stop after this many seconds (live sources)")
+    duration_s: float | None = Field(default=None, gt=0, description="stop the frame loop after this many seconds "
+                                     "(counted from the first frame, not the models' start-up)")
     progress: bool = Field(default=True, description="progress bars for file cameras")
-    live_wait_ms: float = Field(default=50.0, ge=0, description="how long to wait for a new live frame per step")
+
+
+class SinkConfig(_Strict):
+    """An extra stage after the built-in ones (before the store): a class registered with `@register_stage(name)`
+    in `pipeline/sinks/` (found automatically) or in `module` (any importable module of yours)."""
+
+    name: str = Field(description="the registered stage name, e.g. json_tracks")
+    module: str | None = Field(default=None, description="module to import first (out-of-tree stages)")
+    params: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the stage's from_config")
 
 
 class PipelineConfig(_Strict):
@@ -290,6 +307,7 @@ class PipelineConfig(_Strict):
     store: StoreConfig = Field(default_factory=StoreConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
     run: RunConfig = Field(default_factory=RunConfig)
+    sinks: list[SinkConfig] = Field(default_factory=list, description="extra stages/sinks, in this order")
 
     @model_validator(mode="after")
     def _unique_ids(self) -> "PipelineConfig":

@@ -1,9 +1,13 @@
-"""The pipeline loop: read all cameras, detect in one batch, track per camera, record.
+"""The pipeline loop: read all cameras, detect in one batch, track per camera, hand each step to the stages.
 
-State ownership:
-  - each `CameraReader` (streams/) owns its decoder/connection and its frame queue;
-  - the `Pipeline` owns one tracker per camera, the detector, the MOT writer and per-camera counters;
-  - the `StoreWriter` thread owns the database connection.
+    readers (streams/) -> PersonDetector (one batched call) -> one Tracker per camera -> stages, in order
+
+The loop only moves data. What happens to the tracks (Re-ID, association, events, files, the store, any sink) is
+in the stages (`pipeline/stages/`), built from the config by `build_stages`; the run's summary and exit codes are
+in `pipeline/summary.py`.
+
+State ownership: each `CameraReader` owns its decoder / connection and frame queue; the `Pipeline` owns the
+detector, one tracker per camera and the per-camera counters; each stage owns its own state.
 One camera failing (missing file, refused URL, corrupt stream) is logged in one line and recorded; the others go on.
 """
 
@@ -14,99 +18,22 @@ import signal
 import threading
 import time
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.config import PipelineConfig
-from pipeline.sinks import TrackSink, build_sinks
-from pipeline.store import StoreWriter, open_engine
-from pipeline.store.schema import sqlite_url
+import numpy as np
+
 from core.types import Frame
+from pipeline.config import PipelineConfig
+from pipeline.stages.base import CameraEnd, CameraInfo, RunEnd, Stage, Step
+from pipeline.summary import EXIT_FATAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL, CameraSummary, RunSummary
 
 log = logging.getLogger("mcsa.pipeline")
 
-EXIT_OK, EXIT_FATAL, EXIT_PARTIAL, EXIT_INTERRUPTED = 0, 1, 3, 130
+__all__ = ["EXIT_FATAL", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_PARTIAL", "CameraSummary", "Pipeline", "RunSummary"]
 
 
-@dataclass
-class CameraSummary:
-    """What one camera did during a run."""
-
-    camera_id: str
-    source: str
-    status: str = "pending"  # pending | running | completed | failed | stopped
-    frames: int = 0
-    detections: int = 0
-    track_ids: set[int] = field(default_factory=set)
-    dropped: int = 0
-    reconnects: int = 0
-    error: str | None = None
-    first_frame_time: float | None = None
-    last_frame_time: float | None = None
-    max_lag_s: float = 0.0  # live cameras: wall clock at processing minus wall clock at receipt
-    is_live: bool = False
-
-    @property
-    def fps(self) -> float:
-        if self.first_frame_time is None or self.last_frame_time is None or self.frames < 2:
-            return 0.0
-        return (self.frames - 1) / max(self.last_frame_time - self.first_frame_time, 1e-9)
-
-
-@dataclass
-class RunSummary:
-    """The result of `Pipeline.run()`."""
-
-    run_id: int | None
-    status: str
-    cameras: list[CameraSummary]
-    wall_s: float
-    output_dir: Path
-    reid: dict | None = None  # Re-ID stage counters (clips, dropped, batches, tracks with an embedding)
-    association: dict | None = None  # association counters (identities, tracks, links by reason)
-    events: dict | None = None  # action event counters (source, events, by action)
-
-    @property
-    def exit_code(self) -> int:
-        if self.status == "interrupted":
-            return EXIT_INTERRUPTED
-        ok = [c for c in self.cameras if c.status in ("completed", "stopped")]
-        if self.status == "failed" or not ok:
-            return EXIT_FATAL
-        return EXIT_OK if len(ok) == len(self.cameras) else EXIT_PARTIAL
-
-    def table(self) -> str:
-        head = (
-            f"{'camera':<12} {'status':<10} {'frames':>7} {'dets':>7} {'tracks':>6} {'fps':>6} {'dropped':>7} "
-            f"{'reconn':>6} {'max lag':>8}"
-        )
-        lines = [head, "-" * len(head)]
-        for c in self.cameras:
-            lines.append(
-                f"{c.camera_id:<12} {c.status:<10} {c.frames:>7} {c.detections:>7} {len(c.track_ids):>6} "
-                f"{c.fps:>6.1f} {c.dropped:>7} {c.reconnects:>6} "
-                + (f"{c.max_lag_s:>7.2f}s" if c.is_live else f"{'-':>8}")
-            )
-            if c.error:
-                lines.append(f"  ! {c.error}")
-        if self.reid:
-            r = self.reid
-            lines.append(
-                f"Re-ID: {r['processed']} clips in {r['batches']} batches (mean {r['mean_batch']:.1f}), "
-                f"{r['dropped']} dropped, {r['tracks_with_embedding']} tracks with an embedding, model busy "
-                f"{r['busy_s']:.1f} s"
-            )
-        if self.association:
-            a = self.association
-            links = ", ".join(f"{n} {k}" for k, n in sorted(a["links"].items()))
-            lines.append(f"Association: {a['tracks']} tracks -> {a['identities']} global identities ({links})")
-        if self.events:
-            e = self.events
-            by = ", ".join(f"{n} {k}" for k, n in sorted(e["by_action"].items())) or "none"
-            lines.append(f"Action events ({e['source']} source): {e['events']} ({by})")
-        total = sum(c.frames for c in self.cameras)
-        lines.append(f"{total} frames in {self.wall_s:.1f} s ({total / max(self.wall_s, 1e-9):.1f} frames/s overall)")
-        return "\n".join(lines)
+class RunSetupError(RuntimeError):
+    """The run cannot start (output folder, no camera); the message names the thing and the fix."""
 
 
 @contextmanager
@@ -132,6 +59,27 @@ def _graceful_signals(pipeline: "Pipeline"):
             signal.signal(sig, old)
 
 
+REPLACED_OUTPUTS = ("mot", "mot_local", "mot_online", "video")  # per-run files a new run would replace
+
+
+def prepare_output_dir(path: Path, overwrite: bool = False) -> Path:
+    """Create the output folder (one line naming it and the fix when that is impossible). A folder that holds an
+    earlier run's MOT or video files is refused unless `overwrite` (the store and events.jsonl keep every run)."""
+    if path.exists() and not path.is_dir():
+        raise RunSetupError(f"output folder {path} is an existing file: give --output a folder path")
+    if not overwrite:
+        earlier = [f"{name}/" for name in REPLACED_OUTPUTS if (path / name).is_dir() and any((path / name).iterdir())]
+        if earlier:
+            raise RunSetupError(f"output folder {path} already holds a run's {', '.join(earlier)}: choose a new "
+                                "--output, or pass --overwrite (output.overwrite: true) to replace those files")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise RunSetupError(f"cannot create output folder {path} ({err.strerror or err}): choose a writable "
+                            "location with --output") from None
+    return path
+
+
 class Pipeline:
     """Runs a `PipelineConfig`, writing `output_dir/mot/<camera>.txt` and the store (default `output_dir/events.db`)."""
 
@@ -141,7 +89,6 @@ class Pipeline:
         self.summaries: dict[str, CameraSummary] = {}
         self._stop = threading.Event()
         self._interrupted = False  # a stop signal arrived (Ctrl-C / SIGTERM)
-        self._association = None  # AssociationStage of the current run (association.enabled)
         self._det_embedder = None  # built on first use when the tracker has an appearance cost
 
     def stop(self) -> None:
@@ -162,41 +109,6 @@ class Pipeline:
             cam["source"] = redact_uri(str(cam["source"]))
         return data
 
-    def _build_reid(self):
-        if not self.config.reid.enabled:
-            return None
-        from pipeline.reid import ReIDStage
-
-        return ReIDStage(self.config.reid)
-
-    def _build_association(self, writer: StoreWriter, reid):
-        if not self.config.association.enabled:
-            return None
-        from pipeline.association.stage import AssociationStage
-
-        dim = reid.encoder.embedding_dim if reid is not None else None
-        return AssociationStage(self.config.association, self.output_dir, writer, dim)
-
-    def _trained_actions(self, reid) -> list[str] | None:
-        """The checkpoint's trained action names (None: no action branch); checks `events.source` against them."""
-        names = list(reid.action_names) if reid is not None and reid.encoder.actions_trained else None
-        if self.config.events.enabled:
-            from pipeline.events.sink import resolve_source
-
-            resolve_source(self.config.events.source, names)
-        return names
-
-    def _bind_identities(self, sinks: list[TrackSink]) -> None:
-        """Give sinks that show or record identities (events, annotated video) the global-id lookup."""
-        if self._association is None:
-            return
-        from pipeline.events.sink import association_lookup
-
-        lookup = association_lookup(self._association)
-        for sink in sinks:
-            if hasattr(sink, "bind_identity"):
-                sink.bind_identity(lookup)
-
     def _build_tracker(self, frame_rate: float | None = None):
         """One camera's tracker; `frame_rate` (the source's frames/s) sets time-based parameters such as mcsa's."""
         from pipeline.tracking import build_tracker_from_config
@@ -209,140 +121,121 @@ class Pipeline:
             tracker = TrackletSplitter(tracker, split.contact_iou, split.max_gap)
         return tracker
 
+    def _open_sources(self) -> tuple[dict, list[CameraInfo]]:
+        """Open every camera's source (cheap: probes only). Returns ({camera_id: source}, every camera's info, with
+        `error` set for the ones that failed)."""
+        from streams import SourceError, open_source, redact_uri
+
+        options = self._stream_options()
+        sources, infos = {}, []
+        for cam in self.config.cameras:
+            summary = self.summaries[cam.id] = CameraSummary(cam.id, redact_uri(str(cam.source)))
+            try:
+                source = open_source(cam.id, cam.source, fps=cam.fps, start_time_s=cam.start_time_s,
+                                     max_frames=cam.max_frames, options=options)
+            except SourceError as err:
+                summary.status, summary.error = "failed", str(err)
+                log.error("%s", err)
+                infos.append(CameraInfo(cam.id, summary.source, error=str(err)))
+                continue
+            sources[cam.id] = source
+            summary.is_live = source.is_live
+            infos.append(CameraInfo(cam.id, source.display_uri, source.fps, source.size, source.is_live))
+        return sources, infos
+
     # ---- the run ------------------------------------------------------------------------------------------------
     def run(self) -> RunSummary:
         from models.detector import PersonDetector
-        from streams import CameraReader, SourceError, open_source, redact_uri
+        from pipeline.stages.builder import build_stages, stage_classes
+        from streams import CameraReader
 
         cfg = self.config
         started = time.monotonic()
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        detector = PersonDetector.from_config(cfg.detector)  # fails fast on bad weights, before anything is opened
+        prepare_output_dir(self.output_dir, cfg.output.overwrite)
+        stage_classes(cfg)  # unknown sinks fail now, before any model loads
+        sources, infos = self._open_sources()  # a typo in a path fails in a second, not after the models load
+        if not sources:
+            return RunSummary(None, "failed", list(self.summaries.values()), time.monotonic() - started,
+                              self.output_dir, error="no camera could be opened")
+        log.info("loading the detector %s", cfg.detector.weights)
+        detector = PersonDetector.from_config(cfg.detector)  # fails fast on bad weights, before anything is written
+        first = next(iter(sources.values()))
+        w, h = first.size or (640, 480)
+        detector.detect([np.zeros((h, w, 3), np.uint8)])  # builds the backend now: its log lines precede the bars
         wants_embeddings = self._build_tracker().wants_embeddings  # fails fast on bad tracker name/params
         if wants_embeddings and not cfg.reid.enabled:
             raise ValueError("tracker.params.appearance_weight > 0 needs per-detection embeddings: set reid.enabled: "
                              "true, or appearance_weight: 0")
-        reid = self._build_reid()  # fails fast on bad Re-ID weights
-        trained_actions = self._trained_actions(reid)  # fails fast on events.source: model without an action branch
-        url = cfg.store.url or sqlite_url(self.output_dir / "events.db")
-        writer = StoreWriter(open_engine(url), cfg.store.batch_rows, cfg.store.flush_interval_s)
-        writer.begin_run(self._redacted_config(), str(self.output_dir))
-        if reid is not None:
-            writer.set_action_names(reid.action_names)
-        log.info("run %s: %d camera(s), output in %s", writer.run_id, len(cfg.cameras), self.output_dir)
-        sinks = build_sinks(cfg, self.output_dir, writer, trained_actions)
-        self._association = self._build_association(writer, reid)
-        self._bind_identities(sinks)
-        options = self._stream_options()
+        if cfg.reid.enabled:
+            log.info("loading the Re-ID model")
+        all_files = all(not s.is_live for s in sources.values())
+        built = build_stages(cfg, self.output_dir, all_files, self._redacted_config())
+        stages = built.stages
+        log.info("run %s: %d camera(s), output in %s", built.run.run_id, len(cfg.cameras), self.output_dir)
         readers: dict[str, CameraReader] = {}
         trackers = {}
-        status = "completed"
+        status, error = "failed", None
         with ExitStack() as stack:
-            stack.callback(self._close_all, readers, writer, sinks, reid)
-            for cam in cfg.cameras:
-                summary = self.summaries[cam.id] = CameraSummary(cam.id, redact_uri(str(cam.source)))
-                try:
-                    source = open_source(
-                        cam.id, cam.source, fps=cam.fps, start_time_s=cam.start_time_s, max_frames=cam.max_frames,
-                        options=options,
-                    )
-                except SourceError as err:
-                    for sink in sinks:
-                        sink.open_camera(cam.id, None, None)
-                    self._camera_failed(writer, summary, str(err), register=True)
-                    continue
-                for sink in sinks:
-                    sink.open_camera(cam.id, source.fps, source.size)
-                size = source.size or (None, None)
-                writer.register_camera(cam.id, source.display_uri, source.fps, size[0], size[1])
-                readers[cam.id] = CameraReader(source, options)
-                trackers[cam.id] = self._build_tracker(source.fps)
-                if reid is not None:
-                    reid.add_camera(cam.id)
-                if self._association is not None:
-                    self._association.add_camera(cam.id, source.is_live)
-                summary.status, summary.is_live = "running", source.is_live
-            for reader in readers.values():
-                reader.start()
-            bars = self._progress_bars(readers, stack)
+            end_holder: dict = {}
+            stack.callback(self._close, readers, stages, end_holder)
             try:
+                for stage in stages:
+                    stage.open(built.run)
+                for info in infos:
+                    for stage in stages:
+                        stage.open_camera(info)
+                    if info.error is None:
+                        readers[info.camera_id] = CameraReader(sources[info.camera_id], self._stream_options())
+                        trackers[info.camera_id] = self._build_tracker(info.fps)
+                        self.summaries[info.camera_id].status = "running"
+                for reader in readers.values():
+                    reader.start()
+                bars = self._progress_bars(readers, stack)
                 with _graceful_signals(self):
-                    self._loop(readers, trackers, detector, writer, sinks, reid, bars, started)
-                if self._interrupted:
-                    status = "interrupted"
-                    log.warning("interrupted: stopping cameras and flushing what was recorded")
+                    self._loop(readers, trackers, detector, stages, built.reid, bars)
+                status = "interrupted" if self._interrupted else "completed"
             except KeyboardInterrupt:
                 status = "interrupted"
+            except Exception as err:
+                from pipeline.store import StoreError
+
+                if not isinstance(err, StoreError):
+                    raise
+                status, error = "failed", str(err)  # the store broke: close the rest, print the summary
+                log.error("%s", err)
+            if status == "interrupted":
                 log.warning("interrupted: stopping cameras and flushing what was recorded")
-            except Exception:
-                status = "failed"
-                raise
-            finally:
-                if reid is not None:  # an interrupted run only finishes the clips already queued, briefly
-                    done = reid.drain() if status == "completed" else reid.drain_queued(timeout=10)
-                    self._record_reid(writer, done)
-                for cam_id, summary in self.summaries.items():
-                    if summary.status == "running":
-                        summary.status = "stopped" if status != "completed" or self._stop.is_set() else "completed"
-                    reader = readers.get(cam_id)
-                    if reader is not None:
-                        summary.dropped, summary.reconnects = reader.stats.frames_dropped, reader.stats.reconnects
-                    writer.update_camera(
-                        cam_id, frames=summary.frames, dropped=summary.dropped, status=summary.status,
-                        error=summary.error,
-                    )
-                self._final_status = status
-        return RunSummary(writer.run_id, status, list(self.summaries.values()), time.monotonic() - started,
-                          self.output_dir, self._reid_counters(reid),
-                          self._association.counters() if self._association is not None else None,
-                          next((s.counters() for s in sinks if hasattr(s, "counters")), None))
+            if status == "completed" and not any(s.status != "failed" for s in self.summaries.values()):
+                status = "failed"  # every camera failed
+            end_holder["status"] = status
+        close_error = end_holder.get("error")
+        return RunSummary(built.run.run_id, status, list(self.summaries.values()), time.monotonic() - started,
+                          self.output_dir, {s.name: s.counters() for s in stages},
+                          [line for s in stages if (line := s.summary_line())], error=error or close_error)
 
-    @staticmethod
-    def _reid_counters(reid) -> dict | None:
-        if reid is None:
-            return None
-        st = reid.batcher.stats
-        return dict(processed=st.processed, submitted=st.submitted, dropped=st.dropped, batches=st.batches,
-                    mean_batch=st.mean_batch, busy_s=st.busy_s, errors=st.errors,
-                    tracks_with_embedding=sum(len(a.tracks) for a in reid.appearances.values()))
+    def _close(self, readers, stages: list[Stage], end_holder: dict) -> None:
+        """Stop the readers, then close every stage in order with the run's end (on every exit path)."""
+        from pipeline.store import StoreError
 
-    def _record_reid(self, writer: StoreWriter, results) -> None:
-        """Store the clip results and the tracks' updated appearance."""
-        for result, state in results:
-            writer.add_clip(result.camera_id, result.track_id, result.t_start, result.t_end, result.quality,
-                            result.embedding, result.action_probs, result.reason)
-            writer.set_track_appearance(result.camera_id, result.track_id, state.embedding, state.action_probs,
-                                        state.n_clips)
-            if getattr(self, "_association", None) is not None:
-                self._association.on_appearance(result, state)
-
-    def _close_all(self, readers, writer: StoreWriter, sinks: list[TrackSink], reid=None) -> None:
+        status = end_holder.get("status", "failed")
         for reader in readers.values():
             reader.stop()
-        if reid is not None:
-            reid.close()
-        try:
-            for sink in sinks:
-                try:
-                    sink.close()
-                except Exception:  # noqa: BLE001 - one broken output must not lose the store's rows
-                    log.exception("closing output %s failed", type(sink).__name__)
-            association = getattr(self, "_association", None)
-            if association is not None:  # global ids: mot_local/ (closed above) -> mot/, identities table
-                try:
-                    association.finish(self.output_dir / "mot_local",
-                                       interrupted=getattr(self, "_final_status", "failed") != "completed")
-                except Exception:  # noqa: BLE001 - the local-id files and the store's rows stay intact
-                    log.exception("finishing cross-camera association failed")
-        finally:
-            writer.close(getattr(self, "_final_status", "failed"))
-
-    def _camera_failed(self, writer: StoreWriter, summary: CameraSummary, error: str, register: bool = False) -> None:
-        summary.status, summary.error = "failed", error
-        log.error(error)
-        if register:
-            writer.register_camera(summary.camera_id, summary.source, None, None, None)
-        writer.update_camera(summary.camera_id, status="failed", error=error)
+        end = RunEnd(status)
+        for cam_id, summary in self.summaries.items():
+            if summary.status == "running":
+                summary.status = "stopped" if status != "completed" or self._stop.is_set() else "completed"
+            reader = readers.get(cam_id)
+            if reader is not None:
+                summary.dropped, summary.reconnects = reader.stats.frames_dropped, reader.stats.reconnects
+            end.cameras.append(CameraEnd(cam_id, summary.status, summary.frames, summary.error))
+            end.camera_extra[cam_id] = {"dropped": summary.dropped}
+        for stage in stages:
+            try:
+                stage.close(end)
+            except StoreError as err:  # already reported once by the writer; the other stages still close
+                end_holder.setdefault("error", str(err))
+            except Exception:  # noqa: BLE001 - one broken output must not lose the others' (or the store's) rows
+                log.exception("closing stage %s failed", stage.name)
 
     def _progress_bars(self, readers, stack: ExitStack) -> dict:
         if not self.config.run.progress:
@@ -353,11 +246,8 @@ class Pipeline:
         stack.enter_context(logging_redirect_tqdm())
         bars = {}
         for pos, (cam_id, reader) in enumerate(readers.items()):
-            src = reader.source
-            total = src.total_frames
-            bars[cam_id] = stack.enter_context(
-                tqdm(total=total, desc=cam_id, unit="fr", position=pos, dynamic_ncols=True, leave=True)
-            )
+            bars[cam_id] = stack.enter_context(tqdm(total=reader.source.total_frames, desc=cam_id, unit="fr",
+                                                    position=pos, dynamic_ncols=True, leave=True))
         return bars
 
     def _embed_detections(self, reid, trackers, batch: list[Frame], detections) -> list | None:
@@ -367,57 +257,68 @@ class Pipeline:
         if self._det_embedder is None:
             from pipeline.reid.detection_embedder import DetectionEmbedder
 
-            min_score = float(getattr(next(iter(trackers.values())), "high_thresh", 0.3))
+            min_score = next(iter(trackers.values())).embedding_min_score
             self._det_embedder = DetectionEmbedder(reid.encoder, min_score=min_score,
                                                    max_batch=self.config.reid.max_batch)
         return self._det_embedder.embed(batch, detections)
 
-    def _loop(self, readers, trackers, detector, writer, sinks, reid, bars, started: float) -> None:
+    def _next_frame(self, reader) -> Frame | None:
+        """Live: the newest frame if one is ready (never waits). File: the next frame, waiting for the decoder, so
+        every step holds one frame of every running file camera and results depend on the data only."""
+        if reader.source.is_live:
+            return reader.get(timeout=0.0)
+        while not self._stop.is_set():
+            frame = reader.get(timeout=0.5)
+            if frame is not None or reader.done:
+                return frame
+        return None
+
+    def _camera_ended(self, cam_id: str, reader, stages: list[Stage]) -> None:
+        summary = self.summaries[cam_id]
+        if reader.failed:
+            summary.status, summary.error = "failed", reader.error or "source failed"
+            log.error("%s", summary.error)
+        elif reader.stats.truncated:
+            summary.status, summary.error = "truncated", reader.stats.last_error
+        else:
+            summary.status = "completed"
+            log.info("camera %s: finished after %d frames", cam_id, summary.frames)
+        end = CameraEnd(cam_id, summary.status, summary.frames, summary.error)
+        for stage in stages:
+            stage.on_camera_end(end)
+
+    def _loop(self, readers, trackers, detector, stages: list[Stage], reid, bars) -> None:
         active = dict(readers)
-        duration = self.config.run.duration_s
+        duration = self.config.run.duration_s  # the frame loop's time, from its first step (not model start-up)
+        loop_started = time.monotonic()
+        index = 0
         while active and not self._stop.is_set():
-            if duration is not None and time.monotonic() - started >= duration:
-                log.info("duration of %.0f s reached: stopping", duration)
+            if duration is not None and time.monotonic() - loop_started >= duration:
+                log.info("duration of %g s reached: stopping", duration)
+                self._stop.set()  # the cameras still running are `stopped`; the run is `completed`
                 break
             batch: list[Frame] = []
             for cam_id, reader in list(active.items()):
-                frame = reader.get(timeout=0.0 if reader.source.is_live else 0.5)
+                frame = self._next_frame(reader)
                 if frame is not None:
                     batch.append(frame)
                 elif reader.done:
                     del active[cam_id]
-                    if reid is not None:
-                        reid.camera_ended(cam_id)
-                    for sink in sinks:
-                        sink.on_camera_end(cam_id)
-                    summary = self.summaries[cam_id]
-                    if reader.failed:
-                        self._camera_failed(writer, summary, reader.error or "source failed")
-                    else:
-                        summary.status = "completed"
-                        log.info("camera %s: finished after %d frames", cam_id, summary.frames)
-            if reid is not None:
-                self._record_reid(writer, reid.poll())
-            if self._association is not None and batch:
-                self._association.step(max(f.timestamp_s for f in batch))
+                    self._camera_ended(cam_id, reader, stages)
             if not batch:
                 time.sleep(0.005)
                 continue
             detections = detector.detect([f.image for f in batch])
             det_embeddings = self._embed_detections(reid, trackers, batch, detections)
+            step = Step(index, max(f.timestamp_s for f in batch))
             now = time.monotonic()
             for k, (frame, dets) in enumerate(zip(batch, detections)):
+                tracker = trackers[frame.camera_id]
                 if det_embeddings is not None:
-                    tracks = trackers[frame.camera_id].update(dets, frame.image, embeddings=det_embeddings[k])
+                    tracks = tracker.update(dets, frame.image, embeddings=det_embeddings[k])
                 else:
-                    tracks = trackers[frame.camera_id].update(dets, frame.image)
-                if reid is not None:
-                    reid.on_tracks(frame, tracks)
-                if self._association is not None:
-                    self._association.on_tracks(frame, tracks)
-                writer.add_tracks(frame.camera_id, frame.index, frame.timestamp_s, tracks)
-                for sink in sinks:
-                    sink.on_tracks(frame, tracks)
+                    tracks = tracker.update(dets, frame.image)
+                step.frames.append((frame, tracks))
                 s = self.summaries[frame.camera_id]
                 s.frames += 1
                 s.detections += len(dets)
@@ -426,8 +327,15 @@ class Pipeline:
                 s.last_frame_time = now
                 if s.is_live:
                     s.max_lag_s = max(s.max_lag_s, time.time() - frame.timestamp_s)
+            for stage in stages:
+                for frame, tracks in step.frames:
+                    stage.on_frame(frame, tracks)
+                stage.on_step(step)
+            index += 1
+            for frame, _ in step.frames:
                 bar = bars.get(frame.camera_id)
                 if bar is not None:
+                    s = self.summaries[frame.camera_id]
                     bar.update(1)
                     if s.frames % 10 == 0:
                         bar.set_postfix(fps=f"{s.fps:.1f}", tracks=len(s.track_ids), refresh=False)

@@ -1,4 +1,6 @@
-"""Annotated video export (`output.video`): boxes, global ids and the current action drawn on each camera's frames.
+"""Annotated video export, the `video` stage (`output.video`): boxes, global ids and the current action drawn on each
+camera's frames, read from the tracks (`tracks.global_ids` from the association, `tracks.current_actions` from the
+events stage).
 
 `per_camera` writes `DIR/video/<camera_id>.mp4`; `mosaic` writes one `DIR/video/mosaic.mp4` whose tiles hold every
 camera's latest annotated frame (a mosaic frame is written for each frame of the first camera still running).
@@ -11,13 +13,12 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
-from typing import Callable
 
 import cv2
 import numpy as np
 
-from pipeline.sinks import TrackSink
 from core.types import Frame, Tracks
+from pipeline.stages.base import CameraEnd, CameraInfo, RunEnd, RunInfo, Stage, register_stage
 
 log = logging.getLogger("mcsa.video")
 
@@ -27,20 +28,17 @@ def _colour(key: int) -> tuple[int, int, int]:
     return (64 + (h & 0x7F), 64 + ((h >> 8) & 0x7F), 64 + ((h >> 16) & 0x7F))
 
 
-class AnnotatedVideoSink(TrackSink):
-    """Draws tracks on frames and writes MP4 files (one per camera, or one mosaic)."""
+@register_stage("video")
+class AnnotatedVideoStage(Stage):
+    """Draws tracks on frames and writes MP4 files (one per camera, or one mosaic) under `directory` (default: the
+    run's `DIR/video`); fps: the videos' frame rate (default: each camera's)."""
 
-    def __init__(self, directory: str | Path, mode: str = "per_camera", fps: float | None = None,
-                 identity_of: Callable[[str, int], int | None] | None = None,
-                 action_of: Callable[[str, int], tuple[str, float] | None] | None = None) -> None:
+    def __init__(self, mode: str = "per_camera", fps: float | None = None, directory: str | Path | None = None) -> None:
         if mode not in ("per_camera", "mosaic"):
             raise ValueError(f"output.video {mode!r}: expected per_camera or mosaic")
-        self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self.directory = Path(directory) if directory is not None else None
         self.mode = mode
         self.fps = fps
-        self.identity_of = identity_of
-        self.action_of = action_of
         self._fps: dict[str, float] = {}
         self._writers: dict[str, cv2.VideoWriter] = {}
         self._latest: dict[str, np.ndarray] = {}
@@ -48,24 +46,33 @@ class AnnotatedVideoSink(TrackSink):
         self._ended: set[str] = set()
         self.frames_written = 0
 
-    def bind_identity(self, lookup) -> None:
-        self.identity_of = lookup
+    @classmethod
+    def from_config(cls, config, params: dict) -> "AnnotatedVideoStage | None":
+        if config.output.video == "off":
+            return None
+        return cls(config.output.video, config.output.video_fps)
 
-    def open_camera(self, camera_id: str, fps: float | None = None, size: tuple[int, int] | None = None) -> None:
-        if camera_id not in self._order:
-            self._order.append(camera_id)
-        self._fps[camera_id] = float(self.fps or fps or 25.0)
+    def open(self, run: RunInfo) -> None:
+        if self.directory is None:
+            self.directory = Path(run.output_dir) / "video"
+        self.directory.mkdir(parents=True, exist_ok=True)
+
+    def open_camera(self, camera: CameraInfo) -> None:
+        if camera.camera_id not in self._order:
+            self._order.append(camera.camera_id)
+        self._fps[camera.camera_id] = float(self.fps or camera.fps or 25.0)
 
     def annotate(self, frame: Frame, tracks: Tracks) -> np.ndarray:
         """A copy of the frame with boxes and labels."""
         img = frame.image.copy()
         cam = frame.camera_id
-        for tid, box in zip(tracks.track_ids.tolist(), tracks.xyxy.tolist()):
-            gid = self.identity_of(cam, tid) if self.identity_of is not None else None
+        gids = tracks.global_ids.tolist() if tracks.global_ids is not None else [-1] * len(tracks)
+        actions = tracks.current_actions or [None] * len(tracks)
+        for i, (tid, box) in enumerate(zip(tracks.track_ids.tolist(), tracks.xyxy.tolist())):
+            gid = gids[i] if gids[i] >= 0 else None
             label = f"G{gid}" if gid is not None else f"{cam}:{tid}"
-            act = self.action_of(cam, tid) if self.action_of is not None else None
-            if act is not None:
-                label += f" {act[0]} {act[1]:.2f}"
+            if actions[i] is not None:
+                label += f" {actions[i]} {float(tracks.current_action_scores[i]):.2f}"
             colour = _colour(gid if gid is not None else hash((cam, tid)))
             x1, y1, x2, y2 = (int(round(v)) for v in box)
             cv2.rectangle(img, (x1, y1), (x2, y2), colour, 2)
@@ -104,10 +111,10 @@ class AnnotatedVideoSink(TrackSink):
             canvas[r * th:(r + 1) * th, c * tw:(c + 1) * tw] = tile
         return canvas
 
-    def on_tracks(self, frame: Frame, tracks: Tracks) -> None:
+    def on_frame(self, frame: Frame, tracks: Tracks) -> None:
         cam = frame.camera_id
         if cam not in self._order:
-            self.open_camera(cam)
+            self.open_camera(CameraInfo(cam, cam))
         img = self.annotate(frame, tracks)
         if self.mode == "per_camera":
             self._writer(cam, (img.shape[1], img.shape[0]), self._fps[cam]).write(img)
@@ -120,13 +127,13 @@ class AnnotatedVideoSink(TrackSink):
             self._writer("mosaic", (mosaic.shape[1], mosaic.shape[0]), self._fps[cam]).write(mosaic)
             self.frames_written += 1
 
-    def on_camera_end(self, camera_id: str) -> None:
-        self._ended.add(camera_id)
+    def on_camera_end(self, end: CameraEnd) -> None:
+        self._ended.add(end.camera_id)
 
-    def close(self) -> None:
+    def close(self, end: RunEnd | None = None) -> None:
         for writer in self._writers.values():
             writer.release()
         self._writers.clear()
 
 
-__all__ = ["AnnotatedVideoSink"]
+__all__ = ["AnnotatedVideoStage"]

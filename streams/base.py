@@ -44,6 +44,7 @@ class SourceStats:
     frames_dropped: int = 0
     reconnects: int = 0  # successful reconnections after a lost live stream
     last_error: str | None = None
+    truncated: bool = False  # a file ended well before the frame count its container announced
 
 
 class FrameSource(ABC):

@@ -1,9 +1,16 @@
-"""`open_source`: pick the right FrameSource for a uri and validate what can be checked up front."""
+"""`open_source`: pick the right FrameSource for a uri and validate what can be checked up front.
+
+URL sources are found by scheme in the `SOURCES` registry: a new kind of network source is one module with a
+`FrameSource` subclass and one line, `register_source("name", schemes=("myscheme",))(MySource)` (or as a class
+decorator). Webcam indexes, image folders and video files are recognised from the uri itself.
+"""
 
 from __future__ import annotations
 
 import os
 import re
+
+from core.registry import Registry
 
 from .base import FrameSource, SourceError, StreamOptions
 from .file_source import FileSource
@@ -13,6 +20,24 @@ from .rtsp_source import LIVE_SCHEMES, LiveStreamSource
 from .webcam_source import WebcamSource
 
 _SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
+
+SOURCES: Registry = Registry("source")
+_SCHEMES: dict[str, str] = {}  # URL scheme -> registered source name
+
+
+def register_source(name: str, schemes: tuple[str, ...]):
+    """Register a `FrameSource` class for URLs of these schemes; it is built as cls(camera_id, url, fps=, options=)."""
+
+    def decorator(cls):
+        SOURCES.register(name)(cls)
+        for scheme in schemes:
+            _SCHEMES[scheme.lower()] = name
+        return cls
+
+    return decorator
+
+
+register_source("live", schemes=tuple(LIVE_SCHEMES))(LiveStreamSource)
 
 
 def open_source(
@@ -43,15 +68,16 @@ def open_source(
         scheme = match.group(1).lower()
         if scheme == "file":
             text = text[len("file://"):]
-        elif scheme in LIVE_SCHEMES:
+        elif scheme in _SCHEMES:
             if not re.match(r"^[A-Za-z0-9+.\-]+://[^/\s]+", text):
                 raise SourceError(f"camera {camera_id}: URL without a host: {redact_uri(text)} "
                                   "(write it as rtsp://[user:pass@]host[:port]/path)")
-            return LiveStreamSource(camera_id, text, fps=fps, options=options)
+            return SOURCES.get(_SCHEMES[scheme])(camera_id, text, fps=fps, options=options)
         else:
             raise SourceError(
                 f"camera {camera_id}: unsupported source scheme '{scheme}://' in {redact_uri(text)} "
-                f"(use one of {', '.join(s + '://' for s in LIVE_SCHEMES)}, a video file, an image folder or a webcam index)"
+                f"(use one of {', '.join(s + '://' for s in sorted(_SCHEMES))}, a video file, an image folder or a "
+                "webcam index)"
             )
     path = os.path.expanduser(text)
     if os.path.isdir(path):

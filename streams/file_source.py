@@ -128,6 +128,7 @@ class FileSource(FrameSource):
         if expected and count < expected - max(2, int(0.02 * expected)):
             msg = f"camera {self.camera_id}: stream ended at frame {count} of expected {expected}: file truncated or corrupt"
             self.stats.last_error = msg
+            self.stats.truncated = True
             log.warning(msg)
         else:
             log.info("camera %s: end of video after %d frames", self.camera_id, count)

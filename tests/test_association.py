@@ -230,45 +230,61 @@ def test_gallery_prototypes_ageing_and_pruning():
 
 
 # ---- run-level stage: outputs and store ----------------------------------------------------------------------------
-def test_stage_writes_global_mot_files_identities_and_links(tmp_path):
+def test_stages_write_global_mot_files_identities_and_links(tmp_path):
+    """Association -> MOT -> store stages, driven as the loop drives them, talking only through messages."""
+    from core.types import Frame, Tracks
+    from pipeline.outputs import MotStage
+    from pipeline.reid.clips import AppearanceUpdate, ClipResult
+    from pipeline.stages import CameraInfo, RunEnd, RunInfo, Step
     from pipeline.store import StoreWriter, open_engine
     from pipeline.store.schema import sqlite_url
-    from core.types import Frame, Tracks
+    from pipeline.store.stage import StoreStage
 
     script, truth = scenario()
-    writer = StoreWriter(open_engine(sqlite_url(tmp_path / "events.db")), 100, 0.05)
-    writer.begin_run({}, str(tmp_path))
-    stage = AssociationStage(cfg(topology=[{"cameras": ["c0", "c1"], "overlap": True}]), tmp_path, writer)
-    stage.associator.topology = topo()
-    stage.topology = stage.associator.topology
-    local = tmp_path / "mot_local"
-    local.mkdir()
-    files = {c: open(local / f"{c}.txt", "w") for c in ("c0", "c1")}
-    for c in files:
-        stage.add_camera(c, is_live=False)
+    assoc = AssociationStage(cfg(topology=[{"cameras": ["c0", "c1"], "overlap": True}]))
+    assoc.associator.topology = topo()
+    assoc.topology = assoc.associator.topology
+    store = StoreStage(StoreWriter(open_engine(sqlite_url(tmp_path / "events.db")), 100, 0.05))
+    run = RunInfo(store.begin_run({}, str(tmp_path)), tmp_path, all_files=True)
+    stages = [assoc, MotStage(global_ids=True), store]
+    for stage in stages:
+        stage.open(run)
+        for c in ("c0", "c1"):
+            stage.open_camera(CameraInfo(c, f"{c}.mp4", FPS, (4, 4)))
     rng = np.random.default_rng(0)
     sums = {}
     image = np.zeros((4, 4, 3), np.uint8)
+    seen_gids = set()
     for f in range(130):
+        step = Step(f, f / FPS)
         for cam in ("c0", "c1"):
             rows = [(tid, box_at(*pos(f))) for c, tid, a, b, _, pos in script if c == cam and a <= f <= b]
             tracks = Tracks(np.array([r[0] for r in rows], np.int64), np.array([r[1] for r in rows], np.float32).reshape(-1, 4),
                             np.ones(len(rows), np.float32), np.zeros(len(rows), np.int32))
-            stage.on_tracks(Frame(cam, f, f / FPS, image), tracks)
-            for tid, (x1, y1, x2, y2) in rows:
-                files[cam].write(f"{f + 1},{tid},{x1},{y1},{x2 - x1},{y2 - y1},1,-1,-1,-1\n")
+            step.frames.append((Frame(cam, f, f / FPS, image), tracks))
         for cam, tid, a, b, app, _ in script:
             if a <= f <= b and (f - a) % 5 == 4:
                 acc = sums.setdefault((cam, tid), [0, 0])
                 acc[0], acc[1] = acc[0] + unit(app + rng.normal(scale=0.05, size=DIM)), acc[1] + 1
-                stage.on_appearance(Namespace(camera_id=cam, track_id=tid),
-                                    Namespace(embedding=unit(acc[0]), n_clips=acc[1]))
-        stage.step(f / FPS)
-    for fh in files.values():
-        fh.close()
-    result = stage.finish(local)
-    writer.close()
+                result = ClipResult(cam, tid, unit(acc[0]).astype(np.float32), np.zeros(0, np.float32), f / FPS,
+                                    f / FPS, 1.0)
+                step.appearance.append(AppearanceUpdate(result, unit(acc[0]).astype(np.float32),
+                                                        np.zeros(0, np.float32), acc[1]))
+        for stage in stages:
+            for frame, tracks in step.frames:
+                stage.on_frame(frame, tracks)
+            stage.on_step(step)
+        for _, tracks in step.frames:  # the association wrote each track's global id onto the message
+            assert tracks.global_ids is not None and len(tracks.global_ids) == len(tracks)
+            seen_gids.update(tracks.global_ids.tolist())
+    end = RunEnd("completed")
+    for stage in stages:
+        stage.close(end)
+    result = end.identities
+    assert seen_gids - {-1}, "global ids reach the tracks while the run goes on"
     assert set(result) == {"online", "offline"} and same_partition(result["offline"], truth)
+    assert end.final_identities is result["offline"]
+    local = tmp_path / "mot_local"
     for cam in ("c0", "c1"):
         local_rows = np.loadtxt(local / f"{cam}.txt", delimiter=",")
         global_rows = np.loadtxt(tmp_path / "mot" / f"{cam}.txt", delimiter=",")
@@ -281,13 +297,17 @@ def test_stage_writes_global_mot_files_identities_and_links(tmp_path):
     assert len(idents) == 2 * len(truth)
     links = db.execute("SELECT camera_id, track_id, global_id, reason, mode FROM identity_links").fetchall()
     assert {(c, t) for c, t, *_ in links} == set(truth) and all(m == "online" for *_, r, m in links if r != "offline")
+    assert db.execute("SELECT count(*) FROM track_clips").fetchone()[0] == sum(n for _, n in sums.values())
+    assert db.execute("SELECT status FROM runs").fetchone()[0] == "completed"
 
 
 def test_association_config_checks(tmp_path):
     data = {"cameras": [{"id": "c0", "source": "a.mp4"}],
             "association": {"topology": [{"cameras": ["c0", "cX"], "overlap": True}]}}
-    stage = AssociationStage(parse_config(data).association, tmp_path)
-    stage.add_camera("c0", is_live=False)
+    from pipeline.stages import CameraInfo
+
+    stage = AssociationStage(parse_config(data).association)
+    stage.open_camera(CameraInfo("c0", "a.mp4"))
     assert stage.unknown_cameras() == ["cX"]  # warned about once, at the first step
     data["association"] = {"index": "annoy"}
     with pytest.raises(ConfigError, match="association.index"):

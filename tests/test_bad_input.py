@@ -67,7 +67,7 @@ def test_bad_cameras_fail_alone_and_good_camera_is_stored(shared, yolo_weights, 
     assert f"127.0.0.1:{port}" in proc.stderr
     con = sqlite3.connect(out / "events.db")
     status = dict(con.execute("select camera_id, status from cameras"))
-    assert status == {"good": "completed", "missing": "failed", "dead": "failed", "cutavi": "completed",
+    assert status == {"good": "completed", "missing": "failed", "dead": "failed", "cutavi": "truncated",
                       "cutmp4": "failed"}
     frames = dict(con.execute("select camera_id, frames from cameras"))
     assert frames["good"] == 25 and 0 < frames["cutavi"] < 25

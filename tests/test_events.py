@@ -10,7 +10,8 @@ import pytest
 
 from pipeline.config import EventsConfig, parse_config
 from pipeline.events import ActionStateMachine, HysteresisParams, MotionParams, MotionSource
-from pipeline.events.sink import ActionEventSink, resolve_source
+from pipeline.events.stage import ActionEventStage, resolve_source
+from pipeline.stages import RunEnd, RunInfo
 from core.types import Frame, Tracks
 
 FPS = 10.0
@@ -123,19 +124,29 @@ def _frame(k, cam="c0"):
     return Frame(cam, k, k / FPS, np.zeros((4, 4, 3), np.uint8))
 
 
+def _stage(cfg, output_dir=None, action_names=(), run_id=None, **kwargs) -> ActionEventStage:
+    stage = ActionEventStage(cfg, keep_events=True, **kwargs)
+    stage.open(RunInfo(run_id, output_dir, action_names=tuple(action_names)))
+    return stage
+
+
 def test_sink_model_source_reads_action_probs_and_writes_jsonl(tmp_path):
     cfg = EventsConfig(min_duration_s=0.5, smoothing_s=0.0)
-    sink = ActionEventSink(cfg, tmp_path, action_names=["walking", "running"], keep_events=True)
-    sink.bind_identity(lambda cam, tid: 42 if tid == 1 else None)
+    sink = _stage(cfg, tmp_path, ["walking", "running"], run_id=7)
     for k in range(30):
         probs = np.array([[0.9, 0.1], [np.nan, np.nan]]) if k < 20 else np.array([[0.1, 0.9], [0.1, 0.1]])
-        tracks = Tracks(np.array([1, 2]), np.array([[0, 0, 10, 20]] * 2), np.ones(2), np.zeros(2), action_probs=probs)
-        sink.on_tracks(_frame(k), tracks)
-    assert sink.current_action("c0", 1) == ("running", pytest.approx(0.9))
-    sink.close()
+        tracks = Tracks(np.array([1, 2]), np.array([[0, 0, 10, 20]] * 2), np.ones(2), np.zeros(2), action_probs=probs,
+                        global_ids=np.array([42, -1]))
+        sink.on_frame(_frame(k), tracks)
+    assert tracks.current_actions == ["running", None]  # written onto the tracks for later stages
+    assert tracks.current_action_scores[0] == pytest.approx(0.9) and np.isnan(tracks.current_action_scores[1])
+    end = RunEnd("completed")
+    sink.close(end)
+    assert sorted(e.action for e in end.action_events) == ["running", "walking"]  # handed on to the store
     events = sorted((e.action, e.global_id, e.start_frame, e.end_frame) for e in sink.events)
     assert events == [("running", 42, 20, 29), ("walking", 42, 0, 19)]
     lines = [json.loads(x) for x in (tmp_path / "events.jsonl").read_text().splitlines()]
+    assert {x["run_id"] for x in lines} == {7}
     assert {(x["action"], x["global_id"], x["source"]) for x in lines} == {("walking", 42, "model"),
                                                                           ("running", 42, "model")}
     assert sink.counters() == {"source": "model", "events": 2, "by_action": {"walking": 1, "running": 1}}
@@ -143,34 +154,36 @@ def test_sink_model_source_reads_action_probs_and_writes_jsonl(tmp_path):
 
 def test_sink_motion_source_closes_events_of_tracks_that_ended(tmp_path):
     cfg = EventsConfig(min_duration_s=0.5, smoothing_s=0.2, track_end_s=1.0)
-    sink = ActionEventSink(cfg, None, action_names=None, keep_events=True)
+    sink = _stage(cfg)
     assert sink.source == "motion" and sink.action_names == ["standing", "walking", "running"]
     for k in range(30):  # track 5 stands still for 3 s
-        sink.on_tracks(_frame(k), Tracks(np.array([5]), np.array([[10, 10, 50, 110]]), np.ones(1), np.zeros(1)))
+        sink.on_frame(_frame(k), Tracks(np.array([5]), np.array([[10, 10, 50, 110]]), np.ones(1), np.zeros(1)))
     for k in range(30, 50):  # then only other tracks: track 5 ends after track_end_s
-        sink.on_tracks(_frame(k), Tracks.empty())
+        sink.on_frame(_frame(k), Tracks.empty())
     assert [(e.action, e.track_id, e.global_id, e.source) for e in sink.events] == [("standing", 5, None, "motion")]
     assert ("c0", 5) not in sink.machines
-    sink.close()
+    sink.close(RunEnd("completed"))
 
 
-def test_sink_episode_goes_on_across_tracklet_cuts():
+def test_sink_episode_goes_on_across_tracklet_cuts_reported_per_tracklet():
     # a person walks right at 0.5 box-heights/s; TrackletSplitter cut the camera's track 7 into tracklets 11 and 12
     cfg = EventsConfig(min_duration_s=0.5, smoothing_s=0.2, track_end_s=1.0)
-    sink = ActionEventSink(cfg, None, action_names=None, keep_events=True)
-    sink.bind_identity(lambda cam, tid: 3 if tid == 11 else None)  # tracklet 12 is not linked yet
+    sink = _stage(cfg)
     for k in range(40):
         x = 10 + 5.0 * k
         tracklet = 11 if k < 20 else 12
         tracks = Tracks(np.array([tracklet]), np.array([[x, 10, x + 40, 110]]), np.ones(1), np.zeros(1),
-                        view_ids=np.array([7]))
-        sink.on_tracks(_frame(k), tracks)
-        assert sink.current_action("c0", tracklet) is None or sink.current_action("c0", tracklet)[0] == "walking"
-    assert sink.current_action("c0", 12)[0] == "walking"
-    sink.close()
-    events = [(e.action, e.track_id, e.global_id) for e in sink.events]
-    assert events == [("walking", 12, 3)], events  # one episode; the id of the tracklet at its end, last known gid
-    assert sink.events[0].start_frame < 20 <= sink.events[0].end_frame
+                        view_ids=np.array([7]), global_ids=np.array([3 if tracklet == 11 else -1]))
+        sink.on_frame(_frame(k), tracks)
+        assert tracks.current_actions[0] in (None, "walking")
+        if k >= 20:  # the episode goes on across the cut, still confirmed: no re-confirmation delay
+            assert tracks.current_actions[0] == "walking"
+    sink.close(RunEnd("completed"))
+    events = [(e.action, e.track_id, e.global_id, e.start_frame, e.end_frame) for e in sink.events]
+    # each part names its own tracklet and that tracklet's global id, within the tracklet's frames (11: 0-19, 12: 20-39)
+    assert len(events) == 2, events
+    assert events[0][:3] == ("walking", 11, 3) and events[0][4] <= 19
+    assert events[1] == ("walking", 12, None, 20, 39)
 
 
 def test_source_resolution():
@@ -213,13 +226,12 @@ def test_events_are_published_over_mqtt():
     try:
         assert subscribed.wait(5)
         cfg = EventsConfig(min_duration_s=0.2, smoothing_s=0.0)
-        sink = ActionEventSink(cfg, None, action_names=["walking"],
-                               publisher=MqttPublisher("mqtt://127.0.0.1:1883", topic))
+        sink = _stage(cfg, None, ["walking"], publisher=MqttPublisher("mqtt://127.0.0.1:1883", topic))
         for k in range(10):
             p = np.array([[0.9 if k < 6 else 0.1]])
-            sink.on_tracks(_frame(k, "door"), Tracks(np.array([3]), np.zeros((1, 4)), np.ones(1), np.zeros(1),
-                                                     action_probs=p))
-        sink.close()
+            sink.on_frame(_frame(k, "door"), Tracks(np.array([3]), np.zeros((1, 4)), np.ones(1), np.zeros(1),
+                                                    action_probs=p))
+        sink.close(RunEnd("completed"))
         deadline = time.monotonic() + 5
         while len(got) < 2 and time.monotonic() < deadline:
             time.sleep(0.05)

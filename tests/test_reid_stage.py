@@ -43,7 +43,7 @@ def _clip(cam, tid, seed, has_embedding=False):
 
 
 def test_quality_gates_skip_small_border_and_covered_boxes():
-    cropper = TrackletCropper("c0", SIZE, clip_len=2, clip_every=1, min_box_height=40)
+    cropper = TrackletCropper(camera_id="c0", input_size=SIZE, clip_len=2, clip_every=1, min_box_height=40)
     boxes = [
         [100, 100, 130, 180],  # good
         [10, 10, 20, 30],  # too small
@@ -58,7 +58,7 @@ def test_quality_gates_skip_small_border_and_covered_boxes():
 
 
 def test_clips_periodic_and_at_track_end_with_spread_sampling():
-    cropper = TrackletCropper("c0", SIZE, clip_len=4, clip_every=10, window=16, end_after_frames=5)
+    cropper = TrackletCropper(camera_id="c0", input_size=SIZE, clip_len=4, clip_every=10, window=16, end_after_frames=5)
     emitted = []
     for i in range(25):
         emitted += cropper.on_tracks(_frame(index=i), _tracks([7], [[100 + i, 100, 140 + i, 190]]))
@@ -78,7 +78,7 @@ def test_clip_sampling_is_deterministic():
     assert sample_indices(2, 4).tolist() == [0, 0, 1, 1]
     runs = []
     for _ in range(2):
-        cropper = TrackletCropper("c0", SIZE, clip_every=5)
+        cropper = TrackletCropper(camera_id="c0", input_size=SIZE, clip_every=5)
         out = []
         for i in range(10):
             out += cropper.on_tracks(_frame(index=i, seed=3), _tracks([1], [[50, 50, 90, 150]]))
@@ -89,7 +89,7 @@ def test_clip_sampling_is_deterministic():
 
 
 def test_cropper_memory_is_bounded_with_many_tracks():
-    cropper = TrackletCropper("c0", SIZE, window=8, max_tracks=32, clip_every=1000, end_after_frames=10**6)
+    cropper = TrackletCropper(camera_id="c0", input_size=SIZE, window=8, max_tracks=32, clip_every=1000, end_after_frames=10**6)
     rng = np.random.default_rng(0)
     for i in range(60):  # 20 new tracks every frame, 1200 tracks in all
         ids = np.arange(i * 20, i * 20 + 20)

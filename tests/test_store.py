@@ -316,7 +316,7 @@ def test_kill_9_of_a_real_pipeline_run_keeps_committed_events(shared, yolo_weigh
     assert con.execute("select status from runs").fetchall() == [("running",)]
     con.close()
     rerun = subprocess.run([sys.executable, "run_pipeline.py", "-q", "run", "--config", str(cfg), "--output", str(out),
-                            "--max-frames", "5"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+                            "--max-frames", "5", "--overwrite"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
     con = sqlite3.connect(db)
     assert con.execute(f"select {cols} from action_events where run_id = 1").fetchall() == stored

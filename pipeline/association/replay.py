@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine
 
 from pipeline.association.offline import refine
 from pipeline.association.online import OnlineAssociator
@@ -29,23 +29,19 @@ class RecordedRun:
 
 
 def load_run(db_path: str | Path, run_id: int | None = None) -> RecordedRun:
-    """Read a run (default: the latest) from an events.db."""
+    """Read a run (default: the latest) from an events.db, through `pipeline.store.reader`."""
+    from pipeline.store import reader
+
     engine = create_engine(f"sqlite:///{Path(db_path).resolve()}")
-    with engine.connect() as conn:
+    try:
         if run_id is None:
-            run_id = conn.execute(text("SELECT max(id) FROM runs")).scalar()
-        cams = [r[0] for r in conn.execute(text("SELECT camera_id FROM cameras WHERE run_id=:r ORDER BY camera_id"),
-                                           {"r": run_id})]
-        run = RecordedRun(cams)
-        for cam in cams:
-            rows = conn.execute(text("SELECT frame, ts, track_id, x1, y1, x2, y2 FROM track_boxes WHERE run_id=:r AND "
-                                     "camera_id=:c ORDER BY frame, track_id"), {"r": run_id, "c": cam}).fetchall()
-            run.boxes[cam] = np.array(rows, np.float64).reshape(-1, 7)
-        for cam, tid, t_end, q, emb in conn.execute(text(
-                "SELECT camera_id, track_id, t_end, quality, embedding FROM track_clips WHERE run_id=:r ORDER BY t_end"),
-                {"r": run_id}):
-            run.clips.append((float(t_end), cam, int(tid), float(q), np.frombuffer(emb, np.float32).copy()))
-    engine.dispose()
+            run_id = reader.latest_run_id(engine)
+        run = RecordedRun(reader.run_cameras(engine, run_id))
+        for cam in run.cameras:
+            run.boxes[cam] = reader.track_boxes(engine, run_id, cam)
+        run.clips = reader.clip_results(engine, run_id)
+    finally:
+        engine.dispose()
     return run
 
 

@@ -25,8 +25,12 @@ outputs (DIR = --output):
   DIR/events.jsonl          one finished action event per line (events.jsonl); search with `query` (query --help)
   DIR/video/*.mp4           annotated video when output.video is per_camera or mosaic
 
-exit codes: 0 all cameras finished, 3 some cameras failed, 1 fatal error or every camera failed,
-            2 bad config/arguments, 130 interrupted (Ctrl-C / SIGTERM; everything so far is flushed)
+An output folder that already holds a run's mot*/ or video/ files is refused unless --overwrite (then those files
+are replaced); the store (events.db) and events.jsonl keep every run, each with its own run id.
+
+exit codes: 0 all cameras finished, 3 some cameras failed or ended early (a truncated file), 1 fatal error (bad
+            weights, a broken store) or no camera finished, 2 bad config/arguments (also an unusable --output),
+            130 interrupted (Ctrl-C / SIGTERM; everything so far is flushed)
 """
 
 
@@ -50,7 +54,11 @@ def register(subparsers) -> None:
     p.add_argument("--device", metavar="DEV", help="override detector.device (auto, cpu, cuda:0)")
     p.add_argument("--tracker", metavar="NAME", help="override tracker.name")
     p.add_argument("--max-frames", type=int, metavar="N", help="stop every camera after N frames")
-    p.add_argument("--duration", type=float, metavar="SEC", help="stop after SEC seconds (live sources)")
+    p.add_argument("--duration", type=float, metavar="SEC",
+                   help="stop after SEC seconds of processing (counted from the first frame, after the models have "
+                        "loaded); > 0")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the mot*/ and video/ files of an earlier run in the same --output folder")
     p.add_argument("--store", metavar="URL", help="override store.url (e.g. postgresql+psycopg://host/db)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=main)
@@ -72,11 +80,18 @@ def build_config(args):
         data["detector"]["device"] = args.device
     if args.tracker:
         data["tracker"] = {"name": args.tracker, "params": {}}
-    if args.max_frames:
+    if args.max_frames is not None:
+        if args.max_frames < 1:
+            raise ConfigError(f"--max-frames must be >= 1, got {args.max_frames}")
         for cam in data["cameras"]:
             cam["max_frames"] = args.max_frames
-    if args.duration:
+    if args.duration is not None:
+        if not args.duration > 0:
+            raise ConfigError(f"--duration must be > 0 seconds, got {args.duration:g} (leave it out to run until the "
+                              "files end or Ctrl-C)")
         data["run"]["duration_s"] = args.duration
+    if args.overwrite:
+        data["output"]["overwrite"] = True
     if args.store:
         data["store"]["url"] = args.store
     if args.no_progress:
@@ -89,8 +104,9 @@ def build_config(args):
 def main(args) -> int:
     from models.detector import DetectorError
     from pipeline.config import ConfigError
-    from pipeline.runner import Pipeline
     from pipeline.reid.encoder import ReIDLoadError
+    from pipeline.runner import Pipeline, RunSetupError
+    from pipeline.stages.builder import StageConfigError
     from pipeline.store import StoreError
 
     log = logging.getLogger("mcsa")
@@ -101,10 +117,17 @@ def main(args) -> int:
         return 2
     try:
         summary = Pipeline(cfg, cfg.output.dir).run()
+    except (RunSetupError, StageConfigError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     except (DetectorError, ReIDLoadError, StoreError, KeyError, ValueError) as err:
         msg = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"error: {msg}", file=sys.stderr)
         return 1
     print(summary.table())
-    log.info("outputs: %s/mot/*.txt, store %s", summary.output_dir, cfg.store.url or f"{summary.output_dir}/events.db")
+    if summary.error:
+        print(f"error: {summary.error}", file=sys.stderr)
+    else:
+        log.info("outputs: %s/mot/*.txt, store %s", summary.output_dir,
+                 cfg.store.url or f"{summary.output_dir}/events.db")
     return summary.exit_code

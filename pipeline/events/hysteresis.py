@@ -1,6 +1,7 @@
 """Per-(identity, camera) action state with hysteresis: scores over time -> `ActionEvent`s.
 
-One `ActionStateMachine` follows one local track in one camera (so one global identity in one view at a time). Each
+One `ActionStateMachine` follows one local track in one camera (so one global identity in one view at a time; at a
+tracklet cut, `cut` ends its confirmed episodes as events of the old tracklet and goes on with the new one). Each
 action is followed on its own (the Re-ID-AR action branch is multi-label: one sigmoid per action):
   - the score is smoothed with an exponential moving average of time constant `smoothing_s` (seconds);
   - an action *enters* when its smoothed score reaches `enter`, and *exits* when it falls below `exit` (< enter), so
@@ -99,6 +100,7 @@ class ActionStateMachine:
         self.last_frame: int = -1
         self._last_raw: np.ndarray | None = None
         self.started: list[tuple[str, float]] = []  # (action, start_ts) confirmed since the last `pop_started`
+        self._resume: dict[int, bool] = {}  # action -> announced: episodes cut at a tracklet change, to go on
 
     def update(self, ts: float, frame: int, scores: np.ndarray) -> list[ActionEvent]:
         """Feed one frame's raw scores (A,) in [0, 1] (NaN = no observation); returns finished events."""
@@ -121,9 +123,12 @@ class ActionStateMachine:
             if np.isnan(s):
                 continue
             ep = self.open.get(a)
+            resumed = self._resume.pop(a, None)
             if ep is None:
-                if s >= p.enter:
-                    self.open[a] = _Episode(ts, frame, ts, frame, s, s, 1, int(new_clip))
+                if s >= p.enter or (resumed is not None and s >= p.exit):
+                    self.open[a] = _Episode(ts, frame, ts, frame, s, s, 1, int(new_clip), bool(resumed))
+                    if resumed:
+                        self.started.append((self.names[a], ts))
             elif s < p.exit:
                 event = self._close(a)
                 if event is not None:
@@ -147,6 +152,22 @@ class ActionStateMachine:
             self.camera_id, self.track_id, self.global_id, self.names[a], self.source, ep.start_ts, ep.last_ts,
             ep.start_frame, ep.last_frame, float(ep.peak), float(ep.total / ep.frames), ep.clips, ep.frames,
         )
+
+    def cut(self, track_id: int) -> list[ActionEvent]:
+        """The view's track goes on under a new track id (a tracklet cut): episodes confirmed so far end here as
+        events of the old track (so every event lies within its track's frames) and go on, already confirmed, for
+        `track_id` from its first frame; unconfirmed ones start again there. The global id is unknown until the new
+        track is linked."""
+        events = []
+        for a in list(self.open):
+            announced = self.open[a].announced
+            event = self._close(a) if announced else None
+            self.open.pop(a, None)
+            if event is not None:
+                events.append(event)
+            self._resume[a] = announced
+        self.track_id, self.global_id = int(track_id), None
+        return events
 
     def finish(self) -> list[ActionEvent]:
         """The track ended (or the run): close every open episode at its last frame."""

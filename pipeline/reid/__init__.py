@@ -8,12 +8,12 @@
 
 from pipeline.reid.appearance import TrackAppearance
 from pipeline.reid.batcher import ReIDBatcher
-from pipeline.reid.clips import ClipRequest, ClipResult
+from pipeline.reid.clips import AppearanceUpdate, ClipRequest, ClipResult
 from pipeline.reid.cropper import TrackletCropper
 from pipeline.reid.encoder import ClipEncoder, ReIDLoadError
 from pipeline.reid.stage import ReIDStage
 
 __all__ = [
-    "ClipEncoder", "ClipRequest", "ClipResult", "ReIDBatcher", "ReIDLoadError", "ReIDStage", "TrackAppearance",
+    "AppearanceUpdate", "ClipEncoder", "ClipRequest", "ClipResult", "ReIDBatcher", "ReIDLoadError", "ReIDStage", "TrackAppearance",
     "TrackletCropper",
 ]

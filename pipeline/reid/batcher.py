@@ -4,6 +4,10 @@ A batch closes when it holds `max_batch` clips or its oldest clip has waited `ma
 `ClipResult`s keyed by (camera_id, track_id), whatever the completion order. Back-pressure: when `max_queue` clips are
 pending, a new clip evicts the oldest pending clip of a track that already has an embedding (else the oldest clip);
 every drop is counted.
+
+Recorded files use groups instead (`submit_group` / `wait_group`): a group's clips are batched only with each other,
+in submission order, never dropped, and its results are collected whole, so what the model sees and returns depends
+on the data only, not on timing.
 """
 
 from __future__ import annotations
@@ -45,8 +49,11 @@ class ReIDBatcher:
         self.max_wait_s = float(max_wait_ms) / 1000.0
         self.max_queue = int(max_queue)
         self.stats = BatcherStats()
-        self._pending: deque[tuple[float, ClipRequest]] = deque()
+        self._pending: deque[tuple[float, ClipRequest, tuple[int, int] | None]] = deque()  # (t, clip, (group, slot))
         self._results: list[ClipResult] = []
+        self._groups: dict[int, list[ClipResult | None]] = {}
+        self._group_left: dict[int, int] = {}
+        self._next_group = 0
         self._inflight = 0
         self._cond = threading.Condition()
         self._stop = False
@@ -61,16 +68,46 @@ class ReIDBatcher:
         """Queue a clip (never blocks; evicts a clip when the queue is full)."""
         with self._cond:
             self.stats.submitted += 1
-            if len(self._pending) >= self.max_queue:
-                victim = next((i for i, (_, r) in enumerate(self._pending) if r.has_embedding), 0)
-                _, dropped = self._pending[victim]
+            ungrouped = [i for i, (_, _, tag) in enumerate(self._pending) if tag is None]
+            if len(ungrouped) >= self.max_queue:
+                victim = next((i for i in ungrouped if self._pending[i][1].has_embedding), ungrouped[0])
+                dropped = self._pending[victim][1]
                 del self._pending[victim]
                 self.stats.dropped += 1
                 self.stats.dropped_with_embedding += int(dropped.has_embedding)
                 if self.stats.dropped == 1:
                     log.warning("Re-ID is falling behind: dropping clips (tracks that have an embedding first)")
-            self._pending.append((time.monotonic(), request))
+            self._pending.append((time.monotonic(), request, None))
             self._cond.notify_all()
+
+    def submit_group(self, requests: list[ClipRequest]) -> int:
+        """Queue clips as one group (batched only among themselves, in order, never dropped); returns its ticket."""
+        with self._cond:
+            group = self._next_group
+            self._next_group += 1
+            self._groups[group] = [None] * len(requests)
+            self._group_left[group] = len(requests)
+            now = time.monotonic()
+            for slot, request in enumerate(requests):
+                self._pending.append((now, request, (group, slot)))
+            self.stats.submitted += len(requests)
+            self._cond.notify_all()
+        return group
+
+    def wait_group(self, group: int, timeout: float | None = None) -> list[ClipResult]:
+        """Block until every clip of `group` is done (or `timeout` s pass); its results in submission order (clips of
+        a failed batch are missing)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while self._group_left.get(group, 0) > 0 and self._thread.is_alive():
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    log.warning("Re-ID: %d clips of a group not done in time", self._group_left[group])
+                    break
+                self._cond.wait(remaining)
+            self._group_left.pop(group, None)
+            results = self._groups.pop(group, [])
+        return [r for r in results if r is not None]
 
     def poll(self) -> list[ClipResult]:
         """The results finished since the last call (never blocks)."""
@@ -108,19 +145,26 @@ class ReIDBatcher:
             return len(self._pending) + self._inflight
 
     # ---- worker -------------------------------------------------------------------------------------------------
-    def _next_batch(self) -> list[ClipRequest] | None:
+    def _next_batch(self) -> list[tuple[ClipRequest, tuple[int, int] | None]] | None:
         with self._cond:
             while not self._pending and not self._stop:
                 self._cond.wait()
             if self._stop:
                 return None
-            deadline = self._pending[0][0] + self.max_wait_s
-            while len(self._pending) < self.max_batch and not self._stop and not self._flushing:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
+            head = self._pending[0][2]
+            if head is None:  # live clips: wait for the batch to fill, at most max_wait_ms
+                deadline = self._pending[0][0] + self.max_wait_s
+                while len(self._pending) < self.max_batch and not self._stop and not self._flushing:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self._cond.wait(remaining)
+            batch = []  # consecutive clips of one group (or ungrouped ones), never mixed
+            while self._pending and len(batch) < self.max_batch:
+                tag = self._pending[0][2]
+                if (tag is None) != (head is None) or (tag is not None and tag[0] != head[0]):
                     break
-                self._cond.wait(remaining)
-            batch = [self._pending.popleft()[1] for _ in range(min(self.max_batch, len(self._pending)))]
+                batch.append(self._pending.popleft()[1:])
             self._inflight += len(batch)
             return batch
 
@@ -129,20 +173,27 @@ class ReIDBatcher:
             batch = self._next_batch()
             if batch is None:
                 return
-            results: list[ClipResult] = []
+            results: list[tuple[ClipResult, tuple[int, int] | None]] = []
             start = time.perf_counter()
             try:
-                emb, probs = self.encoder.encode(np.stack([r.crops for r in batch]))
-                for r, e, p in zip(batch, emb, probs):
-                    results.append(ClipResult(r.camera_id, r.track_id, e, p, float(r.timestamps_s[0]),
-                                              float(r.timestamps_s[-1]), r.quality, r.reason))
+                emb, probs = self.encoder.encode(np.stack([r.crops for r, _ in batch]))
+                for (r, tag), e, p in zip(batch, emb, probs):
+                    results.append((ClipResult(r.camera_id, r.track_id, e, p, float(r.timestamps_s[0]),
+                                               float(r.timestamps_s[-1]), r.quality, r.reason), tag))
             except Exception:  # noqa: BLE001 - a failing batch must not kill the stage
                 self.stats.errors += 1
                 log.exception("Re-ID batch of %d clips failed", len(batch))
             elapsed = time.perf_counter() - start
             with self._cond:
                 self._inflight -= len(batch)
-                self._results.extend(results)
+                for _, tag in batch:
+                    if tag is not None and tag[0] in self._group_left:
+                        self._group_left[tag[0]] -= 1
+                for result, tag in results:
+                    if tag is None:
+                        self._results.append(result)
+                    elif tag[0] in self._groups:
+                        self._groups[tag[0]][tag[1]] = result
                 self.stats.processed += len(results)
                 self.stats.batches += 1
                 self.stats.busy_s += elapsed

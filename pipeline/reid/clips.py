@@ -46,3 +46,21 @@ class ClipResult:
     @property
     def key(self) -> tuple[str, int]:
         return (self.camera_id, self.track_id)
+
+
+@dataclass
+class AppearanceUpdate:
+    """A clip result applied to its track, as the Re-ID stage sends it on (`Step.appearance`).
+
+    result: the clip's own output; embedding float32 (D,): the track's running appearance after it (L2-normalised);
+    action_probs float32 (A,): the track's latest action probabilities; n_clips: clips folded into the track so far.
+    """
+
+    result: ClipResult
+    embedding: np.ndarray
+    action_probs: np.ndarray
+    n_clips: int
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return self.result.key

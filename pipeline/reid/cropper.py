@@ -49,6 +49,22 @@ def covered_fraction(xyxy: np.ndarray) -> np.ndarray:
     return frac.max(axis=1).astype(np.float32)
 
 
+def crop_quality(box: np.ndarray, covered: float, w_img: int, h_img: int, min_box_height: float = 40.0,
+                 border_margin: float = 2.0, max_overlap: float = 0.6) -> float:
+    """Quality of a person crop, 0..1 (0: unusable): box height (full marks at 2 x `min_box_height` px), not cut by
+    the image border (`border_margin` px), and the part not covered by another box (at most `max_overlap`)."""
+    x1, y1, x2, y2 = np.asarray(box, np.float64).tolist()
+    height = y2 - y1
+    if not np.isfinite(height) or height < min_box_height or x2 - x1 < 2:
+        return 0.0
+    m = border_margin
+    if x1 < m or y1 < m or x2 > w_img - m or y2 > h_img - m:
+        return 0.0
+    if covered > max_overlap:
+        return 0.0
+    return float(min(1.0, height / (2.0 * min_box_height)) * (1.0 - covered))
+
+
 def crop_resize(image: np.ndarray, box: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """The box (xyxy px, clipped to the image) of a BGR image, resized to size (H, W) -> uint8 RGB (H, W, 3)."""
     h_img, w_img = image.shape[:2]
@@ -66,7 +82,7 @@ def sample_indices(n: int, t: int) -> np.ndarray:
     return np.sort(np.resize(np.arange(n), t))
 
 
-@dataclass
+@dataclass(kw_only=True)
 class TrackletCropper:
     """Crops confirmed tracks of ONE camera and emits a `ClipRequest` every `clip_every` frames per track and when a
     track ends (unseen for `end_after_frames`) or the camera ends (`flush`).
@@ -136,16 +152,7 @@ class TrackletCropper:
 
     # ---- internals ------------------------------------------------------------------------------------------------
     def _quality(self, box: np.ndarray, covered: float, w_img: int, h_img: int) -> float:
-        x1, y1, x2, y2 = box.tolist()
-        height = y2 - y1
-        if not np.isfinite(height) or height < self.min_box_height or x2 - x1 < 2:
-            return 0.0
-        m = self.border_margin
-        if x1 < m or y1 < m or x2 > w_img - m or y2 > h_img - m:
-            return 0.0
-        if covered > self.max_overlap:
-            return 0.0
-        return float(min(1.0, height / (2.0 * self.min_box_height)) * (1.0 - covered))
+        return crop_quality(box, covered, w_img, h_img, self.min_box_height, self.border_margin, self.max_overlap)
 
     def _crop(self, image: np.ndarray, box: np.ndarray) -> np.ndarray:
         return crop_resize(image, box, self.input_size)

@@ -1,26 +1,35 @@
-"""`ReIDStage`: the Re-ID part of the pipeline loop, for all cameras.
+"""`ReIDStage`: the Re-ID part of the run, for all cameras, as a stage (`pipeline/stages/base.py`).
 
-Owns one `TrackletCropper` and one `TrackAppearance` per camera, and the shared `ReIDBatcher` (and its model). The
-`Pipeline` calls it from the main thread: `on_tracks` after each camera's tracker update, `poll` once per step,
-`camera_ended` when a camera stops, and `drain` + `close` at the end of the run.
+Owns one `TrackletCropper` and one `TrackAppearance` per camera, and the shared `ReIDBatcher` (and its model).
+Writes `tracks.embeddings` (N, D) and `tracks.action_probs` (N, A) (the tracks' running appearance; NaN rows: no
+clip result yet) and `step.appearance` / `end.appearance` (`AppearanceUpdate`s: each clip result applied this step).
+
+Timing: with live cameras a result is applied at the first step after it is ready (lowest latency). When every camera
+is a recorded file, each step's clips go to the model as one group and their results are applied exactly
+`reid.file_result_lag_steps` steps later (waiting if needed), so every output depends on the data only.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import deque
 
-from pipeline.reid.appearance import AppearanceState, TrackAppearance
+from core.types import Frame, Tracks
+from pipeline.reid.appearance import TrackAppearance
 from pipeline.reid.batcher import ReIDBatcher
-from pipeline.reid.clips import ClipResult
+from pipeline.reid.clips import AppearanceUpdate, ClipRequest, ClipResult
 from pipeline.reid.cropper import TrackletCropper
 from pipeline.reid.encoder import ClipEncoder
-from core.types import Frame, Tracks
+from pipeline.stages.base import CameraEnd, CameraInfo, RunEnd, RunInfo, Stage, Step, register_stage
 
 log = logging.getLogger("mcsa.reid")
 
 
-class ReIDStage:
+@register_stage("reid")
+class ReIDStage(Stage):
     """Tracklet cropping, batched Re-ID-AR inference and per-track appearance for every camera of a run."""
+
+    writes = ("tracks.embeddings", "tracks.action_probs", "step.appearance", "end.appearance")
 
     def __init__(self, cfg, encoder: ClipEncoder | None = None) -> None:
         self.cfg = cfg
@@ -28,51 +37,117 @@ class ReIDStage:
         self.batcher = ReIDBatcher(self.encoder, cfg.max_batch, cfg.max_wait_ms, cfg.max_queue).start()
         self.croppers: dict[str, TrackletCropper] = {}
         self.appearances: dict[str, TrackAppearance] = {}
+        self.grouped = False  # recorded files: deterministic groups (set by `open`)
+        self._requests: list[ClipRequest] = []  # this step's clips (grouped mode)
+        self._groups: deque[tuple[int, int]] = deque()  # (step index, batcher group) not yet applied
+        self._closed = False
         log.info("Re-ID: %s, %s, clips of %d x %s, batches of up to %d", self.encoder.source, self.encoder.backend,
                  cfg.clip_len, "x".join(map(str, self.encoder.input_size)), cfg.max_batch)
+
+    @classmethod
+    def from_config(cls, config, params: dict) -> "ReIDStage | None":
+        return cls(config.reid) if config.reid.enabled else None
 
     @property
     def action_names(self) -> list[str]:
         return self.encoder.action_names
 
-    def add_camera(self, camera_id: str) -> None:
-        c = self.cfg
-        self.croppers[camera_id] = TrackletCropper(
-            camera_id, tuple(self.encoder.input_size), c.clip_len, c.clip_every, c.window, c.min_box_height,
-            c.border_margin, c.max_overlap, c.max_tracks, c.end_after_frames,
-        )
-        self.appearances[camera_id] = TrackAppearance(camera_id)
+    @property
+    def embedding_dim(self) -> int:
+        return int(self.encoder.embedding_dim)
 
-    def on_tracks(self, frame: Frame, tracks: Tracks) -> None:
+    # ---- Stage --------------------------------------------------------------------------------------------------
+    def open(self, run: RunInfo) -> None:
+        self.grouped = run.all_files
+
+    def open_camera(self, camera: CameraInfo) -> None:
+        if camera.error is not None:
+            return
+        c = self.cfg
+        self.croppers[camera.camera_id] = TrackletCropper(
+            camera_id=camera.camera_id, input_size=tuple(self.encoder.input_size), clip_len=c.clip_len,
+            clip_every=c.clip_every, window=c.window, min_box_height=c.min_box_height, border_margin=c.border_margin,
+            max_overlap=c.max_overlap, max_tracks=c.max_tracks, end_after_frames=c.end_after_frames,
+        )
+        self.appearances[camera.camera_id] = TrackAppearance(camera.camera_id)
+
+    def on_frame(self, frame: Frame, tracks: Tracks) -> None:
         """Crop this frame's tracks, queue due clips, and attach the tracks' current embeddings and action
         probabilities (NaN rows: none yet)."""
         appearance = self.appearances[frame.camera_id]
-        for request in self.croppers[frame.camera_id].on_tracks(frame, tracks, appearance.has_embedding):
-            self.batcher.submit(request)
+        self._submit(self.croppers[frame.camera_id].on_tracks(frame, tracks, appearance.has_embedding))
         tracks.embeddings = appearance.embeddings_for(tracks.track_ids, self.encoder.embedding_dim)
         tracks.action_probs = appearance.action_probs_for(tracks.track_ids, len(self.action_names))
 
-    def camera_ended(self, camera_id: str) -> None:
-        appearance = self.appearances[camera_id]
-        for request in self.croppers[camera_id].flush(appearance.has_embedding):
-            self.batcher.submit(request)
+    def on_camera_end(self, end: CameraEnd) -> None:
+        cropper = self.croppers.get(end.camera_id)
+        if cropper is not None:
+            self._submit(cropper.flush(self.appearances[end.camera_id].has_embedding))
 
-    def _route(self, results: list[ClipResult]) -> list[tuple[ClipResult, AppearanceState]]:
-        return [(r, self.appearances[r.camera_id].update(r)) for r in results]
+    def on_step(self, step: Step) -> None:
+        if not self.grouped:
+            step.appearance.extend(self._apply(self.batcher.poll()))
+            return
+        self._close_group(step.index)
+        while self._groups and self._groups[0][0] <= step.index - self.cfg.file_result_lag_steps:
+            step.appearance.extend(self._apply(self.batcher.wait_group(self._groups.popleft()[1])))
 
-    def poll(self) -> list[tuple[ClipResult, AppearanceState]]:
-        """Results finished since the last call, already folded into their track's appearance."""
-        return self._route(self.batcher.poll())
+    def close(self, end: RunEnd) -> None:
+        """A completed run flushes every track's buffer and waits for all its clips; otherwise only the clips
+        already queued are finished (at most 10 s)."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            completed = end.status == "completed"
+            if completed:
+                for camera_id, cropper in self.croppers.items():
+                    self._submit(cropper.flush(self.appearances[camera_id].has_embedding))
+            end.appearance.extend(self.results_now(300.0 if completed else 10.0))
+        finally:
+            self.batcher.stop()
 
-    def drain(self, timeout: float = 300.0) -> list[tuple[ClipResult, AppearanceState]]:
-        """Flush every camera's buffers, wait for all clips, and return the remaining results."""
-        for camera_id in self.croppers:
-            self.camera_ended(camera_id)
-        return self._route(self.batcher.drain(timeout))
+    def results_now(self, timeout: float = 120.0) -> list[AppearanceUpdate]:
+        """Every clip queued so far, finished and applied now (benches and tests that want results at once)."""
+        if not self.grouped:
+            return self._apply(self.batcher.drain(timeout))
+        self._close_group(None)
+        out = []
+        while self._groups:
+            out.extend(self._apply(self.batcher.wait_group(self._groups.popleft()[1], timeout)))
+        return out
 
-    def drain_queued(self, timeout: float = 10.0) -> list[tuple[ClipResult, AppearanceState]]:
-        """Finish only the clips already queued (no buffer flush), e.g. after Ctrl-C; returns their results."""
-        return self._route(self.batcher.drain(timeout))
+    def counters(self) -> dict:
+        st = self.batcher.stats
+        return dict(processed=st.processed, submitted=st.submitted, dropped=st.dropped, batches=st.batches,
+                    mean_batch=st.mean_batch, busy_s=st.busy_s, errors=st.errors,
+                    tracks_with_embedding=sum(len(a.tracks) for a in self.appearances.values()))
 
-    def close(self) -> None:
-        self.batcher.stop()
+    def summary_line(self) -> str:
+        c = self.counters()
+        return (f"Re-ID: {c['processed']} clips in {c['batches']} batches (mean {c['mean_batch']:.1f}), "
+                f"{c['dropped']} dropped, {c['tracks_with_embedding']} tracks with an embedding, model busy "
+                f"{c['busy_s']:.1f} s")
+
+    # ---- internals ----------------------------------------------------------------------------------------------
+    def _submit(self, requests: list[ClipRequest]) -> None:
+        if self.grouped:
+            self._requests.extend(requests)
+        else:
+            for request in requests:
+                self.batcher.submit(request)
+
+    def _close_group(self, step_index: int | None) -> None:
+        """Send this step's clips to the model as one group (grouped mode)."""
+        if self._requests:
+            self._groups.append((step_index if step_index is not None else 1 << 62,
+                                 self.batcher.submit_group(self._requests)))
+            self._requests = []
+
+    def _apply(self, results: list[ClipResult]) -> list[AppearanceUpdate]:
+        """Fold results into their tracks' appearance; the updates in the same order."""
+        out = []
+        for r in results:
+            state = self.appearances[r.camera_id].update(r)
+            out.append(AppearanceUpdate(r, state.embedding, state.action_probs, state.n_clips))
+        return out

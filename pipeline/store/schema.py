@@ -1,6 +1,6 @@
 """Store schema (SQLAlchemy Core) and engine set-up.
 
-Tables (schema version 2):
+Tables (schema version 3):
   schema_info   key/value; `version` is the schema version.
   runs          one row per pipeline run: id, started_at, ended_at (unix s), status, config (JSON), output_dir.
   cameras       (run_id, camera_id): source (credentials redacted), fps, width, height, frames, dropped, status, error.
@@ -20,6 +20,9 @@ Tables (schema version 2):
                 (NULL without association / not linked when it ended), action (name from the checkpoint, or standing |
                 walking | running for the motion source), source (model | motion), start_ts, end_ts (s, run clock),
                 start_frame, end_frame, peak_conf, mean_conf (smoothed score 0..1), clips (score updates), frames.
+  track_thumbnails (v3) the best view of every track, one row per track: run_id, camera_id, track_id, quality
+                (0..1, higher is better: size, not cut by the border, not covered, sharp), ts (s) and frame of the
+                crop, width, height (px; height `THUMBNAIL_HEIGHT` or less), jpeg (bytes). A better crop replaces it.
 Migrations: `MIGRATIONS[v]` upgrades a database from version v to v + 1; `open_engine` applies them in order, so a
 database written by an older release keeps its runs and gains the new columns (NULL for old rows).
 SQLite runs in WAL mode with synchronous=NORMAL: a crash loses at most the last uncommitted batch, never committed rows.
@@ -51,7 +54,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 metadata = MetaData()
 
@@ -187,6 +190,21 @@ action_events = Table(
 )
 
 
+track_thumbnails = Table(
+    "track_thumbnails",
+    metadata,
+    Column("run_id", Integer, primary_key=True),
+    Column("camera_id", String(64), primary_key=True),
+    Column("track_id", Integer, primary_key=True),
+    Column("quality", Float, nullable=False),
+    Column("ts", Float),
+    Column("frame", Integer),
+    Column("width", Integer, nullable=False),
+    Column("height", Integer, nullable=False),
+    Column("jpeg", LargeBinary, nullable=False),
+)
+
+
 def _migrate_1_to_2(conn) -> None:
     """v2: track appearance columns, run action names (the `track_clips`, `identities`, `identity_links` and
     `action_events` tables are created by `create_all`)."""
@@ -201,7 +219,11 @@ def _migrate_1_to_2(conn) -> None:
         conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {kind}"))
 
 
-MIGRATIONS = {1: _migrate_1_to_2}
+def _migrate_2_to_3(conn) -> None:
+    """v3: the `track_thumbnails` table only (created by `create_all`); existing tables are unchanged."""
+
+
+MIGRATIONS = {1: _migrate_1_to_2, 2: _migrate_2_to_3}
 
 
 class StoreError(RuntimeError):

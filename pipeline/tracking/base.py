@@ -32,6 +32,12 @@ class Tracker(ABC):
         """Whether `update` uses per-detection appearance embeddings (`update(dets, frame, embeddings=(N, D))`)."""
         return False
 
+    @property
+    def embedding_min_score(self) -> float:
+        """Detections below this score get no appearance embedding (NaN row): the tracker matches them on motion
+        only (its high-score threshold)."""
+        return 0.3
+
     @abstractmethod
     def reset(self) -> None:
         """Forget every track; ids keep increasing (they are never reused within a run)."""

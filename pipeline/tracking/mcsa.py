@@ -307,6 +307,10 @@ class McsaTracker(Tracker):
         """True when `appearance_weight` > 0: the pipeline then passes per-detection embeddings to `update`."""
         return self.appearance_weight > 0
 
+    @property
+    def embedding_min_score(self) -> float:
+        return self.high_thresh
+
     # -- cost helpers ----------------------------------------------------------------------------------------------
     def _cosine(self, tracks: list[McsaTrack], embs: np.ndarray | None):
         """(rows, cols, cosine distance) for the pairs whose track and detection both have an embedding, or None."""

@@ -57,6 +57,10 @@ class TrackletSplitter(Tracker):
     def wants_embeddings(self) -> bool:
         return self.inner.wants_embeddings
 
+    @property
+    def embedding_min_score(self) -> float:
+        return self.inner.embedding_min_score
+
     def reset(self) -> None:
         self.inner.reset()
         self._frame = 0
