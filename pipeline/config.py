@@ -99,8 +99,10 @@ class ReIDStageConfig(_Strict):
     """Re-ID-AR on tracklet clips of every confirmed track, batched across cameras (pipeline/reid/)."""
 
     enabled: bool = Field(default=True, description="compute appearance embeddings (and actions) per track")
-    checkpoint: str | None = Field(default=None, description="Re-ID-AR checkpoint from `run_pipeline.py train`")
-    backbone: str = Field(default="osnet_x0_25", description="backbone used when no checkpoint is given")
+    checkpoint: str | None = Field(default=None, description="Re-ID-AR checkpoint from `run_pipeline.py train`, or "
+                                   "an export folder from `run_pipeline.py export`")
+    backbone: str = Field(default="osnet_x0_25", description="backbone used when no checkpoint is given, or a "
+                          "frame-level re-id model: onnx:PATH / openvino:PATH.xml")
     backbone_weights: str | None = Field(
         default="${SHARED}/models/osnet_x0_25_msmt17.pth", description="backbone weights used without a checkpoint"
     )
@@ -123,14 +125,40 @@ class ReIDStageConfig(_Strict):
     device: str = Field(default="auto", description="auto (CUDA when present), cpu, cuda:0")
     amp: bool = Field(default=True, description="fp16/bf16 autocast on CUDA")
     cpu_threads: int | None = Field(default=None, ge=1, description="threads on CPU (default: the runtime's)")
-    cpu_backend: Literal["auto", "openvino", "torch"] = Field(
-        default="auto", description="CPU inference: OpenVINO-compiled (auto: when installed) or PyTorch eager"
+    cpu_backend: Literal["auto", "openvino", "torch", "onnxruntime"] = Field(
+        default="auto", description="CPU inference: OpenVINO-compiled (auto: when installed) or PyTorch eager; for an "
+        "export folder (reid.checkpoint: DIR) onnxruntime or openvino picks its runtime"
+    )
+    input_color: Literal["auto", "rgb", "bgr"] = Field(
+        default="auto", description="channel order of a foreign model (reid.backbone: onnx:/openvino:); auto: from "
+        "its metadata, else rgb"
+    )
+    input_mean: tuple[float, float, float] | None = Field(
+        default=None, description="foreign model: per-R,G,B mean in 0..1 units (default: its metadata, else ImageNet)"
+    )
+    input_std: tuple[float, float, float] | None = Field(
+        default=None, description="foreign model: per-R,G,B std in 0..1 units (default: its metadata, else ImageNet)"
+    )
+    embedding_dim: int | None = Field(
+        default=None, ge=1, description="the embedding size the model must give (e.g. an existing gallery's); a "
+        "model of another size is an error"
     )
 
     @field_validator("checkpoint", "backbone_weights")
     @classmethod
     def _expand(cls, value: str | None) -> str | None:
         return expand_path(value) if value else value
+
+    @field_validator("backbone")
+    @classmethod
+    def _expand_model_path(cls, value: str) -> str:
+        """`onnx:${SHARED}/m.onnx` -> `onnx:/abs/m.onnx`; plain backbone names stay as they are."""
+        for kind in ("onnx:", "openvino:"):
+            if value.startswith(kind):
+                if not value[len(kind):].strip():
+                    raise ValueError(f"{kind}PATH needs a model path after '{kind}'")
+                return kind + expand_path(value[len(kind):])
+        return value
 
 
 class CameraLinkConfig(_Strict):

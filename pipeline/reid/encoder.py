@@ -3,6 +3,12 @@
 Weights: a Re-ID-AR checkpoint written by `run_pipeline.py train`; without one, the model is built on the OSNet
 backbone weights (e.g. ../shared/models/osnet_x0_25_msmt17.pth) with mean temporal pooling and NO action branch,
 and a warning says so: it never runs silently on random weights.
+
+Two more sources run on an inference runtime instead of PyTorch (models/reid/runtimes.py):
+  * `checkpoint` = a folder written by `run_pipeline.py export` (ONNX Runtime / OpenVINO on the CPU, TensorRT or ONNX
+    Runtime CUDA on a GPU): the whole Re-ID-AR model, actions included; no start-up compilation;
+  * `backbone` = `onnx:PATH` / `openvino:PATH.xml`: a foreign frame-level re-id model (one crop -> one vector); the
+    clip embedding is the mean of its frames' embeddings, there are no actions.
 """
 
 from __future__ import annotations
@@ -101,7 +107,11 @@ class ClipEncoder:
     checkpoint: Re-ID-AR checkpoint path, or None to build on `backbone_weights`; input_size: (H, W) px, used only
     without a checkpoint (a checkpoint brings its own); amp: fp16/bf16 autocast on CUDA; cpu_threads: threads on CPU
     (None = the runtime's default); cpu_backend: on CPU, `openvino` (the same weights compiled by OpenVINO, fp32;
-    several times faster than PyTorch eager for OSNet on 2 cores) or `torch`; `auto` = openvino when installed.
+    several times faster than PyTorch eager for OSNet on 2 cores) or `torch`; `auto` = openvino when installed
+    (for an export folder: `onnxruntime` or `openvino` picks its runtime). checkpoint may be an export folder,
+    backbone `onnx:PATH` / `openvino:PATH.xml` (see the module docstring); input_color / input_mean / input_std
+    override a foreign model's channel order (rgb/bgr) and per-R,G,B normalisation (0..1 units); embedding_dim: the
+    size the embeddings must have (a gallery's), else one clear error.
     """
 
     def __init__(
@@ -114,14 +124,26 @@ class ClipEncoder:
         amp: bool = True,
         cpu_threads: int | None = None,
         cpu_backend: str = "auto",
+        input_color: str = "auto",
+        input_mean: tuple[float, float, float] | None = None,
+        input_std: tuple[float, float, float] | None = None,
+        embedding_dim: int | None = None,
     ) -> None:
         from models.reid import CheckpointError, ReIDAR, load_checkpoint
+        from models.reid.runtimes import parse_model_spec
 
         self.device = resolve_device(device)
         self.cpu_backend, self.cpu_threads = cpu_backend, cpu_threads
         self.resize = "bilinear"  # how crops are resized to the input size: the training's `data.resize`
         if self.device.type == "cpu" and cpu_threads:
             torch.set_num_threads(int(cpu_threads))
+        self._runtime = self._frame_model = None
+        if checkpoint and Path(checkpoint).is_dir():
+            self._setup_exported(checkpoint, embedding_dim)
+            return
+        if not checkpoint and parse_model_spec(backbone):
+            self._setup_frame_model(backbone, input_size, input_color, input_mean, input_std, embedding_dim)
+            return
         try:
             if checkpoint:
                 if not Path(checkpoint).is_file():
@@ -152,12 +174,63 @@ class ClipEncoder:
         except CheckpointError as err:
             raise ReIDLoadError(str(err)) from None
         self._setup(model, amp)
+        self._check_dim(embedding_dim)
+
+    def _check_dim(self, expected: int | None) -> None:
+        if expected and int(expected) != self.embedding_dim:
+            raise ReIDLoadError(
+                f"Re-ID: {self.source} gives {self.embedding_dim}-d embeddings, but reid.embedding_dim is {expected} "
+                "(the size of the gallery / stored embeddings it must match); use a model of that size or change "
+                "reid.embedding_dim"
+            )
+
+    def _setup_exported(self, folder: str, embedding_dim: int | None) -> None:
+        """An export folder on ONNX Runtime / OpenVINO (CPU) or TensorRT / ONNX Runtime CUDA (GPU)."""
+        from models.reid.runtimes import ExportedReIDAR, RuntimeLoadError
+
+        backend = {"auto": "auto", "openvino": "openvino", "torch": "auto", "onnxruntime": "onnxruntime"}.get(
+            self.cpu_backend, "auto") if self.device.type == "cpu" else "auto"
+        try:
+            self._runtime = ExportedReIDAR(folder, str(self.device), backend, self.cpu_threads)
+        except RuntimeLoadError as err:
+            raise ReIDLoadError(str(err)) from None
+        self.model = None
+        self.action_names = list(self._runtime.action_names)
+        self.actions_trained = bool(self.action_names)
+        self.input_size = tuple(self._runtime.input_size)
+        self.embedding_dim = self._runtime.embedding_dim
+        self.amp = False
+        self.source = f"Re-ID-AR export {Path(folder).name} ({self._runtime.meta.backbone})"
+        self.backend = self._runtime.backend
+        self._check_dim(embedding_dim)
+
+    def _setup_frame_model(self, spec: str, input_size, color: str, mean, std, embedding_dim: int | None) -> None:
+        """A foreign frame-level re-id model (`onnx:PATH`, `openvino:PATH.xml`); clip embedding = frame mean."""
+        from models.reid.runtimes import FrameReIDModel, RuntimeLoadError
+
+        try:
+            self._frame_model = FrameReIDModel(spec, str(self.device), self.cpu_threads, tuple(input_size), color,
+                                               mean, std)
+        except RuntimeLoadError as err:
+            raise ReIDLoadError(str(err)) from None
+        self.model = None
+        self.action_names, self.actions_trained = [], False
+        self.input_size = tuple(self._frame_model.input_size)
+        self.embedding_dim = self._frame_model.embedding_dim
+        self.amp = False
+        spec_in = self._frame_model.input
+        self.source = (f"frame re-id model {self._frame_model.path.name} (input {spec_in.size[0]}x{spec_in.size[1]} "
+                       f"{spec_in.color.upper()}, normalisation from {spec_in.source}; clip = mean of its frames)")
+        self.backend = self._frame_model.backend
+        self._check_dim(embedding_dim)
+        log.warning("Re-ID: embeddings from %s; no action branch", self.source)
 
     @classmethod
     def from_model(cls, model, source: str = "in-memory model", device: str = "auto", amp: bool = True,
                    cpu_backend: str = "torch", cpu_threads: int | None = None) -> "ClipEncoder":
         """Wrap an already built `ReIDAR` (e.g. one being trained, or built in a test)."""
         self = cls.__new__(cls)
+        self._runtime = self._frame_model = None
         self.device = resolve_device(device)
         self.cpu_backend, self.cpu_threads = cpu_backend, cpu_threads
         self.resize = "bilinear"
@@ -195,10 +268,17 @@ class ClipEncoder:
     def from_config(cls, cfg) -> "ClipEncoder":
         """Build from a `pipeline.config.ReIDStageConfig`."""
         return cls(cfg.checkpoint, cfg.backbone, cfg.backbone_weights, tuple(cfg.input_size), cfg.device, cfg.amp,
-                   cfg.cpu_threads, cfg.cpu_backend)
+                   cfg.cpu_threads, cfg.cpu_backend, cfg.input_color, cfg.input_mean, cfg.input_std,
+                   cfg.embedding_dim)
 
     def encode(self, clips: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """clips uint8 (B, T, H, W, 3) RGB -> (embeddings float32 (B, D), action_probs float32 (B, A))."""
+        if self._frame_model is not None:
+            b, t = clips.shape[:2]
+            frames = self._frame_model.embed(np.ascontiguousarray(clips).reshape(b * t, *clips.shape[2:]))
+            return frames.reshape(b, t, -1).mean(axis=1), np.zeros((b, 0), np.float32)
+        if self._runtime is not None:
+            return self._runtime.encode_uint8(clips)
         if self._ov is not None:
             x = np.ascontiguousarray(clips).transpose(0, 1, 4, 2, 3).astype(np.float32)
             x -= _MEAN_255
