@@ -80,6 +80,15 @@ def prepare_output_dir(path: Path, overwrite: bool = False) -> Path:
     return path
 
 
+def _one_line(err: Exception, stage: str | None = None) -> str:
+    """One line naming what failed and the fix: the store's own message, or an OS error on an output file."""
+    if isinstance(err, OSError):
+        where = f" {err.filename}" if err.filename else (f" (stage {stage})" if stage else "")
+        hint = "free disk space" if err.errno == 28 else "check permissions and free space"
+        return f"cannot write{where}: {err.strerror or err} ({hint}; what was written before is kept)"
+    return str(err)
+
+
 class Pipeline:
     """Runs a `PipelineConfig`, writing `output_dir/mot/<camera>.txt` and the store (default `output_dir/events.db`)."""
 
@@ -154,8 +163,9 @@ class Pipeline:
         prepare_output_dir(self.output_dir, cfg.output.overwrite)
         stage_classes(cfg)  # unknown sinks fail now, before any model loads
         sources, infos = self._open_sources()  # a typo in a path fails in a second, not after the models load
-        if not sources:  # each camera's error is already logged, one line each: nothing loads, nothing is written
-            return RunSummary(None, "failed", list(self.summaries.values()), time.monotonic() - started,
+        if not sources:  # each camera's error is already logged, one line each; no model loads
+            run_id = self._record_failed_run(infos)
+            return RunSummary(run_id, "failed", list(self.summaries.values()), time.monotonic() - started,
                               self.output_dir)
         log.info("loading the detector %s", cfg.detector.weights)
         detector = PersonDetector.from_config(cfg.detector)  # fails fast on bad weights, before anything is written
@@ -174,9 +184,9 @@ class Pipeline:
         log.info("run %s: %d camera(s), output in %s", built.run.run_id, len(cfg.cameras), self.output_dir)
         readers: dict[str, CameraReader] = {}
         trackers = {}
-        status, error = "failed", None
+        status = "failed"
+        end_holder: dict = {}  # status and the first error, for the stages' close
         with ExitStack() as stack:
-            end_holder: dict = {}
             stack.callback(self._close, readers, stages, end_holder)
             try:
                 for stage in stages:
@@ -199,19 +209,31 @@ class Pipeline:
             except Exception as err:
                 from pipeline.store import StoreError
 
-                if not isinstance(err, StoreError):
+                if not isinstance(err, (StoreError, OSError)):
                     raise
-                status, error = "failed", str(err)  # the store broke: close the rest, print the summary
-                log.error("%s", err)
+                status = "failed"  # the store or an output broke (disk full...): close the rest, print the summary
+                end_holder["error"] = _one_line(err)
             if status == "interrupted":
                 log.warning("interrupted: stopping cameras and flushing what was recorded")
             if status == "completed" and not any(s.status != "failed" for s in self.summaries.values()):
                 status = "failed"  # every camera failed
             end_holder["status"] = status
-        close_error = end_holder.get("error")
         return RunSummary(built.run.run_id, status, list(self.summaries.values()), time.monotonic() - started,
                           self.output_dir, {s.name: s.counters() for s in stages},
-                          [line for s in stages if (line := s.summary_line())], error=error or close_error)
+                          [line for s in stages if (line := s.summary_line())], error=end_holder.get("error"))
+
+    def _record_failed_run(self, infos: list[CameraInfo]) -> int | None:
+        """No camera could be opened: record the run and its cameras as failed in the store (nothing else runs)."""
+        from pipeline.stages.base import RunInfo
+        from pipeline.store.stage import StoreStage
+
+        store = StoreStage.from_config(self.config, {"output_dir": str(self.output_dir)})
+        run = RunInfo(store.begin_run(self._redacted_config(), str(self.output_dir)), self.output_dir)
+        store.open(run)
+        for info in infos:
+            store.open_camera(info)
+        store.close(RunEnd("failed", [CameraEnd(i.camera_id, "failed", 0, i.error) for i in infos]))
+        return run.run_id
 
     def _close(self, readers, stages: list[Stage], end_holder: dict) -> None:
         """Stop the readers, then close every stage in order with the run's end (on every exit path)."""
@@ -229,13 +251,16 @@ class Pipeline:
                 summary.dropped, summary.reconnects = reader.stats.frames_dropped, reader.stats.reconnects
             end.cameras.append(CameraEnd(cam_id, summary.status, summary.frames, summary.error))
             end.camera_extra[cam_id] = {"dropped": summary.dropped}
-        for stage in stages:
+        for stage in stages:  # a stage that fails to close must not lose the others' outputs (or the store's rows)
             try:
                 stage.close(end)
-            except StoreError as err:  # already reported once by the writer; the other stages still close
-                end_holder.setdefault("error", str(err))
-            except Exception:  # noqa: BLE001 - one broken output must not lose the others' (or the store's) rows
-                log.exception("closing stage %s failed", stage.name)
+            except (StoreError, OSError) as err:  # the first one is the run's error line; the rest follow from it
+                if "error" in end_holder:
+                    log.debug("closing stage %s failed too: %s", stage.name, err)
+                else:
+                    end_holder["error"] = _one_line(err, stage.name)
+            except Exception as err:  # noqa: BLE001 - a bug: one line, the traceback with -v
+                log.error("closing stage %s failed: %s", stage.name, err, exc_info=log.isEnabledFor(logging.DEBUG))
 
     def _progress_bars(self, readers, stack: ExitStack) -> dict:
         if not self.config.run.progress:

@@ -251,7 +251,7 @@ class StoreWriter:
         cause = str(getattr(err, "orig", err)).splitlines()[0]
         hint = "free disk space" if "full" in cause.lower() else "check permissions and free space"
         self.error = f"cannot write to database {redact_db_url(str(self.engine.url))}: {cause} ({hint})"
-        log.error(self.error)
+        log.debug(self.error)  # raised to the producer as StoreError, which reports it once
 
     def _loop(self) -> None:
         boxes: list[dict] = []
