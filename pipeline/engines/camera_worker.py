@@ -60,7 +60,7 @@ class CameraWorker:
     # ---- setup --------------------------------------------------------------------------------------------------
     def where(self) -> dict:
         """The host and process this worker runs in (logs and the summary table name the node)."""
-        return {"host": socket.gethostname(), "pid": os.getpid(), "node_ip": _node_ip()}
+        return {"host": socket.gethostname(), "pid": os.getpid(), "node_ip": _node_ip(), "node_id": _node_id()}
 
     def set_id_offset(self, offset: int) -> None:
         """A restarted actor (Ray runs `__init__` again) numbers its tracks from `offset` + 1."""
@@ -234,6 +234,15 @@ class CameraWorker:
         c = self.counters()
         final = self._offset_clips(self.cropper.flush()) if self.cropper is not None else []
         self._put(CameraDone(self.cam.id, status, self.frames, error, final, c["dropped"], c["reconnects"]))
+
+
+def _node_id() -> str | None:
+    try:
+        import ray
+
+        return ray.get_runtime_context().get_node_id()[:8]
+    except Exception:  # noqa: BLE001 - outside Ray
+        return None
 
 
 def _node_ip() -> str | None:

@@ -136,7 +136,7 @@ class RayEngine(Pipeline):
                 ray.kill(self.actors.pop(cam_id))
                 continue
             where = ray.get(self.actors[cam_id].where.remote())
-            summary.node = f"{where['host']}/{where['node_ip']}" if where.get("node_ip") else where["host"]
+            summary.node = "/".join(str(where[k]) for k in ("host", "node_ip", "node_id") if where.get(k))
             summary.is_live = info.is_live
             totals[cam_id] = ray.get(self.actors[cam_id].total_frames.remote())
             log.info("camera %s runs on node %s (pid %d)", cam_id, summary.node, where["pid"])
