@@ -126,3 +126,49 @@ def test_killed_camera_actor_fails_only_that_camera(shared, yolo_weights, ray_cl
     for cam in ("c0", "c1"):  # every box the stages saw is committed
         lines = (tmp_path / "mot_local" / f"{cam}.txt").read_text().splitlines()
         assert _table(db, f"select count(*) from track_boxes where camera_id='{cam}'") == [(len(lines),)]
+
+
+def test_rtsp_camera_under_ray_resumes_after_its_actor_dies(shared, yolo_weights, ray_cluster, tmp_path):
+    """A live RTSP camera (the suite's test server) and a file camera under the Ray engine: killing the live camera's
+    actor process makes Ray restart it, the camera reconnects and goes on; the file camera never stops."""
+    from pipeline.config import parse_config
+    from pipeline.engines.ray_engine import RESTART_ID_STRIDE, RayEngine
+    from tests.rtsp_server import RtspTestServer
+
+    if not RtspTestServer.available():
+        pytest.skip("RTSP test server needs Debian's gst-rtsp-server (python3-gi, gir1.2-gst-rtsp-server-1.0, "
+                    "gstreamer1.0-plugins-{base,good,bad}); .ci/run installs them")
+    with RtspTestServer(shared / "data/epfl_terrace1/terrace1-c1.mp4") as server:
+        cfg = parse_config({
+            "cameras": [{"id": "live", "source": server.url("admin", "s3cretpw")},
+                        {"id": "file", "source": str(shared / "data/pets09_s2l1/vtest.avi"), "fps": 7}],
+            "streams": {"read_timeout_s": 2, "reconnect_initial_s": 0.2, "reconnect_max_s": 1, "connect_attempts": 5},
+            "run": {"progress": False, "duration_s": 240, "engine": "ray"},
+        })
+        engine = RayEngine(cfg, tmp_path)
+        result: dict = {}
+        runner = threading.Thread(target=lambda: result.setdefault("summary", engine.run()), daemon=True)
+        runner.start()
+
+        def wait(predicate, timeout, what):
+            deadline = time.monotonic() + timeout
+            while not predicate():
+                assert runner.is_alive() and time.monotonic() < deadline, f"timed out waiting for {what}"
+                time.sleep(0.1)
+
+        s = engine.summaries
+        wait(lambda: "live" in s and s["live"].frames >= 15, 240, "15 live frames")
+        os.kill(ray.get(engine.actors["live"].pid.remote()), signal.SIGKILL)
+        live_at_kill, file_at_kill = s["live"].frames, s["file"].frames
+        wait(lambda: s["live"].reconnects >= 1 and s["live"].frames >= live_at_kill + 10, 240,
+             "live frames after the actor's restart")
+        engine.stop()
+        runner.join(120)
+    summary = result["summary"]
+    live, file = (next(c for c in summary.cameras if c.camera_id == k) for k in ("live", "file"))
+    assert live.status == "stopped" and live.reconnects >= 1 and live.is_live, summary.table()
+    assert file.status in ("stopped", "completed") and file.error is None and file.frames > file_at_kill
+    assert all(t < RESTART_ID_STRIDE or t > RESTART_ID_STRIDE for t in live.track_ids)  # restarted ids never collide
+    db = tmp_path / "events.db"
+    assert dict(_table(db, "select camera_id, frames from cameras")) == {"live": live.frames, "file": file.frames}
+    assert "s3cretpw" not in _table(db, "select config || source from runs, cameras")[0][0]

@@ -11,8 +11,9 @@
 Ordering. Recorded files: step k holds frame k of every running camera, exactly as the local engine's loop, so the
 outputs are the same as `--engine local` (tests/test_ray_engine.py compares them). Live cameras: a frame is handed to
 the stages once every camera that has sent something within `run.ray_watermark_wait_s` has sent a frame at least as
-new (the watermark = the oldest of the cameras' newest timestamps), one frame per camera per step; this adds at most
-one frame interval of the slowest camera, or `ray_watermark_wait_s` when a camera goes silent.
+new (the watermark = the oldest of the live cameras' newest timestamps), one frame per camera per step; this adds at
+most one frame interval of the slowest camera, or `ray_watermark_wait_s` when a camera goes silent. Recorded files in
+a live run keep their own clock (from 0) and go on one frame per step, outside the watermark.
 
 Faults. A camera actor that dies: a recorded file's camera is reported `failed` in one line (the frames it sent are
 kept), the others finish; a live camera's actor is restarted by Ray (`run.ray_max_restarts`), reopened and its
@@ -63,6 +64,7 @@ class RayEngine(Pipeline):
         self.actors: dict = {}  # camera id -> actor handle
         self.reid_actor = None
         self.handoff = {"calls": 0, "messages": 0, "wait_s": 0.0}
+        self.loop_started: float | None = None
 
     # ---- cluster ------------------------------------------------------------------------------------------------
     def _init_ray(self) -> bool:
@@ -194,6 +196,7 @@ class RayEngine(Pipeline):
                         stage.open_camera(info)
                     if info.error is None:
                         self.summaries[info.camera_id].status = "running"
+                self.loop_started = time.monotonic()  # cameras start decoding now (benchmarks time the loop from here)
                 ray.get([a.start.remote() for a in self.actors.values()])
                 bars = self._bars(totals, stack)
                 with _graceful_signals(self):
@@ -236,7 +239,8 @@ class RayEngine(Pipeline):
     def _ray_loop(self, ray, state: "_LoopState", stages, reid, bars) -> None:
         state.active = list(self.actors)
         state.pending = {c: deque() for c in state.active}
-        state.inflight = {c: self.actors[c].take.remote(TAKE_MAX, 0.5) for c in state.active}
+        state.inflight = {}
+        state.live = {c for c in state.active if self.summaries[c].is_live}
         duration = self.config.run.duration_s
         loop_started = time.monotonic()
         while state.active and not self._stop.is_set():
@@ -253,6 +257,10 @@ class RayEngine(Pipeline):
         """Fetch whatever the camera actors have ready (waiting at most 0.5 s for the first)."""
         from ray.exceptions import RayActorError
 
+        for cam in state.active:  # ask again where little is queued (bounds the driver's memory)
+            if (cam not in state.inflight and cam not in state.done and cam not in state.dead
+                    and len(state.pending[cam]) < TAKE_MAX):
+                state.inflight[cam] = self.actors[cam].take.remote(TAKE_MAX, 0.5)
         if not state.inflight:
             return
         refs = {ref: cam for cam, ref in state.inflight.items()}
@@ -279,8 +287,6 @@ class RayEngine(Pipeline):
                     state.pending[cam].append(m)
                     state.newest[cam] = m.timestamp_s
                     state.heard[cam] = time.monotonic()
-            if cam not in state.done:
-                state.inflight[cam] = self.actors[cam].take.remote(TAKE_MAX, 0.5)
 
     def _actor_died(self, ray, state: "_LoopState", cam: str, err) -> None:
         summary = self.summaries[cam]
@@ -292,8 +298,16 @@ class RayEngine(Pipeline):
                         self.config.run.ray_max_restarts)
             actor = self.actors[cam]
             try:
-                ray.get(actor.set_id_offset.remote(n * RESTART_ID_STRIDE), timeout=120)
-                info = ray.get(actor.open.remote(), timeout=120)
+                deadline = time.monotonic() + 180
+                while True:  # calls fail while Ray restarts the actor's process
+                    try:
+                        ray.get(actor.set_id_offset.remote(n * RESTART_ID_STRIDE), timeout=30)
+                        break
+                    except Exception:  # noqa: BLE001 - still restarting
+                        if time.monotonic() > deadline:
+                            raise
+                        time.sleep(0.5)
+                info = ray.get(actor.open.remote(), timeout=180)
                 if info.error is None:
                     ray.get(actor.start.remote(), timeout=60)
                     summary.reconnects += 1
@@ -304,6 +318,7 @@ class RayEngine(Pipeline):
                 reason = f"restart failed: {str(again).splitlines()[0][:160]}"
         msg = f"camera {cam}: its Ray actor died ({reason}); the camera is reported failed, the others go on"
         log.error("%s", msg)
+        self._reported.add(cam)
         state.done[cam] = CameraDone(cam, "failed", summary.frames + len(state.pending[cam]), msg)
         state.dead.add(cam)
 
@@ -331,15 +346,12 @@ class RayEngine(Pipeline):
                     state.active.remove(cam)
                     self._ended(state.done[cam], stages, reid)
             now = time.monotonic()
-            heard = [c for c in state.active if state.pending[c] or now - state.heard.get(c, -1e9) < wait]
-            if not heard or not any(state.pending[c] for c in heard):
-                return
-            watermark = min(state.newest[c] for c in heard if c in state.newest) if all(
-                c in state.newest for c in heard) else None
-            if watermark is None:
-                return
-            batch = [state.pending[c].popleft() for c in state.active
-                     if state.pending[c] and state.pending[c][0].timestamp_s <= watermark]
+            heard = [c for c in state.active
+                     if c in state.live and (state.pending[c] or now - state.heard.get(c, -1e9) < wait)]
+            watermark = min((state.newest.get(c, -1e18) for c in heard), default=float("inf"))
+            # live cameras: up to the watermark; file cameras in a live run (their own clock from 0): next frame
+            batch = [state.pending[c].popleft() for c in state.active if state.pending[c]
+                     and (c not in state.live or state.pending[c][0].timestamp_s <= watermark)]
             if not batch:
                 return
             self._step(state, batch, stages, reid, bars)
@@ -446,6 +458,7 @@ class _LoopState:
         self.newest: dict[str, float] = {}
         self.heard: dict[str, float] = {}
         self.restarts: dict[str, int] = {}
+        self.live: set[str] = set()
         self.index = 0
 
 
