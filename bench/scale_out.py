@@ -63,7 +63,8 @@ def measure(n: int, frames: int, engine: str, out: Path) -> dict:
     ray_c = summary.counters.get("ray", {})
     return {"engine": engine, "n": n, "frames": total, "span_s": span, "fps": total / span, "wall_s": wall,
             "cam_fps": sum(c.fps for c in cams) / len(cams), "batch": reid.get("mean_batch", 0.0),
-            "clips": reid.get("processed", 0), "wait_s": ray_c.get("wait_s", float("nan")),
+            "clips": reid.get("processed", 0), "handoff_ms": reid.get("handoff_ms_per_clip", float("nan")),
+            "wait_s": ray_c.get("wait_s", float("nan")),
             "exit": summary.exit_code}
 
 
@@ -99,14 +100,14 @@ def main() -> None:
                       f"{r['batch']:.2f}, exit {r['exit']}, load {os.getloadavg()[0]:.1f}", flush=True)
     print(f"\nload average at end: {os.getloadavg()}")
     print(f"\n| N | engine | frames | loop s | aggregate fps | per-camera fps | Re-ID clips | mean batch | "
-          f"driver wait s | Ray/local fps |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          f"driver wait s | Re-ID hand-off ms/clip | Ray/local fps |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     by = {(r["engine"], r["n"]): r for r in rows}
     for r in rows:
         ratio = (f"{r['fps'] / by[('local', r['n'])]['fps']:.2f}" if r["engine"] == "ray" and ("local", r["n"]) in by
                  else "")
         print(f"| {r['n']} | {r['engine']} | {r['frames']} | {r['span_s']:.1f} | {r['fps']:.2f} | {r['cam_fps']:.2f} "
-              f"| {r['clips']} | {r['batch']:.2f} | {r['wait_s']:.1f} | {ratio} |")
+              f"| {r['clips']} | {r['batch']:.2f} | {r['wait_s']:.1f} | {r['handoff_ms']:.2f} | {ratio} |")
     for engine in args.engines:
         one, many = by.get((engine, min(args.streams))), by.get((engine, max(args.streams)))
         if one and many and one["batch"]:

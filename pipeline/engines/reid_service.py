@@ -37,6 +37,7 @@ class ReIDService:
             logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
         self.encoder = ClipEncoder.from_config(reid_config)
         self.calls = 0
+        self.model_s = 0.0
 
     def describe(self) -> dict:
         e = self.encoder
@@ -48,10 +49,14 @@ class ReIDService:
 
     def encode(self, clips: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         self.calls += 1
-        return self.encoder.encode(clips)
+        t0 = time.perf_counter()
+        out = self.encoder.encode(clips)
+        self.model_s += time.perf_counter() - t0
+        return out
 
-    def ping(self) -> bool:
-        return True
+    def stats(self) -> dict:
+        """calls and seconds spent in the model since the service (re)started."""
+        return {"calls": self.calls, "model_s": self.model_s}
 
 
 class RemoteEncoder:
@@ -65,9 +70,10 @@ class RemoteEncoder:
         self.embedding_dim = info["embedding_dim"]
         self.action_names = list(info["action_names"])
         self.actions_trained = info["actions_trained"]
-        self.handoff_s = 0.0  # time in Ray calls beyond the model's own (measured by the batcher's busy_s)
         self.lost_clips = 0
         self.restarts_seen = 0
+        self.call_s = 0.0  # wall time of the Ray calls (model + hand-off of crops and results)
+        self.clips = 0
 
     def encode(self, clips: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         import ray
@@ -75,7 +81,11 @@ class RemoteEncoder:
 
         for attempt in (0, 1):
             try:
-                return ray.get(self.actor.encode.remote(clips))
+                t0 = time.perf_counter()
+                out = ray.get(self.actor.encode.remote(clips))
+                self.call_s += time.perf_counter() - t0
+                self.clips += len(clips)
+                return out
             except RayActorError:
                 if attempt:
                     self.lost_clips += len(clips)
@@ -116,9 +126,26 @@ class PrecroppedReIDStage(ReIDStage):
         self._submit(self._incoming.pop(end.camera_id, []))
 
     def counters(self) -> dict:
+        """The local stage's counters plus the service's: clips lost with a dead service, and the hand-off cost
+        (wall time of the Ray calls minus the model's own time in the service, ms per clip)."""
+        import ray
+
         c = super().counters()
-        c["lost_in_service"] = self.encoder.lost_clips
+        e = self.encoder
+        c["lost_in_service"] = e.lost_clips
+        c["service_call_s"] = round(e.call_s, 3)
+        try:
+            model_s = ray.get(e.actor.stats.remote(), timeout=10)["model_s"]
+        except Exception:  # noqa: BLE001 - the service is gone: no split
+            model_s = float("nan")
+        c["service_model_s"] = round(model_s, 3)
+        c["handoff_ms_per_clip"] = round(1000 * (e.call_s - model_s) / e.clips, 3) if e.clips else 0.0
         return c
+
+    def summary_line(self) -> str:
+        c = self.counters()
+        return (super().summary_line() + f"; Ray service calls {c['service_call_s']:.1f} s (model "
+                f"{c['service_model_s']:.1f} s, hand-off {c['handoff_ms_per_clip']:.2f} ms/clip)")
 
 
 __all__ = ["PrecroppedReIDStage", "RemoteEncoder", "ReIDService"]
