@@ -1,6 +1,6 @@
 """Scale-out benchmark: N recorded camera streams, local engine vs Ray engine, in one run.
 
-N = 1, 2, 4, 8 streams cycle through copies of EPFL Terrace c0, c1 and PETS09 with distinct camera ids (full
+N = 1, 2, 4, 8 streams cycle through copies of PETS09, EPFL Terrace c0 and c1 with distinct camera ids (full
 pipeline: detection, tracking, Re-ID, association, events, MOT files, store). Per engine and N it prints the
 aggregate frames/s of the frame loop (all cameras' frames / time from the first processed frame, or from the
 camera actors' start under Ray, to the last; model start-up and Ray actor start-up not counted), the mean per-camera frames/s, the Re-ID mean batch size, and for Ray
@@ -25,9 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from core.paths import REPO_ROOT, shared_dir  # noqa: E402
 from pipeline.config import PipelineConfig, load_config  # noqa: E402
 
-SOURCES = [("terrace_c0", "data/epfl_terrace1/terrace1-c0.mp4", None),
-           ("terrace_c1", "data/epfl_terrace1/terrace1-c1.mp4", None),
-           ("pets09", "data/pets09_s2l1/vtest.avi", 7.0)]
+SOURCES = [("pets09", "data/pets09_s2l1/vtest.avi", 7.0),  # first: people from frame 1, so N=1 has Re-ID clips
+           ("terrace_c0", "data/epfl_terrace1/terrace1-c0.mp4", None),
+           ("terrace_c1", "data/epfl_terrace1/terrace1-c1.mp4", None)]
 
 
 def make_config(n: int, frames: int, engine: str):

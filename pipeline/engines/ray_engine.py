@@ -417,16 +417,18 @@ class RayEngine(Pipeline):
 
         status = end_holder.get("status", "failed")
         flush = status == "completed"
-        for cam in list(state.active or self.actors):
-            if cam in state.dead or cam not in self.actors:
+        for cam in list(self.actors):
+            if cam in state.dead:
                 continue
             actor = self.actors[cam]
             try:
                 clips = ray.get(actor.finish.remote(flush), timeout=60)
+                if cam in state.done:  # its CameraDone already carried its counters and final clips
+                    continue
                 c = ray.get(actor.counters.remote(), timeout=10)
                 summary = self.summaries[cam]
                 summary.dropped, summary.reconnects = c["dropped"], summary.reconnects + c["reconnects"]
-                if reid is not None and clips and cam not in state.done:
+                if reid is not None and clips:
                     reid.submit_final(clips)
             except Exception as err:  # noqa: BLE001 - a dead actor: nothing more to collect
                 log.warning("camera %s: could not stop its actor (%s)", cam, str(err).splitlines()[0][:120])
