@@ -119,6 +119,15 @@ class RayEngine(Pipeline):
 
         cfg = self.config
         send_images = cfg.output.video != "off" or bool(cfg.sinks)
+        total = ray.cluster_resources()
+        for cam in cfg.cameras:  # an actor asking for what no node has would wait forever
+            missing = {k: v for k, v in cam.resources.items() if total.get(k, 0.0) < v}
+            if missing:
+                offered = ", ".join(f"{k} {v:g}" for k, v in sorted(total.items())
+                                    if not k.startswith(("node:", "memory", "object_store")))
+                raise RunSetupError(
+                    f"camera {cam.id}: cameras[].resources {missing} exceed what the Ray cluster offers ({offered}); "
+                    "start a node with `ray start --resources='{...}'` or change the camera's resources")
         remote = ray.remote(CameraWorker)
         for cam in cfg.cameras:
             self.summaries[cam.id] = CameraSummary(cam.id, redact_uri(str(cam.source)))
