@@ -4,8 +4,8 @@ N = 1, 2, 4, 8 streams cycle through copies of PETS09, EPFL Terrace c0 and c1 wi
 pipeline: detection, tracking, Re-ID, association, events, MOT files, store). Per engine and N it prints the
 aggregate frames/s of the frame loop (all cameras' frames / time from the first processed frame, or from the
 camera actors' start under Ray, to the last; model start-up and Ray actor start-up not counted), the mean
-per-camera frames/s, the Re-ID mean batch size and hand-off cost, and for Ray the driver's wait for camera messages; then the ratio Ray / local. One local Ray cluster (`--ray-cpus`, no dashboard)
-serves every Ray run.
+per-camera frames/s, the Re-ID mean batch size and hand-off cost, and for Ray the driver's wait for camera
+messages; then the ratio Ray / local. One local Ray cluster (`--ray-cpus`, no dashboard) serves every Ray run.
 
     python3 bench/scale_out.py --frames 60 --streams 1 2 4 8
 """
