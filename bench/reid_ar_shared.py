@@ -169,7 +169,9 @@ def main() -> int:
         payload_b = read_torch_file(str(ckpt))
         ds_b = terrace_dataset(root, list(model_b.action_names) or None)
         t0 = time.time()
-        results["b"] = evaluate_model(model_b, ds_b, args.seq_len, size_b, "dense", None, device)
+        # test-time resize as trained (data.resize: bilinear, or bicubic for the official recipe)
+        resize_b = ((payload_b.get("train_config") or {}).get("data") or {}).get("resize", "bilinear")
+        results["b"] = evaluate_model(model_b, ds_b, args.seq_len, size_b, "dense", None, device, resize=resize_b)
         results["b"]["seconds"] = time.time() - t0
         results["b"]["checkpoint"] = str(ckpt)
         results["actions_held_out"] = held_out_actions(model_b, root, args.seq_len, size_b, device)
@@ -184,7 +186,8 @@ def main() -> int:
             }
             model_a.embedding_kind, model_a.normalize_embedding = "global", True
             results["val"]["a_cos"] = evaluate_model(model_a, vds, args.seq_len, size_a, "dense", None, device)
-            results["val"]["b"] = evaluate_model(model_b, vds, args.seq_len, size_b, "dense", None, device)
+            results["val"]["b"] = evaluate_model(model_b, vds, args.seq_len, size_b, "dense", None, device,
+                                                 resize=resize_b)
     else:
         print(f"note: {ckpt} not found; only the baseline is evaluated")
 

@@ -81,6 +81,22 @@ class TrackerConfig(_Strict):
     params: dict[str, Any] = Field(default_factory=dict)
     tracklets: TrackletConfig = Field(default_factory=TrackletConfig)
 
+    @model_validator(mode="after")
+    def _known(self) -> "TrackerConfig":
+        """A registered tracker and parameters it takes (checked now, not after the models have loaded)."""
+        import inspect
+
+        from pipeline.tracking import TRACKERS
+
+        if self.name not in TRACKERS:
+            raise ValueError(f"unknown tracker {self.name!r}; known: {', '.join(TRACKERS.names())}")
+        accepted = set(inspect.signature(TRACKERS.get(self.name).__init__).parameters) - {"self"}
+        unknown = sorted(set(self.params) - accepted)
+        if unknown:
+            raise ValueError(f"unknown parameter(s) {', '.join(unknown)} for tracker {self.name!r}; valid: "
+                             f"{', '.join(sorted(accepted))}")
+        return self
+
 
 class ReIDStageConfig(_Strict):
     """Re-ID-AR on tracklet clips of every confirmed track, batched across cameras (pipeline/reid/)."""
@@ -139,10 +155,68 @@ class DefaultLinkConfig(_Strict):
     max_transit_s: float | None = Field(default=None, ge=0)
 
 
+class FusionConfig(_Strict):
+    """Ground-plane fusion of overlapping cameras (`association.mode: fused`, pipeline/fusion/): metres and seconds."""
+
+    ground_units_per_m: float = Field(default=1.0, gt=0, description="homography ground units per metre (EPFL "
+                                      "files: 40, a 2.5 cm grid; `run_pipeline.py calibrate` output: 1)")
+    gate_m: float = Field(default=2.5, gt=0, description="largest distance between a view's foot point and a ground "
+                          "track (or two views' foot points of one person), m")
+    gate_sigma: float = Field(default=5.0, gt=0, description="Mahalanobis gate, standard deviations")
+    reacquire_mps: float = Field(default=1.0, ge=0, description="the gate widens by this speed times the time a "
+                                 "track has been unseen, m/s")
+    foot_sigma: float = Field(default=0.04, gt=0, description="foot-point pixel uncertainty, fraction of box height")
+    calib_sigma_m: float = Field(default=0.5, gt=0, description="homography error floor, m (overlapping EPFL views "
+                                 "disagree by 0.5 m median, 1.3 m at the 90th percentile)")
+    accel_sigma: float = Field(default=2.0, gt=0, description="Kalman process noise: white acceleration, m/s^2")
+    speed_sigma: float = Field(default=1.5, gt=0, description="initial speed uncertainty of a new track, m/s")
+    high_score: float = Field(default=0.5, ge=0, le=1, description="detections from this score start and continue "
+                              "tracks")
+    low_score: float = Field(default=0.1, ge=0, le=1, description="detections from this score only continue tracks "
+                             "their view saw just before (IoU >= low_iou)")
+    low_iou: float = Field(default=0.3, ge=0, le=1, description="IoU a low-score detection needs with the track's box")
+    min_view_iou: float = Field(default=0.1, ge=0, le=1, description="a view that saw the track within "
+                                "view_memory_s only gives it detections overlapping its expected box this much")
+    new_view_gate_m: float = Field(default=2.5, gt=0, description="a view without a recent box of the track joins it "
+                                   "only within this distance, m")
+    view_min_hits: int = Field(default=3, ge=1, description="a view's boxes of a track guide and gate it only after "
+                               "this many in a row (one stray false positive must not steer the view)")
+    iou_weight: float = Field(default=1.0, ge=0, description="cost weight of (1 - IoU) with the view's expected box")
+    view_memory_s: float = Field(default=1.0, gt=0, description="how long a view's last box of a track guides it, s")
+    app_weight: float = Field(default=1.0, ge=0, description="cost weight of the embedding cosine distance")
+    max_app_dist: float | None = Field(default=0.6, ge=0, description="cosine distance vetoing a match (None: off)")
+    confirm_s: float = Field(default=0.2, ge=0, description="a new ground track gets an identity after this long")
+    confirm_frac: float = Field(default=0.6, ge=0, le=1, description="... seen in at least this fraction of its steps")
+    max_lost_s: float = Field(default=2.0, gt=0, description="a track unseen by every view this long ends, s")
+    tentative_lost_s: float = Field(default=0.3, gt=0, description="an unconfirmed track unseen this long ends, s")
+    birth_min_sep_m: float = Field(default=0.5, ge=0, description="no new track closer than this to a live one, m")
+    merge_m: float = Field(default=1.0, ge=0, description="a young track always this close to an older one, in "
+                           "disjoint views since its birth, is the same person (m) ...")
+    merge_s: float = Field(default=0.5, gt=0, description="... after this long, s")
+    offset_rate: float = Field(default=0.1, ge=0, le=1, description="update rate of each view's per-person offset")
+    predict_boxes: bool = Field(default=False, description="add flagged boxes projected from the ground track into "
+                                "views whose detector missed a person another view sees")
+    predict_memory_s: float = Field(default=2.0, gt=0, description="predicted boxes keep the size of the view's last "
+                                    "box this long, then the camera's learnt size at that image position")
+    disagreement_warn_m: float = Field(default=1.5, gt=0, description="warn when two views' mean offsets for one "
+                                       "person differ by more than this (recalibrate), m")
+
+    def params(self):
+        """The `pipeline.fusion.FusionParams` of this config."""
+        from pipeline.fusion.associator import FusionParams
+
+        fields = set(FusionParams.__dataclass_fields__)
+        return FusionParams(**{k: v for k, v in self.model_dump().items() if k in fields})
+
+
 class AssociationConfig(_Strict):
     """Cross-camera identity association (pipeline/association/): global ids for local tracks."""
 
     enabled: bool = Field(default=False, description="give tracks global identities; mot/ then holds global ids")
+    mode: Literal["tracks", "fused"] = Field(default="tracks", description="tracks: match per-camera tracks "
+                                             "(any cameras); fused: overlapping cameras with homographies tracked "
+                                             "once on the ground plane (pipeline/fusion/)")
+    fusion: FusionConfig = Field(default_factory=FusionConfig, description="ground-plane fusion (mode: fused)")
     use_appearance: bool = Field(default=True, description="match on Re-ID embeddings (needs reid.enabled)")
     constraints: bool = Field(default=True, description="apply topology, simultaneity and ground-plane constraints")
     index: Literal["flat", "ivf", "hnsw"] = Field(default="flat", description="faiss gallery index (exact: flat)")
@@ -238,6 +312,22 @@ class StoreConfig(_Strict):
     url: str | None = Field(default=None, description="SQLAlchemy URL; default sqlite:///<output>/events.db")
     batch_rows: int = Field(default=5000, ge=1, description="rows per write transaction")
     flush_interval_s: float = Field(default=1.0, gt=0, description="longest time rows wait before being written")
+    thumbnails: bool = Field(default=True, description="keep each track's best view as a JPEG (track_thumbnails)")
+    thumbnail_height: int = Field(default=128, ge=16, le=512, description="thumbnail height in px")
+
+    @field_validator("url")
+    @classmethod
+    def _database_url(cls, value: str | None) -> str | None:
+        """A parseable SQLAlchemy URL (the error hides a password)."""
+        if value is None:
+            return value
+        from sqlalchemy.engine import make_url
+
+        try:
+            make_url(value)
+        except Exception:  # noqa: BLE001 - sqlalchemy raises ArgumentError/ValueError for malformed URLs
+            raise ValueError("not a database URL (e.g. sqlite:///out/events.db or postgresql+psycopg://user@host/db)") from None
+        return value
 
 
 class OutputConfig(_Strict):
@@ -307,6 +397,10 @@ def _format_errors(err: ValidationError, origin: str) -> str:
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"]) or "(top level)"
         value = e.get("input")
+        if isinstance(value, str):
+            from streams.redact import redact_uri
+
+            value = redact_uri(value)  # a malformed camera or database URL may hold a password
         shown = repr(value) if not isinstance(value, dict) else "{...}"
         if len(shown) > 80:
             shown = shown[:77] + "..."

@@ -154,9 +154,9 @@ class Pipeline:
         prepare_output_dir(self.output_dir, cfg.output.overwrite)
         stage_classes(cfg)  # unknown sinks fail now, before any model loads
         sources, infos = self._open_sources()  # a typo in a path fails in a second, not after the models load
-        if not sources:
+        if not sources:  # each camera's error is already logged, one line each: nothing loads, nothing is written
             return RunSummary(None, "failed", list(self.summaries.values()), time.monotonic() - started,
-                              self.output_dir, error="no camera could be opened")
+                              self.output_dir)
         log.info("loading the detector %s", cfg.detector.weights)
         detector = PersonDetector.from_config(cfg.detector)  # fails fast on bad weights, before anything is written
         first = next(iter(sources.values()))

@@ -1,5 +1,10 @@
 """ffmpeg plumbing: locating the binary, probing a file from `ffmpeg -i` output, spawning a rawvideo decoder through
-ffmpeg-python, draining its stderr in a thread and stopping it promptly."""
+ffmpeg-python, draining its stderr in a thread and stopping it promptly.
+
+Network URLs never go on ffmpeg's command line (which every local user can read with `ps`): `spawn_decoder(...,
+hide_uri=True)` writes a one-entry ffconcat script (`file '<url>'` plus `option` lines for the input options) into an
+anonymous pipe and gives ffmpeg `-f concat -i pipe:<fd>`; ffmpeg's concat demuxer opens the URL with those options.
+Needs ffmpeg >= 5 (the ffconcat `option` directive)."""
 
 from __future__ import annotations
 
@@ -211,20 +216,75 @@ def _widen_pipe(pipe, size: int = 1 << 20) -> None:
         pass
 
 
+# protocols a network camera URL may need (the concat demuxer otherwise restricts what its entry may open)
+HIDDEN_URI_PROTOCOLS = "pipe,rtsp,rtsps,rtp,srtp,tcp,udp,tls,crypto,data,http,https,httpproxy,rtmp,rtmps,rtmpt,srt"
+
+
+class HiddenUriUnsupported(RuntimeError):
+    """The ffmpeg found is too old to take a URL off its command line; the message names it and the fix."""
+
+
+def _ffconcat_quote(text: str) -> str:
+    """Quote a value for an ffconcat script line: '...' with embedded quotes as '\\'' (ffmpeg's own escaping)."""
+    if "\n" in text or "\r" in text:
+        raise ValueError("a stream URL cannot contain a line break")
+    return "'" + text.replace("'", "'\\''") + "'"
+
+
+def ffconcat_script(uri: str, input_kwargs: dict | None = None) -> str:
+    """A one-entry ffconcat script opening `uri` with `input_kwargs` as its open options (e.g. rtsp_transport)."""
+    lines = ["ffconcat version 1.0", f"file {_ffconcat_quote(uri)}"]
+    for key, value in (input_kwargs or {}).items():
+        lines.append(f"option {key} {_ffconcat_quote(str(value))}")
+    return "\n".join(lines) + "\n"
+
+
+def decoder_command(uri: str, input_kwargs: dict | None = None, hidden_fd: int | None = None) -> list[str]:
+    """ffmpeg argv for a rawvideo bgr24 decoder of the first video stream; with hidden_fd the input is the
+    ffconcat script on that fd (`-f concat -safe 0 -i pipe:<fd>`), so the URL is not on the argv."""
+    if hidden_fd is None:
+        stream = ffmpeg.input(uri, **(input_kwargs or {}))["v:0"]
+    else:
+        stream = ffmpeg.input(f"pipe:{hidden_fd}", f="concat", safe=0,
+                              protocol_whitelist=HIDDEN_URI_PROTOCOLS)["v:0"]
+    out = stream.output("pipe:", format="rawvideo", pix_fmt="bgr24", an=None, sn=None, **sync_args())
+    return out.compile(cmd=[ffmpeg_exe(), *GLOBAL_ARGS])
+
+
 def spawn_decoder(
     uri: str,
     input_kwargs: dict | None = None,
     on_line: Callable[[str], None] | None = None,
     nice: int = 0,
+    hide_uri: bool = False,
 ) -> tuple[subprocess.Popen, StderrDrain]:
     """Start `ffmpeg -i uri -map 0:v:0 -f rawvideo -pix_fmt bgr24 pipe:` via ffmpeg-python; stderr drained.
 
+    hide_uri: hand the URL (and input_kwargs) to ffmpeg through an ffconcat script on an inherited pipe instead of
+    the command line (for URLs with credentials); raises HiddenUriUnsupported with ffmpeg < 5.
     nice > 0 lowers the decoder's CPU priority (Linux: SCHED_IDLE, elsewhere nice): a file decoder that reads ahead
     then runs on the cycles the detector leaves idle instead of pre-empting its threads.
     """
-    stream = ffmpeg.input(uri, **(input_kwargs or {}))["v:0"]
-    out = stream.output("pipe:", format="rawvideo", pix_fmt="bgr24", an=None, sn=None, **sync_args())
-    proc = out.run_async(cmd=[ffmpeg_exe(), *GLOBAL_ARGS], pipe_stdout=True, pipe_stderr=True)
+    if not hide_uri:
+        cmd = decoder_command(uri, input_kwargs)
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    else:
+        if ffmpeg_major_version() < 5:
+            raise HiddenUriUnsupported(
+                f"{ffmpeg_exe()} is ffmpeg {ffmpeg_major_version()}: too old to read a stream URL off its command "
+                "line; install ffmpeg >= 5 (or take the old one off PATH: imageio-ffmpeg's binary is used then)"
+            )
+        script = ffconcat_script(uri, input_kwargs).encode("utf-8")
+        read_fd, write_fd = os.pipe()
+        try:
+            os.write(write_fd, script)  # a few hundred bytes: fits the pipe buffer, never blocks
+        finally:
+            os.close(write_fd)
+        try:
+            proc = subprocess.Popen(decoder_command(uri, input_kwargs, hidden_fd=read_fd), stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, pass_fds=(read_fd,))
+        finally:
+            os.close(read_fd)
     try:  # own process group: a Ctrl-C at the terminal reaches the pipeline, which then stops its decoders itself
         os.setpgid(proc.pid, proc.pid)
     except (AttributeError, OSError):

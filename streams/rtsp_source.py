@@ -1,5 +1,8 @@
 """Live network streams (rtsp://, rtsps://, http(s)://, rtmp://, srt://, udp://) decoded by an ffmpeg subprocess, with
-a read watchdog and capped exponential back-off reconnection. Timestamps are the wall clock at receipt."""
+a read watchdog and capped exponential back-off reconnection. Timestamps are the wall clock at receipt.
+
+The URL (which may hold credentials) reaches ffmpeg through a pipe, never its command line (see
+`ffmpeg_util.spawn_decoder(hide_uri=True)`), so `ps` shows no password."""
 
 from __future__ import annotations
 
@@ -14,7 +17,14 @@ import numpy as np
 from core.types import Frame
 
 from .base import FrameSource, SourceError, StreamOptions, log
-from .ffmpeg_util import OutputSizeWatcher, error_cause, socket_timeout_args, spawn_decoder, stop_process
+from .ffmpeg_util import (
+    HiddenUriUnsupported,
+    OutputSizeWatcher,
+    error_cause,
+    socket_timeout_args,
+    spawn_decoder,
+    stop_process,
+)
 from .redact import redact_text
 
 LIVE_SCHEMES = ("rtsp", "rtsps", "http", "https", "rtmp", "rtmps", "srt", "udp", "tcp")
@@ -57,7 +67,10 @@ class LiveStreamSource(FrameSource):
     def _connect(self):
         """Start ffmpeg and wait until it announces the output frame size; raise _ConnectFailed otherwise."""
         watcher = OutputSizeWatcher()
-        proc, drain = spawn_decoder(self.uri, self._input_kwargs(), on_line=watcher)
+        try:
+            proc, drain = spawn_decoder(self.uri, self._input_kwargs(), on_line=watcher, hide_uri=True)
+        except HiddenUriUnsupported as exc:
+            raise _ConnectFailed(str(exc)) from None
         self._proc = proc
         wait_s = max(2.0, 2.0 * self.options.read_timeout_s)
         deadline = time.monotonic() + wait_s

@@ -69,3 +69,17 @@ def test_source_arguments():
         parse_source_arg("video.mp4")
     with pytest.raises(ConfigError, match="--source bad id"):
         parse_source_arg("bad id=x.mp4")
+
+
+def test_tracker_and_store_url_checked_when_read():
+    cams = {"cameras": [{"id": "a", "source": "x.mp4"}]}
+    with pytest.raises(ConfigError, match="unknown tracker 'nosuch'; known: mcsa, sort"):
+        parse_config({**cams, "tracker": {"name": "nosuch"}})
+    with pytest.raises(ConfigError, match="unknown parameter\\(s\\) max_agee for tracker 'mcsa'; valid: .*max_age"):
+        parse_config({**cams, "tracker": {"params": {"max_agee": 3}}})
+    assert parse_config({**cams, "tracker": {"name": "sort", "params": {"max_age": 3}}}).tracker.params == {"max_age": 3}
+    with pytest.raises(ConfigError) as err:
+        parse_config({**cams, "store": {"url": "postgresql://u:hunter2@h:notaport/d"}})
+    assert "store.url" in str(err.value) and "not a database URL" in str(err.value)
+    assert "hunter2" not in str(err.value)
+    assert parse_config({**cams, "store": {"url": "sqlite:///x/events.db"}}).store.url == "sqlite:///x/events.db"

@@ -107,3 +107,51 @@ def test_time_parsing_and_display():
     assert fmt_time(1714557600.0).startswith("2024-05-01")
     with pytest.raises(ValueError):
         parse_time("yesterday")
+
+
+def test_bad_limit_and_run_are_one_line_exit_2(tmp_path, capsys):
+    url = f"sqlite:///{tmp_path / 'e.db'}"
+    _fill(url)
+    for args, expected in [(["--limit", "-5"], "--limit -5: expected a row count >= 0"),
+                           (["--run", "0"], "--run 0: run ids start at 1")]:
+        assert main(["query", "events", "--store", url, *args]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and expected in err
+    assert main(["query", "events", "--store", url, "--limit", "0", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []
+
+
+def test_query_never_creates_or_writes_a_store(tmp_path, capsys):
+    missing = tmp_path / "new" / "dir" / "x.db"
+    assert main(["query", "events", "--store", f"sqlite:///{missing}"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "does not exist" in err and str(missing.relative_to("/")) in err
+    assert not (tmp_path / "new").exists()  # no folder, no empty database
+    # an existing store is opened read-only: its bytes do not change (no migration, no WAL checkpoint, no tables)
+    db = tmp_path / "e.db"
+    _fill(f"sqlite:///{db}")
+    before = db.read_bytes()
+    assert main(["query", "timeline", "--store", f"sqlite:///{db}"]) == 0
+    capsys.readouterr()
+    assert db.read_bytes() == before
+    # a SQLite file that is not an mcsa store
+    other = tmp_path / "other.db"
+    import sqlite3
+
+    sqlite3.connect(other).execute("create table t (x)").connection.commit()
+    assert main(["query", "events", "--store", f"sqlite:///{other}"]) == 2
+    assert "not an mcsa event store" in capsys.readouterr().err
+
+
+def test_unreachable_postgresql_is_one_line(capsys):
+    pytest.importorskip("psycopg")
+    import socket
+
+    with socket.socket() as s:  # a port where nothing listens
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"postgresql+psycopg://nobody:secret@127.0.0.1:{port}/none"
+    assert main(["query", "events", "--store", url]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"127.0.0.1:{port}" in err and "cannot open store" in err
+    assert "secret" not in err

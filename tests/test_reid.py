@@ -72,7 +72,7 @@ def test_reid_ar_forward_train_and_eval():
 def test_osnet_shared_weights_load_strict(shared):
     path = shared / "models" / "osnet_x0_25_msmt17.pth"
     net = build_backbone("osnet_x0_25", pretrained=path)
-    sd = torch.load(path, map_location="cpu")
+    sd = torch.load(path, map_location="cpu", weights_only=True)
     torch.testing.assert_close(net.state_dict()["conv5.conv.weight"], sd["conv5.conv.weight"])
     own = set(net.state_dict())
     assert own == {k for k in sd if not k.startswith("classifier.")}
@@ -183,7 +183,7 @@ def test_old_checkpoint_config_defaults_to_bn(tmp_path):
     """Checkpoints written before `embedding` existed load with the old behaviour (BNNeck output, no normalising)."""
     model = ReIDAR("osnet_x0_25", 2, [], (64, 32))
     path = save_checkpoint(tmp_path / "old.pth", model)
-    payload = torch.load(path, map_location="cpu", weights_only=False)
+    payload = torch.load(path, map_location="cpu", weights_only=True)
     del payload["model_config"]["embedding"], payload["model_config"]["normalize_embedding"]
     torch.save(payload, path)
     loaded, _ = load_checkpoint(path)

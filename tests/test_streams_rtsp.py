@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
 import time
+import uuid
 
 import pytest
 
@@ -93,3 +96,40 @@ def test_rtsp_reconnect_and_bounded_lag(rtsp_server, caplog):
     assert "secret" not in caplog.text
     assert "rtsp://***@127.0.0.1" in caplog.text
     assert "secret" not in (reader.stats.last_error or "")
+
+
+def _all_command_lines() -> list[str]:
+    """Every process's command line, as `ps -eo args` shows it (read from /proc: no truncation)."""
+    lines = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                    lines.append(fh.read().replace(b"\0", b" ").decode("utf-8", "replace"))
+            except OSError:  # the process ended meanwhile
+                pass
+    return lines
+
+
+def test_rtsp_password_never_on_a_command_line(rtsp_server, caplog):
+    caplog.set_level(logging.DEBUG, logger="mcsa.streams")
+    password = f"pw-{uuid.uuid4().hex}"  # unique: no other process on the machine can hold it by chance
+    url = rtsp_server.url(user="operator", password=password)
+    assert password in url
+    reader = CameraReader(open_source("c1", url, options=FAST))
+    reader.start()
+    try:
+        got = _consume(reader, 2.0, sleep_s=0.05)
+        assert len(got) >= 5  # frames still arrive through the hidden URL
+        decoder = reader.source._proc
+        assert decoder is not None and decoder.poll() is None
+        with open(f"/proc/{decoder.pid}/cmdline", "rb") as fh:
+            decoder_args = fh.read().replace(b"\0", b" ").decode()
+        assert "ffmpeg" in decoder_args and "-f concat" in decoder_args  # the live ffmpeg child, URL off its argv
+        leaked = [line for line in _all_command_lines() if password in line]
+        assert leaked == []
+        ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, timeout=10).stdout
+        assert password not in ps and "operator:" not in ps
+    finally:
+        reader.stop()
+    assert password not in caplog.text

@@ -12,6 +12,9 @@ Parameter names follow the public checkpoints so their state_dicts load as they 
 from __future__ import annotations
 
 import math
+import pickle
+import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -32,18 +35,110 @@ class CheckpointError(ValueError):
 # ----------------------------------------------------------------------------------------------------------------------
 
 
+# Plain, non-tensor types that real weight files hold beside their tensors and that cannot run code: numpy scalars
+# and their dtypes (torchreid checkpoints store `rank1` as a numpy float). Everything else a pickle may name (a
+# function, a class with a `__reduce__`) is refused: `torch.load(weights_only=True)` never calls it.
+_NUMPY_SCALAR_DTYPES = ("float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "bool_")
+
+
+def _plain_numpy_globals() -> list[Any]:
+    """numpy's scalar constructor (under its numpy 1 and numpy 2 module names), `numpy.dtype` and the scalar dtype
+    classes, as `(object, "module.name")` pairs for `torch.serialization.add_safe_globals`."""
+    import numpy as np
+
+    scalar = np.float64(0).__reduce__()[0]  # numpy.core.multiarray.scalar (numpy._core in numpy 2)
+    out: list[Any] = [np.dtype, (scalar, "numpy.core.multiarray.scalar"), (scalar, "numpy._core.multiarray.scalar")]
+    for name in _NUMPY_SCALAR_DTYPES:
+        out.append(type(np.dtype(getattr(np, name))))
+    return out
+
+
+_SAFE_GLOBALS_READY = False
+
+
+def _allow_plain_globals() -> None:
+    global _SAFE_GLOBALS_READY
+    if not _SAFE_GLOBALS_READY:
+        torch.serialization.add_safe_globals(_plain_numpy_globals())
+        _SAFE_GLOBALS_READY = True
+
+
+def _refused_globals(path: Path) -> list[str]:
+    """Names a zip-format torch file's pickle refers to that the weights-only loader will not build (read from the
+    pickle's opcodes; nothing is executed). [] for legacy (non-zip) files: the loader itself checks those."""
+    try:
+        names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except Exception:  # not a zip archive (legacy format or junk): torch.load decides below
+        return []
+    allowed = {f"{g.__module__}.{g.__qualname__}" if not isinstance(g, tuple) else g[1]
+               for g in torch.serialization.get_safe_globals()}
+    return [name for name in names if name not in allowed]
+
+
+def _raw_pickle_globals(path: Path, limit_bytes: int = 1 << 20) -> list[str]:
+    """`module.name` of the GLOBAL / STACK_GLOBAL opcodes of a plain pickle file's first 1 MiB (opcodes are only
+    read, nothing is executed); for the error message."""
+    import pickletools
+
+    names: list[str] = []
+    strings: list[str] = []
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(limit_bytes)
+        for op, arg, _ in pickletools.genops(data):
+            if op.name == "GLOBAL" and isinstance(arg, str):
+                names.append(arg.replace(" ", "."))
+            elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                names.append(f"{strings[-2]}.{strings[-1]}")
+            elif isinstance(arg, str):
+                strings.append(arg)
+    except Exception:  # a truncated or odd pickle: report what was found so far
+        pass
+    return names
+
+
+class UnsafeCheckpointError(CheckpointError):
+    """The file's pickle names Python objects (functions, classes) a weights file never needs: it is not loaded."""
+
+
+def _unsafe_error(path: Path, names: list[str]) -> UnsafeCheckpointError:
+    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    return UnsafeCheckpointError(
+        f"{path}: refused to load: it holds pickled Python objects ({shown}) that could run code, not only tensors "
+        "and plain values; nothing was run. Use weights from a source you trust, saved as a state_dict "
+        "(torch.save(model.state_dict(), path)) or by `run_pipeline.py train`"
+    )
+
+
 def read_torch_file(path: str | Path) -> Any:
-    """`torch.load` on CPU with a one-line error when the file is missing or not a torch file."""
+    """Load a torch file on CPU with `weights_only=True`: tensors, containers, numbers, strings and numpy scalars
+    only, never code. One-line `CheckpointError` when the file is missing or unreadable, and
+    `UnsafeCheckpointError` (before anything is unpickled) when it names other Python objects."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file (expected a torch checkpoint/state_dict saved with torch.save)")
+    _allow_plain_globals()
+    refused = _refused_globals(path)
+    if refused:
+        raise _unsafe_error(path, refused)
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # pickle, zip and EOF errors all mean the same thing to the user
-        raise CheckpointError(
-            f"{path}: not a readable torch checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:120]}); "
-            "pass a file written by torch.save (a state_dict or a dict with 'state_dict')"
-        ) from None
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": the verdict below says what matters
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        text = str(exc)
+        if "weights only" in text.lower() or "weights_only" in text:
+            names = re.findall(r"GLOBAL ([\w.]+)", text) or _raw_pickle_globals(path) or ["objects of unknown type"]
+            raise _unsafe_error(path, sorted(set(names))) from None
+        raise CheckpointError(_unreadable(path, exc)) from None
+    except Exception as exc:  # zip and EOF errors all mean the same thing to the user
+        raise CheckpointError(_unreadable(path, exc)) from None
+
+
+def _unreadable(path: Path, exc: Exception) -> str:
+    first = (str(exc).strip().splitlines() or [""])[0][:120]
+    return (f"{path}: not a readable torch checkpoint ({type(exc).__name__}: {first}); "
+            "pass a file written by torch.save (a state_dict or a dict with 'state_dict')")
 
 
 def extract_state_dict(obj: Any, path: str | Path) -> dict[str, torch.Tensor]:

@@ -69,15 +69,33 @@ class DataSection(_Strict):
     seq_len: int = Field(default=4, ge=1)
     train_sampling: Literal["restricted_random", "random", "evenly"] = "restricted_random"
     test_sampling: Literal["dense", "evenly"] = "dense"
-    test_max_clips: int | None = Field(default=None, description="cap on dense clips per tracklet (evenly chosen)")
+    test_max_clips: int | None = Field(default=None, description="cap on dense clips per tracklet")
+    test_clip_select: Literal["evenly", "first"] = Field(
+        default="evenly", description="which dense clips the cap keeps: evenly spread, or the first ones (official)")
     p: int = Field(default=8, ge=1, description="identities per batch")
     k: int = Field(default=4, ge=1, description="tracklets per identity per batch")
+    epoch: Literal["tracklets", "identities"] = Field(
+        default="tracklets",
+        description="what one sampler epoch covers: every training tracklet once (in chunks of K per identity), or "
+                    "every identity once with K of its tracklets (the official code: ~39 iterations on MARS)")
     num_workers: int = 2
     flip_prob: float = 0.5
     pad: int = 10
     erase_prob: float = 0.5
+    spatial_augment: Literal["clip", "frame"] = Field(
+        default="clip", description="flip and pad+crop drawn once per clip, or for each frame (official)")
+    erase_fill: Literal["zero", "mean_values"] = Field(
+        default="zero",
+        description="random-erasing fill in the normalised image: 0 (= the ImageNet mean colour), or the values "
+                    "(0.485, 0.456, 0.406) written into the normalised tensor (official)")
+    erase_attempts: int = Field(
+        default=100, ge=1, description="tries to place an erasing rectangle that fits (official: 1)")
+    resize: Literal["bilinear", "bicubic"] = Field(
+        default="bilinear", description="interpolation of the resize to input_size, train and test (official: bicubic)")
     augment: AugmentSection = AugmentSection()
     min_frames: int = 1
+    # MARS: junk tracklets (person id -1) in the test gallery: dropped (the MARS protocol and the official code) or kept
+    gallery_junk: Literal["drop", "keep"] = "drop"
     # MARS: action label files parallel to info/train_name.txt / test_name.txt (relative to root or absolute)
     action_file_train: str | None = None
     action_file_test: str | None = None
@@ -102,10 +120,27 @@ class DataSection(_Strict):
 
 class LossSection(_Strict):
     label_smooth: float = 0.1
+    label_smooth_classes: Literal["identities", "batch"] = Field(
+        default="identities",
+        description="K of eps / K in the smoothed target: the number of identities (correct), or the batch size "
+                    "(the official code's bug: much stronger smoothing; only to reproduce its numbers)")
     ranked_margin: float = 1.3
     ranked_alpha: float = 2.0
     ranked_t: float = 1.0
     ranked_normalize: bool = True
+    ranked_positive_norm: Literal["nontrivial", "all"] = Field(
+        default="nontrivial", description="divide the positive term by the non-trivial positives (RLL paper) or by all "
+                                          "positives (official code)")
+    ranked_weight_grad: bool = Field(
+        default=False, description="gradient through the negative weights exp(t (alpha - d)) (official code: yes)")
+    ranked_feature: Literal["global", "bn"] = Field(
+        default="global", description="feature of the ranked list loss: pooled (global) or BNNeck (bn, official)")
+    center_feature: Literal["global", "bn"] = Field(
+        default="global", description="feature of the center loss: pooled (global) or BNNeck (bn, official)")
+    attention_form: Literal["softmax_mass", "scores"] = Field(
+        default="softmax_mass",
+        description="attention loss on erased frames: post-softmax mass on clips with erased and clean frames, or "
+                    "the pre-softmax (ReLU) scores of erased frames averaged over all clips (official)")
     w_id: float = 1.0
     w_ranked: float = 1.0
     w_center: float = 0.0005
@@ -128,6 +163,10 @@ class TrainSection(_Strict):
     eval_every: int = 0
     seed: int = 1
     device: str = "auto"
+    amp: bool = Field(
+        default=False,
+        description="CUDA only: float16 autocast of the model's forward with a gradient scaler (losses in float32); "
+                    "ignored with a warning on other devices. The official code trains in float32")
     max_minutes: float | None = Field(default=None, description="stop (and checkpoint) after this wall time")
 
 

@@ -38,7 +38,8 @@ class ReIDARTrainOutput:
     logits: torch.Tensor  # (B, num_classes)
     action_logits: torch.Tensor  # (B, A) pre-sigmoid action scores
     action_features: torch.Tensor  # (B, A, 512) hidden features of each action block (after LeakyReLU)
-    attention: torch.Tensor  # (B, T)
+    attention: torch.Tensor  # (B, T) temporal attention after the softmax
+    attention_scores: torch.Tensor | None = None  # (B, T) pre-softmax (ReLU) scores; None without attention
 
 
 class ActionBlock(nn.Module):
@@ -62,11 +63,15 @@ class TemporalAttention(nn.Module):
         self.temporal_conv = nn.Conv1d(mid, 1, 3, padding=1)
 
     def forward(self, fmap: torch.Tensor, b: int, t: int) -> torch.Tensor:
+        """fmap (B*T, C, h, w) -> attention (B, T), softmax over T."""
+        return F.softmax(self.scores(fmap, b, t), dim=1)
+
+    def scores(self, fmap: torch.Tensor, b: int, t: int) -> torch.Tensor:
+        """fmap (B*T, C, h, w) -> pre-softmax attention scores (B, T), >= 0 (ReLU)."""
         a = F.relu(self.spatial_conv(fmap))  # (B*T, mid, 1, 1) when the map has the configured size
         a = a.mean(dim=(2, 3)) if a.shape[-1] * a.shape[-2] > 1 else a.flatten(1)  # robust to other input sizes
         a = a.view(b, t, -1).transpose(1, 2)  # (B, mid, T)
-        a = F.relu(self.temporal_conv(a)).squeeze(1)  # (B, T)
-        return F.softmax(a, dim=1)
+        return F.relu(self.temporal_conv(a)).squeeze(1)  # (B, T)
 
 
 class ReIDAR(nn.Module):
@@ -126,8 +131,10 @@ class ReIDAR(nn.Module):
         b, t = clips.shape[:2]
         fmap, feat = self.frame_features(clips.flatten(0, 1))
         feat = feat.view(b, t, -1)
+        scores = None
         if self.attention is not None:
-            attention = self.attention(fmap, b, t)
+            scores = self.attention.scores(fmap, b, t)
+            attention = F.softmax(scores, dim=1)
         else:
             attention = torch.full((b, t), 1.0 / t, device=clips.device, dtype=feat.dtype)
         global_feature = (attention.unsqueeze(2) * feat).sum(1)
@@ -145,7 +152,7 @@ class ReIDAR(nn.Module):
                 emb = F.normalize(emb, dim=1)
             return ReIDAROutput(emb, torch.sigmoid(action_logits), attention)
         return ReIDARTrainOutput(
-            global_feature, bn_feature, self.classifier(bn_feature), action_logits, action_features, attention
+            global_feature, bn_feature, self.classifier(bn_feature), action_logits, action_features, attention, scores
         )
 
     def config(self) -> dict[str, Any]:

@@ -28,6 +28,13 @@ def register_evaluate(subparsers) -> None:
     p.add_argument("--seq-len", type=int, default=4, help="clip length T (default 4)")
     p.add_argument("--sampling", choices=["dense", "evenly"], default="dense")
     p.add_argument("--max-clips", type=int, default=None, help="cap dense clips per tracklet")
+    p.add_argument("--clip-select", choices=["evenly", "first"], default="evenly",
+                   help="which dense clips --max-clips keeps (the official Re-ID-AR test: --max-clips 41 "
+                        "--clip-select first)")
+    p.add_argument("--resize", choices=["bilinear", "bicubic"], default="bilinear",
+                   help="interpolation of the resize to the input size (official Re-ID-AR: bicubic)")
+    p.add_argument("--gallery-junk", choices=["drop", "keep"], default="drop",
+                   help="MARS: junk tracklets (id -1) in the gallery: dropped (MARS protocol, official) or kept")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", default="auto")
     p.add_argument("--action-file-test", default=None, help="MARS: action labels parallel to test_name.txt")
@@ -88,7 +95,7 @@ def main(args: argparse.Namespace) -> int:
         model, size = load_model_for_eval(args.checkpoint, args.backbone, args.input_size, device)
         names = args.actions if args.actions is not None else model.action_names
         if args.format == "mars":
-            ds = load_mars(args.data, None, args.action_file_test)
+            ds = load_mars(args.data, None, args.action_file_test, gallery_junk=args.gallery_junk)
         elif args.format == "lpw":
             ds = load_lpw(args.data)
         else:
@@ -101,7 +108,7 @@ def main(args: argparse.Namespace) -> int:
         return 2
     print(f"data: {ds.summary()}")
     res = evaluate_model(model, ds, args.seq_len, size, args.sampling, args.max_clips, device,
-                         batch_size=args.batch_size, progress=True)
+                         batch_size=args.batch_size, progress=True, clip_select=args.clip_select, resize=args.resize)
     print(format_results(res))
     if args.json:
         with open(args.json, "w") as f:

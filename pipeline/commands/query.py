@@ -26,7 +26,9 @@ examples:
   python run_pipeline.py query timeline --output out --identity 3
   python run_pipeline.py query events --store postgresql+psycopg://user@host/db --json
 
-exit codes: 0 ok (also when nothing matches), 2 bad arguments or no such database / run
+The store is opened read-only: a query never creates, migrates or writes a database (a missing one is an error).
+
+exit codes: 0 ok (also when nothing matches), 2 bad arguments (e.g. --limit < 0) or no such database / run
 """
 
 
@@ -48,7 +50,7 @@ def register(subparsers) -> None:
     p.add_argument("--since", metavar="T", help="only from this time on: run-clock seconds or an ISO date-time")
     p.add_argument("--until", metavar="T", help="only up to this time")
     p.add_argument("--action", metavar="A", help="events: only this action")
-    p.add_argument("--limit", type=int, default=None, metavar="N", help="print at most N rows")
+    p.add_argument("--limit", type=int, default=None, metavar="N", help="print at most N rows (N >= 0)")
     p.add_argument("--json", action="store_true", help="JSON (a list of objects) instead of a table")
     p.set_defaults(func=main)
 
@@ -80,15 +82,16 @@ def fmt_time(ts: float | None) -> str:
 
 
 def open_store(output: str | None, store: str | None):
-    from pipeline.store import open_engine
+    """A read-only engine on an existing store: --store URL, else DIR/events.db (nothing is ever created)."""
+    from pipeline.store import open_engine_readonly
     from pipeline.store.schema import sqlite_url
 
     if store:
-        return open_engine(store)
+        return open_engine_readonly(store)
     db = Path(output or "out") / "events.db"
     if not db.is_file():
         raise QueryError(f"no store at {db} (run the pipeline with --output {output or 'out'}, or give --store URL)")
-    return open_engine(sqlite_url(db))
+    return open_engine_readonly(sqlite_url(db))
 
 
 class Store:
@@ -266,8 +269,19 @@ def render(what: str, rows: list[dict]) -> str:
                  {"start_ts": fmt_time, "end_ts": fmt_time, "conf": _conf})
 
 
+def check_args(args: argparse.Namespace) -> None:
+    """Argument values argparse's types do not bound (raises `QueryError`), checked before the store is opened."""
+    if args.limit is not None and args.limit < 0:
+        raise QueryError(f"--limit {args.limit}: expected a row count >= 0")
+    if args.run is not None and args.run < 1:
+        raise QueryError(f"--run {args.run}: run ids start at 1 (omit --run for the latest run)")
+    parse_time(args.since)
+    parse_time(args.until)
+
+
 def run_query(args: argparse.Namespace) -> tuple[int, list[dict]]:
     """The run id and rows for parsed arguments (raises `QueryError`)."""
+    check_args(args)
     engine = open_store(args.output, args.store)
     try:
         store = Store(engine, args.run)

@@ -113,13 +113,7 @@ def build_config(args):
 
 
 def main(args) -> int:
-    from models.detector import DetectorError
     from pipeline.config import ConfigError
-    from pipeline.reid.encoder import ReIDLoadError
-    from pipeline.engines import build_engine
-    from pipeline.runner import RunSetupError
-    from pipeline.stages.builder import StageConfigError
-    from pipeline.store import StoreError
 
     log = logging.getLogger("mcsa")
     try:
@@ -127,6 +121,13 @@ def main(args) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    from models.detector import DetectorError  # heavy imports (torch) only once the config is valid
+    from pipeline.reid.encoder import ReIDLoadError
+    from pipeline.engines import build_engine
+    from pipeline.runner import RunSetupError
+    from pipeline.stages.builder import StageConfigError
+    from pipeline.store import StoreError
+
     try:
         summary = build_engine(cfg, cfg.output.dir).run()
     except (RunSetupError, StageConfigError) as err:

@@ -75,7 +75,8 @@ def main(args: argparse.Namespace) -> int:
 
         model, _ = load_checkpoint(summary["checkpoint"], resolve_device(cfg.train.device))
         res = evaluate_model(model, ds, cfg.data.seq_len, cfg.data.input_size, cfg.data.test_sampling,
-                             cfg.data.test_max_clips, device=resolve_device(cfg.train.device), progress=True)
+                             cfg.data.test_max_clips, device=resolve_device(cfg.train.device), progress=True,
+                             clip_select=cfg.data.test_clip_select, resize=cfg.data.resize)
         print(f"test (query {cfg.data.query_camera or 'all'}, gallery {cfg.data.gallery_camera or 'all'}):")
         print(format_results(res))
     return 0

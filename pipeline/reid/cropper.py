@@ -49,13 +49,33 @@ def covered_fraction(xyxy: np.ndarray) -> np.ndarray:
     return frac.max(axis=1).astype(np.float32)
 
 
-def crop_resize(image: np.ndarray, box: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """The box (xyxy px, clipped to the image) of a BGR image, resized to size (H, W) -> uint8 RGB (H, W, 3)."""
+def crop_quality(box: np.ndarray, covered: float, w_img: int, h_img: int, min_box_height: float = 40.0,
+                 border_margin: float = 2.0, max_overlap: float = 0.6) -> float:
+    """Quality of a person crop, 0..1 (0: unusable): box height (full marks at 2 x `min_box_height` px), not cut by
+    the image border (`border_margin` px), and the part not covered by another box (at most `max_overlap`)."""
+    x1, y1, x2, y2 = np.asarray(box, np.float64).tolist()
+    height = y2 - y1
+    if not np.isfinite(height) or height < min_box_height or x2 - x1 < 2:
+        return 0.0
+    m = border_margin
+    if x1 < m or y1 < m or x2 > w_img - m or y2 > h_img - m:
+        return 0.0
+    if covered > max_overlap:
+        return 0.0
+    return float(min(1.0, height / (2.0 * min_box_height)) * (1.0 - covered))
+
+
+RESIZE = {"bilinear": cv2.INTER_LINEAR, "bicubic": cv2.INTER_CUBIC}
+
+
+def crop_resize(image: np.ndarray, box: np.ndarray, size: tuple[int, int], resize: str = "bilinear") -> np.ndarray:
+    """The box (xyxy px, clipped to the image) of a BGR image, resized to size (H, W) with `resize` (bilinear |
+    bicubic, as the model was trained) -> uint8 RGB (H, W, 3)."""
     h_img, w_img = image.shape[:2]
     x1, y1 = min(max(int(box[0]), 0), w_img - 1), min(max(int(box[1]), 0), h_img - 1)
     x2, y2 = min(int(np.ceil(box[2])), w_img), min(int(np.ceil(box[3])), h_img)
     patch = image[y1:max(y2, y1 + 1), x1:max(x2, x1 + 1)]
-    resized = cv2.resize(patch, (int(size[1]), int(size[0])), interpolation=cv2.INTER_LINEAR)
+    resized = cv2.resize(patch, (int(size[1]), int(size[0])), interpolation=RESIZE[resize])
     return cv2.cvtColor(resized, cv2.COLOR_BGR2RGB)
 
 
@@ -86,6 +106,7 @@ class TrackletCropper:
     max_overlap: float = 0.6
     max_tracks: int = 64
     end_after_frames: int = 30
+    resize: str = "bilinear"
     _buffers: "OrderedDict[int, _TrackBuffer]" = field(default_factory=OrderedDict, init=False, repr=False)
     crops_rejected: int = field(default=0, init=False)
 
@@ -136,19 +157,10 @@ class TrackletCropper:
 
     # ---- internals ------------------------------------------------------------------------------------------------
     def _quality(self, box: np.ndarray, covered: float, w_img: int, h_img: int) -> float:
-        x1, y1, x2, y2 = box.tolist()
-        height = y2 - y1
-        if not np.isfinite(height) or height < self.min_box_height or x2 - x1 < 2:
-            return 0.0
-        m = self.border_margin
-        if x1 < m or y1 < m or x2 > w_img - m or y2 > h_img - m:
-            return 0.0
-        if covered > self.max_overlap:
-            return 0.0
-        return float(min(1.0, height / (2.0 * self.min_box_height)) * (1.0 - covered))
+        return crop_quality(box, covered, w_img, h_img, self.min_box_height, self.border_margin, self.max_overlap)
 
     def _crop(self, image: np.ndarray, box: np.ndarray) -> np.ndarray:
-        return crop_resize(image, box, self.input_size)
+        return crop_resize(image, box, self.input_size, self.resize)
 
     def _emit(self, tid: int, buf: _TrackBuffer, reason: str, has_embedding) -> ClipRequest:
         crops = list(buf.crops)

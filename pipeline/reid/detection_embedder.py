@@ -35,7 +35,7 @@ class DetectionEmbedder:
         for k, (frame, dets) in enumerate(zip(frames, detections)):
             heights = dets.xyxy[:, 3] - dets.xyxy[:, 1]
             for j in np.flatnonzero((dets.scores >= self.min_score) & (heights >= self.min_box_height)):
-                crops.append(crop_resize(frame.image, dets.xyxy[j], self.encoder.input_size))
+                crops.append(crop_resize(frame.image, dets.xyxy[j], self.encoder.input_size, self.encoder.resize))
                 where.append((k, int(j)))
         for start in range(0, len(crops), self.max_batch):
             chunk = np.stack(crops[start:start + self.max_batch])[:, None]  # (B, 1, H, W, 3)

@@ -119,6 +119,7 @@ class ClipEncoder:
 
         self.device = resolve_device(device)
         self.cpu_backend, self.cpu_threads = cpu_backend, cpu_threads
+        self.resize = "bilinear"  # how crops are resized to the input size: the training's `data.resize`
         if self.device.type == "cpu" and cpu_threads:
             torch.set_num_threads(int(cpu_threads))
         try:
@@ -129,6 +130,8 @@ class ClipEncoder:
                         "`run_pipeline.py train`, or leave it empty to use the OSNet backbone weights)"
                     )
                 model, payload = load_checkpoint(checkpoint, map_location="cpu")
+                data_cfg = ((payload or {}).get("train_config") or {}).get("data") or {}
+                self.resize = str(data_cfg.get("resize", "bilinear"))  # crops resized as the model was trained
                 self.source = f"Re-ID-AR checkpoint {Path(checkpoint).name}"
                 self.actions_trained = bool(model.action_names)
             else:
@@ -157,6 +160,7 @@ class ClipEncoder:
         self = cls.__new__(cls)
         self.device = resolve_device(device)
         self.cpu_backend, self.cpu_threads = cpu_backend, cpu_threads
+        self.resize = "bilinear"
         self.source = source
         self.actions_trained = bool(model.action_names)
         self._setup(model, amp)

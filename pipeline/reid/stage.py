@@ -68,6 +68,7 @@ class ReIDStage(Stage):
             camera_id=camera.camera_id, input_size=tuple(self.encoder.input_size), clip_len=c.clip_len,
             clip_every=c.clip_every, window=c.window, min_box_height=c.min_box_height, border_margin=c.border_margin,
             max_overlap=c.max_overlap, max_tracks=c.max_tracks, end_after_frames=c.end_after_frames,
+            resize=self.encoder.resize,
         )
         self.appearances[camera.camera_id] = TrackAppearance(camera.camera_id)
 

@@ -5,7 +5,9 @@ MARS (official layout)
     <root>/info/{train_name.txt, test_name.txt, tracks_train_info.mat, tracks_test_info.mat, query_IDX.mat}
     tracks_*_info.mat: one row per tracklet, columns start, end (1-based rows of *_name.txt, inclusive), pid, camid.
     query_IDX.mat: 1-based rows of tracks_test_info that are queries; the other test tracklets are the gallery.
-    pid -1 (junk) and 0 (distractors) stay in the gallery only. Optional action label files list `image_name action`
+    Junk tracklets (pid -1) are dropped from the gallery (`gallery_junk="drop"`: the MARS protocol ignores them, as
+    does the official Re-ID-AR code; `"keep"` ranks them as distractors, ~0.5-1 point lower); distractors (pid 0)
+    stay in the gallery; queries are pid > 0 only. Optional action label files list `image_name action`
     per line, parallel to *_name.txt; actions are 1-based, 0 = unlabelled; a tracklet takes its first image's action;
     unlabelled test tracklets are dropped when action files are given.
 
@@ -146,7 +148,7 @@ def _read_action_file(path: Path, names: list[str]) -> list[int]:
 
 
 def load_mars(root: str | Path, action_file_train: str | None = None, action_file_test: str | None = None,
-              min_frames: int = 1) -> VideoReIDDataset:
+              min_frames: int = 1, gallery_junk: str = "drop") -> VideoReIDDataset:
     from scipy.io import loadmat
 
     root = Path(root)
@@ -190,6 +192,10 @@ def load_mars(root: str | Path, action_file_train: str | None = None, action_fil
     by_row = {int(t.key.split(":")[1]): t for t in test}
     query = [by_row[i] for i in sorted(q_idx) if i in by_row and by_row[i].pid > 0]
     gallery = [t for i, t in sorted(by_row.items()) if i not in q_idx]
+    if gallery_junk == "drop":
+        gallery = [t for t in gallery if t.pid != -1]
+    elif gallery_junk != "keep":
+        raise ValueError(f"gallery_junk must be 'drop' or 'keep', got {gallery_junk!r}")
     if action_file_test:  # unlabelled tracklets are dropped at test
         query = [t for t in query if t.action > 0]
         gallery = [t for t in gallery if t.action > 0]
@@ -319,7 +325,8 @@ def load_tracklet_folder(root: str | Path, action_names: list[str] | None = None
 def load_dataset(data_cfg, action_names: list[str] | None = None) -> VideoReIDDataset:
     """Dispatch on `data_cfg.format` (a `DataSection` from models/reid/config.py)."""
     if data_cfg.format == "mars":
-        ds = load_mars(data_cfg.root, data_cfg.action_file_train, data_cfg.action_file_test, data_cfg.min_frames)
+        ds = load_mars(data_cfg.root, data_cfg.action_file_train, data_cfg.action_file_test, data_cfg.min_frames,
+                       data_cfg.gallery_junk)
         ds.action_names = list(action_names or [])
         return ds
     if data_cfg.format == "lpw":

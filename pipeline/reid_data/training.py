@@ -15,7 +15,7 @@ import torch
 from core.device import resolve_device
 from models.reid.config import ReIDTrainingConfig
 from models.reid.losses import ReIDARLoss
-from models.reid.model import ReIDAR, build_reid_ar, load_checkpoint, save_checkpoint
+from models.reid.model import ReIDAR, ReIDARTrainOutput, build_reid_ar, load_checkpoint, save_checkpoint
 from pipeline.reid_data.datasets import VideoReIDDataset, load_dataset
 from pipeline.reid_data.metrics import action_metrics, euclidean_distances, evaluate_ranking
 
@@ -29,13 +29,24 @@ def lr_factor(epoch: int, warmup_epochs: int, warmup_factor: float, milestones: 
     return gamma ** sum(epoch >= m for m in milestones)
 
 
+def _float_output(out: ReIDARTrainOutput) -> ReIDARTrainOutput:
+    """The model's training outputs in float32 (the losses run in float32 under AMP)."""
+    import dataclasses
+
+    return dataclasses.replace(out, **{f.name: getattr(out, f.name).float() for f in dataclasses.fields(out)
+                                       if isinstance(getattr(out, f.name), torch.Tensor)})
+
+
 def evaluate_model(model: torch.nn.Module, dataset: VideoReIDDataset, seq_len: int, size: tuple[int, int],
                    sampling: str = "dense", max_clips: int | None = None, device="cpu", batch_size: int = 16,
-                   num_workers: int = 0, progress: bool = False) -> dict[str, Any]:
+                   num_workers: int = 0, progress: bool = False, clip_select: str = "evenly",
+                   resize: str = "bilinear") -> dict[str, Any]:
+    """CMC / mAP (MARS rule) of `dataset.query` against `dataset.gallery` (+ action metrics when the model has
+    actions). Test clips per `sampling` / `max_clips` / `clip_select` (see `dense_clips`), resized with `resize`."""
     from pipeline.reid_data.video import extract_tracklet_features
 
     kw = dict(seq_len=seq_len, size=size, sampling=sampling, max_clips=max_clips, batch_size=batch_size,
-              num_workers=num_workers, device=device, progress=progress)
+              num_workers=num_workers, device=device, progress=progress, clip_select=clip_select, resize=resize)
     qf, qa = extract_tracklet_features(model, dataset.query, **kw)
     gf, ga = extract_tracklet_features(model, dataset.gallery, **kw)
     dist = euclidean_distances(qf.numpy().astype(np.float64), gf.numpy().astype(np.float64))
@@ -106,7 +117,11 @@ def train(cfg: ReIDTrainingConfig, output: str | Path, resume: str | Path | None
     lc = cfg.loss
     criterion = ReIDARLoss(num_classes, model.feature_dim, model.num_actions, cfg.model.action_hidden,
                            lc.label_smooth, lc.ranked_margin, lc.ranked_alpha, lc.ranked_t, lc.ranked_normalize,
-                           lc.w_id, lc.w_ranked, lc.w_center, lc.w_attention, lc.w_action, lc.w_action_center).to(device)
+                           lc.w_id, lc.w_ranked, lc.w_center, lc.w_attention, lc.w_action, lc.w_action_center,
+                           ranked_feature=lc.ranked_feature, center_feature=lc.center_feature,
+                           attention_form=lc.attention_form, smooth_classes=lc.label_smooth_classes,
+                           ranked_positive_norm=lc.ranked_positive_norm,
+                           ranked_weight_grad=lc.ranked_weight_grad).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=tc.lr, weight_decay=tc.weight_decay)
     center_params = [criterion.center.centers, criterion.action_center.center.centers]
@@ -122,15 +137,21 @@ def train(cfg: ReIDTrainingConfig, output: str | Path, resume: str | Path | None
             criterion.load_state_dict(payload["extra"]["criterion"])
 
     transform = ClipTransform(dc.input_size, train=True, flip_prob=dc.flip_prob, pad=dc.pad, erase_prob=dc.erase_prob,
-                              augment=ClipAugment(**dc.augment.model_dump()))
+                              augment=ClipAugment(**dc.augment.model_dump()), spatial=dc.spatial_augment,
+                              erase_fill=dc.erase_fill, erase_attempts=dc.erase_attempts, resize=dc.resize)
     train_set = TrainClips(ds.train, dc.seq_len, transform, dc.train_sampling)
-    sampler = RandomIdentitySampler([t.pid for t in ds.train], dc.p, dc.k, seed=tc.seed + start_epoch)
+    sampler = RandomIdentitySampler([t.pid for t in ds.train], dc.p, dc.k, seed=tc.seed + start_epoch, epoch=dc.epoch)
     loader = DataLoader(train_set, batch_sampler=sampler, num_workers=dc.num_workers, collate_fn=collate_train,
                         persistent_workers=dc.num_workers > 0)
 
     def save(epoch: int, name: str) -> Path:
         return save_checkpoint(output / name, model, epoch, optimizer, sched,
-                               extra={"criterion": criterion.state_dict()}, train_config=cfg.model_dump())
+                               extra={"criterion": criterion.state_dict()}, train_config=cfg.model_dump(mode="json"))
+
+    use_amp = bool(tc.amp and device.type == "cuda")
+    if tc.amp and not use_amp:
+        log.warning("train.amp is for CUDA; training on %s in float32", device)
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
     t0 = time.time()
     logf = open(output / "log.jsonl", "a")
@@ -157,16 +178,21 @@ def train(cfg: ReIDTrainingConfig, output: str | Path, resume: str | Path | None
                 data_iter = iter(loader)
                 clips, pids, acts, erased = next(data_iter)
             clips, pids, acts, erased = clips.to(device), pids.to(device), acts.to(device), erased.to(device)
-            out = model(clips)
+            with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
+                out = model(clips)
+            if use_amp:
+                out = _float_output(out)
             loss, terms = criterion(out, pids, acts, erased)
             optimizer.zero_grad(set_to_none=True)
             center_opt.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.unscale_(center_opt)
             for p, w in ((criterion.center.centers, lc.w_center), (criterion.action_center.center.centers, lc.w_action_center)):
                 if p.grad is not None and w > 0:
                     p.grad.mul_(1.0 / w)  # centers learn at center_lr independent of the loss weight
-            center_opt.step()
+            scaler.step(center_opt)
+            scaler.update()
             n += 1
             terms["total"] = float(loss.detach())
             terms["acc"] = float((out.logits.argmax(1) == pids).float().mean())
@@ -192,7 +218,8 @@ def train(cfg: ReIDTrainingConfig, output: str | Path, resume: str | Path | None
         # periodic evaluation: on the validation split when there is one (model selection), else the test split
         eval_ds = ds.validation() if ds.val_query else ds
         if tc.eval_every and (epoch + 1) % tc.eval_every == 0 and eval_ds.query and eval_ds.gallery:
-            res = evaluate_model(model, eval_ds, dc.seq_len, dc.input_size, dc.test_sampling, dc.test_max_clips, device)
+            res = evaluate_model(model, eval_ds, dc.seq_len, dc.input_size, dc.test_sampling, dc.test_max_clips, device,
+                                 clip_select=dc.test_clip_select, resize=dc.resize)
             split = "val" if ds.val_query else "eval"
             log.info("epoch %d %s: rank-1 %.4f mAP %.4f", epoch + 1, split, res["rank1"], res["mAP"])
             logf.write(json.dumps({"epoch": epoch + 1, split: res}) + "\n")
@@ -204,7 +231,7 @@ def train(cfg: ReIDTrainingConfig, output: str | Path, resume: str | Path | None
                "minutes": (time.time() - t0) / 60}
     if ds.val_query and ds.val_gallery:  # the final model on the validation split
         summary["val"] = evaluate_model(model, ds.validation(), dc.seq_len, dc.input_size, dc.test_sampling,
-                                        dc.test_max_clips, device)
+                                        dc.test_max_clips, device, clip_select=dc.test_clip_select, resize=dc.resize)
         log.info("final val: rank-1 %.4f mAP %.4f", summary["val"]["rank1"], summary["val"]["mAP"])
         logf.write(json.dumps({"epoch": epoch + 1 if history else start_epoch, "val": summary["val"]}) + "\n")
     logf.close()

@@ -1,6 +1,9 @@
-"""Clip transforms. Spatial randomness (flip, pad + crop) is shared by all frames of a clip; random erasing is drawn
-per frame and reported, so the attention loss knows which frames were erased. Output is normalised with ImageNet
-mean/std.
+"""Clip transforms. Spatial randomness (flip, pad + crop) is shared by all frames of a clip (`spatial="clip"`) or
+drawn for each frame on its own (`spatial="frame"`, the official Re-ID-AR code); random erasing is drawn per frame and
+reported, so the attention loss knows which frames were erased. The erased rectangle is filled with 0 in the
+normalised image (`erase_fill="zero"`, the ImageNet mean colour) or with the values (0.485, 0.456, 0.406) written
+into the normalised tensor (`"mean_values"`, the official code). Frames are resized bilinear or bicubic (official).
+Output is normalised with ImageNet mean/std.
 
 Optional photometric / resolution augmentations (`ClipAugment`, all off by default, so the paper's recipe is
 unchanged): colour jitter (brightness, contrast, saturation, hue, per-channel gain), grayscale and a random
@@ -115,42 +118,75 @@ def apply_colour(arr: np.ndarray, p: dict) -> np.ndarray:
     return out.astype(np.float32, copy=False)
 
 
+RESAMPLE = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}
+ERASE_FILLS = ("zero", "mean_values")
+
+
 class ClipTransform:
+    """images (T PIL RGB) -> (clip float32 (T, 3, H, W) normalised, erased bool (T,)).
+
+    size (H, W); train: random flip (flip_prob), pad by `pad` + random crop back to (H, W), random erasing per frame
+    (erase_prob; area fraction erase_area, aspect ratio log-uniform in [erase_ratio, 1 / erase_ratio], up to
+    erase_attempts tries to fit); spatial: "clip" (one flip / crop draw per clip) or "frame" (one per frame);
+    erase_fill: "zero" or "mean_values" (see the module docstring); resize: "bilinear" or "bicubic"."""
+
     def __init__(self, size: tuple[int, int] = (224, 112), train: bool = False, flip_prob: float = 0.5, pad: int = 10,
                  erase_prob: float = 0.5, erase_area: tuple[float, float] = (0.02, 0.4), erase_ratio: float = 0.3,
-                 augment: ClipAugment | None = None):
+                 augment: ClipAugment | None = None, spatial: str = "clip", erase_fill: str = "zero",
+                 erase_attempts: int = 100, resize: str = "bilinear"):
+        if spatial not in ("clip", "frame"):
+            raise ValueError(f"spatial augmentation must be 'clip' or 'frame', got {spatial!r}")
+        if erase_fill not in ERASE_FILLS:
+            raise ValueError(f"erase_fill must be one of {ERASE_FILLS}, got {erase_fill!r}")
+        if resize not in RESAMPLE:
+            raise ValueError(f"resize must be one of {tuple(RESAMPLE)}, got {resize!r}")
         self.h, self.w = int(size[0]), int(size[1])
         self.train, self.flip_prob, self.pad, self.erase_prob = train, flip_prob, pad, erase_prob
-        self.erase_area, self.erase_ratio = erase_area, erase_ratio
+        self.erase_area, self.erase_ratio, self.erase_attempts = erase_area, erase_ratio, max(1, int(erase_attempts))
+        self.spatial, self.resample = spatial, RESAMPLE[resize]
+        fill = (0.0, 0.0, 0.0) if erase_fill == "zero" else IMAGENET_MEAN
+        self.erase_value = np.asarray(fill, np.float32).reshape(3, 1, 1)
         self.augment = augment if augment is not None and augment.active else None
         self.last_params: dict | None = None  # the clip-level augmentation parameters of the last call (tests, logs)
+        self.last_spatial: list[tuple[bool, int, int]] = []  # per frame (flip, dx, dy) of the last call (tests, logs)
 
     def _erase(self, arr: np.ndarray) -> bool:
-        """Random erasing on a normalised (3, H, W) array: a random rectangle set to 0 (= the ImageNet mean)."""
+        """Random erasing on a normalised (3, H, W) array: a random rectangle set to `erase_value`."""
         area = self.h * self.w
-        for _ in range(100):
+        for _ in range(self.erase_attempts):
             target = random.uniform(*self.erase_area) * area
             ratio = math.exp(random.uniform(math.log(self.erase_ratio), math.log(1 / self.erase_ratio)))
             eh, ew = int(round(math.sqrt(target * ratio))), int(round(math.sqrt(target / ratio)))
             if 0 < eh < self.h and 0 < ew < self.w:
                 y, x = random.randint(0, self.h - eh), random.randint(0, self.w - ew)
-                arr[:, y:y + eh, x:x + ew] = 0.0
+                arr[:, y:y + eh, x:x + ew] = self.erase_value
                 return True
         return False
 
+    def _draw_spatial(self) -> tuple[bool, int, int]:
+        """(flip, dx, dy): horizontal flip and the crop offset in the padded frame."""
+        flip = random.random() < self.flip_prob
+        dx = dy = self.pad
+        if self.pad:
+            dx, dy = random.randint(0, 2 * self.pad), random.randint(0, 2 * self.pad)
+        return flip, dx, dy
+
     def __call__(self, images: list[Image.Image]):
         """-> (clip float32 array (T, 3, H, W), erased bool array (T,))."""
-        flip = self.train and random.random() < self.flip_prob
-        dx = dy = self.pad
-        if self.train and self.pad:
-            dx, dy = random.randint(0, 2 * self.pad), random.randint(0, 2 * self.pad)
+        spatial = [(False, self.pad, self.pad)] * len(images)
+        if self.train:
+            if self.spatial == "frame":
+                spatial = [self._draw_spatial() for _ in images]
+            else:
+                spatial = [self._draw_spatial()] * len(images)
+        self.last_spatial = spatial
         aug = self.augment.draw() if self.train and self.augment is not None else None
         self.last_params = aug
         mean = np.asarray(IMAGENET_MEAN, np.float32).reshape(3, 1, 1)
         std = np.asarray(IMAGENET_STD, np.float32).reshape(3, 1, 1)
         frames, erased = [], []
-        for im in images:
-            im = im.resize((self.w, self.h), Image.BILINEAR)
+        for im, (flip, dx, dy) in zip(images, spatial):
+            im = im.resize((self.w, self.h), self.resample)
             if aug is not None:
                 im = apply_lowres(im, aug["scale"])
             arr = np.asarray(im, dtype=np.float32).transpose(2, 0, 1) / 255.0

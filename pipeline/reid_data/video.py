@@ -34,11 +34,11 @@ class TestClips(Dataset):
     """Flattened (tracklet, clip) pairs: item -> (clip (T,3,H,W), tracklet index)."""
 
     def __init__(self, tracklets: list[Tracklet], seq_len: int, transform: ClipTransform, sampling: str = "dense",
-                 max_clips: int | None = None) -> None:
+                 max_clips: int | None = None, clip_select: str = "evenly") -> None:
         self.items: list[tuple[int, list[int]]] = []
         for ti, t in enumerate(tracklets):
             if sampling == "dense":
-                clips = dense_clips(len(t), seq_len, max_clips)
+                clips = dense_clips(len(t), seq_len, max_clips, clip_select)
             else:
                 clips = [sample_evenly(len(t), seq_len)]
             self.items.extend((ti, c) for c in clips)
@@ -58,14 +58,16 @@ class TestClips(Dataset):
 @torch.no_grad()
 def extract_tracklet_features(model, tracklets: list[Tracklet], seq_len: int, size: tuple[int, int],
                               sampling: str = "dense", max_clips: int | None = None, batch_size: int = 16,
-                              num_workers: int = 0, device: torch.device | str = "cpu", progress: bool = False):
+                              num_workers: int = 0, device: torch.device | str = "cpu", progress: bool = False,
+                              clip_select: str = "evenly", resize: str = "bilinear"):
     """Tracklet features = mean of its clips' embeddings (re-normalised when the model's `normalize_embedding` is
-    set); action scores = mean of its clips' probabilities.
+    set); action scores = mean of its clips' probabilities. `max_clips` / `clip_select`: see `dense_clips`;
+    `resize`: "bilinear" or "bicubic" interpolation to `size`.
 
     Returns (features (N, D) float32 tensor, action_probs (N, A) tensor)."""
     from torch.utils.data import DataLoader
 
-    ds = TestClips(tracklets, seq_len, ClipTransform(size, train=False), sampling, max_clips)
+    ds = TestClips(tracklets, seq_len, ClipTransform(size, train=False, resize=resize), sampling, max_clips, clip_select)
     loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     model.eval()
     feats = acts = None

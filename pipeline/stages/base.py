@@ -95,6 +95,7 @@ class Step:
     appearance: list[Any] = field(default_factory=list)
     links: list[Any] = field(default_factory=list)
     action_events: list[Any] = field(default_factory=list)
+    thumbnails: list[Any] = field(default_factory=list)  # best views of tracks (`pipeline.web.thumbnails.Thumbnail`)
 
 
 @dataclass
@@ -115,6 +116,7 @@ class RunEnd:
     action_events: list[Any] = field(default_factory=list)
     identities: dict[str, dict[tuple[str, int], int]] = field(default_factory=dict)
     identity_spans: dict[tuple[str, int], tuple[float, float]] = field(default_factory=dict)
+    thumbnails: list[Any] = field(default_factory=list)  # as in `Step`, handed on while closing
 
     @property
     def final_identities(self) -> dict[tuple[str, int], int] | None:

@@ -7,8 +7,9 @@
 | 3 | `events` (pipeline/events/stage.py) | tracks.action_probs, view_ids, global_ids | tracks.current_actions, step/end.action_events |
 | 4 | `mot` (pipeline/outputs.py) | tracks, end.identities | files |
 | 5 | `video` (pipeline/video_output.py) | frame, tracks.global_ids, current_actions | files |
-| 6 | the config's `sinks:` (pipeline/sinks/), in their order | anything above | their own outputs |
-| 7 | `store` (pipeline/store/stage.py) | everything above | the database |
+| 6 | `thumbnails` (pipeline/web/thumbnails.py) | frame, tracks | step/end.thumbnails |
+| 7 | the config's `sinks:` (pipeline/sinks/), in their order | anything above | their own outputs |
+| 8 | `store` (pipeline/store/stage.py) | everything above | the database |
 
 A stage whose config turns it off is not built (`from_config` returns None).
 """
@@ -28,9 +29,10 @@ BUILTIN_MODULES = {
     "events": "pipeline.events.stage",
     "mot": "pipeline.outputs",
     "video": "pipeline.video_output",
+    "thumbnails": "pipeline.web.thumbnails",
     "store": "pipeline.store.stage",
 }
-STAGE_ORDER = ("reid", "association", "events", "mot", "video", "sinks", "store")
+STAGE_ORDER = ("reid", "association", "events", "mot", "video", "thumbnails", "sinks", "store")
 
 
 class StageConfigError(ValueError):
@@ -65,6 +67,9 @@ def stage_classes(config) -> list[tuple[type[Stage], dict]]:
                         f"{', '.join(n for n in STAGES.names() if n not in BUILTIN_MODULES) or 'none'} (add one in "
                         "pipeline/sinks/ with @register_stage, or give its module)")
                 out.append((STAGES.get(sink.name), dict(sink.params)))
+        elif name == "association" and config.association.mode == "fused":
+            importlib.import_module("pipeline.fusion.stage")  # ground-plane fusion replaces track-then-match
+            out.append((STAGES.get("fused_association"), {}))
         else:
             importlib.import_module(BUILTIN_MODULES[name])
             out.append((STAGES.get(name), {}))

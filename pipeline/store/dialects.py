@@ -29,12 +29,25 @@ class GenericDialect:
     def insert_boxes(self, conn, table, rows: list[tuple]) -> None:
         conn.execute(table.insert(), [dict(zip(BOX_COLUMNS, r)) for r in rows])
 
+    def upsert_better(self, conn, table, rows: list[dict], keys: list[str], score: str) -> None:
+        """Insert rows; a row whose key exists replaces it only when its `score` column is higher."""
+        from sqlalchemy import and_, select
 
-def on_conflict_upsert(insert, conn, table, rows: list[dict], keys: list[str]) -> None:
-    """INSERT ... ON CONFLICT (keys) DO UPDATE with the dialect's own `insert` construct (SQLite, PostgreSQL)."""
+        for row in rows:
+            cond = and_(*(table.c[k] == row[k] for k in keys))
+            if conn.execute(select(table.c[score]).where(cond)).first() is None:
+                conn.execute(table.insert().values(**row))
+            else:
+                conn.execute(table.update().where(cond, table.c[score] < row[score]).values(**row))
+
+
+def on_conflict_upsert(insert, conn, table, rows: list[dict], keys: list[str], better: str | None = None) -> None:
+    """INSERT ... ON CONFLICT (keys) DO UPDATE with the dialect's own `insert` construct (SQLite, PostgreSQL);
+    with `better`, an existing row is updated only when the new row's `better` column is higher."""
     stmt = insert(table)
     cols = {c: stmt.excluded[c] for c in rows[0] if c not in keys}
-    conn.execute(stmt.on_conflict_do_update(index_elements=keys, set_=cols), rows)
+    where = None if better is None else table.c[better] < stmt.excluded[better]
+    conn.execute(stmt.on_conflict_do_update(index_elements=keys, set_=cols, where=where), rows)
 
 
 @DIALECTS.register("sqlite")
@@ -45,6 +58,11 @@ class SqliteDialect(GenericDialect):
         from sqlalchemy.dialects.sqlite import insert
 
         on_conflict_upsert(insert, conn, table, rows, keys)
+
+    def upsert_better(self, conn, table, rows: list[dict], keys: list[str], score: str) -> None:
+        from sqlalchemy.dialects.sqlite import insert
+
+        on_conflict_upsert(insert, conn, table, rows, keys, score)
 
     def insert_boxes(self, conn, table, rows: list[tuple]) -> None:
         conn.exec_driver_sql(f"INSERT INTO {table.name} ({', '.join(BOX_COLUMNS)}) VALUES "
@@ -59,6 +77,11 @@ class PostgresDialect(GenericDialect):
         from sqlalchemy.dialects.postgresql import insert
 
         on_conflict_upsert(insert, conn, table, rows, keys)
+
+    def upsert_better(self, conn, table, rows: list[dict], keys: list[str], score: str) -> None:
+        from sqlalchemy.dialects.postgresql import insert
+
+        on_conflict_upsert(insert, conn, table, rows, keys, score)
 
     def insert_boxes(self, conn, table, rows: list[tuple]) -> None:
         with conn.connection.dbapi_connection.cursor() as cur:

@@ -1,6 +1,6 @@
 """Store schema (SQLAlchemy Core) and engine set-up.
 
-Tables (schema version 2):
+Tables (schema version 3):
   schema_info   key/value; `version` is the schema version.
   runs          one row per pipeline run: id, started_at, ended_at (unix s), status, config (JSON), output_dir.
   cameras       (run_id, camera_id): source (credentials redacted), fps, width, height, frames, dropped, status, error.
@@ -20,6 +20,9 @@ Tables (schema version 2):
                 (NULL without association / not linked when it ended), action (name from the checkpoint, or standing |
                 walking | running for the motion source), source (model | motion), start_ts, end_ts (s, run clock),
                 start_frame, end_frame, peak_conf, mean_conf (smoothed score 0..1), clips (score updates), frames.
+  track_thumbnails (v3) the best view of every track, one row per track: run_id, camera_id, track_id, quality
+                (0..1, higher is better: size, not cut by the border, not covered, sharp), ts (s) and frame of the
+                crop, width, height (px; height `THUMBNAIL_HEIGHT` or less), jpeg (bytes). A better crop replaces it.
 Migrations: `MIGRATIONS[v]` upgrades a database from version v to v + 1; `open_engine` applies them in order, so a
 database written by an older release keeps its runs and gains the new columns (NULL for old rows).
 SQLite runs in WAL mode with synchronous=NORMAL: a crash loses at most the last uncommitted batch, never committed rows.
@@ -30,6 +33,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 from pathlib import Path
+from urllib.parse import quote
 
 from sqlalchemy import (
     Column,
@@ -51,7 +55,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 metadata = MetaData()
 
@@ -187,6 +191,21 @@ action_events = Table(
 )
 
 
+track_thumbnails = Table(
+    "track_thumbnails",
+    metadata,
+    Column("run_id", Integer, primary_key=True),
+    Column("camera_id", String(64), primary_key=True),
+    Column("track_id", Integer, primary_key=True),
+    Column("quality", Float, nullable=False),
+    Column("ts", Float),
+    Column("frame", Integer),
+    Column("width", Integer, nullable=False),
+    Column("height", Integer, nullable=False),
+    Column("jpeg", LargeBinary, nullable=False),
+)
+
+
 def _migrate_1_to_2(conn) -> None:
     """v2: track appearance columns, run action names (the `track_clips`, `identities`, `identity_links` and
     `action_events` tables are created by `create_all`)."""
@@ -201,7 +220,11 @@ def _migrate_1_to_2(conn) -> None:
         conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {kind}"))
 
 
-MIGRATIONS = {1: _migrate_1_to_2}
+def _migrate_2_to_3(conn) -> None:
+    """v3: the `track_thumbnails` table only (created by `create_all`); existing tables are unchanged."""
+
+
+MIGRATIONS = {1: _migrate_1_to_2, 2: _migrate_2_to_3}
 
 
 class StoreError(RuntimeError):
@@ -227,6 +250,63 @@ def redact_db_url(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:  # noqa: BLE001
         return "<unparseable database URL>"
+
+
+def _readonly_sqlite_pragmas(dbapi_conn, _record) -> None:
+    if isinstance(dbapi_conn, sqlite3.Connection):
+        dbapi_conn.execute("PRAGMA busy_timeout=10000")
+
+
+def open_engine_readonly(url: str) -> Engine:
+    """Open an EXISTING store for reading: nothing is created, migrated or written (SQLite opens the file with
+    `mode=ro`; PostgreSQL transactions are READ ONLY). A missing file, an unreachable server, a database that is not
+    an mcsa store or one with another schema version is a one-line `StoreError`."""
+    shown = redact_db_url(url)
+    try:
+        parsed = make_url(url)
+    except Exception:  # noqa: BLE001
+        raise StoreError(f"store URL {url!r} is not a database URL (e.g. sqlite:///out/events.db)") from None
+    try:
+        backend = parsed.get_backend_name()
+        if backend == "sqlite":
+            db = parsed.database or ""
+            if not db or db == ":memory:" or db.startswith("file:"):
+                raise StoreError(f"store {shown} names no database file (e.g. sqlite:///out/events.db)")
+            path = Path(db).expanduser()
+            if not path.is_file():
+                raise StoreError(f"store {shown} does not exist: no file {path} (nothing was created; check the path, "
+                                 "or run the pipeline first)")
+            ro = f"sqlite:///file:{quote(str(path.resolve()))}?mode=ro&uri=true"
+            engine = create_engine(ro, future=True)
+            event.listen(engine, "connect", _readonly_sqlite_pragmas)
+        else:
+            connect_args = {}
+            if backend == "postgresql" and "connect_timeout" not in parsed.query:
+                connect_args["connect_timeout"] = 5  # an unreachable host fails in seconds, not minutes
+            engine = create_engine(url, future=True, connect_args=connect_args)
+            if backend == "postgresql":
+                engine = engine.execution_options(postgresql_readonly=True)
+        with engine.connect() as conn:
+            tables = set(inspect(conn).get_table_names())
+            if not {"schema_info", "runs"} <= tables:
+                raise StoreError(f"database {shown} is not an mcsa event store (no runs / schema_info tables); "
+                                 "check the URL")
+            row = conn.execute(select(schema_info.c.value).where(schema_info.c.key == "version")).first()
+            version = int(row[0]) if row else 0
+        if version != SCHEMA_VERSION:
+            newer = version > SCHEMA_VERSION
+            raise StoreError(
+                f"database {shown} has schema version {version}, {'newer' if newer else 'older'} than this program's "
+                f"{SCHEMA_VERSION} ({'upgrade mcsa' if newer else 'a run on it migrates it in place'}; a query never "
+                "writes)"
+            )
+    except StoreError:
+        raise
+    except (SQLAlchemyError, ImportError) as err:
+        cause = (str(getattr(err, "orig", err)).strip().splitlines() or [type(err).__name__])[0]
+        raise StoreError(f"cannot open store {shown}: {cause} (check the URL, that the server is up and reachable, "
+                         "and the credentials)") from None
+    return engine
 
 
 def open_engine(url: str) -> Engine:

@@ -53,7 +53,7 @@ class StoreStage(Stage):
         self.writer.add_tracks(frame.camera_id, frame.index, frame.timestamp_s, tracks)
 
     def on_step(self, step: Step) -> None:
-        self._record(step.appearance, step.links, step.action_events)
+        self._record(step.appearance, step.links, step.action_events, step.thumbnails)
 
     def on_camera_end(self, end: CameraEnd) -> None:
         if end.status == "failed":
@@ -66,7 +66,7 @@ class StoreStage(Stage):
             return
         self._closed = True
         try:
-            self._record(end.appearance, end.links, end.action_events)
+            self._record(end.appearance, end.links, end.action_events, end.thumbnails)
             for mode, ids in end.identities.items():
                 rows = []
                 for key, gid in ids.items():
@@ -82,7 +82,7 @@ class StoreStage(Stage):
         finally:
             self.writer.close(end.status)
 
-    def _record(self, appearance, links, action_events) -> None:
+    def _record(self, appearance, links, action_events, thumbnails=()) -> None:
         w = self.writer
         for u in appearance:
             r = u.result
@@ -92,6 +92,8 @@ class StoreStage(Stage):
             w.add_identity_link(e.camera_id, e.track_id, e.global_id, e.previous_id, e.t, e.reason, e.score, e.mode)
         for event in action_events:
             w.add_action_event(event)
+        for t in thumbnails:
+            w.add_thumbnail(t.camera_id, t.track_id, t.jpeg, t.quality, t.width, t.height, t.ts, t.frame)
 
     @property
     def run_id(self) -> int | None:

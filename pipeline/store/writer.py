@@ -48,6 +48,12 @@ def upsert(conn, table, rows: list[dict], keys: list[str]) -> None:
         dialect_of(conn).upsert(conn, table, rows, keys)
 
 
+def upsert_better(conn, table, rows: list[dict], keys: list[str], score: str) -> None:
+    """Like `upsert`, but an existing row is replaced only when the new row's `score` column is higher."""
+    if rows:
+        dialect_of(conn).upsert_better(conn, table, rows, keys, score)
+
+
 def insert_boxes(conn, rows: list[tuple]) -> None:
     """Bulk-insert `track_boxes` row tuples (`BOX_COLUMNS` order) inside the caller's transaction: COPY on
     PostgreSQL, one prepared executemany on SQLite (both >= 5x the per-row-dict Core insert)."""
@@ -161,6 +167,25 @@ class StoreWriter:
             mean_conf=float(event.mean_conf), clips=int(event.clips), frames=int(event.frames),
         )))
 
+    def add_thumbnail(self, camera_id: str, track_id: int, jpeg: bytes, quality: float, width: int | None = None,
+                      height: int | None = None, ts: float | None = None, frame: int | None = None) -> None:
+        """Queue a track's thumbnail (JPEG bytes, width x height px, read from the JPEG when not given); it replaces
+        the stored one only when `quality` (0..1) is higher, so the store keeps one row per track: its best view."""
+        if not isinstance(jpeg, (bytes, bytearray)) or not jpeg:
+            raise ValueError(f"thumbnail of {camera_id}:{track_id}: jpeg must be non-empty bytes")
+        if width is None or height is None:
+            import cv2
+
+            image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_UNCHANGED)
+            if image is None:
+                raise ValueError(f"thumbnail of {camera_id}:{track_id}: the bytes are not a JPEG image")
+            height, width = image.shape[:2]
+        self._put(("thumb", (camera_id, int(track_id)), dict(
+            run_id=self.run_id, camera_id=camera_id, track_id=int(track_id), quality=float(quality),
+            ts=None if ts is None else float(ts), frame=None if frame is None else int(frame),
+            width=int(width), height=int(height), jpeg=bytes(jpeg),
+        )))
+
     def update_camera(self, camera_id: str, **values) -> None:
         """Queue new values for this run's camera row (frames, dropped, status, error, fps, width, height)."""
         self._put(("camera_update", camera_id, values))
@@ -234,6 +259,7 @@ class StoreWriter:
         links: list[dict] = []
         idents: list[dict] = []
         events: list[dict] = []
+        thumbs: dict[tuple[str, int], dict] = {}
         run_values: dict = {}
         cameras: dict[str, dict] = {}
         waiters: list[threading.Event] = []
@@ -259,6 +285,9 @@ class StoreWriter:
                     idents.extend(item[1])
                 elif kind == "event":
                     events.append(item[1])
+                elif kind == "thumb":
+                    if item[1] not in thumbs or thumbs[item[1]]["quality"] < item[2]["quality"]:
+                        thumbs[item[1]] = item[2]
                 elif kind == "appearance":
                     self._appearance[item[1]] = item[2]
                     self._dirty.add(item[1])
@@ -273,14 +302,14 @@ class StoreWriter:
             due = time.monotonic() - last_commit >= self.flush_interval_s
             if stop or waiters or due or len(boxes) + len(clips) >= self.batch_rows:
                 if self.error is None and (boxes or clips or cameras or run_values or self._dirty or links or idents
-                                           or events):
+                                           or events or thumbs):
                     try:
-                        self._commit(boxes, cameras, clips, run_values, links, idents, events)
+                        self._commit(boxes, cameras, clips, run_values, links, idents, events, list(thumbs.values()))
                     except SQLAlchemyError as err:
                         self._fail(err)
                     except OSError as err:
                         self._fail(err)
-                boxes, clips, cameras, run_values, links, idents, events = [], [], {}, {}, [], [], []
+                boxes, clips, cameras, run_values, links, idents, events, thumbs = [], [], {}, {}, [], [], [], {}
                 last_commit = time.monotonic()
                 for w in waiters:
                     w.set()
@@ -304,7 +333,8 @@ class StoreWriter:
 
     def _commit(self, boxes: list[dict], cameras: dict[str, dict], clips: list[dict] | None = None,
                 run_values: dict | None = None, links: list[dict] | None = None,
-                idents: list[dict] | None = None, events: list[dict] | None = None) -> None:
+                idents: list[dict] | None = None, events: list[dict] | None = None,
+                thumbs: list[dict] | None = None) -> None:
         track_rows = []
         for key in self._dirty:
             summary = self._tracks.get(key)
@@ -336,5 +366,7 @@ class StoreWriter:
             if events:
                 conn.execute(schema.action_events.insert(), events)
             upsert(conn, schema.tracks, track_rows, ["run_id", "camera_id", "track_id"])
+            if thumbs:
+                upsert_better(conn, schema.track_thumbnails, thumbs, ["run_id", "camera_id", "track_id"], "quality")
         self.rows_written += len(boxes)
         self._dirty.clear()  # appearance of a track with no boxes yet stays in _appearance until its boxes come

@@ -1,0 +1,436 @@
+"""`FusedAssociator`: overlapping cameras as one scene, a small pure API over ground-plane fusion.
+
+    assoc = FusedAssociator({cam: CameraGeometry(...)}, FusionParams())
+    out = assoc.update(time_s, {cam: (xyxy (N, 4) px, scores (N,), embeddings (N, D) or None)})
+    out.ids[cam]        # (N,) int64 global id of each input detection, -1 = none (yet)
+    out.predicted[cam]  # (xyxy (M, 4), ids (M,)): boxes of people this view missed but another view sees (flagged)
+
+One step, all in metres and seconds:
+1. every ground track is predicted to `time_s` (constant velocity);
+2. per camera, its confident detections are assigned to the ground tracks (Hungarian): cost = Mahalanobis distance
+   of the foot point to the track (track covariance + foot covariance), plus the box's overlap with the box this view
+   last had for the track (image continuity), plus the embedding distance when both have one; gated in metres and in
+   sigmas. Low-score detections then continue tracks this view saw just before (IoU) - the two-stage idea of
+   ByteTrack, per view;
+3. each track's assigned detections (<= 1 per view) are fused into one ground measurement and update its filter;
+4. the confident detections left over are clustered across views (`clustering`) and start tentative tracks, which
+   get a global id once seen for `confirm_s`; tracks unseen `max_lost_s` end;
+5. optionally, a confirmed track seen by some view now is projected into each other view whose detector missed it
+   (inside the frame only), with the size of the box that view last had for it, or else the camera's learnt box size
+   at that image position.
+Latency: none beyond the step itself (online).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from pipeline.fusion.clustering import ViewDetection, cluster_detections, fuse_points
+from pipeline.fusion.ground import CameraGeometry, foot_points
+from pipeline.fusion.tracker import GroundTrack, TrackBook, ViewMemory
+
+_BIG = 1e6
+log = logging.getLogger("mcsa.fusion")
+
+
+@dataclass
+class FusionParams:
+    """Fusion parameters, in metres, seconds and pixel fractions (see `pipeline.config.FusionConfig`)."""
+
+    gate_m: float = 2.5
+    gate_sigma: float = 5.0
+    reacquire_mps: float = 1.0
+    foot_sigma: float = 0.04
+    calib_sigma_m: float = 0.5
+    accel_sigma: float = 2.0
+    speed_sigma: float = 1.5
+    high_score: float = 0.5
+    low_score: float = 0.1
+    low_iou: float = 0.3
+    confirm_s: float = 0.2
+    confirm_frac: float = 0.6
+    min_view_iou: float = 0.1
+    new_view_gate_m: float = 2.5
+    view_min_hits: int = 3
+    merge_m: float = 1.0
+    merge_s: float = 0.5
+    offset_rate: float = 0.1
+    max_lost_s: float = 2.0
+    tentative_lost_s: float = 0.3
+    birth_min_sep_m: float = 0.5
+    iou_weight: float = 1.0
+    view_memory_s: float = 1.0
+    app_weight: float = 1.0
+    max_app_dist: float | None = 0.6
+    predict_boxes: bool = False
+    predict_memory_s: float = 2.0
+    disagreement_warn_m: float = 1.5
+
+
+@dataclass
+class FusedOutput:
+    """Per camera: ids (N,) int64 for the input detections (-1: not yet part of a confirmed track) and predicted boxes
+    (xyxy float32 (M, 4), ids int64 (M,)) for confirmed people this view missed."""
+
+    ids: dict[str, np.ndarray] = field(default_factory=dict)
+    predicted: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+
+
+def _iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU (A, B) of boxes a (A, 4) and b (B, 4), xyxy."""
+    if len(a) == 0 or len(b) == 0:
+        return np.zeros((len(a), len(b)))
+    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
+    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
+    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
+    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
+
+
+class BoxSizeModel:
+    """A camera's box width and height (px) as a linear function of the foot point (u, v) px, least squares over the
+    confident uncut detections seen so far; used to draw predicted boxes of people this view never saw."""
+
+    def __init__(self) -> None:
+        self.xtx = np.zeros((3, 3))
+        self.xty = np.zeros((3, 2))
+        self.n = 0
+        self._coef: np.ndarray | None = None
+
+    def add(self, xyxy: np.ndarray) -> None:
+        b = np.asarray(xyxy, np.float64).reshape(-1, 4)
+        x = np.stack([np.ones(len(b)), (b[:, 0] + b[:, 2]) / 2, b[:, 3]], axis=1)
+        y = np.stack([b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]], axis=1)
+        self.xtx += x.T @ x
+        self.xty += x.T @ y
+        self.n += len(b)
+        self._coef = None
+
+    def size(self, foot: np.ndarray) -> np.ndarray | None:
+        """(w, h) px at foot (2,) px, or None with fewer than 20 samples."""
+        if self.n < 20:
+            return None
+        if self._coef is None:
+            self._coef = np.linalg.lstsq(self.xtx + 1e-6 * np.eye(3), self.xty, rcond=None)[0]
+        wh = np.array([1.0, foot[0], foot[1]]) @ self._coef
+        return wh if (wh > 4).all() else None
+
+
+class FusedAssociator:
+    """Ground-plane tracking of one group of overlapping cameras. Cameras: {camera id: CameraGeometry}."""
+
+    def __init__(self, cameras: dict[str, CameraGeometry], params: FusionParams | None = None) -> None:
+        if not cameras:
+            raise ValueError("fused association needs at least one camera with a homography (association.homographies)")
+        self.cameras = dict(cameras)
+        self.p = params or FusionParams()
+        self.book = TrackBook()
+        self.sizes = {cam: BoxSizeModel() for cam in self.cameras}
+        self.t: float | None = None
+        self.counters = {"steps": 0, "tracks": 0, "identities": 0, "merges": 0, "predicted_boxes": 0}
+        self.merged: dict[int, int] = {}  # global id merged away -> the id it joined
+        self._dt = 0.0  # running step duration, s
+        self.disagreements: dict[tuple[str, str], float] = {}  # camera pair -> metres, warned once
+
+    # -- helpers -------------------------------------------------------------------------------------------------
+    def _view_box(self, cam: str, tr: GroundTrack, t: float, max_age_s: float) -> np.ndarray | None:
+        """Where this view should see the track now: its last box in the view moved by the image displacement of the
+        track's ground motion since then (so the view's own calibration bias cancels); None without a recent box."""
+        mem = tr.views.get(cam)
+        if mem is None or t - mem.t > max_age_s:
+            return None
+        geom = self.cameras[cam]
+        img, ok = geom.ground_to_image(np.stack([mem.ground, tr.position]))
+        if not ok.all():
+            return mem.xyxy
+        du, dv = img[1] - img[0]
+        limit = 0.5 * (mem.xyxy[3] - mem.xyxy[1])  # a wild back-projection (near the horizon) moves at most half a box
+        du, dv = float(np.clip(du, -limit, limit)), float(np.clip(dv, -limit, limit))
+        return mem.xyxy + np.array([du, dv, du, dv])
+
+    def _view_boxes(self, cam: str, tracks: list[GroundTrack], t: float, max_age_s: float, min_hits: int = 1) -> list:
+        """`_view_box` of every track (None where the view has no recent box, or fewer than min_hits boxes in a row:
+        one stray box, e.g. a false positive, must not steer the view), one projection call per camera."""
+        out: list = [None] * len(tracks)
+        have = [k for k, tr in enumerate(tracks) if cam in tr.views and t - tr.views[cam].t <= max_age_s
+                and tr.views[cam].hits >= min_hits]
+        if not have:
+            return out
+        mems = [tracks[k].views[cam] for k in have]
+        pts = np.concatenate([np.stack([m.ground for m in mems]), np.stack([tracks[k].kf.x[:2] for k in have])])
+        img, ok = self.cameras[cam].ground_to_image(pts)
+        n = len(have)
+        for i, (k, m) in enumerate(zip(have, mems)):
+            if not (ok[i] and ok[n + i]):
+                out[k] = m.xyxy
+                continue
+            limit = 0.5 * (m.xyxy[3] - m.xyxy[1])
+            du = min(max(img[n + i, 0] - img[i, 0], -limit), limit)
+            dv = min(max(img[n + i, 1] - img[i, 1], -limit), limit)
+            out[k] = m.xyxy + np.array([du, dv, du, dv])
+        return out
+
+    def _costs(self, cam: str, tracks: list[GroundTrack], view_boxes: list, pts: np.ndarray, covs: np.ndarray,
+               boxes: np.ndarray, embs: np.ndarray | None, t: float) -> np.ndarray:
+        """Assignment cost (T, N) of tracks to this camera's detections; _BIG where gated out.
+
+        view_boxes: per track its expected box in this view (`_view_box` within view_memory_s) or None; embs: (N, D)
+        L2-normalised embeddings with NaN rows for detections without one, or None."""
+        p = self.p
+        if not tracks or len(pts) == 0:
+            return np.zeros((len(tracks), len(pts)))
+        tp = np.stack([tr.position for tr in tracks])
+        tc = np.stack([tr.position_cov for tr in tracks])
+        s = tc[:, None] + covs[None]  # (T, N, 2, 2)
+        off = np.stack([tr.views[cam].offset if cam in tr.views else np.zeros(2) for tr in tracks])
+        d = pts[None] - off[:, None] - tp[:, None]  # (T, N, 2): foot points corrected by each track's view bias
+        det = s[..., 0, 0] * s[..., 1, 1] - s[..., 0, 1] * s[..., 1, 0]
+        m2 = (s[..., 1, 1] * d[..., 0] ** 2 - 2 * s[..., 0, 1] * d[..., 0] * d[..., 1]
+              + s[..., 0, 0] * d[..., 1] ** 2) / np.maximum(det, 1e-12)
+        dist = np.linalg.norm(d, axis=2)
+        lost = np.array([t - tr.last_update_t for tr in tracks])
+        hard = p.gate_m + p.reacquire_mps * np.clip(lost, 0, p.max_lost_s)
+        cost = np.sqrt(m2) / p.gate_sigma
+        gated = (m2 > p.gate_sigma ** 2) | (dist > hard[:, None])
+        iou_term = np.full(cost.shape, 0.5)
+        have = [k for k, vb in enumerate(view_boxes) if vb is not None]
+        new_view = np.array([vb is None for vb in view_boxes])
+        gated |= new_view[:, None] & (dist > p.new_view_gate_m)  # a view joining a track must agree closely
+        if have:
+            iou = _iou_matrix(np.stack([view_boxes[k] for k in have]), boxes)
+            iou_term[have] = 1.0 - iou
+            gated[have] |= iou < p.min_view_iou
+        cost += p.iou_weight * iou_term
+        if p.app_weight > 0 and embs is not None:
+            with_app = [k for k, tr in enumerate(tracks) if tr.embedding is not None]
+            if with_app:
+                te = np.stack([tracks[k].embedding for k in with_app])
+                a = 1.0 - te @ np.nan_to_num(embs, nan=0.0).T  # (K, N)
+                valid = np.isfinite(embs).all(axis=1)[None] & np.ones((len(with_app), 1), bool)
+                a = np.where(valid, a, 0.5)
+                cost[with_app] += p.app_weight * a
+                if p.max_app_dist is not None:
+                    mature = np.array([tracks[k].n_embeddings >= 5 for k in with_app])[:, None]
+                    gated[with_app] |= valid & mature & (a > p.max_app_dist)
+        cost[gated] = _BIG
+        return cost
+
+    def _predicted_box(self, cam: str, tr: GroundTrack, t: float) -> np.ndarray | None:
+        geom = self.cameras[cam]
+        if geom.frame_size is None:
+            return None
+        foot, ok = geom.ground_to_image(tr.position[None])
+        if not ok[0] or not geom.in_view(foot, margin=2.0)[0]:
+            return None
+        box = self._view_box(cam, tr, t, self.p.predict_memory_s)
+        if box is None:
+            wh = self.sizes[cam].size(foot[0])
+            if wh is None:
+                return None
+            u, v = foot[0]
+            box = np.array([u - wh[0] / 2, v - wh[1], u + wh[0] / 2, v])
+        w, h = geom.frame_size
+        box = box.copy()
+        box[[0, 2]] = np.clip(box[[0, 2]], 0, w)
+        box[[1, 3]] = np.clip(box[[1, 3]], 0, h)
+        if box[2] - box[0] < 2 or box[3] - box[1] < 4:
+            return None
+        return box.astype(np.float32)
+
+    def _check_disagreement(self, members: list[tuple[str, int]], offsets: np.ndarray, tr: GroundTrack) -> None:
+        """Warn once per camera pair whose settled offsets for one person differ by more than disagreement_warn_m:
+        their homographies disagree about where people stand (recalibrate, or raise calib_sigma_m / gate_m)."""
+        if tr.hits < 50 or tr.hits % 25:
+            return
+        for a in range(len(members)):
+            for b in range(a + 1, len(members)):
+                pair = tuple(sorted((members[a][0], members[b][0])))
+                gap = float(np.linalg.norm(offsets[a] - offsets[b]))
+                if gap > self.p.disagreement_warn_m and pair not in self.disagreements:
+                    self.disagreements[pair] = gap
+                    log.warning("cameras %s and %s disagree by %.2f m about where one person stands (tolerance "
+                                "%.2f m): check their homographies (run_pipeline.py calibrate --points CSV)",
+                                pair[0], pair[1], gap, self.p.disagreement_warn_m)
+
+    def _merge_duplicates(self, t: float, seen_by: dict[int, set[str]]) -> None:
+        """A person tracked twice from its first moments (its views disagreed by more than the gate when it appeared):
+        a young confirmed track that, in every step since its birth, was seen by views disjoint from those of an
+        older track, closer than merge_m, joins the older identity after merge_s. Any step apart, or seen by a
+        common view, rules the pair out for good."""
+        p = self.p
+        live = [tr for tr in self.book.tracks if tr.global_id is not None]
+        gone: set[int] = set()
+        for young in live:
+            if t - young.first_t > p.merge_s + 1.0 or young.last_update_t != t:
+                continue
+            for old in live:
+                if old is young or old.first_t > young.first_t or old.track_id in gone:
+                    continue
+                n = young.close_steps.get(old.track_id, 0)
+                if n < 0:
+                    continue
+                apart = seen_by.get(young.track_id, set()).isdisjoint(seen_by.get(old.track_id, set()))
+                if not apart or np.linalg.norm(young.position - old.position) >= p.merge_m:
+                    young.close_steps[old.track_id] = -1
+                    continue
+                young.close_steps[old.track_id] = n + 1
+                if (n + 1) * self._dt >= p.merge_s and young.hits <= n + 2:
+                    for cam, mem in young.views.items():
+                        if cam not in old.views or old.views[cam].t < mem.t:
+                            old.views[cam] = mem
+                    z, r = fuse_points(np.stack([old.position, young.position]),
+                                       np.stack([old.position_cov, young.position_cov]))
+                    old.kf.x[:2], old.kf.P[:2, :2] = z, r
+                    self.merged[young.global_id] = old.global_id
+                    self.counters["merges"] += 1
+                    gone.add(young.track_id)
+                    break
+        if gone:
+            self.book.tracks = [tr for tr in self.book.tracks if tr.track_id not in gone]
+
+    # -- the step ------------------------------------------------------------------------------------------------
+    def update(self, time_s: float, views: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray | None]]) -> FusedOutput:
+        """One step at time_s (s, shared clock) with each camera's detections; returns ids and predicted boxes."""
+        p = self.p
+        t = float(time_s)
+        if self.t is not None and t > self.t:
+            self._dt = 0.8 * self._dt + 0.2 * (t - self.t) if self._dt else t - self.t
+        self.t = t
+        self.counters["steps"] += 1
+        tracks = self.book.tracks
+        for tr in tracks:
+            tr.predict(t)
+        out = FusedOutput()
+        assigned: dict[int, list[tuple[str, int]]] = {}  # track index -> (camera, det index)
+        per_cam: dict[str, tuple] = {}
+        for cam, view in views.items():
+            if cam not in self.cameras:
+                raise KeyError(f"camera {cam!r} has no ground geometry in this fused group (add its homography)")
+            xyxy, scores, embs = view
+            xyxy = np.asarray(xyxy, np.float64).reshape(-1, 4)
+            scores = np.asarray(scores, np.float64).reshape(len(xyxy))
+            pts, covs, cut = foot_points(self.cameras[cam], xyxy, p.foot_sigma, p.calib_sigma_m)
+            e = None
+            if embs is not None and len(xyxy):
+                e = np.asarray(embs, np.float32).reshape(len(xyxy), -1)
+                e = e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
+            out.ids[cam] = np.full(len(xyxy), -1, np.int64)
+            det_track = np.full(len(xyxy), -1)
+            view_boxes = self._view_boxes(cam, tracks, t, p.view_memory_s, p.view_min_hits)
+            high = np.flatnonzero(scores >= p.high_score)
+            low = np.flatnonzero((scores >= p.low_score) & (scores < p.high_score))
+            if len(high) and tracks:
+                cost = self._costs(cam, tracks, view_boxes, pts[high], covs[high], xyxy[high],
+                                   e[high] if e is not None else None, t)
+                r, c = linear_sum_assignment(cost)
+                for k, j in zip(r, c):
+                    if cost[k, j] < _BIG:
+                        det_track[high[j]] = k
+            taken = set(det_track[det_track >= 0].tolist())
+            rest = [k for k, tr in enumerate(tracks) if k not in taken and tr.global_id is not None
+                    and view_boxes[k] is not None]
+            if len(low) and rest:
+                vb = [view_boxes[k] for k in rest]
+                iou = _iou_matrix(np.stack(vb), xyxy[low])
+                cost = self._costs(cam, [tracks[k] for k in rest], vb, pts[low], covs[low], xyxy[low],
+                                   e[low] if e is not None else None, t)
+                cost[iou < p.low_iou] = _BIG
+                r, c = linear_sum_assignment(cost)
+                for k, j in zip(r, c):
+                    if cost[k, j] < _BIG:
+                        det_track[low[j]] = rest[k]
+            for j in np.flatnonzero(det_track >= 0):
+                assigned.setdefault(int(det_track[j]), []).append((cam, int(j)))
+            good = high[~cut[high]]
+            if len(good):
+                self.sizes[cam].add(xyxy[good])
+            per_cam[cam] = (xyxy, scores, pts, covs, cut, e, det_track)
+        # 3. fuse each track's detections into one measurement
+        for k, members in assigned.items():
+            tr = tracks[k]
+            raw = np.stack([per_cam[c][2][j] for c, j in members])
+            covs = np.stack([per_cam[c][3][j] for c, j in members])
+            offsets = np.stack([tr.views[c].offset if c in tr.views else np.zeros(2) for c, _ in members])
+            z, r = fuse_points(raw - offsets, covs)
+            tr.update(t, z, r)
+            if len(members) >= 2:
+                z_raw, _ = fuse_points(raw, covs)
+                offsets = (1 - p.offset_rate) * offsets + p.offset_rate * (raw - z_raw)
+                self._check_disagreement(members, offsets, tr)
+            for (c, j), o in zip(members, offsets):
+                old = tr.views.get(c)
+                hits = old.hits + 1 if old is not None and t - old.t <= p.view_memory_s else 1
+                tr.views[c] = ViewMemory(t, per_cam[c][0][j].copy(), tr.position, o, hits)
+                e = per_cam[c][5]
+                if e is not None and per_cam[c][1][j] >= p.high_score and np.isfinite(e[j]).all():
+                    tr.add_embedding(e[j])
+        # 4. births from the confident leftovers, clustered across views
+        leftovers = []
+        for cam, (xyxy, scores, pts, covs, cut, e, det_track) in per_cam.items():
+            for j in np.flatnonzero((det_track < 0) & (scores >= p.high_score)):
+                emb = e[j] if e is not None and np.isfinite(e[j]).all() else None
+                leftovers.append(ViewDetection(cam, int(j), pts[j], covs[j], float(scores[j]), emb))
+        confirmed_pos = [tr.position for tr in tracks if tr.global_id is not None and tr.last_update_t == t]
+        for cluster in cluster_detections(leftovers, p.gate_sigma, p.gate_m, p.max_app_dist):
+            z, r = fuse_points(np.stack([d.point for d in cluster]), np.stack([d.cov for d in cluster]))
+            if confirmed_pos and min(np.linalg.norm(z - q) for q in confirmed_pos) < p.birth_min_sep_m:
+                continue
+            tr = GroundTrack(self.book.next_track_id, t, z, r, p.accel_sigma, p.speed_sigma)
+            self.book.next_track_id += 1
+            self.counters["tracks"] += 1
+            for d in cluster:
+                tr.views[d.camera_id] = ViewMemory(t, per_cam[d.camera_id][0][d.index].copy(), z)
+                if d.embedding is not None:
+                    tr.add_embedding(d.embedding)
+            tracks.append(tr)
+            k = len(tracks) - 1
+            assigned[k] = [(d.camera_id, d.index) for d in cluster]
+            for d in cluster:
+                per_cam[d.camera_id][6][d.index] = k
+        # 5. confirm (seen in most steps of its first confirm_s), merge duplicates, then write ids
+        for tr in tracks:
+            if tr.global_id is None and tr.last_update_t == t and t - tr.first_t >= p.confirm_s - 1e-9:
+                steps = (t - tr.first_t) / self._dt + 1 if self._dt else tr.hits
+                if tr.hits >= 2 and tr.hits >= p.confirm_frac * steps:
+                    tr.global_id = self.book.next_global_id
+                    self.book.next_global_id += 1
+                    self.counters["identities"] += 1
+        seen_by = {tracks[k].track_id: {c for c, _ in m} for k, m in assigned.items()}
+        self._merge_duplicates(t, seen_by)
+        for cam, (xyxy, scores, pts, covs, cut, e, det_track) in per_cam.items():
+            for j in np.flatnonzero(det_track >= 0):
+                gid = tracks[int(det_track[j])].global_id
+                out.ids[cam][j] = self.merged.get(gid, gid) if gid is not None else -1
+        # 6. predicted boxes for views that missed a person another view sees now
+        if p.predict_boxes:
+            for cam in per_cam:
+                boxes, ids = [], []
+                present = set(out.ids[cam][out.ids[cam] >= 0].tolist())
+                for k, tr in enumerate(tracks):
+                    if tr.global_id is None or tr.last_update_t != t or tr.global_id in self.merged:
+                        continue
+                    if len(tr.views) < 2:  # only people more than one view has confirmed
+                        continue
+                    if tr.global_id in present or any(c == cam for c, _ in assigned.get(k, [])):
+                        continue
+                    box = self._predicted_box(cam, tr, t)
+                    if box is not None:
+                        boxes.append(box)
+                        ids.append(tr.global_id)
+                self.counters["predicted_boxes"] += len(boxes)
+                out.predicted[cam] = (np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(ids, np.int64))
+        # 7. end lost tracks
+        self.book.tracks = [tr for tr in self.book.tracks if t - tr.last_update_t <= (
+            p.max_lost_s if tr.global_id is not None else p.tentative_lost_s)]
+        return out
+
+    def live_identities(self) -> list[tuple[int, np.ndarray]]:
+        """(global id, ground position (2,) m) of the confirmed tracks alive now."""
+        return [(tr.global_id, tr.position) for tr in self.book.tracks if tr.global_id is not None]
