@@ -81,10 +81,12 @@ def test_ray_engine_matches_local_engine(shared, yolo_weights, ray_cluster, tmp_
     assert _events(tmp_path / "ray" / "events.jsonl") == _events(tmp_path / "local" / "events.jsonl")
     for sql in ("select camera_id, track_id, mode, global_id from identities order by 1, 2, 3",
                 "select camera_id, track_id, action, start_frame, end_frame from action_events order by 1, 2, 4",
-                "select camera_id, track_id, n_clips from tracks order by 1, 2"):
+                "select camera_id, track_id, n_clips from tracks order by 1, 2",
+                "select camera_id, track_id, frame, width, height, jpeg from track_thumbnails order by 1, 2"):
         rows = _table(tmp_path / "local" / "events.db", sql)
         assert _table(tmp_path / "ray" / "events.db", sql) == rows, sql
     assert len(_table(tmp_path / "local" / "events.db", "select * from identities")) > 0
+    assert len(_table(tmp_path / "local" / "events.db", "select * from track_thumbnails")) > 0
 
 
 def test_killed_camera_actor_fails_only_that_camera(shared, yolo_weights, ray_cluster, tmp_path):

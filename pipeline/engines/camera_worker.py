@@ -31,11 +31,13 @@ class CameraWorker:
 
     config: the run's `PipelineConfig`; camera_id: one of its cameras; send_images: put the frame's pixels on each
     message (annotated video and sinks need them); reid_input_size: the Re-ID model's crop (H, W), None: no Re-ID;
-    id_offset: added to every track id (a restarted actor's ids never collide with its earlier life's).
+    id_offset: added to every track id (a restarted actor's ids never collide with its earlier life's);
+    reid_resize: the crop resize method of the Re-ID model (`ClipEncoder.resize`).
     """
 
     def __init__(self, config, camera_id: str, send_images: bool = False,
-                 reid_input_size: tuple[int, int] | None = None, id_offset: int = 0, queue_size: int = 64) -> None:
+                 reid_input_size: tuple[int, int] | None = None, id_offset: int = 0, queue_size: int = 64,
+                 reid_resize: str = "bilinear") -> None:
         if not logging.getLogger().handlers:
             logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
         self.config = config
@@ -44,6 +46,7 @@ class CameraWorker:
             raise ValueError(f"camera {camera_id!r} is not in the config's cameras")
         self.send_images = send_images
         self.reid_input_size = reid_input_size
+        self.reid_resize = reid_resize
         self.id_offset = int(id_offset)
         self.queue_size = int(queue_size)
         self.source = self.reader = self.detector = self.tracker = self.cropper = None
@@ -100,7 +103,7 @@ class CameraWorker:
                 camera_id=cam.id, input_size=tuple(self.reid_input_size), clip_len=r.clip_len,
                 clip_every=r.clip_every, window=r.window, min_box_height=r.min_box_height,
                 border_margin=r.border_margin, max_overlap=r.max_overlap, max_tracks=r.max_tracks,
-                end_after_frames=r.end_after_frames)
+                end_after_frames=r.end_after_frames, resize=self.reid_resize)
         self._helper = helper
         log.info("camera %s on %s (pid %d)", cam.id, socket.gethostname(), os.getpid())
         return CameraInfo(cam.id, self.source.display_uri, self.source.fps, self.source.size, self.source.is_live)

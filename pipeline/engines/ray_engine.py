@@ -112,13 +112,14 @@ class RayEngine(Pipeline):
         log.info("Re-ID service on %s: %s, %s", info["host"], info["source"], info["backend"])
         return RemoteEncoder(self.reid_actor, info)
 
-    def _start_cameras(self, ray, reid_input_size) -> tuple[list[CameraInfo], dict]:
+    def _start_cameras(self, ray, reid_input_size, reid_resize: str = "bilinear") -> tuple[list[CameraInfo], dict]:
         from pipeline.engines.camera_worker import CameraWorker
         from ray.exceptions import RayTaskError
         from streams import redact_uri
 
         cfg = self.config
-        send_images = cfg.output.video != "off" or bool(cfg.sinks)
+        # the frame's pixels travel only for stages that draw or crop them on the driver
+        send_images = cfg.output.video != "off" or bool(cfg.sinks) or cfg.store.thumbnails
         total = ray.cluster_resources()
         for cam in cfg.cameras:  # an actor asking for what no node has would wait forever
             missing = {k: v for k, v in cam.resources.items() if total.get(k, 0.0) < v}
@@ -132,7 +133,7 @@ class RayEngine(Pipeline):
         for cam in cfg.cameras:
             self.summaries[cam.id] = CameraSummary(cam.id, redact_uri(str(cam.source)))
             self.actors[cam.id] = remote.options(**self._camera_options(cam, cfg.run.ray_max_restarts)).remote(
-                cfg, cam.id, send_images, reid_input_size)
+                cfg, cam.id, send_images, reid_input_size, reid_resize=reid_resize)
         refs = {cam_id: a.open.remote() for cam_id, a in self.actors.items()}
         infos, totals = [], {}
         for cam_id, ref in refs.items():
@@ -178,7 +179,8 @@ class RayEngine(Pipeline):
     def _run(self, ray, started: float, build_stages) -> RunSummary:
         cfg = self.config
         encoder = self._start_reid_service(ray) if cfg.reid.enabled else None
-        infos, totals = self._start_cameras(ray, encoder.input_size if encoder is not None else None)
+        infos, totals = self._start_cameras(ray, encoder.input_size if encoder is not None else None,
+                                            encoder.resize if encoder is not None else "bilinear")
         if not self.actors:
             return RunSummary(None, "failed", list(self.summaries.values()), time.monotonic() - started,
                               self.output_dir, error="no camera could be opened")

@@ -45,7 +45,8 @@ class ReIDService:
 
         return {"source": e.source, "backend": e.backend, "input_size": tuple(e.input_size),
                 "embedding_dim": int(e.embedding_dim), "action_names": list(e.action_names),
-                "actions_trained": bool(getattr(e, "actions_trained", False)), "host": socket.gethostname()}
+                "actions_trained": bool(getattr(e, "actions_trained", False)), "host": socket.gethostname(),
+                "resize": getattr(e, "resize", "bilinear")}
 
     def encode(self, clips: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         self.calls += 1
@@ -70,6 +71,7 @@ class RemoteEncoder:
         self.embedding_dim = info["embedding_dim"]
         self.action_names = list(info["action_names"])
         self.actions_trained = info["actions_trained"]
+        self.resize = info["resize"]  # how the camera actors resize crops (as the model was trained)
         self.lost_clips = 0
         self.restarts_seen = 0
         self.call_s = 0.0  # wall time of the Ray calls (model + hand-off of crops and results)
