@@ -34,6 +34,9 @@ class CameraConfig(_Strict):
     fps: float | None = Field(default=None, gt=0, description="override the container's frame rate (files)")
     start_time_s: float = Field(default=0.0, description="clock offset of frame 0 (files), so cameras share a clock")
     max_frames: int | None = Field(default=None, gt=0, description="stop this camera after N frames")
+    resources: dict[str, float] = Field(default_factory=dict, description="engine ray: where this camera's actor "
+                                        "runs, as Ray resources: CPU, GPU, or a custom/node resource (e.g. "
+                                        "{'node:10.0.0.5': 0.01} or {'entrance': 1}); default: anywhere, 0 CPUs")
 
     @field_validator("source")
     @classmethod
@@ -143,6 +146,8 @@ class ReIDStageConfig(_Strict):
         default=None, ge=1, description="the embedding size the model must give (e.g. an existing gallery's); a "
         "model of another size is an error"
     )
+    num_gpus: float = Field(default=0.0, ge=0, description="engine ray: GPUs (or a fraction) reserved by the Re-ID "
+                            "service actor")
 
     @field_validator("checkpoint", "backbone_weights")
     @classmethod
@@ -371,6 +376,15 @@ class RunConfig(_Strict):
     duration_s: float | None = Field(default=None, gt=0, description="stop the frame loop after this many seconds "
                                      "(counted from the first frame, not the models' start-up)")
     progress: bool = Field(default=True, description="progress bars for file cameras")
+    engine: Literal["local", "ray"] = Field(default="local", description="local: one process; ray: one actor per "
+                                            "camera and a Re-ID service on a Ray cluster (pipeline/engines/)")
+    ray_address: str | None = Field(default=None, description="engine ray: cluster to join ('auto', "
+                                    "'ray://host:10001', 'HOST:6379'); default: start a local one")
+    ray_max_restarts: int = Field(default=3, ge=0, description="engine ray: restarts of a live camera's actor after "
+                                  "it dies (a recorded file's camera is reported failed instead)")
+    ray_watermark_wait_s: float = Field(default=0.5, gt=0, description="engine ray, live cameras: longest wait for "
+                                        "a silent camera before the others' frames go on without it")
+    ray_dashboard: bool = Field(default=False, description="engine ray: start the Ray dashboard with a local cluster")
 
 
 class SinkConfig(_Strict):

@@ -29,6 +29,7 @@ class CameraSummary:
     last_frame_time: float | None = None
     max_lag_s: float = 0.0  # live cameras: wall clock at processing minus wall clock at receipt
     is_live: bool = False
+    node: str | None = None  # engine ray: the host (and IP) whose actor ran this camera
 
     @property
     def fps(self) -> float:
@@ -75,9 +76,10 @@ class RunSummary:
         return EXIT_OK if len(ok) == len(self.cameras) else EXIT_PARTIAL  # failed or truncated cameras: partial
 
     def table(self) -> str:
+        nodes = any(c.node for c in self.cameras)
         head = (
             f"{'camera':<12} {'status':<10} {'frames':>7} {'dets':>7} {'tracks':>6} {'fps':>6} {'dropped':>7} "
-            f"{'reconn':>6} {'max lag':>8}"
+            f"{'reconn':>6} {'max lag':>8}" + ("  node" if nodes else "")
         )
         lines = [head, "-" * len(head)]
         for c in self.cameras:
@@ -85,6 +87,7 @@ class RunSummary:
                 f"{c.camera_id:<12} {c.status:<10} {c.frames:>7} {c.detections:>7} {len(c.track_ids):>6} "
                 f"{c.fps:>6.1f} {c.dropped:>7} {c.reconnects:>6} "
                 + (f"{c.max_lag_s:>7.2f}s" if c.is_live else f"{'-':>8}")
+                + (f"  {c.node or '-'}" if nodes else "")
             )
             if c.error:
                 lines.append(f"  ! {c.error}")

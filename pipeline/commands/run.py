@@ -61,6 +61,11 @@ def register(subparsers) -> None:
                    help="replace the mot*/ and video/ files of an earlier run in the same --output folder")
     p.add_argument("--store", metavar="URL", help="override store.url (e.g. postgresql+psycopg://host/db)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--engine", choices=("local", "ray"),
+                   help="override run.engine: local (one process, default) or ray (one actor per camera, Re-ID as a "
+                        "service; README 'Scale out on Ray')")
+    p.add_argument("--ray-address", metavar="ADDR",
+                   help="engine ray: cluster to join (auto, HOST:6379, ray://HOST:10001); default: a new local one")
     p.set_defaults(func=main)
 
 
@@ -98,6 +103,12 @@ def build_config(args):
         data["run"]["progress"] = False
     if args.output:
         data["output"]["dir"] = args.output
+    if getattr(args, "engine", None):
+        data["run"]["engine"] = args.engine
+    if getattr(args, "ray_address", None):
+        data["run"]["ray_address"] = args.ray_address
+        if not getattr(args, "engine", None):
+            data["run"]["engine"] = "ray"
     return parse_config(data, origin="command line")
 
 
@@ -112,12 +123,13 @@ def main(args) -> int:
         return 2
     from models.detector import DetectorError  # heavy imports (torch) only once the config is valid
     from pipeline.reid.encoder import ReIDLoadError
-    from pipeline.runner import Pipeline, RunSetupError
+    from pipeline.engines import build_engine
+    from pipeline.runner import RunSetupError
     from pipeline.stages.builder import StageConfigError
     from pipeline.store import StoreError
 
     try:
-        summary = Pipeline(cfg, cfg.output.dir).run()
+        summary = build_engine(cfg, cfg.output.dir).run()
     except (RunSetupError, StageConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

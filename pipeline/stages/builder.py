@@ -86,16 +86,19 @@ class BuiltStages:
     reid: Stage | None = None
 
 
-def build_stages(config, output_dir: Path, all_files: bool, redacted_config: dict) -> BuiltStages:
+def build_stages(config, output_dir: Path, all_files: bool, redacted_config: dict,
+                 factories: dict | None = None) -> BuiltStages:
     """Build every enabled stage (models load here: bad weights fail now), create the run in the store, and return
-    the stages with the `RunInfo` they will be opened with."""
+    the stages with the `RunInfo` they will be opened with. `factories` {stage name: (config, params) -> Stage | None}
+    replaces a stage's `from_config` (an engine that runs part of a stage elsewhere, e.g. the Ray engine's Re-ID)."""
     stages: list[Stage] = []
     writers: dict[str, str] = {}
     for cls, params in stage_classes(config):
         if cls.name == "store":
             params = {"output_dir": str(output_dir)}
         try:
-            stage = cls.from_config(config, params)
+            factory = (factories or {}).get(cls.name, cls.from_config)
+            stage = factory(config, params)
         except TypeError as err:
             raise StageConfigError(f"sinks: {cls.name}: bad params {params} ({err})") from None
         if stage is None:

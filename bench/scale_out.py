@@ -1,0 +1,119 @@
+"""Scale-out benchmark: N recorded camera streams, local engine vs Ray engine, in one run.
+
+N = 1, 2, 4, 8 streams cycle through copies of PETS09, EPFL Terrace c0 and c1 with distinct camera ids (full
+pipeline: detection, tracking, Re-ID, association, events, MOT files, store). Per engine and N it prints the
+aggregate frames/s of the frame loop (all cameras' frames / time from the first processed frame, or from the
+camera actors' start under Ray, to the last; model start-up and Ray actor start-up not counted), the mean
+per-camera frames/s, the Re-ID mean batch size and hand-off cost, and for Ray the driver's wait for camera
+messages; then the ratio Ray / local. One local Ray cluster (`--ray-cpus`, no dashboard) serves every Ray run.
+
+    python3 bench/scale_out.py --frames 60 --streams 1 2 4 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from core.paths import REPO_ROOT, shared_dir  # noqa: E402
+from pipeline.config import PipelineConfig, load_config  # noqa: E402
+
+SOURCES = [("pets09", "data/pets09_s2l1/vtest.avi", 7.0),  # first: people from frame 1, so N=1 has Re-ID clips
+           ("terrace_c0", "data/epfl_terrace1/terrace1-c0.mp4", None),
+           ("terrace_c1", "data/epfl_terrace1/terrace1-c1.mp4", None)]
+
+
+def make_config(n: int, frames: int, engine: str):
+    base = load_config(REPO_ROOT / "configs" / "epfl_terrace.yaml").model_dump()
+    shared = shared_dir()
+    cams = []
+    for i in range(n):
+        name, rel, fps = SOURCES[i % len(SOURCES)]
+        cams.append({"id": f"{name}_{i}", "source": str(shared / rel), "fps": fps, "max_frames": frames})
+    base["cameras"] = cams
+    base["association"].update(topology=[], homographies={})
+    base["run"].update(progress=False, engine=engine)
+    base["output"]["overwrite"] = True
+    return PipelineConfig.model_validate(base)
+
+
+def measure(n: int, frames: int, engine: str, out: Path) -> dict:
+    from pipeline.engines import build_engine
+
+    cfg = make_config(n, frames, engine)
+    t0 = time.monotonic()
+    runner = build_engine(cfg, out / f"{engine}_{n}")
+    summary = runner.run()
+    wall = time.monotonic() - t0
+    cams = summary.cameras
+    firsts = [c.first_frame_time for c in cams if c.first_frame_time]
+    lasts = [c.last_frame_time for c in cams if c.last_frame_time]
+    total = sum(c.frames for c in cams)
+    # Ray's camera actors start decoding before the driver's first step: time its loop from the actors' start
+    start = getattr(runner, "loop_started", None) or min(firsts)
+    span = max(lasts) - start if firsts else float("nan")
+    reid = summary.reid or {}
+    ray_c = summary.counters.get("ray", {})
+    return {"engine": engine, "n": n, "frames": total, "span_s": span, "fps": total / span, "wall_s": wall,
+            "cam_fps": sum(c.fps for c in cams) / len(cams), "batch": reid.get("mean_batch", 0.0),
+            "clips": reid.get("processed", 0), "handoff_ms": reid.get("handoff_ms_per_clip", float("nan")),
+            "wait_s": ray_c.get("wait_s", float("nan")),
+            "exit": summary.exit_code}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--frames", type=int, default=60, help="frames per camera")
+    ap.add_argument("--streams", type=int, nargs="+", default=[1, 2, 4, 8])
+    ap.add_argument("--engines", nargs="+", default=["local", "ray"])
+    ap.add_argument("--ray-cpus", type=int, default=os.cpu_count())
+    ap.add_argument("--threads", type=int, default=None, help="torch threads in the driver (default: torch's)")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    print(f"load average at start: {os.getloadavg()}, cpus {os.cpu_count()}", flush=True)
+    if "ray" in args.engines:
+        import ray
+
+        from pipeline.engines.ray_engine import ray_init_kwargs
+
+        kw = ray_init_kwargs()
+        kw["log_to_driver"] = False
+        ray.init(num_cpus=args.ray_cpus, include_dashboard=False, **kw)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="mcsa_scale_out_") as tmp:
+        for n in args.streams:
+            for engine in args.engines:
+                r = measure(n, args.frames, engine, Path(tmp))
+                rows.append(r)
+                print(f"{engine:<6} N={n}: {r['frames']} frames, {r['fps']:.2f} frames/s, Re-ID mean batch "
+                      f"{r['batch']:.2f}, exit {r['exit']}, load {os.getloadavg()[0]:.1f}", flush=True)
+    print(f"\nload average at end: {os.getloadavg()}")
+    print(f"\n| N | engine | frames | loop s | aggregate fps | per-camera fps | Re-ID clips | mean batch | "
+          f"driver wait s | Re-ID hand-off ms/clip | Ray/local fps |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    by = {(r["engine"], r["n"]): r for r in rows}
+    for r in rows:
+        ratio = (f"{r['fps'] / by[('local', r['n'])]['fps']:.2f}" if r["engine"] == "ray" and ("local", r["n"]) in by
+                 else "")
+        print(f"| {r['n']} | {r['engine']} | {r['frames']} | {r['span_s']:.1f} | {r['fps']:.2f} | {r['cam_fps']:.2f} "
+              f"| {r['clips']} | {r['batch']:.2f} | {r['wait_s']:.1f} | {r['handoff_ms']:.2f} | {ratio} |")
+    for engine in args.engines:
+        one, many = by.get((engine, min(args.streams))), by.get((engine, max(args.streams)))
+        if one and many and one["batch"]:
+            print(f"{engine}: mean Re-ID batch N={many['n']} / N={one['n']}: {many['batch'] / one['batch']:.2f}x; "
+                  f"aggregate fps N={many['n']} / N={one['n']}: {many['fps'] / one['fps']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

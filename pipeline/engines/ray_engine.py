@@ -1,0 +1,493 @@
+"""The Ray engine: the same pipeline over a Ray cluster (one machine or many).
+
+    camera actor (one per camera, placed by cameras[].resources)        ReIDService actor (reid.num_gpus)
+      reader -> detector -> tracker -> TrackletCropper                    ClipEncoder.encode((B, T, H, W, 3))
+        | CameraFrame(tracks, clip crops[, image]) batches                      ^ one call per batch
+        v                                                                       |
+    driver (this process): ordering by step (files) or watermark (live) -> stages in the local order:
+      reid (PrecroppedReIDStage: ReIDBatcher, groups, result lag) -> association -> events -> mot -> video -> sinks
+      -> store
+
+Ordering. Recorded files: step k holds frame k of every running camera, exactly as the local engine's loop, so the
+outputs are the same as `--engine local` (tests/test_ray_engine.py compares them). Live cameras: a frame is handed to
+the stages once every camera that has sent something within `run.ray_watermark_wait_s` has sent a frame at least as
+new (the watermark = the oldest of the live cameras' newest timestamps), one frame per camera per step; this adds at
+most one frame interval of the slowest camera, or `ray_watermark_wait_s` when a camera goes silent. Recorded files in
+a live run keep their own clock (from 0) and go on one frame per step, outside the watermark.
+
+Faults. A camera actor that dies: a recorded file's camera is reported `failed` in one line (the frames it sent are
+kept), the others finish; a live camera's actor is restarted by Ray (`run.ray_max_restarts`), reopened and its
+track ids continue from restart x 1,000,000 (never reused). The Re-ID service is restarted by Ray; the batch in
+flight is retried once, then its clips are dropped and counted (`lost_in_service`). The association, events and
+store stages run in the driver: if the driver dies the run ends, and what the store committed stays committed.
+Ctrl-C / SIGTERM: as in the local engine.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import deque
+from contextlib import ExitStack
+from pathlib import Path
+
+import numpy as np
+
+from core.paths import REPO_ROOT, shared_dir
+from core.types import Frame
+from pipeline.engines.messages import CameraDone, CameraFrame
+from pipeline.runner import Pipeline, RunSetupError, _graceful_signals, prepare_output_dir
+from pipeline.stages.base import CameraEnd, CameraInfo, RunEnd, Step
+from pipeline.summary import CameraSummary, RunSummary
+
+log = logging.getLogger("mcsa.engine.ray")
+
+RESTART_ID_STRIDE = 1_000_000  # track ids of a restarted live camera start at restarts x this
+TAKE_MAX = 64  # messages per driver call to a camera actor
+
+
+def ray_init_kwargs() -> dict:
+    """`ray.init` arguments every driver of this project uses: workers import the project from its folder (the same
+    path on every node) and find the shared data through `MCSA_SHARED`."""
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
+           "MCSA_SHARED": str(shared_dir())}
+    return dict(runtime_env={"env_vars": env}, namespace="mcsa", log_to_driver=True, logging_level=logging.WARNING,
+                configure_logging=False)
+
+
+class RayEngine(Pipeline):
+    """Runs a `PipelineConfig` on Ray (`run.engine: ray`); same outputs, summary and exit codes as `Pipeline`."""
+
+    def __init__(self, config, output_dir=None) -> None:
+        super().__init__(config, output_dir)
+        self.actors: dict = {}  # camera id -> actor handle
+        self.reid_actor = None
+        self.handoff = {"calls": 0, "messages": 0, "wait_s": 0.0}
+        self.loop_started: float | None = None
+
+    # ---- cluster ------------------------------------------------------------------------------------------------
+    def _init_ray(self) -> bool:
+        """Join `run.ray_address` or start a local cluster; True when this call started Ray (and shuts it down)."""
+        try:
+            import ray
+        except ImportError:
+            raise RunSetupError("run.engine ray needs the `ray` package: pip install -r requirements.txt (or use "
+                                "--engine local)") from None
+        if ray.is_initialized():
+            return False
+        kwargs = ray_init_kwargs()
+        address = self.config.run.ray_address
+        try:
+            if address:
+                ray.init(address=address, **kwargs)
+            else:
+                ray.init(include_dashboard=self.config.run.ray_dashboard, **kwargs)
+        except (ConnectionError, RuntimeError, ValueError) as err:
+            raise RunSetupError(f"cannot reach the Ray cluster at {address or 'a new local cluster'} "
+                                f"({str(err).splitlines()[0][:200]}): start it with `ray start --head`, or check "
+                                "--ray-address") from None
+        return True
+
+    @staticmethod
+    def _camera_options(cam, max_restarts: int) -> dict:
+        res = dict(cam.resources)
+        opts = dict(num_cpus=res.pop("CPU", 0), num_gpus=res.pop("GPU", 0), max_restarts=max_restarts,
+                    max_concurrency=4)
+        if res:
+            opts["resources"] = res
+        return opts
+
+    def _start_reid_service(self, ray):
+        from pipeline.engines.reid_service import RemoteEncoder, ReIDService
+        from ray.exceptions import RayTaskError
+
+        cfg = self.config.reid
+        self.reid_actor = ray.remote(ReIDService).options(
+            num_cpus=0, num_gpus=cfg.num_gpus, max_restarts=3, max_concurrency=1).remote(cfg)
+        try:
+            info = ray.get(self.reid_actor.describe.remote())
+        except RayTaskError as err:
+            raise _cause(err) from None
+        log.info("Re-ID service on %s: %s, %s", info["host"], info["source"], info["backend"])
+        return RemoteEncoder(self.reid_actor, info)
+
+    def _start_cameras(self, ray, reid_input_size, reid_resize: str = "bilinear") -> tuple[list[CameraInfo], dict]:
+        from pipeline.engines.camera_worker import CameraWorker
+        from ray.exceptions import RayTaskError
+        from streams import redact_uri
+
+        cfg = self.config
+        # the frame's pixels travel only for stages that draw or crop them on the driver
+        send_images = cfg.output.video != "off" or bool(cfg.sinks) or cfg.store.thumbnails
+        total = ray.cluster_resources()
+        for cam in cfg.cameras:  # an actor asking for what no node has would wait forever
+            missing = {k: v for k, v in cam.resources.items() if total.get(k, 0.0) < v}
+            if missing:
+                offered = ", ".join(f"{k} {v:g}" for k, v in sorted(total.items())
+                                    if not k.startswith(("node:", "memory", "object_store")))
+                raise RunSetupError(
+                    f"camera {cam.id}: cameras[].resources {missing} exceed what the Ray cluster offers ({offered}); "
+                    "start a node with `ray start --resources='{...}'` or change the camera's resources")
+        remote = ray.remote(CameraWorker)
+        for cam in cfg.cameras:
+            self.summaries[cam.id] = CameraSummary(cam.id, redact_uri(str(cam.source)))
+            self.actors[cam.id] = remote.options(**self._camera_options(cam, cfg.run.ray_max_restarts)).remote(
+                cfg, cam.id, send_images, reid_input_size, reid_resize=reid_resize)
+        refs = {cam_id: a.open.remote() for cam_id, a in self.actors.items()}
+        infos, totals = [], {}
+        for cam_id, ref in refs.items():
+            try:
+                info = ray.get(ref)
+            except RayTaskError as err:
+                raise _cause(err) from None
+            infos.append(info)
+            summary = self.summaries[cam_id]
+            if info.error is not None:
+                summary.status, summary.error = "failed", info.error
+                ray.kill(self.actors.pop(cam_id))
+                continue
+            where = ray.get(self.actors[cam_id].where.remote())
+            summary.node = "/".join(str(where[k]) for k in ("host", "node_ip", "node_id") if where.get(k))
+            summary.is_live = info.is_live
+            totals[cam_id] = ray.get(self.actors[cam_id].total_frames.remote())
+            log.info("camera %s runs on node %s (pid %d)", cam_id, summary.node, where["pid"])
+        return infos, totals
+
+    # ---- the run ------------------------------------------------------------------------------------------------
+    def run(self) -> RunSummary:
+        from pipeline.stages.builder import build_stages, stage_classes
+
+        cfg = self.config
+        started = time.monotonic()
+        prepare_output_dir(self.output_dir, cfg.output.overwrite)
+        stage_classes(cfg)
+        started_ray = self._init_ray()
+        import ray
+
+        try:
+            return self._run(ray, started, build_stages)
+        finally:
+            for actor in list(self.actors.values()) + ([self.reid_actor] if self.reid_actor is not None else []):
+                try:
+                    ray.kill(actor)
+                except Exception:  # noqa: BLE001 - already gone
+                    pass
+            if started_ray:
+                ray.shutdown()
+
+    def _run(self, ray, started: float, build_stages) -> RunSummary:
+        cfg = self.config
+        encoder = self._start_reid_service(ray) if cfg.reid.enabled else None
+        infos, totals = self._start_cameras(ray, encoder.input_size if encoder is not None else None,
+                                            encoder.resize if encoder is not None else "bilinear")
+        if not self.actors:
+            return RunSummary(None, "failed", list(self.summaries.values()), time.monotonic() - started,
+                              self.output_dir, error="no camera could be opened")
+        all_files = all(not i.is_live for i in infos if i.error is None)
+
+        def reid_factory(config, params):
+            from pipeline.engines.reid_service import PrecroppedReIDStage
+
+            return PrecroppedReIDStage(config.reid, encoder) if encoder is not None else None
+
+        built = build_stages(cfg, self.output_dir, all_files, self._redacted_config(), {"reid": reid_factory})
+        stages = built.stages
+        log.info("run %s on Ray: %d camera(s), output in %s", built.run.run_id, len(cfg.cameras), self.output_dir)
+        status, error = "failed", None
+        state = _LoopState(all_files)
+        with ExitStack() as stack:
+            end_holder: dict = {}
+            stack.callback(self._close_ray, ray, state, stages, built.reid, end_holder)
+            try:
+                for stage in stages:
+                    stage.open(built.run)
+                for info in infos:
+                    for stage in stages:
+                        stage.open_camera(info)
+                    if info.error is None:
+                        self.summaries[info.camera_id].status = "running"
+                self.loop_started = time.monotonic()  # cameras start decoding now (benchmarks time the loop from here)
+                ray.get([a.start.remote() for a in self.actors.values()])
+                bars = self._bars(totals, stack)
+                with _graceful_signals(self):
+                    self._ray_loop(ray, state, stages, built.reid, bars)
+                status = "interrupted" if self._interrupted else "completed"
+            except KeyboardInterrupt:
+                status = "interrupted"
+            except Exception as err:
+                from pipeline.store import StoreError
+
+                if not isinstance(err, StoreError):
+                    raise
+                status, error = "failed", str(err)
+                log.error("%s", err)
+            if status == "interrupted":
+                log.warning("interrupted: stopping cameras and flushing what was recorded")
+            if status == "completed" and not any(s.status != "failed" for s in self.summaries.values()):
+                status = "failed"
+            end_holder["status"] = status
+        counters = {s.name: s.counters() for s in stages}
+        counters["ray"] = dict(self.handoff)
+        lines = [line for s in stages if (line := s.summary_line())]
+        lines.append(f"Ray: {self.handoff['messages']} frame messages in {self.handoff['calls']} calls, driver waited "
+                     f"{self.handoff['wait_s']:.1f} s for cameras")
+        return RunSummary(built.run.run_id, status, list(self.summaries.values()), time.monotonic() - started,
+                          self.output_dir, counters, lines, error=error or end_holder.get("error"))
+
+    def _bars(self, totals: dict, stack: ExitStack) -> dict:
+        if not self.config.run.progress:
+            return {}
+        from tqdm import tqdm
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
+        stack.enter_context(logging_redirect_tqdm())
+        return {cam_id: stack.enter_context(tqdm(total=total, desc=cam_id, unit="fr", position=pos,
+                                                 dynamic_ncols=True, leave=True))
+                for pos, (cam_id, total) in enumerate(totals.items())}
+
+    # ---- the driver's loop --------------------------------------------------------------------------------------
+    def _ray_loop(self, ray, state: "_LoopState", stages, reid, bars) -> None:
+        state.active = list(self.actors)
+        state.pending = {c: deque() for c in state.active}
+        state.inflight = {}
+        state.live = {c for c in state.active if self.summaries[c].is_live}
+        duration = self.config.run.duration_s
+        loop_started = time.monotonic()
+        while state.active and not self._stop.is_set():
+            if duration is not None and time.monotonic() - loop_started >= duration:
+                self._stop.set()
+                break
+            self._collect(ray, state)
+            if state.all_files:
+                self._file_steps(state, stages, reid, bars)
+            else:
+                self._live_steps(state, stages, reid, bars)
+
+    def _collect(self, ray, state: "_LoopState") -> None:
+        """Fetch whatever the camera actors have ready (waiting at most 0.5 s for the first)."""
+        from ray.exceptions import RayActorError
+
+        for cam in state.active:  # ask again where little is queued (bounds the driver's memory)
+            if (cam not in state.inflight and cam not in state.done and cam not in state.dead
+                    and len(state.pending[cam]) < TAKE_MAX):
+                state.inflight[cam] = self.actors[cam].take.remote(TAKE_MAX, 0.5)
+        if not state.inflight:
+            return
+        refs = {ref: cam for cam, ref in state.inflight.items()}
+        t0 = time.monotonic()
+        ready, _ = ray.wait(list(refs), num_returns=1, timeout=0.5)
+        if ready:
+            more, _ = ray.wait(list(refs), num_returns=len(refs), timeout=0)
+            ready = list(dict.fromkeys(ready + more))
+        self.handoff["wait_s"] += time.monotonic() - t0
+        for ref in ready:
+            cam = refs[ref]
+            del state.inflight[cam]
+            try:
+                messages = ray.get(ref)
+            except RayActorError as err:
+                self._actor_died(ray, state, cam, err)
+                continue
+            self.handoff["calls"] += 1
+            for m in messages:
+                if isinstance(m, CameraDone):
+                    state.done[cam] = m
+                else:
+                    self.handoff["messages"] += 1
+                    state.pending[cam].append(m)
+                    state.newest[cam] = m.timestamp_s
+                    state.heard[cam] = time.monotonic()
+
+    def _actor_died(self, ray, state: "_LoopState", cam: str, err) -> None:
+        summary = self.summaries[cam]
+        reason = str(err).splitlines()[0][:160]
+        if summary.is_live and state.restarts.get(cam, 0) < self.config.run.ray_max_restarts:
+            state.restarts[cam] = state.restarts.get(cam, 0) + 1
+            n = state.restarts[cam]
+            log.warning("camera %s: its Ray actor died (%s); restarted by Ray (%d/%d), reconnecting", cam, reason, n,
+                        self.config.run.ray_max_restarts)
+            actor = self.actors[cam]
+            try:
+                deadline = time.monotonic() + 180
+                while True:  # calls fail while Ray restarts the actor's process
+                    try:
+                        ray.get(actor.set_id_offset.remote(n * RESTART_ID_STRIDE), timeout=30)
+                        break
+                    except Exception:  # noqa: BLE001 - still restarting
+                        if time.monotonic() > deadline:
+                            raise
+                        time.sleep(0.5)
+                info = ray.get(actor.open.remote(), timeout=180)
+                if info.error is None:
+                    ray.get(actor.start.remote(), timeout=60)
+                    summary.reconnects += 1
+                    state.inflight[cam] = actor.take.remote(TAKE_MAX, 0.5)
+                    return
+                reason = info.error
+            except Exception as again:  # noqa: BLE001 - give the camera up below
+                reason = f"restart failed: {str(again).splitlines()[0][:160]}"
+        msg = f"camera {cam}: its Ray actor died ({reason}); the camera is reported failed, the others go on"
+        log.error("%s", msg)
+        self._reported.add(cam)
+        state.done[cam] = CameraDone(cam, "failed", summary.frames + len(state.pending[cam]), msg)
+        state.dead.add(cam)
+
+    def _file_steps(self, state: "_LoopState", stages, reid, bars) -> None:
+        """Recorded files: step k = frame k of every running camera, as the local loop (same outputs)."""
+        while state.active and all(state.pending[c] or c in state.done for c in state.active):
+            batch = []
+            for cam in list(state.active):
+                if state.pending[cam]:
+                    batch.append(state.pending[cam].popleft())
+                else:
+                    state.active.remove(cam)
+                    self._ended(state.done[cam], stages, reid)
+            if batch:
+                self._step(state, batch, stages, reid, bars)
+            if self._stop.is_set():
+                return
+
+    def _live_steps(self, state: "_LoopState", stages, reid, bars) -> None:
+        """Live: hand frames on in time order, one per camera per step, up to the watermark."""
+        wait = self.config.run.ray_watermark_wait_s
+        while state.active:
+            for cam in list(state.active):
+                if not state.pending[cam] and cam in state.done:
+                    state.active.remove(cam)
+                    self._ended(state.done[cam], stages, reid)
+            now = time.monotonic()
+            heard = [c for c in state.active
+                     if c in state.live and (state.pending[c] or now - state.heard.get(c, -1e9) < wait)]
+            watermark = min((state.newest.get(c, -1e18) for c in heard), default=float("inf"))
+            # live cameras: up to the watermark; file cameras in a live run (their own clock from 0): next frame
+            batch = [state.pending[c].popleft() for c in state.active if state.pending[c]
+                     and (c not in state.live or state.pending[c][0].timestamp_s <= watermark)]
+            if not batch:
+                return
+            self._step(state, batch, stages, reid, bars)
+            if self._stop.is_set():
+                return
+
+    def _ended(self, done: CameraDone, stages, reid) -> None:
+        summary = self.summaries[done.camera_id]
+        summary.status, summary.error = done.status, done.error
+        summary.dropped, summary.reconnects = done.dropped, summary.reconnects + done.reconnects
+        if done.status == "failed":
+            if done.camera_id not in self._reported:
+                log.error("%s", done.error)
+        elif done.status == "completed":
+            log.info("camera %s: finished after %d frames", done.camera_id, summary.frames)
+        self._reported.add(done.camera_id)
+        if reid is not None and done.clips:
+            reid.queue_clips(done.camera_id, done.clips)
+        end = CameraEnd(done.camera_id, summary.status, summary.frames, summary.error)
+        for stage in stages:
+            stage.on_camera_end(end)
+
+    def _step(self, state: "_LoopState", batch: list[CameraFrame], stages, reid, bars) -> None:
+        step = Step(state.index, max(m.timestamp_s for m in batch))
+        now = time.monotonic()
+        for m in batch:
+            image = m.image if m.image is not None else _placeholder(m.size)
+            frame = Frame(m.camera_id, m.index, m.timestamp_s, image)
+            if reid is not None and m.clips:
+                reid.queue_clips(m.camera_id, m.clips)
+            step.frames.append((frame, m.tracks))
+            s = self.summaries[m.camera_id]
+            s.frames += 1
+            s.detections += m.n_detections
+            s.track_ids.update(m.tracks.track_ids.tolist())
+            s.first_frame_time = s.first_frame_time or now
+            s.last_frame_time = now
+            if s.is_live:
+                s.max_lag_s = max(s.max_lag_s, time.time() - m.timestamp_s)
+        for stage in stages:
+            for frame, tracks in step.frames:
+                stage.on_frame(frame, tracks)
+            stage.on_step(step)
+        state.index += 1
+        for frame, _ in step.frames:
+            bar = bars.get(frame.camera_id)
+            if bar is not None:
+                s = self.summaries[frame.camera_id]
+                bar.update(1)
+                if s.frames % 10 == 0:
+                    bar.set_postfix(fps=f"{s.fps:.1f}", tracks=len(s.track_ids), refresh=False)
+
+    @property
+    def _reported(self) -> set:
+        if not hasattr(self, "_reported_set"):
+            self._reported_set = set()
+        return self._reported_set
+
+    def _close_ray(self, ray, state: "_LoopState", stages, reid, end_holder: dict) -> None:
+        """Stop every camera actor still running (completed runs flush their Re-ID buffers), then close the stages
+        in order with the run's end, as the local engine."""
+        from pipeline.store import StoreError
+
+        status = end_holder.get("status", "failed")
+        flush = status == "completed"
+        for cam in list(self.actors):
+            if cam in state.dead:
+                continue
+            actor = self.actors[cam]
+            try:
+                clips = ray.get(actor.finish.remote(flush), timeout=60)
+                if cam in state.done:  # its CameraDone already carried its counters and final clips
+                    continue
+                c = ray.get(actor.counters.remote(), timeout=10)
+                summary = self.summaries[cam]
+                summary.dropped, summary.reconnects = c["dropped"], summary.reconnects + c["reconnects"]
+                if reid is not None and clips:
+                    reid.submit_final(clips)
+            except Exception as err:  # noqa: BLE001 - a dead actor: nothing more to collect
+                log.warning("camera %s: could not stop its actor (%s)", cam, str(err).splitlines()[0][:120])
+        end = RunEnd(status)
+        for cam_id, summary in self.summaries.items():
+            if summary.status == "running":
+                summary.status = "stopped" if status != "completed" or self._stop.is_set() else "completed"
+            end.cameras.append(CameraEnd(cam_id, summary.status, summary.frames, summary.error))
+            end.camera_extra[cam_id] = {"dropped": summary.dropped}
+        for stage in stages:
+            try:
+                stage.close(end)
+            except StoreError as err:
+                end_holder.setdefault("error", str(err))
+            except Exception:  # noqa: BLE001
+                log.exception("closing stage %s failed", stage.name)
+
+
+class _LoopState:
+    """The driver's per-run ordering state (camera ids in config order)."""
+
+    def __init__(self, all_files: bool) -> None:
+        self.all_files = all_files
+        self.active: list[str] = []
+        self.pending: dict[str, deque] = {}
+        self.inflight: dict = {}
+        self.done: dict[str, CameraDone] = {}
+        self.dead: set[str] = set()
+        self.newest: dict[str, float] = {}
+        self.heard: dict[str, float] = {}
+        self.restarts: dict[str, int] = {}
+        self.live: set[str] = set()
+        self.index = 0
+
+
+_ZERO_PIXEL = np.zeros((1, 1, 3), np.uint8)
+
+
+def _placeholder(size: tuple[int, int]) -> np.ndarray:
+    """A read-only (H, W, 3) view of one black pixel: frames whose pixels stayed on the camera actor."""
+    w, h = size
+    return np.broadcast_to(_ZERO_PIXEL, (h, w, 3))
+
+
+def _cause(err) -> Exception:
+    """The original exception behind a `RayTaskError` (bad weights raise `DetectorError` / `ReIDLoadError`)."""
+    cause = getattr(err, "cause", None)
+    return cause if isinstance(cause, Exception) else RuntimeError(str(err).splitlines()[0])
+
+
+__all__ = ["RayEngine"]
