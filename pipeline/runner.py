@@ -24,7 +24,7 @@ import numpy as np
 
 from core.types import Frame
 from pipeline.config import PipelineConfig
-from pipeline.stages.base import CameraEnd, CameraInfo, RunEnd, Stage, Step
+from pipeline.stages.base import CameraEnd, CameraInfo, RunEnd, Stage, Step, drive_step
 from pipeline.summary import EXIT_FATAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL, CameraSummary, RunSummary
 
 log = logging.getLogger("mcsa.pipeline")
@@ -87,6 +87,39 @@ def _one_line(err: Exception, stage: str | None = None) -> str:
         hint = "free disk space" if err.errno == 28 else "check permissions and free space"
         return f"cannot write{where}: {err.strerror or err} ({hint}; what was written before is kept)"
     return str(err)
+
+
+def run_error(err: Exception) -> str | None:
+    """The one-line error of a run stopped by a broken store or output (disk full...); None for anything else (a
+    bug or a bad input, raised on)."""
+    from pipeline.store import StoreError
+
+    return _one_line(err) if isinstance(err, (StoreError, OSError)) else None
+
+
+def close_stages(stages: list[Stage], summaries: dict[str, CameraSummary], status: str, stopped: bool,
+                 end_holder: dict) -> None:
+    """Close every stage in order with the run's `RunEnd` (cameras still running become `stopped`, or `completed`
+    when the run completed on its own). A stage that fails to close does not stop the others; the first store or
+    OS error becomes the run's error line (`end_holder["error"]`)."""
+    from pipeline.store import StoreError
+
+    end = RunEnd(status)
+    for cam_id, summary in summaries.items():
+        if summary.status == "running":
+            summary.status = "stopped" if status != "completed" or stopped else "completed"
+        end.cameras.append(CameraEnd(cam_id, summary.status, summary.frames, summary.error))
+        end.camera_extra[cam_id] = {"dropped": summary.dropped}
+    for stage in stages:
+        try:
+            stage.close(end)
+        except (StoreError, OSError) as err:  # the first one is the run's error line; the rest follow from it
+            if "error" in end_holder:
+                log.debug("closing stage %s failed too: %s", stage.name, err)
+            else:
+                end_holder["error"] = _one_line(err, stage.name)
+        except Exception as err:  # noqa: BLE001 - a bug: one line, the traceback with -v
+            log.error("closing stage %s failed: %s", stage.name, err, exc_info=log.isEnabledFor(logging.DEBUG))
 
 
 class Pipeline:
@@ -207,12 +240,10 @@ class Pipeline:
             except KeyboardInterrupt:
                 status = "interrupted"
             except Exception as err:
-                from pipeline.store import StoreError
-
-                if not isinstance(err, (StoreError, OSError)):
+                if run_error(err) is None:
                     raise
                 status = "failed"  # the store or an output broke (disk full...): close the rest, print the summary
-                end_holder["error"] = _one_line(err)
+                end_holder["error"] = run_error(err)
             if status == "interrupted":
                 log.warning("interrupted: stopping cameras and flushing what was recorded")
             if status == "completed" and not any(s.status != "failed" for s in self.summaries.values()):
@@ -237,30 +268,13 @@ class Pipeline:
 
     def _close(self, readers, stages: list[Stage], end_holder: dict) -> None:
         """Stop the readers, then close every stage in order with the run's end (on every exit path)."""
-        from pipeline.store import StoreError
-
         status = end_holder.get("status", "failed")
         for reader in readers.values():
             reader.stop()
-        end = RunEnd(status)
-        for cam_id, summary in self.summaries.items():
-            if summary.status == "running":
-                summary.status = "stopped" if status != "completed" or self._stop.is_set() else "completed"
-            reader = readers.get(cam_id)
-            if reader is not None:
-                summary.dropped, summary.reconnects = reader.stats.frames_dropped, reader.stats.reconnects
-            end.cameras.append(CameraEnd(cam_id, summary.status, summary.frames, summary.error))
-            end.camera_extra[cam_id] = {"dropped": summary.dropped}
-        for stage in stages:  # a stage that fails to close must not lose the others' outputs (or the store's rows)
-            try:
-                stage.close(end)
-            except (StoreError, OSError) as err:  # the first one is the run's error line; the rest follow from it
-                if "error" in end_holder:
-                    log.debug("closing stage %s failed too: %s", stage.name, err)
-                else:
-                    end_holder["error"] = _one_line(err, stage.name)
-            except Exception as err:  # noqa: BLE001 - a bug: one line, the traceback with -v
-                log.error("closing stage %s failed: %s", stage.name, err, exc_info=log.isEnabledFor(logging.DEBUG))
+        for reader_id, reader in readers.items():
+            summary = self.summaries[reader_id]
+            summary.dropped, summary.reconnects = reader.stats.frames_dropped, reader.stats.reconnects
+        close_stages(stages, self.summaries, status, self._stop.is_set(), end_holder)
 
     def _progress_bars(self, readers, stack: ExitStack) -> dict:
         if not self.config.run.progress:
@@ -344,18 +358,9 @@ class Pipeline:
                 else:
                     tracks = tracker.update(dets, frame.image)
                 step.frames.append((frame, tracks))
-                s = self.summaries[frame.camera_id]
-                s.frames += 1
-                s.detections += len(dets)
-                s.track_ids.update(tracks.track_ids.tolist())
-                s.first_frame_time = s.first_frame_time or now
-                s.last_frame_time = now
-                if s.is_live:
-                    s.max_lag_s = max(s.max_lag_s, time.time() - frame.timestamp_s)
-            for stage in stages:
-                for frame, tracks in step.frames:
-                    stage.on_frame(frame, tracks)
-                stage.on_step(step)
+                self.summaries[frame.camera_id].count_frame(len(dets), tracks.track_ids.tolist(), now,
+                                                            frame.timestamp_s)
+            drive_step(stages, step)
             index += 1
             for frame, _ in step.frames:
                 bar = bars.get(frame.camera_id)

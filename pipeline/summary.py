@@ -6,6 +6,7 @@ finished, 130 interrupted (Ctrl-C / SIGTERM); 2 (bad config or arguments) is dec
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +31,16 @@ class CameraSummary:
     max_lag_s: float = 0.0  # live cameras: wall clock at processing minus wall clock at receipt
     is_live: bool = False
     node: str | None = None  # engine ray: the host (and IP) whose actor ran this camera
+
+    def count_frame(self, n_detections: int, track_ids: list[int], now: float, timestamp_s: float) -> None:
+        """One processed frame: `now` is the monotonic clock (s), `timestamp_s` the frame's run-clock time (s)."""
+        self.frames += 1
+        self.detections += n_detections
+        self.track_ids.update(track_ids)
+        self.first_frame_time = self.first_frame_time or now
+        self.last_frame_time = now
+        if self.is_live:
+            self.max_lag_s = max(self.max_lag_s, time.time() - timestamp_s)
 
     @property
     def fps(self) -> float:

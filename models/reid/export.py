@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from models.reid.model import InferenceHead
 from models.reid.runtimes import (
     IMAGENET_MEAN_RGB,
     IMAGENET_STD_RGB,
@@ -41,19 +42,6 @@ class ExportError(RuntimeError):
     """The export cannot be made here; the message names what is missing and the fix."""
 
 
-class _ExportHead(torch.nn.Module):
-    """(B, T, 3, H, W) normalised -> embedding (B, D) [, action_probs (B, A)]: the eval-mode graph that is exported."""
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        super().__init__()
-        self.model = model
-        self.with_actions = bool(model.action_names)
-
-    def forward(self, clips: torch.Tensor):
-        out = self.model(clips)
-        return (out.embedding, out.action_probs) if self.with_actions else out.embedding
-
-
 def tensorrt_unavailable_reason() -> str | None:
     """None when a TensorRT engine can be built here, else why not (one line)."""
     if not torch.cuda.is_available():
@@ -68,7 +56,7 @@ def tensorrt_unavailable_reason() -> str | None:
 def export_onnx(model: torch.nn.Module, path: Path, clip_len: int, opset: int = OPSET) -> list[str]:
     """Trace the eval-mode model to ONNX with dynamic batch and clip length; returns the output names."""
     model = model.eval().cpu()
-    head = _ExportHead(model).eval()
+    head = InferenceHead(model).eval()
     outputs = ["embedding", "action_probs"] if head.with_actions else ["embedding"]
     example = torch.zeros(2, max(int(clip_len), 2), 3, *model.input_size)
     dynamic = {"clips": {0: "batch", 1: "clip_len"}}

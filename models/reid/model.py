@@ -243,3 +243,18 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"{path}: weights do not match its own model config ({str(exc).splitlines()[0]})") from None
     model.to(map_location).eval()
     return model, payload
+
+
+class InferenceHead(torch.nn.Module):
+    """(B, T, 3, H, W) normalised float -> embedding (B, D) [, action_probs (B, A)]: the eval-mode graph that is
+    compiled (OpenVINO at start-up) or exported (ONNX, OpenVINO IR, TensorRT)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.with_actions = bool(model.action_names)
+
+    def forward(self, clips: torch.Tensor):
+        out = self.model(clips)
+        return (out.embedding, out.action_probs) if self.with_actions else out.embedding
+

@@ -30,15 +30,14 @@ import os
 import time
 from collections import deque
 from contextlib import ExitStack
-from pathlib import Path
 
 import numpy as np
 
 from core.paths import REPO_ROOT, shared_dir
 from core.types import Frame
 from pipeline.engines.messages import CameraDone, CameraFrame
-from pipeline.runner import Pipeline, RunSetupError, _graceful_signals, prepare_output_dir
-from pipeline.stages.base import CameraEnd, CameraInfo, RunEnd, Step
+from pipeline.runner import Pipeline, RunSetupError, _graceful_signals, close_stages, prepare_output_dir, run_error
+from pipeline.stages.base import CameraEnd, CameraInfo, Step, drive_step
 from pipeline.summary import CameraSummary, RunSummary
 
 log = logging.getLogger("mcsa.engine.ray")
@@ -194,10 +193,10 @@ class RayEngine(Pipeline):
         built = build_stages(cfg, self.output_dir, all_files, self._redacted_config(), {"reid": reid_factory})
         stages = built.stages
         log.info("run %s on Ray: %d camera(s), output in %s", built.run.run_id, len(cfg.cameras), self.output_dir)
-        status, error = "failed", None
+        status = "failed"
         state = _LoopState(all_files)
+        end_holder: dict = {}  # status and the first error, for the stages' close
         with ExitStack() as stack:
-            end_holder: dict = {}
             stack.callback(self._close_ray, ray, state, stages, built.reid, end_holder)
             try:
                 for stage in stages:
@@ -216,12 +215,10 @@ class RayEngine(Pipeline):
             except KeyboardInterrupt:
                 status = "interrupted"
             except Exception as err:
-                from pipeline.store import StoreError
-
-                if not isinstance(err, StoreError):
+                if run_error(err) is None:
                     raise
-                status, error = "failed", str(err)
-                log.error("%s", err)
+                status = "failed"  # the store or an output broke: close the rest, print the summary
+                end_holder["error"] = run_error(err)
             if status == "interrupted":
                 log.warning("interrupted: stopping cameras and flushing what was recorded")
             if status == "completed" and not any(s.status != "failed" for s in self.summaries.values()):
@@ -233,7 +230,7 @@ class RayEngine(Pipeline):
         lines.append(f"Ray: {self.handoff['messages']} frame messages in {self.handoff['calls']} calls, driver waited "
                      f"{self.handoff['wait_s']:.1f} s for cameras")
         return RunSummary(built.run.run_id, status, list(self.summaries.values()), time.monotonic() - started,
-                          self.output_dir, counters, lines, error=error or end_holder.get("error"))
+                          self.output_dir, counters, lines, error=end_holder.get("error"))
 
     def _bars(self, totals: dict, stack: ExitStack) -> dict:
         if not self.config.run.progress:
@@ -394,18 +391,8 @@ class RayEngine(Pipeline):
             if reid is not None and m.clips:
                 reid.queue_clips(m.camera_id, m.clips)
             step.frames.append((frame, m.tracks))
-            s = self.summaries[m.camera_id]
-            s.frames += 1
-            s.detections += m.n_detections
-            s.track_ids.update(m.tracks.track_ids.tolist())
-            s.first_frame_time = s.first_frame_time or now
-            s.last_frame_time = now
-            if s.is_live:
-                s.max_lag_s = max(s.max_lag_s, time.time() - m.timestamp_s)
-        for stage in stages:
-            for frame, tracks in step.frames:
-                stage.on_frame(frame, tracks)
-            stage.on_step(step)
+            self.summaries[m.camera_id].count_frame(m.n_detections, m.tracks.track_ids.tolist(), now, m.timestamp_s)
+        drive_step(stages, step)
         state.index += 1
         for frame, _ in step.frames:
             bar = bars.get(frame.camera_id)
@@ -424,8 +411,6 @@ class RayEngine(Pipeline):
     def _close_ray(self, ray, state: "_LoopState", stages, reid, end_holder: dict) -> None:
         """Stop every camera actor still running (completed runs flush their Re-ID buffers), then close the stages
         in order with the run's end, as the local engine."""
-        from pipeline.store import StoreError
-
         status = end_holder.get("status", "failed")
         flush = status == "completed"
         for cam in list(self.actors):
@@ -443,19 +428,7 @@ class RayEngine(Pipeline):
                     reid.submit_final(clips)
             except Exception as err:  # noqa: BLE001 - a dead actor: nothing more to collect
                 log.warning("camera %s: could not stop its actor (%s)", cam, str(err).splitlines()[0][:120])
-        end = RunEnd(status)
-        for cam_id, summary in self.summaries.items():
-            if summary.status == "running":
-                summary.status = "stopped" if status != "completed" or self._stop.is_set() else "completed"
-            end.cameras.append(CameraEnd(cam_id, summary.status, summary.frames, summary.error))
-            end.camera_extra[cam_id] = {"dropped": summary.dropped}
-        for stage in stages:
-            try:
-                stage.close(end)
-            except StoreError as err:
-                end_holder.setdefault("error", str(err))
-            except Exception:  # noqa: BLE001
-                log.exception("closing stage %s failed", stage.name)
+        close_stages(stages, self.summaries, status, self._stop.is_set(), end_holder)
 
 
 class _LoopState:

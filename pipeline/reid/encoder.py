@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from core.device import resolve_device
+from models.reid.model import InferenceHead
 
 log = logging.getLogger("mcsa.reid")
 
@@ -31,19 +32,6 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 _MEAN_255 = (np.array(IMAGENET_MEAN, np.float32) * 255.0).reshape(1, 1, 3, 1, 1)
 _STD_255 = (np.array(IMAGENET_STD, np.float32) * 255.0).reshape(1, 1, 3, 1, 1)
-
-
-class _InferenceHead(torch.nn.Module):
-    """(B, T, 3, H, W) normalised float -> embedding (B, D) [, action_probs (B, A)]: the graph handed to OpenVINO."""
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        super().__init__()
-        self.model = model
-        self.with_actions = bool(model.action_names)
-
-    def forward(self, clips: torch.Tensor):
-        out = self.model(clips)
-        return (out.embedding, out.action_probs) if self.with_actions else out.embedding
 
 
 def openvino_cache_dir() -> Path:
@@ -80,7 +68,7 @@ def compile_openvino(model: torch.nn.Module, input_size: tuple[int, int], thread
         example = torch.zeros(2, 2, 3, *input_size)
         with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracer notes on shape-dependent Python branches (fixed H, W: harmless)
-            ov_model = ov.convert_model(_InferenceHead(model.eval().cpu()), example_input=example,
+            ov_model = ov.convert_model(InferenceHead(model.eval().cpu()), example_input=example,
                                         input=[(-1, -1, 3, *input_size)])
         if path is not None:
             try:

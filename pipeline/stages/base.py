@@ -169,6 +169,14 @@ class Stage:
         return f"{self.name}: " + ", ".join(f"{k} {v}" for k, v in c.items()) if c else None
 
 
+def drive_step(stages: list[Stage], step: Step) -> None:
+    """Hand one step to the stages, stage after stage: each sees every frame of the step, then the step."""
+    for stage in stages:
+        for frame, tracks in step.frames:
+            stage.on_frame(frame, tracks)
+        stage.on_step(step)
+
+
 def register_stage(name: str):
     """`@register_stage("name")` = `@STAGES.register("name")`, also setting the class's `name`."""
 
@@ -179,4 +187,4 @@ def register_stage(name: str):
     return decorator
 
 
-__all__ = ["CameraEnd", "CameraInfo", "RunEnd", "RunInfo", "STAGES", "Stage", "Step", "register_stage"]
+__all__ = ["CameraEnd", "CameraInfo", "RunEnd", "RunInfo", "STAGES", "Stage", "Step", "drive_step", "register_stage"]
