@@ -24,7 +24,7 @@ import numpy as np
 
 from core.types import Frame
 from pipeline.config import PipelineConfig
-from pipeline.stages.base import CameraEnd, CameraInfo, RunEnd, Stage, Step, drive_step
+from pipeline.stages.base import CameraEnd, CameraInfo, RunEnd, Stage, Step, drive_step, open_stages
 from pipeline.summary import EXIT_FATAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL, CameraSummary, RunSummary
 
 log = logging.getLogger("mcsa.pipeline")
@@ -222,11 +222,8 @@ class Pipeline:
         with ExitStack() as stack:
             stack.callback(self._close, readers, stages, end_holder)
             try:
-                for stage in stages:
-                    stage.open(built.run)
+                open_stages(stages, built.run, infos)
                 for info in infos:
-                    for stage in stages:
-                        stage.open_camera(info)
                     if info.error is None:
                         readers[info.camera_id] = CameraReader(sources[info.camera_id], self._stream_options())
                         trackers[info.camera_id] = self._build_tracker(info.fps)

@@ -37,7 +37,7 @@ from core.paths import REPO_ROOT, shared_dir
 from core.types import Frame
 from pipeline.engines.messages import CameraDone, CameraFrame
 from pipeline.runner import Pipeline, RunSetupError, _graceful_signals, close_stages, prepare_output_dir, run_error
-from pipeline.stages.base import CameraEnd, CameraInfo, Step, drive_step
+from pipeline.stages.base import CameraEnd, CameraInfo, Step, drive_step, open_stages
 from pipeline.summary import CameraSummary, RunSummary
 
 log = logging.getLogger("mcsa.engine.ray")
@@ -199,11 +199,8 @@ class RayEngine(Pipeline):
         with ExitStack() as stack:
             stack.callback(self._close_ray, ray, state, stages, built.reid, end_holder)
             try:
-                for stage in stages:
-                    stage.open(built.run)
+                open_stages(stages, built.run, infos)
                 for info in infos:
-                    for stage in stages:
-                        stage.open_camera(info)
                     if info.error is None:
                         self.summaries[info.camera_id].status = "running"
                 self.loop_started = time.monotonic()  # cameras start decoding now (benchmarks time the loop from here)

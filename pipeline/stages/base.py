@@ -169,6 +169,15 @@ class Stage:
         return f"{self.name}: " + ", ".join(f"{k} {v}" for k, v in c.items()) if c else None
 
 
+def open_stages(stages: list[Stage], run: RunInfo, cameras: list[CameraInfo]) -> None:
+    """Open the stages for a run, then every camera on every stage, in order."""
+    for stage in stages:
+        stage.open(run)
+    for camera in cameras:
+        for stage in stages:
+            stage.open_camera(camera)
+
+
 def drive_step(stages: list[Stage], step: Step) -> None:
     """Hand one step to the stages, stage after stage: each sees every frame of the step, then the step."""
     for stage in stages:
@@ -187,4 +196,4 @@ def register_stage(name: str):
     return decorator
 
 
-__all__ = ["CameraEnd", "CameraInfo", "RunEnd", "RunInfo", "STAGES", "Stage", "Step", "drive_step", "register_stage"]
+__all__ = ["CameraEnd", "CameraInfo", "RunEnd", "RunInfo", "STAGES", "Stage", "Step", "drive_step", "open_stages", "register_stage"]
