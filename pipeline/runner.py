@@ -97,6 +97,17 @@ def run_error(err: Exception) -> str | None:
     return _one_line(err) if isinstance(err, (StoreError, OSError)) else None
 
 
+def update_bars(bars: dict, summaries: dict[str, CameraSummary], step: Step) -> None:
+    """Advance the progress bar of every camera in the step (fps and tracks shown every 10 frames)."""
+    for frame, _ in step.frames:
+        bar = bars.get(frame.camera_id)
+        if bar is not None:
+            s = summaries[frame.camera_id]
+            bar.update(1)
+            if s.frames % 10 == 0:
+                bar.set_postfix(fps=f"{s.fps:.1f}", tracks=len(s.track_ids), refresh=False)
+
+
 def close_stages(stages: list[Stage], summaries: dict[str, CameraSummary], status: str, stopped: bool,
                  end_holder: dict) -> None:
     """Close every stage in order with the run's `RunEnd` (cameras still running become `stopped`, or `completed`
@@ -359,10 +370,4 @@ class Pipeline:
                                                             frame.timestamp_s)
             drive_step(stages, step)
             index += 1
-            for frame, _ in step.frames:
-                bar = bars.get(frame.camera_id)
-                if bar is not None:
-                    s = self.summaries[frame.camera_id]
-                    bar.update(1)
-                    if s.frames % 10 == 0:
-                        bar.set_postfix(fps=f"{s.fps:.1f}", tracks=len(s.track_ids), refresh=False)
+            update_bars(bars, self.summaries, step)

@@ -36,7 +36,8 @@ import numpy as np
 from core.paths import REPO_ROOT, shared_dir
 from core.types import Frame
 from pipeline.engines.messages import CameraDone, CameraFrame
-from pipeline.runner import Pipeline, RunSetupError, _graceful_signals, close_stages, prepare_output_dir, run_error
+from pipeline.runner import (Pipeline, RunSetupError, _graceful_signals, close_stages, prepare_output_dir, run_error,
+                             update_bars)
 from pipeline.stages.base import CameraEnd, CameraInfo, Step, drive_step, open_stages
 from pipeline.summary import CameraSummary, RunSummary
 
@@ -391,13 +392,7 @@ class RayEngine(Pipeline):
             self.summaries[m.camera_id].count_frame(m.n_detections, m.tracks.track_ids.tolist(), now, m.timestamp_s)
         drive_step(stages, step)
         state.index += 1
-        for frame, _ in step.frames:
-            bar = bars.get(frame.camera_id)
-            if bar is not None:
-                s = self.summaries[frame.camera_id]
-                bar.update(1)
-                if s.frames % 10 == 0:
-                    bar.set_postfix(fps=f"{s.fps:.1f}", tracks=len(s.track_ids), refresh=False)
+        update_bars(bars, self.summaries, step)
 
     @property
     def _reported(self) -> set:
