@@ -16,6 +16,6 @@ def shared_dir() -> Path:
 
 
 def expand_path(value: str) -> str:
-    """Expand `${SHARED}`, other environment variables and `~` in a path written in a config."""
-    value = value.replace("${SHARED}", str(shared_dir()))
+    """Expand `${SHARED}`, `${REPO}` (this repository), other environment variables and `~` in a config's path."""
+    value = value.replace("${SHARED}", str(shared_dir())).replace("${REPO}", str(REPO_ROOT))
     return os.path.expanduser(os.path.expandvars(value))

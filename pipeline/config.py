@@ -396,6 +396,57 @@ class SinkConfig(_Strict):
     params: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the stage's from_config")
 
 
+class AdaptMiningConfig(_Strict):
+    """How `adapt` mines pseudo-identities from geometry and time (pipeline/adapt/mining.py): metres and seconds."""
+
+    ground_units_per_m: float | None = Field(default=None, gt=0, description="homography ground units per metre "
+                                             "(default: association.fusion.ground_units_per_m; EPFL files: 40)")
+    link_m: float = Field(default=1.0, gt=0, description="two views' foot points of one person: median distance "
+                          "at most this, m (overlapping EPFL views disagree by 0.5 m median)")
+    ambiguity_m: float = Field(default=1.0, ge=0, description="a frame counts for a cross-view pair only when every "
+                               "other person of either view is at least this much farther, m")
+    min_together_s: float = Field(default=1.0, gt=0, description="a cross-view pair needs this long of unambiguous "
+                                  "agreement, s")
+    min_agree_frac: float = Field(default=0.6, gt=0, le=1, description="... and must be each other's nearest in this "
+                                  "fraction of the moments both are seen")
+    apart_m: float = Field(default=2.5, gt=0, description="two views' tracks seen together this far apart (median) "
+                           "are different people, m")
+    continuity_gap_s: float = Field(default=1.0, ge=0, description="a camera's track that starts within this long "
+                                    "after another ended, near where it ended, continues it, s (0: off)")
+    continuity_m: float = Field(default=0.7, ge=0, description="... within this distance plus max_speed_mps x gap")
+    max_speed_mps: float = Field(default=2.0, gt=0, description="fastest walking speed assumed for continuity, m/s")
+    person_height_m: float = Field(default=1.7, gt=0, description="without a homography distances are measured "
+                                   "in box heights, one box height = this many metres")
+    min_track_s: float = Field(default=0.4, ge=0, description="tracks shorter than this are ignored, s")
+    min_cameras: int = Field(default=2, ge=1, description="an identity is trained on only when it was seen by this "
+                             "many cameras (1: also single-camera identities; each may then be one person split in "
+                             "several, which teaches the model to tell a person from themselves)")
+
+
+class AdaptConfig(_Strict):
+    """Site adaptation (`run_pipeline.py adapt`): mining, weak action labels, the split, the training recipe."""
+
+    mining: AdaptMiningConfig = Field(default_factory=AdaptMiningConfig)
+    recipe: str = Field(default="${REPO}/configs/adapt/omz0267.yaml", description="Re-ID-AR training config whose "
+                        "model/loss/train sections are the recipe (data paths are filled in by adapt)")
+    val_fraction: float = Field(default=0.2, ge=0, lt=1, description="the last part of the recording (in time) held "
+                                "out for validation, never trained on")
+    standing_mps: float = Field(default=0.3, gt=0, description="weak action labels: below this ground speed a "
+                                "person is standing, m/s")
+    running_mps: float = Field(default=2.5, gt=0, description="... from this speed running (walking in between)")
+    speed_window_s: float = Field(default=1.0, gt=0, description="speed = displacement over this window, s")
+    frame_step_s: float = Field(default=0.12, gt=0, description="one crop every this long of a track, s")
+    clip_len_s: float = Field(default=2.0, gt=0, description="training tracklets are cut every this long, s")
+    min_height_px: int = Field(default=40, ge=0, description="boxes lower than this are not cropped, px")
+    max_minutes: float = Field(default=20.0, gt=0, description="training stops (with a checkpoint) after this long")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "AdaptConfig":
+        if self.running_mps <= self.standing_mps:
+            raise ValueError("adapt: running_mps must be above standing_mps")
+        return self
+
+
 class PipelineConfig(_Strict):
     """The whole pipeline configuration."""
 
@@ -410,6 +461,7 @@ class PipelineConfig(_Strict):
     output: OutputConfig = Field(default_factory=OutputConfig)
     run: RunConfig = Field(default_factory=RunConfig)
     sinks: list[SinkConfig] = Field(default_factory=list, description="extra stages/sinks, in this order")
+    adapt: AdaptConfig = Field(default_factory=AdaptConfig, description="site adaptation (`run_pipeline.py adapt`)")
 
     @model_validator(mode="after")
     def _unique_ids(self) -> "PipelineConfig":

@@ -40,6 +40,8 @@ def register(subparsers) -> None:
     p.add_argument("--label-column", default="movement")
     p.add_argument("--split-on-action", action="store_true", help="start a new tracklet where the action changes")
     p.add_argument("--max-frames", type=int, default=None)
+    p.add_argument("--first-frame", type=int, default=1, help="skip boxes before this 1-based frame (with "
+                   "--max-frames: a time window, e.g. train on early frames and test on later ones)")
     p.set_defaults(func=main)
 
 
@@ -55,7 +57,7 @@ def main(args: argparse.Namespace) -> int:
         id_offset=args.id_offset,
         min_height=args.min_height, frame_step=args.frame_step, max_len=args.max_len, max_gap=args.max_gap,
         min_len=args.min_len, min_visibility=args.min_visibility, split_on_action=args.split_on_action,
-        margin=args.margin, ids=_ids(args.ids), max_frames=args.max_frames,
+        margin=args.margin, ids=_ids(args.ids), max_frames=args.max_frames, first_frame=args.first_frame,
     )
     try:
         labels = read_action_labels(args.labels, args.label_column) if args.labels else None

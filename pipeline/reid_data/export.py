@@ -45,6 +45,7 @@ class ExportOptions:
     margin: float = 0.0  # enlarge boxes by this fraction of their size on each side
     ids: tuple[int, ...] = ()  # keep only these ids (empty = all)
     max_frames: int | None = None
+    first_frame: int = 1  # boxes of earlier frames (1-based) are skipped (a time split: train early, test late)
 
 
 def read_mot(path: str | Path) -> np.ndarray:
@@ -94,7 +95,7 @@ def export_tracklets(video: str | Path, boxes: str | Path, output: str | Path, o
         fr, pid = int(row[0]), int(row[1])
         if opts.ids and pid not in opts.ids:
             continue
-        if (fr - 1) % opts.frame_step:
+        if (fr - 1) % opts.frame_step or fr < opts.first_frame:
             continue
         if arr.shape[1] > 6 and not np.isnan(row[6]) and row[6] == 0:
             continue
