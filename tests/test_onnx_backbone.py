@@ -172,3 +172,26 @@ def test_freeze_names(model):
             p.requires_grad_(True)
         model.bottleneck.bias.requires_grad_(False)
     assert isinstance(model, ReIDAR)
+
+
+def test_pipeline_encoder_compiles_it_with_openvino_at_any_batch(model, tmp_path, monkeypatch):
+    """reid.checkpoint with an onnx_frame model: the CPU start-up compile (OpenVINO, through the ONNX export) keeps
+    B dynamic and matches PyTorch."""
+    from models.reid.model import save_checkpoint
+    from pipeline.reid.encoder import ClipEncoder
+
+    monkeypatch.setenv("MCSA_CACHE", str(tmp_path / "cache"))
+    ckpt = save_checkpoint(tmp_path / "m.pth", model)
+    enc = ClipEncoder(checkpoint=str(ckpt), device="cpu", cpu_threads=1)
+    assert enc.backend == "openvino cpu fp32" and enc.embedding_dim == 256
+    clips = np.random.RandomState(0).randint(0, 256, (5, 2, 256, 128, 3), dtype=np.uint8)
+    emb, probs = enc.encode(clips)
+    one, _ = enc.encode(clips[:1])
+    x = torch.from_numpy(clips).permute(0, 1, 4, 2, 3).float() / 255.0
+    x = (x - torch.tensor([0.485, 0.456, 0.406]).view(1, 1, 3, 1, 1)) / torch.tensor([0.229, 0.224, 0.225]).view(1, 1, 3, 1, 1)
+    with torch.no_grad():
+        ref = model(x)
+    assert emb.shape == (5, 256) and probs.shape == (5, 1) and one.shape == (1, 256)
+    assert _cos(emb, ref.embedding.numpy()).min() >= 0.9999
+    np.testing.assert_allclose(one[0], emb[0], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(probs, ref.action_probs.numpy(), atol=1e-4)

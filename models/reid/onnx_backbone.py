@@ -221,6 +221,10 @@ class ONNXFrameBackbone(nn.Module):
         self.out_channels = int(out.shape[1])
         self.feature_dim = self.out_channels
         self.embed: nn.Module | None = None
+        # A TorchScript trace (openvino.convert_model of the torch module) fixes the batch in onnx2torch's
+        # Shape/Reshape nodes; the pipeline's OpenVINO compile goes through the ONNX export instead, which writes them
+        # as the original ONNX ops (batch stays dynamic).
+        self.openvino_via_onnx = True
 
     def _embed(self, x: torch.Tensor) -> torch.Tensor:
         y = self.net(x)
