@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Cost of the `onnx_frame` backbone (a frame-level ONNX re-id model converted to PyTorch), run by hand (not in tests).
 
-    python bench/onnx_backbone_speed.py                  # Intel person-reidentification-retail-0267, batch 32, T=4, 1 thread
+    python bench/onnx_backbone_speed.py      # Intel person-reidentification-retail-0267, batch 32, T=4, 1 thread
 
 Prints the conversion time (ONNX file -> trainable Re-ID-AR model; and a checkpoint load, which converts the embedded
 ONNX bytes again) and clips/s of, side by side in this process on the same random normalised clips (B, T, 3, H, W):
@@ -92,7 +92,8 @@ def main() -> int:
     def run_converted_ov():
         return ov_converted.infer(clips.numpy())[0]
 
-    names = ["original ONNX on OpenVINO (baseline)", "converted, PyTorch eager", "converted, OpenVINO (via ONNX export)"]
+    names = ["original ONNX on OpenVINO (baseline)", "converted, PyTorch eager",
+             "converted, OpenVINO (via ONNX export)"]
     rows = list(zip(names, best_times([run_original, run_torch, run_converted_ov], args.repeats)))
     base = rows[0][1]
     print(f"{path.name}: convert {convert_s:.1f} s, checkpoint load {load_s:.1f} s, OpenVINO compile of the "

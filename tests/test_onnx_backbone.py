@@ -155,7 +155,6 @@ def test_bad_files_give_one_line_errors(tmp_path):
 
 
 def test_freeze_names(model):
-    from models.reid.model import ReIDAR
     from pipeline.reid_data.training import _freeze
 
     frozen = _freeze(model, ["until:Conv_3"])
@@ -171,7 +170,6 @@ def test_freeze_names(model):
         for p in model.parameters():
             p.requires_grad_(True)
         model.bottleneck.bias.requires_grad_(False)
-    assert isinstance(model, ReIDAR)
 
 
 def test_pipeline_encoder_compiles_it_with_openvino_at_any_batch(model, tmp_path, monkeypatch):
@@ -188,7 +186,8 @@ def test_pipeline_encoder_compiles_it_with_openvino_at_any_batch(model, tmp_path
     emb, probs = enc.encode(clips)
     one, _ = enc.encode(clips[:1])
     x = torch.from_numpy(clips).permute(0, 1, 4, 2, 3).float() / 255.0
-    x = (x - torch.tensor([0.485, 0.456, 0.406]).view(1, 1, 3, 1, 1)) / torch.tensor([0.229, 0.224, 0.225]).view(1, 1, 3, 1, 1)
+    mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
+    x = (x - mean.view(1, 1, 3, 1, 1)) / std.view(1, 1, 3, 1, 1)
     with torch.no_grad():
         ref = model(x)
     assert emb.shape == (5, 256) and probs.shape == (5, 1) and one.shape == (1, 256)

@@ -72,8 +72,9 @@ def _register_converters() -> None:
         _CONVERTERS_READY = True
 
 
-def _read_onnx(source: str | Path | bytes) -> tuple[Any, str]:
-    """(ModelProto, name for messages) from a path or ONNX bytes; one-line `ONNXBackboneError` when it is not one."""
+def _read_onnx(source: str | Path | bytes) -> tuple[Any, str, bytes]:
+    """(ModelProto, name for messages, the file's bytes) from a path or ONNX bytes; one-line `ONNXBackboneError`
+    when it is not an ONNX model."""
     import onnx
     from google.protobuf.message import DecodeError
 
@@ -83,8 +84,9 @@ def _read_onnx(source: str | Path | bytes) -> tuple[Any, str]:
             raise ONNXBackboneError(f"{name}: no such file (model.pretrained of backbone onnx_frame must be an .onnx "
                                     "re-id model)")
         source = Path(source).read_bytes()
+    source = bytes(source)
     try:
-        model = onnx.load_from_string(bytes(source))
+        model = onnx.load_from_string(source)
     except (DecodeError, ValueError, RuntimeError) as err:
         model, why = None, f"{type(err).__name__}"
     else:
@@ -92,7 +94,7 @@ def _read_onnx(source: str | Path | bytes) -> tuple[Any, str]:
     if model is None or not len(model.graph.node) or not len(model.graph.input):
         raise ONNXBackboneError(f"{name}: not an ONNX model ({why}); model.pretrained of backbone onnx_frame must be "
                                 "an .onnx file (one crop in, one embedding out)")
-    return model, name
+    return model, name, source
 
 
 def _graph_inputs(model) -> list[Any]:
@@ -177,22 +179,21 @@ def _add_value_info(model, data: bytes, name: str) -> int:
 def convert_onnx(source: str | Path | bytes) -> tuple[nn.Module, bytes, list[int | None]]:
     """ONNX file or bytes -> (torch GraphModule, the completed ONNX bytes to embed, input dims (N, 3, H, W))."""
     _register_converters()
-    model, name = _read_onnx(source)
+    model, name, raw = _read_onnx(source)
     dims = _input_dims(model, name)
     missing = _unconvertible_ops(model)
     if missing:
         raise ONNXBackboneError(f"{name}: onnx2torch cannot convert op {', '.join(missing)}; backbone onnx_frame "
                                 "needs a model made of ops onnx2torch supports (or add a converter in "
                                 "models/reid/onnx_backbone.py)")
-    raw = bytes(source) if isinstance(source, (bytes, bytearray)) else Path(source).read_bytes()
     added = _add_value_info(model, raw, name)
     from onnx2torch import convert
 
     try:
         net = convert(model)
     except Exception as err:  # noqa: BLE001 - converter errors carry no file name
-        raise ONNXBackboneError(f"{name}: onnx2torch failed to convert it ({type(err).__name__}: "
-                                f"{str(err).strip().splitlines()[0][:160] if str(err).strip() else 'no message'})") from None
+        first = (str(err).strip().splitlines() or ["no message"])[0][:160]
+        raise ONNXBackboneError(f"{name}: onnx2torch failed to convert it ({type(err).__name__}: {first})") from None
     log.debug("%s: converted (%d tensor shapes from OpenVINO)", name, added)
     return net, (model.SerializeToString() if added else raw), dims
 
@@ -236,10 +237,10 @@ class ONNXFrameBackbone(nn.Module):
         """frames (N, 3, H, W) normalised RGB -> (N, D, 1, 1)."""
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"onnx_frame backbone: expected frames (N, 3, H, W), got {tuple(x.shape)}")
-        fixed = [want for want in self.input_hw]
-        if any(want is not None and want != got for want, got in zip(fixed, x.shape[-2:])):
-            raise ValueError(f"onnx_frame backbone: the ONNX model takes {fixed[0]}x{fixed[1]} crops, got "
-                             f"{x.shape[-2]}x{x.shape[-1]}; set data.input_size: [{fixed[0]}, {fixed[1]}]")
+        h, w = self.input_hw
+        if (h is not None and h != x.shape[-2]) or (w is not None and w != x.shape[-1]):
+            raise ValueError(f"onnx_frame backbone: the ONNX model takes {h}x{w} crops, got "
+                             f"{x.shape[-2]}x{x.shape[-1]}; set data.input_size: [{h}, {w}]")
         return self._embed(x)[:, :, None, None]
 
     def node_names(self) -> list[str]:
