@@ -175,10 +175,16 @@ def test_freeze_names(model):
 def test_pipeline_encoder_compiles_it_with_openvino_at_any_batch(model, tmp_path, monkeypatch):
     """reid.checkpoint with an onnx_frame model: the CPU start-up compile (OpenVINO, through the ONNX export) keeps
     B dynamic and matches PyTorch."""
+    import torch.onnx.symbolic_helper as compat_module
+    from onnx2torch.utils import common
+
     from models.reid.model import save_checkpoint
     from pipeline.reid.encoder import ClipEncoder
 
     monkeypatch.setenv("MCSA_CACHE", str(tmp_path / "cache"))
+    # the pipeline's state: another package imported torch.onnx.symbolic_helper (torch's compatibility module, no
+    # GLOBALS) before onnx2torch, whose ONNX export of Shape nodes then failed
+    monkeypatch.setattr(common, "symbolic_helper", compat_module)
     ckpt = save_checkpoint(tmp_path / "m.pth", model)
     enc = ClipEncoder(checkpoint=str(ckpt), device="cpu", cpu_threads=1)
     assert enc.backend == "openvino cpu fp32" and enc.embedding_dim == 256

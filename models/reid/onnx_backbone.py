@@ -72,6 +72,24 @@ def _register_converters() -> None:
         _CONVERTERS_READY = True
 
 
+def _fix_opset_lookup() -> None:
+    """onnx2torch's ONNX export of Shape / Squeeze / Reduce* asks `torch.onnx.symbolic_helper` for the export opset
+    (`GLOBALS`). In torch >= 2.9 that name is a compatibility module without `GLOBALS` once anything has imported it
+    as a submodule (before that, `torch.onnx` hands out the internal module that has it), so the export then fails
+    depending on import order. Point onnx2torch at the internal module, which always has it."""
+    from onnx2torch.utils import common
+
+    if hasattr(common.symbolic_helper, "GLOBALS") and hasattr(common.symbolic_helper.GLOBALS,
+                                                              "export_onnx_opset_version"):
+        return
+    try:
+        from torch.onnx._internal.torchscript_exporter import symbolic_helper
+    except ImportError:  # older torch: the public module is the real one
+        return
+    if hasattr(symbolic_helper, "GLOBALS"):
+        common.symbolic_helper = symbolic_helper
+
+
 def _read_onnx(source: str | Path | bytes) -> tuple[Any, str, bytes]:
     """(ModelProto, name for messages, the file's bytes) from a path or ONNX bytes; one-line `ONNXBackboneError`
     when it is not an ONNX model."""
@@ -179,6 +197,7 @@ def _add_value_info(model, data: bytes, name: str) -> int:
 def convert_onnx(source: str | Path | bytes) -> tuple[nn.Module, bytes, list[int | None]]:
     """ONNX file or bytes -> (torch GraphModule, the completed ONNX bytes to embed, input dims (N, 3, H, W))."""
     _register_converters()
+    _fix_opset_lookup()
     model, name, raw = _read_onnx(source)
     dims = _input_dims(model, name)
     missing = _unconvertible_ops(model)
