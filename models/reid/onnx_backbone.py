@@ -74,9 +74,9 @@ def _register_converters() -> None:
 
 def _fix_opset_lookup() -> None:
     """onnx2torch's ONNX export of Shape / Squeeze / Reduce* asks `torch.onnx.symbolic_helper` for the export opset
-    (`GLOBALS`). In torch >= 2.9 that name is a compatibility module without `GLOBALS` once anything has imported it
-    as a submodule (before that, `torch.onnx` hands out the internal module that has it), so the export then fails
-    depending on import order. Point onnx2torch at the internal module, which always has it."""
+    (`GLOBALS`). In recent torch (2.14 here) that name is a compatibility module without `GLOBALS` once anything has
+    imported it as a submodule (before that, `torch.onnx` hands out the internal module that has it), so the export
+    fails depending on import order. Point onnx2torch at the internal module, which always has it."""
     from onnx2torch.utils import common
 
     if hasattr(common.symbolic_helper, "GLOBALS") and hasattr(common.symbolic_helper.GLOBALS,
