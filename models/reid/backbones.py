@@ -451,8 +451,12 @@ for _name, _channels in _OSNET_CHANNELS.items():
 
 
 def build_backbone(name: str, pretrained: str | Path | None = None, **kwargs: Any) -> nn.Module:
-    """Build a registered backbone and optionally load local pretrained weights (path)."""
-    backbone = BACKBONES.get(name)(**kwargs)
+    """Build a registered backbone and optionally load local pretrained weights (path). A backbone whose network
+    comes from its weights file (`onnx_frame`: factory attribute `built_from_weights`) is built from `pretrained`."""
+    factory = BACKBONES.get(name)
+    if getattr(factory, "built_from_weights", False):
+        return factory(pretrained=pretrained, **kwargs)
+    backbone = factory(**kwargs)
     if pretrained:
         backbone.load_pretrained(pretrained)
     return backbone
@@ -469,3 +473,6 @@ def feature_map_size(backbone: nn.Module, height: int, width: int) -> tuple[int,
     finally:
         backbone.train(was_training)
     return int(out.shape[-2]), int(out.shape[-1])
+
+
+from models.reid import onnx_backbone as _onnx_backbone  # noqa: E402,F401 - registers `onnx_frame`

@@ -21,13 +21,15 @@ class _Strict(BaseModel):
 
 class ModelSection(_Strict):
     backbone: str = Field(default="resnet50_ibn_a", description="registered backbone name")
-    pretrained: str | None = Field(default=None, description="local backbone weights (ImageNet / torchreid)")
+    pretrained: str | None = Field(
+        default=None, description="local backbone weights (ImageNet / torchreid); onnx_frame: the .onnx re-id model")
     num_classes: int | None = Field(default=None, description="identities; default: from the training set")
     temporal_attention: bool = True
     last_stride: int = Field(default=1, ge=1, le=2)
     action_hidden: int = 512
     action_dropout: float = 0.25
-    freeze: list[str] = Field(default=[], description="backbone submodules kept frozen (e.g. conv1, conv2)")
+    freeze: list[str] = Field(default=[], description="backbone submodules kept frozen (e.g. conv1, layer1.0; "
+                              "onnx_frame: net, a node name, until:NODE)")
     embedding: Literal["bn", "global"] = Field(
         default="bn", description="inference embedding: the BNNeck output (bn) or the attention-pooled feature before it")
     normalize_embedding: bool = Field(

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.reid.backbones import CheckpointError, build_backbone, feature_map_size, read_torch_file
+from models.reid.onnx_backbone import embedded_source
 
 
 class ReIDAROutput(NamedTuple):
@@ -236,7 +237,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             f"{path}: not a Re-ID-AR checkpoint (no 'format: mcsa-reid-ar/...' entry); pass a file written by "
             "`run_pipeline.py train`, or raw backbone weights where a command accepts them"
         )
-    model = ReIDAR(**payload["model_config"])
+    source = embedded_source(payload["state_dict"])  # an onnx_frame backbone's graph travels in the checkpoint
+    try:
+        model = ReIDAR(**payload["model_config"], **({"pretrained": source} if source is not None else {}))
+    except CheckpointError as err:
+        raise CheckpointError(f"{path}: {err}") from None
     try:
         model.load_state_dict(payload["state_dict"], strict=True)
     except RuntimeError as exc:

@@ -53,7 +53,8 @@ def compile_openvino(model: torch.nn.Module, input_size: tuple[int, int], thread
                      cache: bool = True):
     """The eval-mode Re-ID-AR model as an OpenVINO CPU model with dynamic batch and clip length (fp32 precision).
 
-    The conversion (a trace of the PyTorch model, seconds to tens of seconds) is cached as OpenVINO IR under
+    The conversion (a trace of the PyTorch model, or its ONNX export for a backbone marked `openvino_via_onnx`;
+    seconds to tens of seconds) is cached as OpenVINO IR under
     `openvino_cache_dir()`, keyed by a digest of the weights; later runs load it in about a second.
     """
     import openvino as ov
@@ -65,11 +66,14 @@ def compile_openvino(model: torch.nn.Module, input_size: tuple[int, int], thread
     if path is not None and path.is_file() and path.with_suffix(".bin").is_file():
         ov_model = core.read_model(str(path))
     else:
-        example = torch.zeros(2, 2, 3, *input_size)
-        with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # tracer notes on shape-dependent Python branches (fixed H, W: harmless)
-            ov_model = ov.convert_model(InferenceHead(model.eval().cpu()), example_input=example,
-                                        input=[(-1, -1, 3, *input_size)])
+        if getattr(getattr(model, "backbone", None), "openvino_via_onnx", False):
+            ov_model = _convert_via_onnx(model, ov)
+        else:
+            example = torch.zeros(2, 2, 3, *input_size)
+            with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # tracer notes on shape-dependent Python branches (fixed H, W)
+                ov_model = ov.convert_model(InferenceHead(model.eval().cpu()), example_input=example,
+                                            input=[(-1, -1, 3, *input_size)])
         if path is not None:
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -83,6 +87,20 @@ def compile_openvino(model: torch.nn.Module, input_size: tuple[int, int], thread
     if threads:
         config["INFERENCE_NUM_THREADS"] = int(threads)
     return core.compile_model(ov_model, "CPU", config)
+
+
+def _convert_via_onnx(model: torch.nn.Module, ov):
+    """The model through its ONNX export (dynamic B and T), for backbones whose TorchScript trace would fix the
+    batch size (`onnx_frame`: onnx2torch's Shape/Reshape nodes; its ONNX export writes the original ops)."""
+    import tempfile
+
+    from models.reid.export import export_onnx
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.onnx"
+        export_onnx(model, path, clip_len=2)
+        ov_model = ov.convert_model(str(path))
+    return ov_model
 
 
 class ReIDLoadError(RuntimeError):

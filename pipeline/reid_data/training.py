@@ -68,14 +68,26 @@ def evaluate_model(model: torch.nn.Module, dataset: VideoReIDDataset, seq_len: i
 
 
 def _freeze(model: ReIDAR, names: list[str]) -> list[torch.nn.Module]:
+    """Stop the gradients of the named backbone submodules (`conv1`, `layer2.0`; onnx_frame: its `freeze_modules`
+    names); returns the modules (kept in eval mode while training). One-line error naming the valid names."""
     frozen = []
+    backbone = model.backbone
     for name in names:
-        module = getattr(model.backbone, name, None)
-        if module is None:
-            raise ValueError(f"model.freeze: backbone {model.backbone_name} has no submodule {name!r}")
-        for p in module.parameters():
-            p.requires_grad_(False)
-        frozen.append(module)
+        if hasattr(backbone, "freeze_modules"):
+            modules = backbone.freeze_modules(name)
+        else:
+            try:
+                modules = [backbone.get_submodule(name)]
+            except AttributeError:
+                modules = []
+        if not modules:
+            valid = (backbone.freeze_names_hint() if hasattr(backbone, "freeze_names_hint")
+                     else ", ".join(n for n, _ in backbone.named_children()))
+            raise ValueError(f"model.freeze: backbone {model.backbone_name} has no submodule {name!r}; valid: {valid}")
+        for module in modules:
+            for p in module.parameters():
+                p.requires_grad_(False)
+        frozen.extend(modules)
     return frozen
 
 
