@@ -145,6 +145,8 @@ def main() -> int:
                     help="off-the-shelf models of bench/reid_models.py to rank alongside")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--skip-idf1", action="store_true")
+    ap.add_argument("--reuse", action="store_true", help="reuse OUT/adapt_<recipe>/model_adapted.pth of an earlier "
+                    "run of this bench (same --adapt-frames) instead of adapting again")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
@@ -156,7 +158,7 @@ def main() -> int:
         return 2
     from reid_models import model_specs, rank, reembed_run
 
-    from pipeline.adapt.site import adapt_site, baseline_model, format_report
+    from pipeline.adapt.site import AdaptReport, adapt_site, baseline_model, format_report
     from pipeline.config import load_config
     from pipeline.reid import ClipEncoder
 
@@ -195,9 +197,15 @@ def main() -> int:
         rname = Path(recipe).stem
         cfg.adapt.recipe = recipe
         t0 = time.time()
-        rep = adapt_site(cfg, out / f"adapt_{rname}", run_dir, args.adapt_frames, gt, progress=False)
-        print(format_report(rep), flush=True)
-        reports[rname] = rep.to_json()
+        done = out / f"adapt_{rname}"
+        if args.reuse and (done / "model_adapted.pth").is_file() and (done / "adapt_report.json").is_file():
+            rep = AdaptReport(done, checkpoint=done / "model_adapted.pth")  # an earlier bench run's adaptation
+            reports[rname] = json.loads((done / "adapt_report.json").read_text())
+            print(f"{rname}: reusing {done}/model_adapted.pth (--reuse)")
+        else:
+            rep = adapt_site(cfg, done, run_dir, args.adapt_frames, gt, progress=False)
+            print(format_report(rep), flush=True)
+            reports[rname] = rep.to_json()
         adapted[rname] = rep.checkpoint
         from pipeline.adapt.site import _recipe
 

@@ -129,7 +129,8 @@ needs_shared = pytest.mark.skipif(not (shared_dir() / "data/epfl_terrace1/terrac
 
 @needs_shared
 def test_tiny_adapt_run_writes_a_loadable_checkpoint(tmp_path):
-    """`adapt` end to end on 4 s of both Terrace cameras: tracking, mining, export, 2 training iterations."""
+    """`adapt` end to end on 8 s of both Terrace cameras (the first person walks in at 5 s): tracking, mining,
+    export, 2 training iterations."""
     import subprocess
     import sys
 
@@ -141,7 +142,7 @@ def test_tiny_adapt_run_writes_a_loadable_checkpoint(tmp_path):
     (tmp_path / "site.yaml").write_text(yaml.safe_dump(site))
     out = tmp_path / "out"
     proc = subprocess.run([sys.executable, str(REPO_ROOT / "run_pipeline.py"), "adapt", "--config",
-                           str(tmp_path / "site.yaml"), "--output", str(out), "--max-frames", "100", "--no-progress"],
+                           str(tmp_path / "site.yaml"), "--output", str(out), "--max-frames", "200", "--no-progress"],
                           capture_output=True, text=True, timeout=600, cwd=REPO_ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "identities" in proc.stdout and "model_adapted.pth" in proc.stdout

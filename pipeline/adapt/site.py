@@ -246,12 +246,12 @@ def adapt_site(cfg, out: str | Path, run_dir: str | Path | None = None, max_fram
         report.exported[name] = export_part(cfg, tracks, mined, root, name, offset, first, end, progress)
     report.minutes["mining+export"] = (time.time() - t1) / 60
     rc = _recipe(cfg, root, out)
-    ds = load_tracklet_folder(root, list(MOTION_ACTIONS))
-    n_ids = len({t.pid for t in ds.train})
     hint = ("record longer (several people crossing the overlapping views), check the homographies "
             "(adapt.mining.ground_units_per_m) or loosen adapt.mining")
-    if n_ids == 0:
-        raise AdaptError(f"no identity mined from frames 1-{split}: nothing to learn from; {hint}")
+    if not sum(c.get("crops", 0) for c in report.exported["train"].values()):
+        raise AdaptError(f"no identity mined from frames 1-{split} of {run_dir}: nothing to learn from; {hint}")
+    ds = load_tracklet_folder(root, list(MOTION_ACTIONS))
+    n_ids = len({t.pid for t in ds.train})
     if n_ids == 1:
         log.warning("adapt: only 1 identity mined from frames 1-%d: the model can learn the site's look and the "
                     "actions, not to tell people apart; %s", split, hint)
