@@ -200,3 +200,41 @@ def test_pipeline_encoder_compiles_it_with_openvino_at_any_batch(model, tmp_path
     assert _cos(emb, ref.embedding.numpy()).min() >= 0.9999
     np.testing.assert_allclose(one[0], emb[0], rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(probs, ref.action_probs.numpy(), atol=1e-4)
+
+
+def test_short_training_with_frozen_early_nodes(shared, onnx_path, tmp_path):  # onnx_path: skips without it
+    """`run_pipeline.py train`'s loop on real Terrace tracklets (~200 frames) with onnx_frame and
+    `freeze: [until:Conv_20]`: the frozen nodes keep their weights, later ones move, the checkpoint loads."""
+    from models.reid.config import ReIDTrainingConfig
+    from models.reid.model import load_checkpoint
+    from pipeline.reid_data.export import ExportOptions, export_tracklets
+    from pipeline.reid_data.training import train
+
+    s = shared / "data" / "epfl_terrace1"
+    data = tmp_path / "tracklets"
+    for cam in ("c0", "c1"):
+        opts = ExportOptions(camera=cam, split="train", frame_step=3, max_len=8, min_len=4, max_gap=3, min_height=40,
+                             min_visibility=1, max_frames=600)
+        export_tracklets(s / f"terrace1-{cam}.mp4", s / f"gt_{cam}" / "gt.txt", data, opts)
+    src = shared / ONNX_REL  # the module's copy may be deleted by the round-trip test
+    cfg = ReIDTrainingConfig.model_validate({
+        "name": "onnx_tiny", "actions": [],
+        "model": {"backbone": "onnx_frame", "pretrained": str(src), "freeze": ["until:Conv_20"]},
+        "data": {"format": "tracklets", "root": str(data), "input_size": [256, 128], "seq_len": 2, "p": 2, "k": 2,
+                 "num_workers": 0},
+        "train": {"epochs": 1, "iters_per_epoch": 2, "lr": 1e-4, "warmup_epochs": 0, "milestones": [100],
+                  "device": "cpu"},
+    })
+    summary = train(cfg, tmp_path / "run", progress=False)
+    trained, _ = load_checkpoint(summary["checkpoint"])
+    from models.reid.onnx_backbone import ONNXFrameBackbone
+
+    start = ONNXFrameBackbone(src).net.state_dict()
+    after = trained.backbone.net.state_dict()
+    frozen = trained.backbone.freeze_modules("until:Conv_20")
+    frozen_keys = {f"{n}.{k}" for n, m in trained.backbone.net.named_children() if any(m is f for f in frozen)
+                   for k, _ in m.named_parameters()}
+    assert frozen_keys and all(torch.equal(after[k], start[k]) for k in frozen_keys)
+    moved = [k for k in after if k not in frozen_keys and after[k].is_floating_point()
+             and not torch.equal(after[k], start[k]) and "running" not in k]
+    assert moved  # later weights were trained
