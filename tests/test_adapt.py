@@ -158,3 +158,24 @@ def test_tiny_adapt_run_writes_a_loadable_checkpoint(tmp_path):
     report = (out / "adapt_report.json").read_text()
     assert "must-links" in report or "identities" in report
     shutil.rmtree(out / "tracklets", ignore_errors=True)
+
+
+def test_adapt_refuses_bad_input_in_one_line(tmp_path):
+    """A missing recipe, a missing --run folder and a --gt for an unknown camera: exit 2 with one line naming it."""
+    import subprocess
+    import sys
+
+    site = yaml.safe_load((REPO_ROOT / "configs/epfl_terrace.yaml").read_text())
+    site["adapt"]["recipe"] = str(tmp_path / "missing.yaml")
+    (tmp_path / "site.yaml").write_text(yaml.safe_dump(site))
+    base = [sys.executable, str(REPO_ROOT / "run_pipeline.py"), "adapt", "--output", str(tmp_path / "o")]
+    cases = [
+        (["--config", str(tmp_path / "site.yaml"), "--run", str(tmp_path)], "missing.yaml not found"),
+        (["--config", str(REPO_ROOT / "configs/epfl_terrace.yaml"), "--run", str(tmp_path / "nope")], "no such folder"),
+        (["--config", str(REPO_ROOT / "configs/epfl_terrace.yaml"), "--gt", "c9=x.txt"], "camera id of the config"),
+    ]
+    for extra, expected in cases:
+        proc = subprocess.run(base + extra, capture_output=True, text=True, timeout=120, cwd=REPO_ROOT)
+        assert proc.returncode == 2, proc.stderr
+        lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+        assert len(lines) == 1 and expected in lines[0], proc.stderr

@@ -200,6 +200,14 @@ def adapt_site(cfg, out: str | Path, run_dir: str | Path | None = None, max_fram
     from pipeline.reid_data.training import evaluate_model
     from pipeline.reid_data.training import train as train_model
 
+    from core.paths import expand_path
+
+    recipe = Path(expand_path(cfg.adapt.recipe))
+    if not recipe.is_file():  # fail before the long steps
+        raise AdaptError(f"adapt.recipe {recipe} not found (configs/adapt/ holds the shipped recipes)")
+    if run_dir is not None and not Path(run_dir).is_dir():
+        raise AdaptError(f"--run {run_dir}: no such folder (give the --output folder of a finished `run`, or leave "
+                         "--run out to track the cameras now)")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     report = AdaptReport(out)
