@@ -14,6 +14,7 @@ machine: bench/pipeline_speed.py measures speed ratios), the scores, and how clo
 embedding is to the schedule-off run's (cosine, the tracks are the same). Also the cosine between consecutive clip
 embeddings of a track in the schedule-off run (what `reid.schedule.agree_cos` is compared with).
 Variants: off, on (the `reid.schedule` defaults with enabled: true), on:KEY=VALUE:... (schedule keys overridden).
+--checkpoint DIR runs every variant on that model (`reid.checkpoint`, e.g. the INT8 folder of bench/reid_int8.py).
 """
 
 from __future__ import annotations
@@ -37,9 +38,12 @@ from pipeline.evaluation.mot import evaluate_mot, evaluate_mtmc  # noqa: E402
 from pipeline.runner import Pipeline  # noqa: E402
 
 
-def variant_config(name: str, config: str, frames: int, variant: str, association: bool):
+def variant_config(name: str, config: str, frames: int, variant: str, association: bool,
+                   checkpoint: str | None = None):
     cfg = load_config(ROOT / "configs" / config)
     data = cfg.model_dump()
+    if checkpoint:
+        data["reid"]["checkpoint"] = checkpoint
     for cam in data["cameras"]:
         cam["max_frames"] = frames
     data["run"]["progress"] = False
@@ -106,6 +110,7 @@ def main() -> int:
     ap.add_argument("--terrace-frames", type=int, default=1500, help="EPFL Terrace frames per camera (0: skip)")
     ap.add_argument("--variants", default="off,on", help="comma-separated: off, on, on:KEY=VALUE:...")
     ap.add_argument("--out", default="/tmp/mcsa_reid_schedule", help="run folders (replaced)")
+    ap.add_argument("--checkpoint", default=None, help="reid.checkpoint of every variant (default: the config's)")
     ap.add_argument("--reuse", action="store_true", help="score runs already in --out instead of running them again")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -116,7 +121,7 @@ def main() -> int:
     for seq, config, frames in seqs:
         for v in variants:
             out = Path(args.out) / f"{seq}_{v.replace(':', '_').replace('=', '')}"
-            cfg = variant_config(seq, config, frames, v, association=seq == "pets09")
+            cfg = variant_config(seq, config, frames, v, seq == "pets09", args.checkpoint)
             data = cfg.model_dump()
             data["output"]["overwrite"] = True
             cfg = type(cfg).model_validate(data)
