@@ -2,7 +2,7 @@
 """End-to-end pipeline speed against a detector-only loop over the same frames, in the same process.
 
     python bench/pipeline_speed.py [--frames 795] [--repeats 3]                 # Re-ID off
-    python bench/pipeline_speed.py --reid [--int8 DIR] [--frames 400] [--repeats 2]
+    python bench/pipeline_speed.py --reid [--int8 DIR] [--reid-threads 1] [--frames 400] [--repeats 2]
 
 All loops use the config's detector (default: the shipped YOLO11n INT8 OpenVINO model). The detector-only loop runs
 on frames decoded into memory beforehand; each pipeline run does everything else too (decode, detect, track, store,
@@ -58,6 +58,9 @@ def main() -> int:
                     help="Re-ID on: schedule off and on side by side (off by default: bench/reid_throughput.py "
                     "measures the model's cost)")
     ap.add_argument("--int8", default=None, help="with --reid: also an INT8 export folder (reid.checkpoint)")
+    ap.add_argument("--reid-threads", type=int, default=None,
+                    help="with --reid: also the schedule-on run with the Re-ID model on this many threads "
+                    "(reid.cpu_threads; default: the runtime's, all cores)")
     ap.add_argument("--repeats", type=int, default=3,
                     help="run the loops back to back this many times; medians of the pairs are printed")
     args = ap.parse_args()
@@ -70,7 +73,7 @@ def main() -> int:
     detector = PersonDetector.from_config(cfg.detector)
     detector.detect(frames[:2])  # warm-up (compiles the OpenVINO graph)
 
-    def variant(reid: bool, schedule: bool = False, checkpoint: str | None = None):
+    def variant(reid: bool, schedule: bool = False, checkpoint: str | None = None, threads: int | None = None):
         data = cfg.model_dump()
         data["cameras"] = [dict(data["cameras"][0], max_frames=n)]
         data["run"]["progress"] = False
@@ -78,6 +81,7 @@ def main() -> int:
         data["reid"]["schedule"]["enabled"] = schedule
         if checkpoint:
             data["reid"]["checkpoint"] = checkpoint
+        data["reid"]["cpu_threads"] = threads or data["reid"]["cpu_threads"]
         return type(cfg).model_validate(data)
 
     if not args.reid:
@@ -86,6 +90,8 @@ def main() -> int:
         variants = {"Re-ID on, schedule off": variant(True, False), "Re-ID on, schedule on": variant(True, True)}
         if args.int8:
             variants["Re-ID on INT8, schedule on"] = variant(True, True, args.int8)
+        if args.reid_threads:
+            variants[f"Re-ID on {args.reid_threads} thr, schedule on"] = variant(True, True, None, args.reid_threads)
 
     # time spent inside the detector during the pipeline run (a timing wrapper around the real method), and the
     # process's CPU time (all threads) from the start of the second detector call to the end of the last one

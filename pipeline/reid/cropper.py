@@ -129,7 +129,7 @@ class TrackletCropper:
             buf.last_index = frame.index
             box = tracks.xyxy[i]
             if self.schedule is not None:
-                self.schedule.observe(tid, frame.timestamp_s, box, float(covered[i]))
+                self.schedule.observe(tid, box, float(covered[i]))
             quality = self._quality(box, covered[i], w_img, h_img)
             if quality > 0:
                 buf.crops.append(_Crop(self._crop(frame.image, box), frame.timestamp_s, box.copy(), quality))

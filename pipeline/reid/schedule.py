@@ -50,8 +50,8 @@ class ClipSchedule:
             return 0.0
         return float(min(self.first_interval_s * 2.0 ** (st.stable - 1), self.max_interval_s))
 
-    def observe(self, track_id: int, t_s: float, box: np.ndarray, covered: float) -> None:
-        """The track's box (xyxy px) at time t_s and the largest fraction of it covered by another track's box: a
+    def observe(self, track_id: int, box: np.ndarray, covered: float) -> None:
+        """The track's box (xyxy px) in this frame and the largest fraction of it covered by another track's box: a
         big size change or a contact resets the track to the full rate."""
         st = self._tracks.get(track_id)
         if st is None or st.stable <= 0:
