@@ -3,6 +3,8 @@
 
     python bench/reid_int8.py [--fp32 DIR] [--out DIR] [--calib 300] [--repeats 5]
 
+Needs `pip install nncf` (not in requirements.txt: only this bench uses it).
+
 1. The fp32 OpenVINO export of `osnet_x0_25_msmt17.pth` (`run_pipeline.py export --format openvino`; --fp32 reuses
    one) is quantised to INT8 with NNCF (`nncf.quantize`, mixed preset) on --calib real clips of PETS09-S2L1 people
    (ground-truth boxes, T = 4): never on the Terrace data that the checks below use. The INT8 folder is an export
@@ -33,7 +35,10 @@ from core.paths import shared_dir  # noqa: E402
 
 def quantize(fp32: Path, out: Path, calib: np.ndarray) -> None:
     """NNCF INT8 of fp32/model.xml on normalised calibration clips -> out/model.xml (+ metadata.json)."""
-    import nncf
+    try:
+        import nncf
+    except ImportError:
+        sys.exit("bench/reid_int8.py needs NNCF: pip install nncf")
     import openvino as ov
 
     from models.reid.export import normalise_clips
