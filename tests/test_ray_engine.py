@@ -41,6 +41,9 @@ def _config(frames: int, engine: str = "local", **camera_frames):
     for cam in data["cameras"]:
         cam["max_frames"] = camera_frames.get(cam["id"], frames)
     data["run"].update(progress=False, engine=engine)
+    # engine ray cuts a clip every reid.clip_every frames (the clip schedule needs each result back on the camera
+    # actor): the engines are compared with the schedule off in both
+    data["reid"]["schedule"]["enabled"] = False
     return type(cfg).model_validate(data)
 
 

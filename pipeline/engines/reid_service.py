@@ -106,6 +106,9 @@ class PrecroppedReIDStage(ReIDStage):
     def __init__(self, cfg, encoder: RemoteEncoder) -> None:
         super().__init__(cfg, encoder)
         self._incoming: dict[str, list] = {}
+        if cfg.schedule.enabled:
+            log.info("reid.schedule is applied by engine local only: the camera actors cut a clip every "
+                     "reid.clip_every frames of every track")
 
     def queue_clips(self, camera_id: str, clips: list) -> None:
         self._incoming.setdefault(camera_id, []).extend(clips)

@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 from pipeline.reid.clips import ClipRequest
+from pipeline.reid.schedule import ClipSchedule
 from core.types import Frame, Tracks
 
 
@@ -93,7 +94,8 @@ class TrackletCropper:
 
     input_size: (H, W) crop size in px; clip_len: T crops per clip, spread over the track's last `window` crops.
     Quality gates: box height >= `min_box_height` px; not cut by the image border (`border_margin` px); at most
-    `max_overlap` of the box covered by another track's box.
+    `max_overlap` of the box covered by another track's box. schedule: an optional `ClipSchedule` that skips periodic
+    clips of tracks whose appearance is stable (fed the clip results through `on_result`).
     """
 
     camera_id: str
@@ -107,6 +109,7 @@ class TrackletCropper:
     max_tracks: int = 64
     end_after_frames: int = 30
     resize: str = "bilinear"
+    schedule: ClipSchedule | None = None
     _buffers: "OrderedDict[int, _TrackBuffer]" = field(default_factory=OrderedDict, init=False, repr=False)
     crops_rejected: int = field(default=0, init=False)
 
@@ -125,14 +128,19 @@ class TrackletCropper:
             buf.frames_seen += 1
             buf.last_index = frame.index
             box = tracks.xyxy[i]
+            if self.schedule is not None:
+                self.schedule.observe(tid, box, float(covered[i]))
             quality = self._quality(box, covered[i], w_img, h_img)
             if quality > 0:
                 buf.crops.append(_Crop(self._crop(frame.image, box), frame.timestamp_s, box.copy(), quality))
                 buf.new_since_emit += 1
             else:
                 self.crops_rejected += 1
-            if buf.new_since_emit and buf.frames_seen % self.clip_every == 0:
+            if (buf.new_since_emit and buf.frames_seen % self.clip_every == 0
+                    and (self.schedule is None or self.schedule.due(tid, frame.timestamp_s))):
                 out.append(self._emit(tid, buf, "periodic", has_embedding))
+                if self.schedule is not None:
+                    self.schedule.emitted(tid, frame.timestamp_s, box)
         # tracks unseen for too long have ended; too many buffers: evict the least recently seen
         for tid in [t for t, b in self._buffers.items() if frame.index - b.last_index > self.end_after_frames]:
             out.extend(self._finish(tid, has_embedding))
@@ -146,6 +154,11 @@ class TrackletCropper:
         for tid in list(self._buffers):
             out.extend(self._finish(tid, has_embedding))
         return out
+
+    def on_result(self, track_id: int, embedding: np.ndarray) -> None:
+        """A clip result of one of this camera's tracks (for the schedule; in the order the clips were cut)."""
+        if self.schedule is not None:
+            self.schedule.on_result(track_id, embedding)
 
     @property
     def buffered_crops(self) -> int:
@@ -180,6 +193,8 @@ class TrackletCropper:
 
     def _finish(self, tid: int, has_embedding) -> list[ClipRequest]:
         buf = self._buffers.pop(tid)
+        if self.schedule is not None:
+            self.schedule.forget(tid)
         if buf.new_since_emit and buf.crops:
             return [self._emit(tid, buf, "end", has_embedding)]
         return []

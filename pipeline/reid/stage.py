@@ -20,6 +20,7 @@ from pipeline.reid.batcher import ReIDBatcher
 from pipeline.reid.clips import AppearanceUpdate, ClipRequest, ClipResult
 from pipeline.reid.cropper import TrackletCropper
 from pipeline.reid.encoder import ClipEncoder
+from pipeline.reid.schedule import ClipSchedule
 from pipeline.stages.base import CameraEnd, CameraInfo, RunEnd, RunInfo, Stage, Step, register_stage
 
 log = logging.getLogger("mcsa.reid")
@@ -68,7 +69,7 @@ class ReIDStage(Stage):
             camera_id=camera.camera_id, input_size=tuple(self.encoder.input_size), clip_len=c.clip_len,
             clip_every=c.clip_every, window=c.window, min_box_height=c.min_box_height, border_margin=c.border_margin,
             max_overlap=c.max_overlap, max_tracks=c.max_tracks, end_after_frames=c.end_after_frames,
-            resize=self.encoder.resize,
+            resize=self.encoder.resize, schedule=self._schedule(),
         )
         self.appearances[camera.camera_id] = TrackAppearance(camera.camera_id)
 
@@ -120,17 +121,28 @@ class ReIDStage(Stage):
 
     def counters(self) -> dict:
         st = self.batcher.stats
+        schedules = [c.schedule for c in self.croppers.values() if c.schedule is not None]
         return dict(processed=st.processed, submitted=st.submitted, dropped=st.dropped, batches=st.batches,
                     mean_batch=st.mean_batch, busy_s=st.busy_s, errors=st.errors,
+                    skipped=sum(s.skipped for s in schedules),
                     tracks_with_embedding=sum(len(a.tracks) for a in self.appearances.values()))
 
     def summary_line(self) -> str:
         c = self.counters()
         return (f"Re-ID: {c['processed']} clips in {c['batches']} batches (mean {c['mean_batch']:.1f}), "
-                f"{c['dropped']} dropped, {c['tracks_with_embedding']} tracks with an embedding, model busy "
-                f"{c['busy_s']:.1f} s")
+                f"{c['dropped']} dropped, {c['skipped']} skipped (stable appearance), {c['tracks_with_embedding']} "
+                f"tracks with an embedding, model busy {c['busy_s']:.1f} s")
 
     # ---- internals ----------------------------------------------------------------------------------------------
+    def _schedule(self) -> ClipSchedule | None:
+        """A camera's clip schedule (`reid.schedule`), or None: a clip every `clip_every` frames of every track."""
+        s = self.cfg.schedule
+        if not s.enabled:
+            return None
+        return ClipSchedule(agree_cos=s.agree_cos, first_interval_s=s.first_interval_s,
+                            max_interval_s=s.max_interval_s, box_change=s.box_change,
+                            contact_overlap=s.contact_overlap)
+
     def _submit(self, requests: list[ClipRequest]) -> None:
         if self.grouped:
             self._requests.extend(requests)
@@ -149,6 +161,9 @@ class ReIDStage(Stage):
         """Fold results into their tracks' appearance; the updates in the same order."""
         out = []
         for r in results:
+            cropper = self.croppers.get(r.camera_id)  # none here when the clips were cut elsewhere (engine ray)
+            if cropper is not None:
+                cropper.on_result(r.track_id, r.embedding)
             state = self.appearances[r.camera_id].update(r)
             out.append(AppearanceUpdate(r, state.embedding, state.action_probs, state.n_clips))
         return out
