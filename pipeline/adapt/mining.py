@@ -37,6 +37,12 @@ class CameraTracks:
     fps: float
     ground: np.ndarray | None = None
 
+    def window(self, first: int, last: int) -> "CameraTracks":
+        """The rows of frames first..last (1-based, inclusive): tracks crossing the bounds are cut there."""
+        keep = (self.rows[:, 0] >= first) & (self.rows[:, 0] <= last)
+        return CameraTracks(self.camera, self.rows[keep], self.fps,
+                            None if self.ground is None else self.ground[keep])
+
     def keys(self) -> list[TrackKey]:
         return [(self.camera, int(t)) for t in np.unique(self.rows[:, 1])]
 
@@ -155,8 +161,7 @@ def mine_identities(cameras: list[CameraTracks], overlapping: set[frozenset], cf
             order = np.argsort(fr)
             if (fr.max() - fr.min() + 1) / cam.fps < cfg.min_track_s:
                 continue
-            tracks[(cam.camera, int(tid))] = {"frames": fr[order], "pos": pos[m][order], "fps": cam.fps,
-                                              "ground": cam.ground is not None}
+            tracks[(cam.camera, int(tid))] = {"frames": fr[order], "pos": pos[m][order], "fps": cam.fps}
     by_cam = {cam.camera: cam for cam in cameras}
 
     # cannot-links within a camera: alive at the same moment

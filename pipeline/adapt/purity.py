@@ -57,20 +57,15 @@ def pair_scores(mined: MinedIdentities, truth: dict[TrackKey, int | None]) -> di
 
     out: dict[str, dict[str, float]] = {}
     for name, want in (("cross-camera", True), ("same-camera", False)):
-        mined_pairs = real_pairs = hit = good = 0
+        mined_pairs = good = 0
         for a, b in combinations(keys, 2):
-            if (a[0] != b[0]) != want:
-                continue
-            m = mined.identity[a] == mined.identity[b]
-            r = same_real(a, b)
-            mined_pairs += m
-            good += m and r
-            real_pairs += r
-            hit += m and r
+            if (a[0] != b[0]) == want and mined.identity[a] == mined.identity[b]:
+                mined_pairs += 1
+                good += same_real(a, b)
         # recall over every real pair among all tracks with ground truth (also the ones left without an identity)
         all_real = sum(same_real(a, b) for a, b in combinations(sorted(truth), 2) if (a[0] != b[0]) == want)
         out[name] = {"mined_pairs": mined_pairs, "precision": good / mined_pairs if mined_pairs else float("nan"),
-                     "recall": hit / all_real if all_real else float("nan"), "real_pairs": all_real}
+                     "recall": good / all_real if all_real else float("nan"), "real_pairs": all_real}
     links = [(a, b) for a, b, _k, _s in mined.must_links]
     ok = sum(same_real(a, b) for a, b in links)
     out["must-links"] = {"mined_pairs": len(links), "precision": ok / len(links) if links else float("nan"),

@@ -193,8 +193,6 @@ def baseline_model(rc):
 def adapt_site(cfg, out: str | Path, run_dir: str | Path | None = None, max_frames: int | None = None,
                gt: dict[str, str] | None = None, progress: bool = True, train: bool = True) -> AdaptReport:
     """Adapt Re-ID-AR to the cameras of `cfg` (a `PipelineConfig`); see the module docstring."""
-    import torch
-
     from core.device import resolve_device
     from pipeline.reid_data.datasets import load_tracklet_folder
     from pipeline.reid_data.training import evaluate_model
@@ -217,7 +215,7 @@ def adapt_site(cfg, out: str | Path, run_dir: str | Path | None = None, max_fram
         run_dir = run_tracks(cfg, out, max_frames, progress)
     run_dir = Path(run_dir)
     report.minutes["tracking"] = (time.time() - t0) / 60
-    everything = load_tracks(cfg, run_dir, 1, max_frames or 10**9)
+    everything = load_tracks(cfg, run_dir, 1, max_frames or 10**9)  # read once, cut into the parts below
     last = int(max((c.rows[:, 0].max() for c in everything if len(c.rows)), default=0))
     if last == 0:
         raise AdaptError(f"{run_dir}: no tracks to learn from (did the cameras see people? check the run's mot files)")
@@ -237,7 +235,7 @@ def adapt_site(cfg, out: str | Path, run_dir: str | Path | None = None, max_fram
     parts = [("train", 1, split, 0)] + ([("test", split + 1, last, 100000)] if split < last else [])
     mined_parts = {}
     for name, first, end, offset in parts:
-        tracks = load_tracks(cfg, run_dir, first, end)
+        tracks = [cam.window(first, end) for cam in everything]
         mined = mine_identities(tracks, pairs, cfg.adapt.mining)
         mined_parts[name] = (tracks, mined)
         report.mining[name] = f"frames {first}-{end}: {mined.summary()}"
@@ -282,10 +280,8 @@ def adapt_site(cfg, out: str | Path, run_dir: str | Path | None = None, max_fram
         from models.reid.model import load_checkpoint
 
         model, _ = load_checkpoint(ckpt, device)
-        ds_eval = load_tracklet_folder(root, list(MOTION_ACTIONS))
-        report.adapted = evaluate_model(model, ds_eval, dc.seq_len, tuple(dc.input_size), dc.test_sampling,
+        report.adapted = evaluate_model(model, ds, dc.seq_len, tuple(dc.input_size), dc.test_sampling,
                                         dc.test_max_clips, device=device, resize=dc.resize)
-    torch.set_num_threads(torch.get_num_threads())
     return _finish(report, t0)
 
 
