@@ -92,6 +92,9 @@ class Tracks:
     global_ids: optional int64 (N,) cross-camera identity of each track at this step (-1: not linked yet), written by
     the association stage. current_actions: optional list of N confirmed current action names (None: none) and
     current_action_scores float32 (N,) their smoothed scores, written by the events stage.
+    detections: optional, the frame's whole detector output (`Detections`, every box the tracker was given, tracked or
+    not), attached by the engine after tracking: ground-plane fusion (`association.mode: fused`) fuses detections, not
+    only the tracker's confirmed boxes.
     """
 
     track_ids: np.ndarray
@@ -104,6 +107,7 @@ class Tracks:
     global_ids: np.ndarray | None = field(default=None)
     current_actions: list | None = field(default=None)
     current_action_scores: np.ndarray | None = field(default=None)
+    detections: "Detections | None" = field(default=None)
 
     def __post_init__(self) -> None:
         self.xyxy = _as_boxes(self.xyxy)

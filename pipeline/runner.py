@@ -365,6 +365,7 @@ class Pipeline:
                     tracks = tracker.update(dets, frame.image, embeddings=det_embeddings[k])
                 else:
                     tracks = tracker.update(dets, frame.image)
+                tracks.detections = dets
                 step.frames.append((frame, tracks))
                 self.summaries[frame.camera_id].count_frame(len(dets), tracks.track_ids.tolist(), now,
                                                             frame.timestamp_s)

@@ -216,6 +216,7 @@ class CameraWorker:
                 received = time.time()
                 dets = self.detector.detect([frame.image])[0]
                 tracks = self.tracker.update(dets, frame.image)
+                tracks.detections = dets
                 clips = self.cropper.on_tracks(frame, tracks) if self.cropper is not None else []
                 if self.id_offset:
                     tracks.track_ids = tracks.track_ids + self.id_offset

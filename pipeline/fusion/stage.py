@@ -1,11 +1,17 @@
 """`fused_association`: ground-plane fusion of overlapping cameras as a pipeline stage (`association.mode: fused`).
 
-Per step it gives every camera's reported track boxes (the per-camera tracker's output: boxes, scores and, with
-Re-ID, the running embeddings) to one `FusedAssociator` for the cameras that have a homography, and writes the
-ground track's identity onto `tracks.global_ids` (-1: not part of a confirmed ground track yet; cameras without a
-homography keep -1). A local track's global id is the one most of its boxes had: `end.identities['online']`
-({(camera_id, track_id): global id}) for the MOT stage and the store, with `step.links` whenever a track's leading
-identity appears or changes. There is no offline pass in this mode (the online ids are final).
+Per step it gives every fused camera's detections (`Tracks.detections`, the detector's whole output, so a person the
+camera's tracker has not confirmed yet still counts; the tracker's boxes when an engine attaches none) to one
+`FusedAssociator` for the cameras that have a homography, then hands each ground identity to the tracker box of the
+detection it was given for (IoU >= 0.5, one to one): `tracks.global_ids` (-1: not part of a confirmed ground track
+yet; cameras without a homography keep -1).
+
+Identities are per box, not per local track: when a camera's tracker carries one local track from one person to
+another (the ground tracks disagree), the track is cut there. Its first identity keeps the tracker's id; every other
+identity of it gets a segment id (from `SEGMENT_BASE` up, unique per camera), written to `tracks.track_ids`, with the
+tracker's own id kept in `tracks.view_ids` (action episodes follow the view, as with tracklets). `end.identities
+['online']` maps (camera, segment) -> ground identity, so `mot/` holds each box's ground identity at that moment;
+`step.links` tells each new segment. There is no offline pass in this mode: the online ids are final.
 """
 
 from __future__ import annotations
@@ -14,20 +20,39 @@ import logging
 
 import numpy as np
 
+from scipy.optimize import linear_sum_assignment
+
 from core.geometry import load_homography
 from pipeline.association.online import LinkEvent
-from pipeline.fusion.associator import FusedAssociator
+from pipeline.fusion.associator import FusedAssociator, _iou_matrix
 from pipeline.fusion.ground import CameraGeometry
 from pipeline.stages.base import CameraInfo, RunEnd, RunInfo, Stage, Step, register_stage
 
 log = logging.getLogger("mcsa.fusion")
+
+SEGMENT_BASE = 1_000_000_000  # segment ids of a local track's later identities start here (above tracker ids)
+MATCH_IOU = 0.5  # a tracker box takes the identity of the detection it overlaps at least this much (one to one)
+
+
+def match_boxes(track_xyxy: np.ndarray, det_xyxy: np.ndarray, min_iou: float = MATCH_IOU) -> np.ndarray:
+    """For each tracker box (T, 4) the index of its detection (D, 4) by IoU, one to one (Hungarian), -1 below min_iou."""
+    out = np.full(len(track_xyxy), -1, np.int64)
+    if len(track_xyxy) == 0 or len(det_xyxy) == 0:
+        return out
+    iou = _iou_matrix(np.asarray(track_xyxy, np.float64), np.asarray(det_xyxy, np.float64))
+    rows, cols = linear_sum_assignment(-iou)
+    for r, c in zip(rows, cols):
+        if iou[r, c] >= min_iou:
+            out[r] = c
+    return out
 
 
 @register_stage("fused_association")
 class FusedAssociationStage(Stage):
     """Identities from ground-plane tracks shared by overlapping cameras."""
 
-    writes = ("tracks.global_ids", "step.links", "end.links", "end.identities", "end.identity_spans")
+    writes = ("tracks.global_ids", "tracks.track_ids", "tracks.view_ids", "step.links", "end.links", "end.identities",
+              "end.identity_spans")
 
     def __init__(self, cfg) -> None:
         if not cfg.homographies:
@@ -37,8 +62,11 @@ class FusedAssociationStage(Stage):
         self.homographies = {cam: load_homography(path) for cam, path in cfg.homographies.items()}
         self.geoms: dict[str, CameraGeometry] = {}
         self.associator: FusedAssociator | None = None
-        self.votes: dict[tuple[str, int], dict[int, int]] = {}
-        self.leading: dict[tuple[str, int], int] = {}
+        self.segments: dict[tuple[str, int, int], int] = {}  # (camera, local track, ground id) -> segment id
+        self.current: dict[tuple[str, int], int] = {}  # (camera, local track) -> its segment now
+        self.named: set[tuple[str, int]] = set()  # local tracks that have had an identity
+        self.next_segment: dict[str, int] = {}  # camera -> next segment id
+        self.leading: dict[tuple[str, int], int] = {}  # (camera, segment) -> ground id
         self.spans: dict[tuple[str, int], list[float]] = {}
         self.unfused: list[str] = []
 
@@ -63,13 +91,24 @@ class FusedAssociationStage(Stage):
                                                       camera.size)
 
     def on_step(self, step: Step) -> None:
-        views, rows = {}, {}
+        views, rows, dets_of = {}, {}, {}
         for frame, tracks in step.frames:
             cam = frame.camera_id
             tracks.global_ids = np.full(len(tracks), -1, np.int64)
             if cam not in self.geoms:
                 continue
-            views[cam] = (tracks.xyxy, tracks.scores, tracks.embeddings)
+            dets = tracks.detections
+            if dets is None:  # no detector output attached: fuse the tracker's boxes
+                views[cam] = (tracks.xyxy, tracks.scores, tracks.embeddings)
+                dets_of[cam] = np.arange(len(tracks))
+            else:
+                det_of = match_boxes(tracks.xyxy, dets.xyxy)
+                emb = None
+                if tracks.embeddings is not None and len(dets):  # a detection carries its tracker box's embedding
+                    emb = np.full((len(dets), tracks.embeddings.shape[1]), np.nan, np.float32)
+                    emb[det_of[det_of >= 0]] = tracks.embeddings[det_of >= 0]
+                views[cam] = (dets.xyxy, dets.scores, emb)
+                dets_of[cam] = det_of
             rows[cam] = tracks
         if not views:
             return
@@ -77,22 +116,37 @@ class FusedAssociationStage(Stage):
             self.associator = FusedAssociator(self.geoms, self.cfg.fusion.params())
         out = self.associator.update(step.time_s, views)
         for cam, tracks in rows.items():
-            ids = out.ids[cam]
-            tracks.global_ids = ids.astype(np.int64)
-            for tid, gid in zip(tracks.track_ids.tolist(), ids.tolist()):
-                key = (cam, int(tid))
-                span = self.spans.setdefault(key, [step.time_s, step.time_s])
-                span[1] = step.time_s
-                if gid < 0:
-                    continue
-                v = self.votes.setdefault(key, {})
-                v[gid] = v.get(gid, 0) + 1
-                lead = max(v, key=v.get)
-                prev = self.leading.get(key)
-                if lead != prev:
-                    self.leading[key] = lead
-                    step.links.append(LinkEvent(cam, int(tid), int(lead), prev, step.time_s,
-                                                "new" if prev is None else "relink", None, "online"))
+            det_of = dets_of[cam]
+            gids = np.where(det_of >= 0, out.ids[cam][np.maximum(det_of, 0)] if len(out.ids[cam]) else -1, -1)
+            tracks.global_ids = gids.astype(np.int64)
+            self._segment(cam, tracks, step)
+
+    def _segment(self, cam: str, tracks, step: Step) -> None:
+        """Cut local tracks where their ground identity changes: track_ids -> segment ids, tracker ids -> view_ids."""
+        local = tracks.track_ids.copy()
+        seg_ids = local.copy()
+        for i, (tid, gid) in enumerate(zip(local.tolist(), tracks.global_ids.tolist())):
+            key = (cam, int(tid))
+            seg = self.current.get(key, int(tid))
+            if gid >= 0:
+                seg = self.segments.get((cam, int(tid), int(gid)))
+                if seg is None:
+                    if key not in self.named:  # the local track's first identity keeps the tracker's id
+                        self.named.add(key)
+                        seg = int(tid)
+                    else:
+                        seg = self.next_segment.get(cam, SEGMENT_BASE)
+                        self.next_segment[cam] = seg + 1
+                    self.segments[(cam, int(tid), int(gid))] = seg
+                    self.leading[(cam, seg)] = int(gid)
+                    step.links.append(LinkEvent(cam, seg, int(gid), None, step.time_s, "new", None, "online"))
+            self.current[key] = seg
+            seg_ids[i] = seg
+            span = self.spans.setdefault((cam, seg), [step.time_s, step.time_s])
+            span[1] = step.time_s
+        if tracks.view_ids is None:
+            tracks.view_ids = local
+        tracks.track_ids = seg_ids
 
     def close(self, end: RunEnd) -> None:
         end.identities["online"] = dict(self.leading)
