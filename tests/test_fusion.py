@@ -255,3 +255,63 @@ def test_fused_association_stage_links_a_view_track_broken_by_occlusion(tmp_path
     assert ids[("a", 11)] == ids[("b", 11)] != ids[("a", 10)]
     assert seen[("b", 99)] <= {ids[("a", 10)], -1} and ids[("a", 10)] in seen[("b", 99)]
     assert stage.counters()["identities"] == 2
+
+
+def test_fused_stage_cuts_a_local_track_that_jumps_to_another_person(tmp_path):
+    """Camera b's tracker carries local track 7 from person 0 to person 1 at 3 s (an id switch), and the frames carry
+    the detector output (`Tracks.detections`): the stage gives each box its person's ground identity by cutting track
+    7 into a segment, keeps the tracker's id in view_ids, and the MOT files of the run hold one identity per person."""
+    from core.types import Detections, Frame, Tracks
+    from pipeline.config import parse_config
+    from pipeline.fusion.stage import SEGMENT_BASE, FusedAssociationStage
+    from pipeline.outputs import MotStage
+    from pipeline.stages.base import CameraEnd, CameraInfo, RunEnd, RunInfo, Step, drive_step
+
+    cams = two_camera_scene()
+    homs = {}
+    for cam, geom in cams.items():
+        homs[cam] = str(tmp_path / f"{cam}.txt")
+        np.savetxt(homs[cam], geom.h)
+    config = parse_config({"cameras": [{"id": c, "source": f"{c}.mp4"} for c in cams],
+                           "association": {"enabled": True, "mode": "fused", "homographies": homs}})
+    stages = [FusedAssociationStage.from_config(config, {}), MotStage.from_config(config, {})]
+    for st in stages:
+        st.open(RunInfo(run_id=None, output_dir=tmp_path / "run"))
+        for cam in cams:
+            st.open_camera(CameraInfo(cam, f"{cam}.mp4", 25.0, FRAME))
+    image = np.zeros((FRAME[1], FRAME[0], 3), np.uint8)
+    pos = {0: lambda t: np.array([-2.0, -1.0]) + np.array([0.5, 0.0]) * t,
+           1: lambda t: np.array([1.5, 1.5]) - np.array([0.4, 0.1]) * t}
+    b_view_ids = set()
+    for i in range(150):
+        t = i / 25.0
+        step = Step(i, t)
+        for cam, geom in cams.items():
+            boxes = np.array([person_box(geom, pos[p](t)) for p in (0, 1)], np.float32)
+            if cam == "b":  # the tracker's ids: 7 follows person 0, then jumps to person 1 at 3 s; 8 the other one
+                tids = [7, 8] if t < 3.0 else [9, 7]
+            else:
+                tids = [1, 2]
+            tracks = Tracks(np.array(tids), boxes, np.full(2, 0.9), np.zeros(2))
+            tracks.detections = Detections(boxes + 1.0, np.full(2, 0.9, np.float32), np.zeros(2, np.int32))
+            step.frames.append((Frame(cam, i, t, image), tracks))
+        drive_step(stages, step)
+        for frame, tracks in step.frames:
+            if frame.camera_id == "b" and t >= 3.5:
+                assert tracks.view_ids is not None and 7 in tracks.view_ids.tolist()
+                b_view_ids.update(zip(tracks.view_ids.tolist(), tracks.track_ids.tolist()))
+    end = RunEnd("completed", [CameraEnd(c, "completed", frames=150) for c in cams])
+    for st in stages:
+        for e in end.cameras:
+            st.on_camera_end(e)
+        st.close(end)
+    assert any(seg >= SEGMENT_BASE for view, seg in b_view_ids if view == 7), "track 7 was cut after the jump"
+    ids = end.identities["online"]
+    assert ids[("a", 1)] == ids[("b", 7)] != ids[("a", 2)]
+    for cam in cams:
+        rows = np.loadtxt(tmp_path / "run" / "mot" / f"{cam}.txt", delimiter=",", ndmin=2)
+        for person in (0, 1):  # each person's boxes in this camera: one identity once confirmed (after 0.5 s)
+            want = np.array([person_box(cams[cam], pos[person](f / 25.0)) for f in rows[:, 0] - 1])
+            got = np.c_[rows[:, 2:4], rows[:, 2:4] + rows[:, 4:6]]
+            mine = rows[(np.abs(got - want).max(axis=1) < 0.5) & (rows[:, 0] > 13)]
+            assert len(mine) > 100 and len(set(mine[:, 1].tolist())) == 1, (cam, person, set(mine[:, 1].tolist()))
