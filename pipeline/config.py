@@ -225,8 +225,8 @@ class FusionConfig(_Strict):
     reacquire_mps: float = Field(default=1.0, ge=0, description="the gate widens by this speed times the time a "
                                  "track has been unseen, m/s")
     foot_sigma: float = Field(default=0.04, gt=0, description="foot-point pixel uncertainty, fraction of box height")
-    calib_sigma_m: float = Field(default=0.5, gt=0, description="homography error floor, m (overlapping EPFL views "
-                                 "disagree by 0.5 m median, 1.3 m at the 90th percentile)")
+    calib_sigma_m: float = Field(default=0.3, gt=0, description="homography error floor, m (overlapping EPFL views "
+                                 "disagree by 0.5-0.6 m median raw, 0.2-0.3 m once aligned: `align`)")
     accel_sigma: float = Field(default=2.0, gt=0, description="Kalman process noise: white acceleration, m/s^2")
     speed_sigma: float = Field(default=1.5, gt=0, description="initial speed uncertainty of a new track, m/s")
     high_score: float = Field(default=0.5, ge=0, le=1, description="detections from this score start and continue "
@@ -236,11 +236,12 @@ class FusionConfig(_Strict):
     low_iou: float = Field(default=0.3, ge=0, le=1, description="IoU a low-score detection needs with the track's box")
     min_view_iou: float = Field(default=0.1, ge=0, le=1, description="a view that saw the track within "
                                 "view_memory_s only gives it detections overlapping its expected box this much")
-    new_view_gate_m: float = Field(default=2.5, gt=0, description="a view without a recent box of the track joins it "
-                                   "only within this distance, m")
+    new_view_gate_m: float = Field(default=1.0, gt=0, description="a view without a recent box of the track joins it "
+                                   "only within join_sigmas x the views' measured disagreement, at least this, m "
+                                   "(gate_m until the views are aligned)")
     view_min_hits: int = Field(default=3, ge=1, description="a view's boxes of a track guide and gate it only after "
                                "this many in a row (one stray false positive must not steer the view)")
-    iou_weight: float = Field(default=1.0, ge=0, description="cost weight of (1 - IoU) with the view's expected box")
+    iou_weight: float = Field(default=0.5, ge=0, description="cost weight of (1 - IoU) with the view's expected box")
     view_memory_s: float = Field(default=1.0, gt=0, description="how long a view's last box of a track guides it, s")
     app_weight: float = Field(default=1.0, ge=0, description="cost weight of the embedding cosine distance")
     max_app_dist: float | None = Field(default=0.6, ge=0, description="cosine distance vetoing a match (None: off)")
@@ -252,7 +253,17 @@ class FusionConfig(_Strict):
     merge_m: float = Field(default=1.0, ge=0, description="a young track always this close to an older one, in "
                            "disjoint views since its birth, is the same person (m) ...")
     merge_s: float = Field(default=0.5, gt=0, description="... after this long, s")
-    offset_rate: float = Field(default=0.1, ge=0, le=1, description="update rate of each view's per-person offset")
+    offset_rate: float = Field(default=0.0, ge=0, le=1, description="update rate of each view's per-person offset "
+                               "(0: off; per-person offsets let one track hold two people in two views; the "
+                               "per-camera alignment corrects the homographies instead)")
+    align: bool = Field(default=True, description="learn one affine ground correction per camera from the fusion's "
+                        "own unambiguous multi-view moments, so overlapping views agree (pipeline/fusion/alignment.py)")
+    align_min_samples: int = Field(default=50, ge=3, description="multi-view moments a camera needs before its "
+                                   "correction is used")
+    align_every_s: float = Field(default=1.0, gt=0, description="refit the corrections this often, s")
+    align_isolation_m: float = Field(default=1.5, gt=0, description="a moment teaches the alignment only when nobody "
+                                     "else is within this distance, m")
+    join_sigmas: float = Field(default=3.0, gt=0, description="see new_view_gate_m")
     predict_boxes: bool = Field(default=False, description="add flagged boxes projected from the ground track into "
                                 "views whose detector missed a person another view sees")
     predict_memory_s: float = Field(default=2.0, gt=0, description="predicted boxes keep the size of the view's last "

@@ -315,3 +315,36 @@ def test_fused_stage_cuts_a_local_track_that_jumps_to_another_person(tmp_path):
             got = np.c_[rows[:, 2:4], rows[:, 2:4] + rows[:, 4:6]]
             mine = rows[(np.abs(got - want).max(axis=1) < 0.5) & (rows[:, 0] > 13)]
             assert len(mine) > 100 and len(set(mine[:, 1].tolist())) == 1, (cam, person, set(mine[:, 1].tolist()))
+
+
+def test_views_align_themselves_and_a_bad_calibration_is_named(caplog):
+    """Camera b's homography puts everyone 0.8 m off (a shift and a slight rotation of its floor): while two people
+    walk, the fusion learns b's correction from its own confident two-view moments (no labels), after which both
+    views agree within 0.15 m, and the warning names the pair whose raw disagreement exceeds the tolerance."""
+    import logging
+
+    cams = two_camera_scene()
+    rot = np.deg2rad(3.0)
+    bad = np.array([[np.cos(rot), -np.sin(rot), 0.6], [np.sin(rot), np.cos(rot), -0.5], [0, 0, 1.0]])
+    truth_b = cams["b"]
+    cams["b"] = CameraGeometry("b", bad @ truth_b.h_m, 1.0, FRAME)
+    assoc = FusedAssociator(cams, FusionParams(disagreement_warn_m=0.5, align_min_samples=50))
+    start = {0: np.array([-2.0, -1.5]), 1: np.array([1.5, 1.5])}
+    vel = {0: np.array([0.5, 0.25]), 1: np.array([-0.3, -0.3])}
+    with caplog.at_level(logging.WARNING, logger="mcsa.fusion"):
+        for i in range(250):
+            t = i / 25.0
+            views = {}
+            for cam in cams:
+                geom = truth_b if cam == "b" else cams[cam]  # the image is the true one; b's homography is wrong
+                views[cam] = (np.array([person_box(geom, start[p] + vel[p] * t) for p in (0, 1)]), np.full(2, 0.9), None)
+            assoc.update(t, views)
+    al = assoc.alignment
+    assert al.fits >= 1 and set(al.residual_m) == {"a", "b"}
+    probe = np.array([[-1.0, -1.0], [0.5, 0.0], [1.0, 1.0]])  # true floor points where people walked
+    seen_a = al.apply("a", probe)  # a's homography is right: it reports the true points
+    seen_b = al.apply("b", apply_homography(bad, probe))  # what b's wrong homography reports, corrected
+    raw_gap = np.linalg.norm(apply_homography(bad, probe) - probe, axis=1)
+    assert (raw_gap > 0.6).all()
+    assert np.linalg.norm(seen_b - seen_a, axis=1).max() < 0.15, (seen_a, seen_b)
+    assert any("cameras a and b disagree" in r.getMessage() for r in caplog.records)

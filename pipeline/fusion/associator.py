@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from pipeline.fusion.alignment import ViewAlignment
 from pipeline.fusion.clustering import ViewDetection, cluster_detections, fuse_points
 from pipeline.fusion.ground import CameraGeometry, foot_points
 from pipeline.fusion.tracker import GroundTrack, TrackBook, ViewMemory
@@ -45,7 +46,7 @@ class FusionParams:
     gate_sigma: float = 5.0
     reacquire_mps: float = 1.0
     foot_sigma: float = 0.04
-    calib_sigma_m: float = 0.5
+    calib_sigma_m: float = 0.3
     accel_sigma: float = 2.0
     speed_sigma: float = 1.5
     high_score: float = 0.5
@@ -54,21 +55,26 @@ class FusionParams:
     confirm_s: float = 0.2
     confirm_frac: float = 0.6
     min_view_iou: float = 0.1
-    new_view_gate_m: float = 2.5
+    new_view_gate_m: float = 1.0
     view_min_hits: int = 3
     merge_m: float = 1.0
     merge_s: float = 0.5
-    offset_rate: float = 0.1
+    offset_rate: float = 0.0
     max_lost_s: float = 2.0
     tentative_lost_s: float = 0.3
     birth_min_sep_m: float = 0.5
-    iou_weight: float = 1.0
+    iou_weight: float = 0.5
     view_memory_s: float = 1.0
     app_weight: float = 1.0
     max_app_dist: float | None = 0.6
     predict_boxes: bool = False
     predict_memory_s: float = 2.0
     disagreement_warn_m: float = 1.5
+    align: bool = True
+    align_min_samples: int = 50
+    align_every_s: float = 1.0
+    align_isolation_m: float = 1.5
+    join_sigmas: float = 3.0
 
 
 @dataclass
@@ -133,6 +139,7 @@ class FusedAssociator:
         self.p = params or FusionParams()
         self.book = TrackBook()
         self.sizes = {cam: BoxSizeModel() for cam in self.cameras}
+        self.alignment = ViewAlignment(self.cameras, self.p.align_min_samples, self.p.align_every_s)
         self.t: float | None = None
         self.counters = {"steps": 0, "tracks": 0, "identities": 0, "merges": 0, "predicted_boxes": 0}
         self.merged: dict[int, int] = {}  # global id merged away -> the id it joined
@@ -202,7 +209,16 @@ class FusedAssociator:
         iou_term = np.full(cost.shape, 0.5)
         have = [k for k, vb in enumerate(view_boxes) if vb is not None]
         new_view = np.array([vb is None for vb in view_boxes])
-        gated |= new_view[:, None] & (dist > p.new_view_gate_m)  # a view joining a track must agree closely
+        # a view joining a track must agree closely: once the views are aligned, within join_sigmas of their measured
+        # disagreement (2 views, each with the camera's RMS residual), at least new_view_gate_m; before, gate_m
+        if not p.align:
+            join_gate = p.new_view_gate_m
+        elif cam in self.alignment.residual_m:
+            join_gate = min(max(p.join_sigmas * np.sqrt(2.0) * self.alignment.residual_m[cam], p.new_view_gate_m),
+                            p.gate_m)
+        else:
+            join_gate = p.gate_m
+        gated |= new_view[:, None] & (dist > join_gate)
         if have:
             iou = _iou_matrix(np.stack([view_boxes[k] for k in have]), boxes)
             iou_term[have] = 1.0 - iou
@@ -295,6 +311,33 @@ class FusedAssociator:
         if gone:
             self.book.tracks = [tr for tr in self.book.tracks if tr.track_id not in gone]
 
+    def _align_samples(self, tracks, assigned, per_cam, raw_of, t: float) -> None:
+        """Feed the view alignment with this step's unambiguous multi-view moments: a confirmed person seen by two or
+        more views with confident uncut boxes, nobody else within align_isolation_m; then refit when due."""
+        p = self.p
+        live = [tr.position for tr in tracks if t - tr.last_update_t <= 0.5]
+        for k, members in assigned.items():
+            tr = tracks[k]
+            if len(members) < 2 or tr.global_id is None or tr.hits < 10:
+                continue
+            if any(per_cam[c][1][j] < p.high_score or per_cam[c][4][j] for c, j in members):
+                continue
+            near = sum(np.linalg.norm(q - tr.position) < p.align_isolation_m for q in live)
+            if near > 1:  # itself only
+                continue
+            self.alignment.add({c: raw_of[c][j] for c, j in members})
+        if not self.alignment.refit(t):
+            return
+        if self.alignment.fits == 1:
+            log.info("fused association: views aligned on the ground (RMS disagreement after alignment: %s)",
+                     ", ".join(f"{c} {r:.2f} m" for c, r in self.alignment.residual_m.items()))
+        for pair, gap in self.alignment.pair_disagreement().items():
+            if gap > p.disagreement_warn_m and pair not in self.disagreements:
+                self.disagreements[pair] = gap
+                log.warning("cameras %s and %s disagree by %.2f m (median) about where people stand (tolerance %.2f m): "
+                            "their homographies are off; fusion corrects a smooth error, but recalibrate them "
+                            "(run_pipeline.py calibrate --points CSV)", pair[0], pair[1], gap, p.disagreement_warn_m)
+
     # -- the step ------------------------------------------------------------------------------------------------
     def update(self, time_s: float, views: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray | None]]) -> FusedOutput:
         """One step at time_s (s, shared clock) with each camera's detections; returns ids and predicted boxes."""
@@ -310,13 +353,19 @@ class FusedAssociator:
         out = FusedOutput()
         assigned: dict[int, list[tuple[str, int]]] = {}  # track index -> (camera, det index)
         per_cam: dict[str, tuple] = {}
+        raw_of: dict[str, np.ndarray] = {}
         for cam, view in views.items():
             if cam not in self.cameras:
                 raise KeyError(f"camera {cam!r} has no ground geometry in this fused group (add its homography)")
             xyxy, scores, embs = view
             xyxy = np.asarray(xyxy, np.float64).reshape(-1, 4)
             scores = np.asarray(scores, np.float64).reshape(len(xyxy))
-            pts, covs, cut = foot_points(self.cameras[cam], xyxy, p.foot_sigma, p.calib_sigma_m)
+            raw_pts, covs, cut = foot_points(self.cameras[cam], xyxy, p.foot_sigma, p.calib_sigma_m)
+            pts = raw_pts
+            if p.align:
+                pts = self.alignment.apply(cam, raw_pts)
+                lin = self.alignment.linear(cam)
+                covs = lin[None] @ covs @ lin.T[None]
             e = None
             if embs is not None and len(xyxy):
                 e = np.asarray(embs, np.float32).reshape(len(xyxy), -1)
@@ -352,6 +401,7 @@ class FusedAssociator:
             if len(good):
                 self.sizes[cam].add(xyxy[good])
             per_cam[cam] = (xyxy, scores, pts, covs, cut, e, det_track)
+            raw_of[cam] = raw_pts
         # 3. fuse each track's detections into one measurement
         for k, members in assigned.items():
             tr = tracks[k]
@@ -371,6 +421,8 @@ class FusedAssociator:
                 e = per_cam[c][5]
                 if e is not None and per_cam[c][1][j] >= p.high_score and np.isfinite(e[j]).all():
                     tr.add_embedding(e[j])
+        if p.align:
+            self._align_samples(tracks, assigned, per_cam, raw_of, t)
         # 4. births from the confident leftovers, clustered across views
         leftovers = []
         for cam, (xyxy, scores, pts, covs, cut, e, det_track) in per_cam.items():

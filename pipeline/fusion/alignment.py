@@ -1,0 +1,134 @@
+"""Self-alignment of overlapping views on the ground plane: one affine correction per camera, learnt while running.
+
+Homographies fitted by hand disagree systematically about where a person stands: on the EPFL scenes two views of one
+person land 0.5-0.6 m apart (median, 1.1-1.6 m at the 99th percentile), and most of that is a smooth, per-camera
+error (a small shift, scale and shear of the floor). With one affine map per camera fitted so that every view agrees
+with the others, the ground-truth boxes of those scenes disagree by 0.2 m (median) instead (Laboratory: 0.64 ->
+0.20 m, Terrace: 0.51 -> 0.19 m).
+
+`ViewAlignment` learns these maps from the fusion's own confident moments, no labels: a confirmed person seen by two
+or more views at once, by uncut confident boxes, with nobody else within `isolation_m` (so the views cannot be
+looking at two different people). Every `every_s` seconds it refits all cameras by alternating least squares (each
+camera's map to the mean of the others' corrected points), ridge-regularised towards the identity (a camera seen
+over a small patch of floor gets mostly a shift), then removes the mean map (the corrections agree with each other,
+they do not move the whole site). A camera gets its map once it has `min_samples` samples.
+
+    align = ViewAlignment(["c0", "c1"])
+    pts_m = align.apply("c0", raw_pts_m)              # (N, 2) m -> (N, 2) m in the aligned frame
+    align.add({"c0": p0, "c1": p1})                   # one person, one moment, raw points (2,) m per view
+    align.refit(time_s)                               # no-op until every_s has passed
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import numpy as np
+
+
+class ViewAlignment:
+    """Per-camera affine ground corrections g' = A g + b (A (2, 2), b (2,) m), identity until learnt."""
+
+    def __init__(self, cameras, min_samples: int = 100, every_s: float = 1.0, ridge: float = 20.0,
+                 max_samples: int = 5000) -> None:
+        self.cameras = list(cameras)
+        self.min_samples = min_samples
+        self.every_s = every_s
+        self.ridge = ridge  # pull towards the identity, in samples' worth of evidence
+        self._index = {c: k for k, c in enumerate(self.cameras)}
+        self.samples: deque[np.ndarray] = deque(maxlen=max_samples)  # (C, 2) raw points, NaN: camera did not see
+        self.maps = {c: (np.eye(2), np.zeros(2)) for c in self.cameras}
+        self.residual_m: dict[str, float] = {}  # RMS disagreement of each camera with the others after alignment
+        self.last_fit: float | None = None
+        self.fits = 0
+
+    def apply(self, cam: str, pts: np.ndarray) -> np.ndarray:
+        """Raw ground points (N, 2) m of camera `cam` -> aligned points (N, 2) m."""
+        a, b = self.maps.get(cam, (None, None))
+        if a is None:
+            return pts
+        return pts @ a.T + b
+
+    def linear(self, cam: str) -> np.ndarray:
+        """The camera's linear part A (2, 2) (covariances transform as A C A^T)."""
+        return self.maps.get(cam, (np.eye(2), None))[0]
+
+    def add(self, sample: dict[str, np.ndarray]) -> None:
+        """One person at one moment: raw ground points (2,) m of two or more cameras."""
+        if len(sample) < 2:
+            return
+        row = np.full((len(self.cameras), 2), np.nan)
+        for c, p in sample.items():
+            if c in self._index:
+                row[self._index[c]] = p
+        self.samples.append(row)
+
+    def counts(self) -> dict[str, int]:
+        if not self.samples:
+            return {c: 0 for c in self.cameras}
+        valid = np.isfinite(np.asarray(self.samples)[:, :, 0])
+        return dict(zip(self.cameras, valid.sum(axis=0).tolist()))
+
+    def refit(self, t: float) -> bool:
+        """Refit every camera's map from the samples (when every_s has passed); True when the maps changed."""
+        if self.last_fit is not None and t - self.last_fit < self.every_s:
+            return False
+        self.last_fit = t
+        if not self.samples:
+            return False
+        pts = np.asarray(self.samples)  # (S, C, 2) raw points, NaN where a camera did not see the person
+        valid = np.isfinite(pts[:, :, 0])
+        ready = [k for k in range(len(self.cameras)) if valid[:, k].sum() >= self.min_samples]
+        if len(ready) < 2:
+            return False
+        a = np.stack([self.maps[c][0] for c in self.cameras])  # (C, 2, 2)
+        b = np.stack([self.maps[c][1] for c in self.cameras])  # (C, 2)
+        reg = np.diag([self.ridge, self.ridge, 0.0])
+        target = np.vstack([np.eye(2), np.zeros((1, 2))])
+        for _ in range(3):
+            for k in ready:
+                q = np.einsum("cij,scj->sci", a, np.nan_to_num(pts)) + b[None]  # corrected points (S, C, 2)
+                others = valid.copy()
+                others[:, k] = False
+                n_others = others.sum(axis=1)
+                rows = valid[:, k] & (n_others > 0)
+                y = (q * others[:, :, None]).sum(axis=1)[rows] / n_others[rows, None]
+                m = np.c_[pts[rows, k], np.ones(int(rows.sum()))]
+                # ridge towards A = I: minimise |m W - y|^2 + ridge |W[:2] - I|^2 (the shift is free)
+                w = np.linalg.solve(m.T @ m + reg, m.T @ y + reg @ target)
+                a[k], b[k] = w[:2].T, w[2]
+        # the corrections agree with each other; remove their mean so the whole site does not drift
+        inv = np.linalg.inv(a[ready].mean(axis=0))
+        b_mean = b[ready].mean(axis=0)
+        for k in ready:
+            self.maps[self.cameras[k]] = (inv @ a[k], inv @ (b[k] - b_mean))
+        self.fits += 1
+        self.residual_m = self._residuals(pts, valid, ready)
+        return True
+
+    def _residuals(self, pts: np.ndarray, valid: np.ndarray, ready: list[int]) -> dict[str, float]:
+        """RMS distance (m) of each ready camera's aligned points to the mean of the other views' aligned points."""
+        q = np.stack([self.apply(c, np.nan_to_num(pts[:, k])) for k, c in enumerate(self.cameras)], axis=1)
+        out = {}
+        for k in ready:
+            others = valid.copy()
+            others[:, k] = False
+            n = others.sum(axis=1)
+            rows = valid[:, k] & (n > 0)
+            mean = (q * others[:, :, None]).sum(axis=1)[rows] / n[rows, None]
+            out[self.cameras[k]] = float(np.sqrt(np.mean(np.sum((q[rows, k] - mean) ** 2, axis=1))))
+        return out
+
+    def pair_disagreement(self) -> dict[tuple[str, str], float]:
+        """Median distance (m) between two cameras' raw points of one person, per camera pair seen together."""
+        if not self.samples:
+            return {}
+        pts = np.asarray(self.samples)
+        out = {}
+        for i in range(len(self.cameras)):
+            for j in range(i + 1, len(self.cameras)):
+                both = np.isfinite(pts[:, i, 0]) & np.isfinite(pts[:, j, 0])
+                if both.sum() >= self.min_samples:
+                    d = np.linalg.norm(pts[both, i] - pts[both, j], axis=1)
+                    out[(self.cameras[i], self.cameras[j])] = float(np.median(d))
+        return out
