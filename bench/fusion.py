@@ -269,6 +269,10 @@ def scene(name: str, dets, embs, geoms, homographies, gt_paths, params, fps, gro
     size = next(iter(geoms.values())).frame_size
     res["fused pipeline"] = evaluate(gt_paths, run_fused_pipeline(dets, homographies, fps, size, overrides,
                                                                   out / "fused_pipeline_run"), out / "fused_pipeline")
+    res["pipeline+pred"] = evaluate(gt_paths, run_fused_pipeline(dets, homographies, fps, size,
+                                                                 {**overrides, "predict_boxes": True},
+                                                                 out / "fused_pipeline_pred_run"),
+                                    out / "fused_pipeline_pred")
     res["fused+pred"] = evaluate(gt_paths, pred, out / "fused_pred")
     res["fused"]["ms"] = res["fused+pred"]["ms"] = ms
     return res

@@ -94,7 +94,9 @@ class Tracks:
     current_action_scores float32 (N,) their smoothed scores, written by the events stage.
     detections: optional, the frame's whole detector output (`Detections`, every box the tracker was given, tracked or
     not), attached by the engine after tracking: ground-plane fusion (`association.mode: fused`) fuses detections, not
-    only the tracker's confirmed boxes.
+    only the tracker's confirmed boxes. predicted: optional bool (N,), True for a box the fused association projected
+    from a ground track into this camera because its detector missed a person another camera sees (score 0,
+    `association.fusion.predict_boxes`); None: no such rows.
     """
 
     track_ids: np.ndarray
@@ -108,6 +110,7 @@ class Tracks:
     current_actions: list | None = field(default=None)
     current_action_scores: np.ndarray | None = field(default=None)
     detections: "Detections | None" = field(default=None)
+    predicted: np.ndarray | None = field(default=None)
 
     def __post_init__(self) -> None:
         self.xyxy = _as_boxes(self.xyxy)

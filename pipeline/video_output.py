@@ -71,11 +71,14 @@ class AnnotatedVideoStage(Stage):
         for i, (tid, box) in enumerate(zip(tracks.track_ids.tolist(), tracks.xyxy.tolist())):
             gid = gids[i] if gids[i] >= 0 else None
             label = f"G{gid}" if gid is not None else f"{cam}:{tid}"
+            predicted = tracks.predicted is not None and bool(tracks.predicted[i])
+            if predicted:  # projected from the ground track: this camera's detector missed the person
+                label += " (pred)"
             if actions[i] is not None:
                 label += f" {actions[i]} {float(tracks.current_action_scores[i]):.2f}"
             colour = _colour(gid if gid is not None else hash((cam, tid)))
             x1, y1, x2, y2 = (int(round(v)) for v in box)
-            cv2.rectangle(img, (x1, y1), (x2, y2), colour, 2)
+            cv2.rectangle(img, (x1, y1), (x2, y2), colour, 1 if predicted else 2)
             (tw, th), _ = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, 0.4, 1)
             ty = max(y1, th + 4)
             cv2.rectangle(img, (x1, ty - th - 4), (x1 + tw + 4, ty), colour, -1)

@@ -348,3 +348,64 @@ def test_views_align_themselves_and_a_bad_calibration_is_named(caplog):
     assert (raw_gap > 0.6).all()
     assert np.linalg.norm(seen_b - seen_a, axis=1).max() < 0.15, (seen_a, seen_b)
     assert any("cameras a and b disagree" in r.getMessage() for r in caplog.records)
+
+
+def test_fused_stage_writes_flagged_predicted_boxes_for_a_missed_person(tmp_path):
+    """With `fusion.predict_boxes`, while camera b's detector misses person 0 (2-3.5 s) and camera a sees it, b's
+    tracks get a flagged row (predicted True, score 0) with person 0's identity near where b would see it; the rows
+    grow every per-row field, and b's MOT file holds them."""
+    from core.types import Detections, Frame, Tracks
+    from pipeline.config import parse_config
+    from pipeline.fusion.stage import FusedAssociationStage
+    from pipeline.outputs import MotStage
+    from pipeline.stages.base import CameraEnd, CameraInfo, RunEnd, RunInfo, Step, drive_step
+
+    cams = two_camera_scene()
+    homs = {}
+    for cam, geom in cams.items():
+        homs[cam] = str(tmp_path / f"{cam}.txt")
+        np.savetxt(homs[cam], geom.h)
+    config = parse_config({"cameras": [{"id": c, "source": f"{c}.mp4"} for c in cams],
+                           "association": {"enabled": True, "mode": "fused", "homographies": homs,
+                                           "fusion": {"predict_boxes": True}}})
+    stages = [FusedAssociationStage.from_config(config, {}), MotStage.from_config(config, {})]
+    for st in stages:
+        st.open(RunInfo(run_id=None, output_dir=tmp_path / "run"))
+        for cam in cams:
+            st.open_camera(CameraInfo(cam, f"{cam}.mp4", 25.0, FRAME))
+    image = np.zeros((FRAME[1], FRAME[0], 3), np.uint8)
+    pos = {0: lambda t: np.array([-2.0, -1.5]) + np.array([0.7, 0.3]) * t,
+           1: lambda t: np.array([2.0, 1.0]) - np.array([0.6, 0.2]) * t}
+    flagged = []
+    for i in range(125):
+        t = i / 25.0
+        step = Step(i, t)
+        for cam, geom in cams.items():
+            people = [p for p in (0, 1) if not (cam == "b" and p == 0 and 2.0 <= t < 3.5)]
+            boxes = np.array([person_box(geom, pos[p](t)) for p in people], np.float32).reshape(-1, 4)
+            tracks = Tracks(np.array([10 + p for p in people]), boxes, np.full(len(people), 0.9), np.zeros(len(people)))
+            tracks.embeddings = np.ones((len(people), 4), np.float32)
+            tracks.detections = Detections(boxes, np.full(len(people), 0.9, np.float32), np.zeros(len(people), np.int32))
+            step.frames.append((Frame(cam, i, t, image), tracks))
+        drive_step(stages, step)
+        for frame, tracks in step.frames:
+            assert len(tracks.embeddings) == len(tracks.track_ids) == len(tracks.global_ids) == len(tracks.xyxy)
+            if frame.camera_id == "b" and tracks.predicted is not None and tracks.predicted.any():
+                k = int(np.flatnonzero(tracks.predicted)[0])
+                flagged.append((t, int(tracks.global_ids[k]), float(tracks.scores[k]), tracks.xyxy[k].copy(),
+                                bool(np.isnan(tracks.embeddings[k]).all())))
+    end = RunEnd("completed", [CameraEnd(c, "completed", frames=125) for c in cams])
+    for st in stages:
+        for e in end.cameras:
+            st.on_camera_end(e)
+        st.close(end)
+    ids = end.identities["online"]
+    assert flagged and all(2.0 <= t < 3.5 for t, *_ in flagged)
+    assert len(flagged) >= 25, len(flagged)  # most of the 1.5 s occlusion
+    for t, gid, score, box, no_emb in flagged:
+        assert gid == ids[("a", 10)] and score == 0.0 and no_emb
+        truth = person_box(cams["b"], pos[0](t))
+        assert abs((box[0] + box[2]) / 2 - (truth[0] + truth[2]) / 2) < 0.5 * (truth[2] - truth[0])
+    rows = np.loadtxt(tmp_path / "run" / "mot" / "b.txt", delimiter=",", ndmin=2)
+    occluded = rows[(rows[:, 0] > 51) & (rows[:, 0] <= 87)]
+    assert (occluded[:, 6] == 0).sum() >= 25 and set(occluded[occluded[:, 6] == 0][:, 1].tolist()) == {ids[("a", 10)]}

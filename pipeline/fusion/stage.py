@@ -51,8 +51,8 @@ def match_boxes(track_xyxy: np.ndarray, det_xyxy: np.ndarray, min_iou: float = M
 class FusedAssociationStage(Stage):
     """Identities from ground-plane tracks shared by overlapping cameras."""
 
-    writes = ("tracks.global_ids", "tracks.track_ids", "tracks.view_ids", "step.links", "end.links", "end.identities",
-              "end.identity_spans")
+    writes = ("tracks.global_ids", "tracks.track_ids", "tracks.view_ids", "tracks.predicted", "step.links",
+              "end.links", "end.identities", "end.identity_spans")
 
     def __init__(self, cfg) -> None:
         if not cfg.homographies:
@@ -65,6 +65,7 @@ class FusedAssociationStage(Stage):
         self.segments: dict[tuple[str, int, int], int] = {}  # (camera, local track, ground id) -> segment id
         self.current: dict[tuple[str, int], int] = {}  # (camera, local track) -> its segment now
         self.named: set[tuple[str, int]] = set()  # local tracks that have had an identity
+        self.last_segment: dict[tuple[str, int], int] = {}  # (camera, ground id) -> the segment that last showed it
         self.next_segment: dict[str, int] = {}  # camera -> next segment id
         self.leading: dict[tuple[str, int], int] = {}  # (camera, segment) -> ground id
         self.spans: dict[tuple[str, int], list[float]] = {}
@@ -120,6 +121,8 @@ class FusedAssociationStage(Stage):
             gids = np.where(det_of >= 0, out.ids[cam][np.maximum(det_of, 0)] if len(out.ids[cam]) else -1, -1)
             tracks.global_ids = gids.astype(np.int64)
             self._segment(cam, tracks, step)
+            if cam in out.predicted and len(out.predicted[cam][1]):
+                self._add_predicted(cam, tracks, *out.predicted[cam], step)
 
     def _segment(self, cam: str, tracks, step: Step) -> None:
         """Cut local tracks where their ground identity changes: track_ids -> segment ids, tracker ids -> view_ids."""
@@ -140,6 +143,7 @@ class FusedAssociationStage(Stage):
                     self.segments[(cam, int(tid), int(gid))] = seg
                     self.leading[(cam, seg)] = int(gid)
                     step.links.append(LinkEvent(cam, seg, int(gid), None, step.time_s, "new", None, "online"))
+                self.last_segment[(cam, int(gid))] = seg
             self.current[key] = seg
             seg_ids[i] = seg
             span = self.spans.setdefault((cam, seg), [step.time_s, step.time_s])
@@ -147,6 +151,44 @@ class FusedAssociationStage(Stage):
         if tracks.view_ids is None:
             tracks.view_ids = local
         tracks.track_ids = seg_ids
+
+    def _add_predicted(self, cam: str, tracks, boxes: np.ndarray, gids: np.ndarray, step: Step) -> None:
+        """Append flagged rows (score 0, `tracks.predicted`) for people this camera missed and another camera sees:
+        each continues the segment that last showed the person in this camera, or a new segment."""
+        present = set(tracks.global_ids.tolist())
+        keep = [k for k, g in enumerate(gids.tolist()) if g not in present]
+        if not keep:
+            return
+        n, m = len(tracks), len(keep)
+        seg_ids = []
+        for k in keep:
+            gid = int(gids[k])
+            seg = self.last_segment.get((cam, gid))
+            if seg is None:
+                seg = self.next_segment.get(cam, SEGMENT_BASE)
+                self.next_segment[cam] = seg + 1
+                self.leading[(cam, seg)] = gid
+                self.last_segment[(cam, gid)] = seg
+                step.links.append(LinkEvent(cam, seg, gid, None, step.time_s, "new", None, "online"))
+            span = self.spans.setdefault((cam, seg), [step.time_s, step.time_s])
+            span[1] = step.time_s
+            seg_ids.append(seg)
+
+        def grow(a, fill):
+            if a is None:
+                return None
+            extra = np.full((m,) + a.shape[1:], fill, a.dtype)
+            return np.concatenate([a, extra])
+
+        tracks.track_ids = np.r_[tracks.track_ids, np.asarray(seg_ids, np.int64)]
+        tracks.xyxy = np.r_[tracks.xyxy, boxes[keep].astype(np.float32)].reshape(-1, 4)
+        tracks.scores = np.r_[tracks.scores, np.zeros(m, np.float32)]
+        tracks.class_ids = np.r_[tracks.class_ids, np.zeros(m, np.int32)]
+        tracks.embeddings = grow(tracks.embeddings, np.nan)
+        tracks.action_probs = grow(tracks.action_probs, np.nan)
+        tracks.view_ids = grow(tracks.view_ids, -1)
+        tracks.global_ids = np.r_[tracks.global_ids, gids[keep].astype(np.int64)]
+        tracks.predicted = np.r_[np.zeros(n, bool) if tracks.predicted is None else tracks.predicted, np.ones(m, bool)]
 
     def close(self, end: RunEnd) -> None:
         end.identities["online"] = dict(self.leading)
