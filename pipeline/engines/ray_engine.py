@@ -1,12 +1,12 @@
 """The Ray engine: the same pipeline over a Ray cluster (one machine or many).
 
-    camera actor (one per camera, placed by cameras[].resources)        ReIDService actor (reid.num_gpus)
-      reader -> detector -> tracker -> TrackletCropper                    ClipEncoder.encode((B, T, H, W, 3))
-        | CameraFrame(tracks, clip crops[, image]) batches                      ^ one call per batch
-        v                                                                       |
+    camera actor (one per camera, placed by cameras[].resources)        ReIDService actor (reid.num_gpus), or
+      reader -> detector -> tracker -> TrackletCropper                    Serve replicas (reid.ray_service serve)
+        | CameraFrame(tracks, clip crops[, image]) batches                  ClipEncoder.encode((B, T, H, W, 3))
+        v                                                                       ^ one call per batch / request
     driver (this process): ordering by step (files) or watermark (live) -> stages in the local order:
-      reid (PrecroppedReIDStage: ReIDBatcher, groups, result lag) -> association -> events -> mot -> video -> sinks
-      -> store
+      reid (PrecroppedReIDStage: ReIDBatcher, groups, result lag; or ServedReIDStage: one request per camera and
+      step, batched by @serve.batch) -> association -> events -> mot -> video -> sinks -> store
 
 Ordering. Recorded files: step k holds frame k of every running camera, exactly as the local engine's loop, so the
 outputs are the same as `--engine local` (tests/test_ray_engine.py compares them). Live cameras: a frame is handed to
@@ -18,8 +18,9 @@ a live run keep their own clock (from 0) and go on one frame per step, outside t
 Faults. A camera actor that dies: a recorded file's camera is reported `failed` in one line (the frames it sent are
 kept), the others finish; a live camera's actor is restarted by Ray (`run.ray_max_restarts`), reopened and its
 track ids continue from restart x 1,000,000 (never reused). The Re-ID service is restarted by Ray; the batch in
-flight is retried once, then its clips are dropped and counted (`lost_in_service`). The association, events and
-store stages run in the driver: if the driver dies the run ends, and what the store committed stays committed.
+flight is retried once, then its clips are dropped and counted (`lost_in_service`); a dead Serve replica is replaced
+by Serve, and its requests are retried the same way. The association, events and store stages run in the driver:
+if the driver dies the run ends, and what the store committed stays committed.
 Ctrl-C / SIGTERM: as in the local engine.
 """
 
