@@ -2,7 +2,9 @@
 
 Parity: on a short two-camera recorded clip, `--engine ray` writes the same MOT files (local, online and final
 global ids) and the same action events and identities as the local engine. Fault: killing one camera's actor process
-mid-run fails that camera only; the other finishes and the store holds everything committed.
+mid-run fails that camera only; the other finishes and the store holds everything committed. Re-ID on Ray Serve
+(`reid.ray_service: serve`): the cameras' requests merge into the model's batches, a killed replica is replaced, and
+Serve is shut down at the run's end.
 """
 
 from __future__ import annotations

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from collections import deque
 from contextlib import ExitStack
@@ -153,8 +154,13 @@ class RayEngine(Pipeline):
             handle = serve.run(app, name=self.serve_app, route_prefix=None)
             info = handle.describe.remote().result(timeout_s=300)
         except Exception as err:  # noqa: BLE001 - the replica's model load failed, or Serve could not start
-            raise RunSetupError(f"the Re-ID Serve deployment did not start ({str(err).strip().splitlines()[-1][:300]}); "
-                                "check reid.* (weights, checkpoint), or use reid.ray_service: actor") from None
+            why = _root_error(err)
+            try:  # the replica's own error (bad weights: ReIDLoadError) is in the deployment's status message
+                why = _root_error(RuntimeError(serve.status().applications[self.serve_app].deployments["reid"].message))
+            except Exception:  # noqa: BLE001 - no status: keep Serve's message
+                pass
+            raise RunSetupError(f"the Re-ID Serve deployment did not start ({why}); check reid.* "
+                                "(weights, checkpoint), or use reid.ray_service: actor") from None
         log.info("Re-ID on Ray Serve (%s, %d replica(s), batches of up to %d clips within %g ms): %s, %s",
                  self.serve_app, cfg.replicas, cfg.max_batch, cfg.max_wait_ms, info["source"], info["backend"])
         return ServeClient(handle, info, self.serve_app, cfg.replicas)
@@ -525,6 +531,15 @@ def _is_live_source(source) -> bool:
         return True
     scheme, sep, _ = str(source).strip().partition("://")
     return bool(sep) and scheme.lower() in LIVE_SCHEMES
+
+
+def _root_error(err: Exception) -> str:
+    """The innermost `SomeError: message` line of an error whose text carries a remote traceback (Serve's deploy
+    failures), else its last line; at most 300 characters."""
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    found = [line for line in lines if re.match(r"^[\w.]*(Error|Exception): ", line)]
+    line = (found or lines or [type(err).__name__])[-1]
+    return re.sub(r"^(\w+\.)+(?=\w+: )", "", line)[:300]
 
 
 def _serve_running(ray) -> bool:
