@@ -15,6 +15,12 @@ frame 1 in every stream, so every camera sends clips: what batching across camer
 
     python3 bench/scale_out.py --frames 60 --streams 1 2 4 8
     python3 bench/scale_out.py --frames 60 --streams 1 8 --engines ray ray-serve --sources pets09
+
+`--live SECONDS`: every stream a live RTSP camera instead (EPFL Terrace c1 played by the test suite's RTSP server,
+tests/rtsp_server.py, each connection from the video's start, people in view from ~3 s), each run lasting SECONDS;
+Re-ID then batches by time (`reid.max_wait_ms`) under every engine, not per step.
+
+    python3 bench/scale_out.py --live 30 --streams 1 4 --engines ray ray-serve
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import os
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -37,7 +44,8 @@ SOURCES = [("pets09", "data/pets09_s2l1/vtest.avi", 7.0),  # first: people from 
            ("terrace_c1", "data/epfl_terrace1/terrace1-c1.mp4", None)]
 
 
-def make_config(n: int, frames: int, engine: str, sources: str = "mix"):
+def make_config(n: int, frames: int, engine: str, sources: str = "mix", live_url: str | None = None,
+                live_s: float | None = None, max_wait_ms: float | None = None):
     base = load_config(REPO_ROOT / "configs" / "epfl_terrace.yaml").model_dump()
     shared = shared_dir()
     cams = []
@@ -45,7 +53,12 @@ def make_config(n: int, frames: int, engine: str, sources: str = "mix"):
     for i in range(n):
         name, rel, fps = pool[i % len(pool)]
         cams.append({"id": f"{name}_{i}", "source": str(shared / rel), "fps": fps, "max_frames": frames})
+    if live_url:
+        cams = [{"id": f"live_{i}", "source": live_url} for i in range(n)]
+        base["run"]["duration_s"] = live_s
     base["cameras"] = cams
+    if max_wait_ms is not None:
+        base["reid"]["max_wait_ms"] = max_wait_ms
     base["association"].update(topology=[], homographies={})
     base["run"].update(progress=False, engine="local" if engine == "local" else "ray")
     if engine != "local":
@@ -54,10 +67,11 @@ def make_config(n: int, frames: int, engine: str, sources: str = "mix"):
     return PipelineConfig.model_validate(base)
 
 
-def measure(n: int, frames: int, engine: str, out: Path, sources: str = "mix") -> dict:
+def measure(n: int, frames: int, engine: str, out: Path, sources: str = "mix", live_url: str | None = None,
+            live_s: float | None = None, max_wait_ms: float | None = None) -> dict:
     from pipeline.engines import build_engine
 
-    cfg = make_config(n, frames, engine, sources)
+    cfg = make_config(n, frames, engine, sources, live_url, live_s, max_wait_ms)
     t0 = time.monotonic()
     runner = build_engine(cfg, out / f"{engine}_{n}")
     summary = runner.run()
@@ -86,6 +100,9 @@ def main() -> None:
     ap.add_argument("--engines", nargs="+", default=["local", "ray"], choices=["local", "ray", "ray-serve"])
     ap.add_argument("--sources", choices=["mix", "pets09"], default="mix",
                     help="mix: PETS09, Terrace c0, c1 in turn; pets09: every stream a PETS09 copy")
+    ap.add_argument("--live", type=float, default=None, metavar="SECONDS",
+                    help="live RTSP streams (Terrace c1 from the test server) for SECONDS per run")
+    ap.add_argument("--max-wait-ms", type=float, default=None, help="reid.max_wait_ms (default: the config's, 50)")
     ap.add_argument("--ray-cpus", type=int, default=os.cpu_count())
     ap.add_argument("--threads", type=int, default=None, help="torch threads in the driver (default: torch's)")
     args = ap.parse_args()
@@ -104,10 +121,18 @@ def main() -> None:
         kw["log_to_driver"] = False
         ray.init(num_cpus=args.ray_cpus, include_dashboard=False, **kw)
     rows = []
-    with tempfile.TemporaryDirectory(prefix="mcsa_scale_out_") as tmp:
+    with tempfile.TemporaryDirectory(prefix="mcsa_scale_out_") as tmp, ExitStack() as stack:
+        live_url = None
+        if args.live:
+            from tests.rtsp_server import RtspTestServer
+
+            if not RtspTestServer.available():
+                sys.exit("--live needs the RTSP test server's Debian packages (see tests/rtsp_server.py)")
+            server = stack.enter_context(RtspTestServer(shared_dir() / "data/epfl_terrace1/terrace1-c1.mp4"))
+            live_url = server.url()
         for n in args.streams:
             for engine in args.engines:
-                r = measure(n, args.frames, engine, Path(tmp), args.sources)
+                r = measure(n, args.frames, engine, Path(tmp), args.sources, live_url, args.live, args.max_wait_ms)
                 rows.append(r)
                 print(f"{engine:<6} N={n}: {r['frames']} frames, {r['fps']:.2f} frames/s, Re-ID mean batch "
                       f"{r['batch']:.2f}, exit {r['exit']}, load {os.getloadavg()[0]:.1f}", flush=True)
