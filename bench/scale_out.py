@@ -137,9 +137,9 @@ def main() -> None:
                 print(f"{engine:<6} N={n}: {r['frames']} frames, {r['fps']:.2f} frames/s, Re-ID mean batch "
                       f"{r['batch']:.2f}, exit {r['exit']}, load {os.getloadavg()[0]:.1f}", flush=True)
     print(f"\nload average at end: {os.getloadavg()}")
-    print(f"\n| N | engine | frames | loop s | aggregate fps | per-camera fps | Re-ID clips | mean batch | "
-          f"largest batch | batches across cameras | driver wait s | Re-ID hand-off ms/clip | Serve batch wait "
-          f"ms/request | Ray/local fps |")
+    print("\n| N | engine | frames | loop s | aggregate fps | per-camera fps | Re-ID clips | mean batch | "
+          "largest batch | batches across cameras | driver wait s | Re-ID hand-off ms/clip | Serve batch wait "
+          "ms/request | Ray/local fps |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     by = {(r["engine"], r["n"]): r for r in rows}
     for r in rows:
