@@ -546,10 +546,12 @@ def _serve_running(ray) -> bool:
     """A Serve controller already runs on the cluster (someone else's Serve: leave it running at the end)."""
     try:
         from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE
-
+    except ImportError:  # the constants moved: Ray 2.60's names
+        SERVE_CONTROLLER_NAME, SERVE_NAMESPACE = "SERVE_CONTROLLER_ACTOR", "serve"
+    try:
         ray.get_actor(SERVE_CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
         return True
-    except Exception:  # noqa: BLE001 - no controller (ValueError), or the constants moved
+    except ValueError:  # no controller
         return False
 
 
