@@ -178,12 +178,25 @@ class ReIDStageConfig(_Strict):
         "model of another size is an error"
     )
     num_gpus: float = Field(default=0.0, ge=0, description="engine ray: GPUs (or a fraction) reserved by the Re-ID "
-                            "service actor")
+                            "service actor (each Serve replica)")
+    ray_service: Literal["auto", "actor", "serve"] = Field(
+        default="auto", description="engine ray: how the Re-ID model is served; actor: one actor fed by the driver's "
+        "batcher (deterministic: recorded files give the local engine's outputs); serve: a Ray Serve deployment whose "
+        "@serve.batch merges the cameras' requests (max_batch clips, max_wait_ms); auto: serve when a camera is live "
+        "(URL or webcam) or replicas > 1, else actor")
+    replicas: int = Field(default=1, ge=1, description="engine ray, ray_service serve: Re-ID deployment replicas")
 
     @field_validator("checkpoint", "backbone_weights")
     @classmethod
     def _expand(cls, value: str | None) -> str | None:
         return expand_path(value) if value else value
+
+    @model_validator(mode="after")
+    def _one_actor(self) -> "ReIDStageConfig":
+        if self.ray_service == "actor" and self.replicas > 1:
+            raise ValueError(f"reid.replicas {self.replicas} needs reid.ray_service serve (or auto): the actor service "
+                             "is one actor")
+        return self
 
     @field_validator("backbone")
     @classmethod

@@ -2,7 +2,9 @@
 
 Parity: on a short two-camera recorded clip, `--engine ray` writes the same MOT files (local, online and final
 global ids) and the same action events and identities as the local engine. Fault: killing one camera's actor process
-mid-run fails that camera only; the other finishes and the store holds everything committed.
+mid-run fails that camera only; the other finishes and the store holds everything committed. Re-ID on Ray Serve
+(`reid.ray_service: serve`): the cameras' requests merge into the model's batches, a killed replica is replaced, and
+Serve is shut down at the run's end.
 """
 
 from __future__ import annotations
@@ -164,3 +166,63 @@ def test_rtsp_camera_under_ray_resumes_after_its_actor_dies(shared, yolo_weights
     db = tmp_path / "events.db"
     assert dict(_table(db, "select camera_id, frames from cameras")) == {"live": live.frames, "file": file.frames}
     assert "s3cretpw" not in _table(db, "select config || source from runs, cameras")[0][0]
+
+
+def test_reid_service_choice_follows_the_sources():
+    """`reid.ray_service: auto` is the actor for recorded files (deterministic) and Serve for live cameras or
+    several replicas; an explicit choice is kept."""
+    from pipeline.config import parse_config
+    from pipeline.engines.ray_engine import RayEngine
+
+    def kind(cameras, **reid):
+        return RayEngine(parse_config({"cameras": cameras, "reid": reid, "run": {"engine": "ray"}}))._reid_service_kind()
+
+    files = [{"id": "a", "source": "a.mp4"}, {"id": "b", "source": "b.mp4"}]
+    assert kind(files) == "actor"
+    assert kind(files, replicas=2) == "serve"
+    assert kind(files, ray_service="serve") == "serve"
+    assert kind(files + [{"id": "c", "source": "rtsp://cam.local/stream"}]) == "serve"
+    assert kind([{"id": "w", "source": 0}]) == "serve"
+    assert kind([{"id": "w", "source": "rtsp://cam.local/stream"}], ray_service="actor") == "actor"
+
+
+def test_reid_on_ray_serve_batches_across_cameras(shared, yolo_weights, ray_cluster, tmp_path):
+    """`reid.ray_service: serve`: two cameras (two copies of Terrace c1, so both have people from frame ~75 on) send
+    their clips as separate requests; Serve's @serve.batch merges them into one model call. The replica is killed
+    mid-run: Serve starts another, the run completes, every clip is either processed or counted as lost; every track
+    gets an embedding, association assigns identities, and Serve is shut down at the end of the run."""
+    from pipeline.engines.ray_engine import RayEngine
+
+    cfg = _config(100, "ray")
+    data = cfg.model_dump()
+    data["cameras"] = [{**data["cameras"][1], "id": "c1"}, {**data["cameras"][1], "id": "c1_copy"}]
+    data["association"].update(topology=[], homographies={})
+    data["reid"].update(ray_service="serve", max_wait_ms=100)
+    engine = RayEngine(type(cfg).model_validate(data), tmp_path)
+    result: dict = {}
+    runner = threading.Thread(target=lambda: result.setdefault("summary", engine.run()))
+    runner.start()
+    deadline = time.monotonic() + 300
+    while engine.summaries.get("c1") is None or engine.summaries["c1"].frames < 85:  # people are in view
+        assert runner.is_alive() and time.monotonic() < deadline, "the run ended before the kill"
+        time.sleep(0.05)
+    replicas = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+                if a["namespace"] == "serve" and a["name"].startswith("SERVE_REPLICA")]
+    assert len(replicas) == 1, replicas
+    ray.kill(ray.get_actor(replicas[0], namespace="serve"), no_restart=True)
+    runner.join(timeout=300)
+    summary = result["summary"]
+    assert summary.exit_code == 0, summary.table()
+    c = summary.reid
+    assert c["submitted"] > 0 and c["processed"] + c["lost_in_service"] == c["submitted"] and c["errors"] == 0, c
+    assert c["processed"] > c["lost_in_service"] and c["retries"] + c["lost_in_service"] >= 1, c  # the kill hit
+    # each request holds one camera's clips; a model batch larger than any request merged requests of both cameras
+    assert c["cross_camera_batches"] >= 1 and c["max_batch"] > c["max_request"], c
+    assert c["requests"] > c["batches"]
+    assert c["tracks_with_embedding"] >= 2
+    for cam in ("c1", "c1_copy"):
+        assert len((tmp_path / "mot" / f"{cam}.txt").read_text().splitlines()) > 10
+    assert len(_table(tmp_path / "events.db", "select * from identities")) >= 2
+    assert any("Ray Serve" in line for line in summary.stage_lines)
+    # Serve is gone from the cluster: no controller, no replica, no application
+    assert not [a for a in ray.util.list_named_actors(all_namespaces=True) if a["namespace"] == "serve"]

@@ -1,12 +1,12 @@
 """The Ray engine: the same pipeline over a Ray cluster (one machine or many).
 
-    camera actor (one per camera, placed by cameras[].resources)        ReIDService actor (reid.num_gpus)
-      reader -> detector -> tracker -> TrackletCropper                    ClipEncoder.encode((B, T, H, W, 3))
-        | CameraFrame(tracks, clip crops[, image]) batches                      ^ one call per batch
-        v                                                                       |
+    camera actor (one per camera, placed by cameras[].resources)        ReIDService actor (reid.num_gpus), or
+      reader -> detector -> tracker -> TrackletCropper                    Serve replicas (reid.ray_service serve)
+        | CameraFrame(tracks, clip crops[, image]) batches                  ClipEncoder.encode((B, T, H, W, 3))
+        v                                                                       ^ one call per batch / request
     driver (this process): ordering by step (files) or watermark (live) -> stages in the local order:
-      reid (PrecroppedReIDStage: ReIDBatcher, groups, result lag) -> association -> events -> mot -> video -> sinks
-      -> store
+      reid (PrecroppedReIDStage: ReIDBatcher, groups, result lag; or ServedReIDStage: one request per camera and
+      step, batched by @serve.batch) -> association -> events -> mot -> video -> sinks -> store
 
 Ordering. Recorded files: step k holds frame k of every running camera, exactly as the local engine's loop, so the
 outputs are the same as `--engine local` (tests/test_ray_engine.py compares them). Live cameras: a frame is handed to
@@ -18,8 +18,9 @@ a live run keep their own clock (from 0) and go on one frame per step, outside t
 Faults. A camera actor that dies: a recorded file's camera is reported `failed` in one line (the frames it sent are
 kept), the others finish; a live camera's actor is restarted by Ray (`run.ray_max_restarts`), reopened and its
 track ids continue from restart x 1,000,000 (never reused). The Re-ID service is restarted by Ray; the batch in
-flight is retried once, then its clips are dropped and counted (`lost_in_service`). The association, events and
-store stages run in the driver: if the driver dies the run ends, and what the store committed stays committed.
+flight is retried once, then its clips are dropped and counted (`lost_in_service`); a dead Serve replica is replaced
+by Serve, and its requests are retried the same way. The association, events and store stages run in the driver:
+if the driver dies the run ends, and what the store committed stays committed.
 Ctrl-C / SIGTERM: as in the local engine.
 """
 
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from collections import deque
 from contextlib import ExitStack
@@ -63,6 +65,9 @@ class RayEngine(Pipeline):
         super().__init__(config, output_dir)
         self.actors: dict = {}  # camera id -> actor handle
         self.reid_actor = None
+        self.reid_service = "actor"  # or "serve" (`reid.ray_service`, resolved by `_reid_service_kind`)
+        self.serve_app: str | None = None  # the Serve application of this run (deleted at its end)
+        self._started_serve = False  # this run started Serve on the cluster (and shuts it down)
         self.handoff = {"calls": 0, "messages": 0, "wait_s": 0.0}
         self.loop_started: float | None = None
 
@@ -98,7 +103,22 @@ class RayEngine(Pipeline):
             opts["resources"] = res
         return opts
 
+    def _reid_service_kind(self) -> str:
+        """`reid.ray_service` resolved: auto is serve when a camera's source is live (URL or webcam) or
+        `reid.replicas` > 1, else actor (recorded files: deterministic, the local engine's outputs)."""
+        cfg = self.config.reid
+        if cfg.ray_service != "auto":
+            return cfg.ray_service
+        return "serve" if cfg.replicas > 1 or any(_is_live_source(c.source) for c in self.config.cameras) else "actor"
+
     def _start_reid_service(self, ray):
+        self.reid_service = self._reid_service_kind()
+        gpus = ray.cluster_resources().get("GPU", 0.0)
+        if self.config.reid.num_gpus > gpus:  # the service would wait forever for a GPU
+            raise RunSetupError(f"reid.num_gpus {self.config.reid.num_gpus:g} exceeds the GPUs of the Ray cluster "
+                                f"({gpus:g}): start a GPU node, or set reid.num_gpus: 0")
+        if self.reid_service == "serve":
+            return self._start_reid_serve(ray)
         from pipeline.engines.reid_service import RemoteEncoder, ReIDService
         from ray.exceptions import RayTaskError
 
@@ -111,6 +131,53 @@ class RayEngine(Pipeline):
             raise _cause(err) from None
         log.info("Re-ID service on %s: %s, %s", info["host"], info["source"], info["backend"])
         return RemoteEncoder(self.reid_actor, info)
+
+    def _start_reid_serve(self, ray):
+        """The Re-ID-AR deployment (`reid_serve.py`) on Ray Serve without HTTP ingress (the driver calls it through
+        its handle): `reid.replicas` replicas, `reid.num_gpus` each."""
+        from ray import serve
+
+        from pipeline.engines.reid_serve import ReIDDeployment, ServeClient
+
+        cfg = self.config.reid
+        self._started_serve = not _serve_running(ray)
+        self.serve_app = f"mcsa-reid-{os.getpid()}-{int(time.time() * 1000) % 10**9}"
+        quiet = {"log_level": "WARNING", "enable_access_log": False}
+        logging.getLogger("ray.serve").setLevel(logging.WARNING)  # the driver's Serve client: no per-app INFO lines
+        try:
+            serve.start(proxy_location="Disabled", logging_config=quiet)
+            app = serve.deployment(ReIDDeployment).options(
+                name="reid", num_replicas=cfg.replicas, max_ongoing_requests=max(64, 2 * cfg.max_batch),
+                logging_config=quiet,
+                ray_actor_options={"num_cpus": 0, "num_gpus": cfg.num_gpus,
+                                   "runtime_env": ray_init_kwargs()["runtime_env"]}).bind(cfg)
+            handle = serve.run(app, name=self.serve_app, route_prefix=None)
+            info = handle.describe.remote().result(timeout_s=300)
+        except Exception as err:  # noqa: BLE001 - the replica's model load failed, or Serve could not start
+            why = _root_error(err)
+            try:  # the replica's own error (bad weights: ReIDLoadError) is in the deployment's status message
+                why = _root_error(RuntimeError(serve.status().applications[self.serve_app].deployments["reid"].message))
+            except Exception:  # noqa: BLE001 - no status: keep Serve's message
+                pass
+            raise RunSetupError(f"the Re-ID Serve deployment did not start ({why}); check reid.* "
+                                "(weights, checkpoint), or use reid.ray_service: actor") from None
+        log.info("Re-ID on Ray Serve (%s, %d replica(s), batches of up to %d clips within %g ms): %s, %s",
+                 self.serve_app, cfg.replicas, cfg.max_batch, cfg.max_wait_ms, info["source"], info["backend"])
+        return ServeClient(handle, info, self.serve_app, cfg.replicas)
+
+    def _stop_serve(self) -> None:
+        """Delete this run's application; shut Serve down when this run started it."""
+        if self.serve_app is None:
+            return
+        from ray import serve
+
+        try:
+            serve.delete(self.serve_app)
+            if self._started_serve:
+                serve.shutdown()
+        except Exception as err:  # noqa: BLE001 - the cluster is going away anyway
+            log.warning("could not stop the Re-ID Serve deployment (%s)", str(err).splitlines()[0][:160])
+        self.serve_app = None
 
     def _start_cameras(self, ray, reid_input_size, reid_resize: str = "bilinear") -> tuple[list[CameraInfo], dict]:
         from pipeline.engines.camera_worker import CameraWorker
@@ -173,6 +240,7 @@ class RayEngine(Pipeline):
                     ray.kill(actor)
                 except Exception:  # noqa: BLE001 - already gone
                     pass
+            self._stop_serve()
             if started_ray:
                 ray.shutdown()
 
@@ -187,9 +255,15 @@ class RayEngine(Pipeline):
         all_files = all(not i.is_live for i in infos if i.error is None)
 
         def reid_factory(config, params):
+            if encoder is None:
+                return None
+            if self.reid_service == "serve":
+                from pipeline.engines.reid_serve import ServedReIDStage
+
+                return ServedReIDStage(config.reid, encoder)
             from pipeline.engines.reid_service import PrecroppedReIDStage
 
-            return PrecroppedReIDStage(config.reid, encoder) if encoder is not None else None
+            return PrecroppedReIDStage(config.reid, encoder)
 
         built = build_stages(cfg, self.output_dir, all_files, self._redacted_config(), {"reid": reid_factory})
         stages = built.stages
@@ -447,6 +521,38 @@ def _placeholder(size: tuple[int, int]) -> np.ndarray:
     """A read-only (H, W, 3) view of one black pixel: frames whose pixels stayed on the camera actor."""
     w, h = size
     return np.broadcast_to(_ZERO_PIXEL, (h, w, 3))
+
+
+def _is_live_source(source) -> bool:
+    """A camera source that is a live stream: a webcam index or a URL of a live scheme (rtsp://, http://, ...)."""
+    from streams.rtsp_source import LIVE_SCHEMES
+
+    if isinstance(source, int) or str(source).strip().isdigit():
+        return True
+    scheme, sep, _ = str(source).strip().partition("://")
+    return bool(sep) and scheme.lower() in LIVE_SCHEMES
+
+
+def _root_error(err: Exception) -> str:
+    """The innermost `SomeError: message` line of an error whose text carries a remote traceback (Serve's deploy
+    failures), else its last line; at most 300 characters."""
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    found = [line for line in lines if re.match(r"^[\w.]*(Error|Exception): ", line)]
+    line = (found or lines or [type(err).__name__])[-1]
+    return re.sub(r"^(\w+\.)+(?=\w+: )", "", line)[:300]
+
+
+def _serve_running(ray) -> bool:
+    """A Serve controller already runs on the cluster (someone else's Serve: leave it running at the end)."""
+    try:
+        from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE
+    except ImportError:  # the constants moved: Ray 2.60's names
+        SERVE_CONTROLLER_NAME, SERVE_NAMESPACE = "SERVE_CONTROLLER_ACTOR", "serve"
+    try:
+        ray.get_actor(SERVE_CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
+        return True
+    except ValueError:  # no controller
+        return False
 
 
 def _cause(err) -> Exception:

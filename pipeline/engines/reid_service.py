@@ -7,9 +7,9 @@
 
 A batch is one numpy array through Ray's object store (zero-copy on the same node), never one call per crop.
 Batches are formed exactly as in the local engine (same groups, same `reid.max_batch`), so recorded files give the
-same results under both engines. Ray Serve's `@serve.batch` is not used: it forms batches from whatever requests
-arrive within its wait window, so what the model sees would depend on timing (recorded files must give the same
-outputs every run), and it starts a controller and an HTTP proxy, costly on small machines.
+same results under both engines: this is `reid.ray_service: actor`, the default for recorded files. The Ray Serve
+deployment (`reid_serve.py`, `reid.ray_service: serve`) forms batches from whatever requests arrive within its wait
+window instead, so what the model sees depends on timing.
 """
 
 from __future__ import annotations
