@@ -407,5 +407,6 @@ def test_fused_stage_writes_flagged_predicted_boxes_for_a_missed_person(tmp_path
         truth = person_box(cams["b"], pos[0](t))
         assert abs((box[0] + box[2]) / 2 - (truth[0] + truth[2]) / 2) < 0.5 * (truth[2] - truth[0])
     rows = np.loadtxt(tmp_path / "run" / "mot" / "b.txt", delimiter=",", ndmin=2)
+    assert len({(r[0], r[1]) for r in rows.tolist()}) == len(rows), "an identity twice in one frame"
     occluded = rows[(rows[:, 0] > 51) & (rows[:, 0] <= 87)]
     assert (occluded[:, 6] == 0).sum() >= 25 and set(occluded[occluded[:, 6] == 0][:, 1].tolist()) == {ids[("a", 10)]}

@@ -66,6 +66,8 @@ class FusedAssociationStage(Stage):
         self.current: dict[tuple[str, int], int] = {}  # (camera, local track) -> its segment now
         self.named: set[tuple[str, int]] = set()  # local tracks that have had an identity
         self.last_segment: dict[tuple[str, int], int] = {}  # (camera, ground id) -> the segment that last showed it
+        self.last_shown: dict[tuple[str, int], int] = {}  # (camera, ground id) -> last step a row showed it
+        self.first_seen: dict[tuple[str, int], int] = {}  # (camera, local track) -> its first step
         self.next_segment: dict[str, int] = {}  # camera -> next segment id
         self.leading: dict[tuple[str, int], int] = {}  # (camera, segment) -> ground id
         self.spans: dict[tuple[str, int], list[float]] = {}
@@ -123,34 +125,70 @@ class FusedAssociationStage(Stage):
             self._segment(cam, tracks, step)
             if cam in out.predicted and len(out.predicted[cam][1]):
                 self._add_predicted(cam, tracks, *out.predicted[cam], step)
+            for gid in tracks.global_ids[tracks.global_ids >= 0].tolist():
+                self.last_shown[(cam, gid)] = step.index
 
     def _segment(self, cam: str, tracks, step: Step) -> None:
-        """Cut local tracks where their ground identity changes: track_ids -> segment ids, tracker ids -> view_ids."""
+        """Cut local tracks where their ground identity changes: track_ids -> segment ids, tracker ids -> view_ids.
+
+        A box the fusion gave no identity this step stays in its local track's segment (and shows that identity), unless
+        another box of this frame holds the identity: then it goes to a segment without one (ids never repeat in a
+        frame). tracks.global_ids ends up as the identity each box shows (-1: none)."""
         local = tracks.track_ids.copy()
+        gids = tracks.global_ids.tolist()
         seg_ids = local.copy()
-        for i, (tid, gid) in enumerate(zip(local.tolist(), tracks.global_ids.tolist())):
+        shown = np.full(len(local), -1, np.int64)
+        for i, (tid, gid) in enumerate(zip(local.tolist(), gids)):
+            if gid < 0:
+                continue
+            key = (cam, int(tid))
+            seg = self.segments.get((cam, int(tid), int(gid)))
+            if seg is None:
+                # the local track's first identity keeps the tracker's id, so its boxes from before the fusion
+                # confirmed it show the identity too, unless the identity was on another row of this camera since
+                # the track appeared (the MOT file would hold it twice in a frame)
+                shown_since = self.last_shown.get((cam, int(gid)), -1) >= self.first_seen.get(key, step.index)
+                if key not in self.named and not shown_since:
+                    seg = int(tid)
+                else:
+                    seg = self._new_segment(cam)
+                self.named.add(key)
+                self.segments[(cam, int(tid), int(gid))] = seg
+                self.leading[(cam, seg)] = int(gid)
+                step.links.append(LinkEvent(cam, seg, int(gid), None, step.time_s, "new", None, "online"))
+            self.last_segment[(cam, int(gid))] = seg
+            self.current[key] = seg
+            seg_ids[i], shown[i] = seg, gid
+        held = set(shown[shown >= 0].tolist())
+        for i, (tid, gid) in enumerate(zip(local.tolist(), gids)):
+            if gid >= 0:
+                continue
             key = (cam, int(tid))
             seg = self.current.get(key, int(tid))
-            if gid >= 0:
-                seg = self.segments.get((cam, int(tid), int(gid)))
+            carried = self.leading.get((cam, seg), -1)
+            if carried >= 0 and carried in held:
+                seg = self.segments.get((cam, int(tid), -1))
                 if seg is None:
-                    if key not in self.named:  # the local track's first identity keeps the tracker's id
-                        self.named.add(key)
-                        seg = int(tid)
-                    else:
-                        seg = self.next_segment.get(cam, SEGMENT_BASE)
-                        self.next_segment[cam] = seg + 1
-                    self.segments[(cam, int(tid), int(gid))] = seg
-                    self.leading[(cam, seg)] = int(gid)
-                    step.links.append(LinkEvent(cam, seg, int(gid), None, step.time_s, "new", None, "online"))
-                self.last_segment[(cam, int(gid))] = seg
-            self.current[key] = seg
-            seg_ids[i] = seg
+                    seg = self.segments[(cam, int(tid), -1)] = self._new_segment(cam)
+                self.current[key] = seg
+                carried = -1
+            seg_ids[i], shown[i] = seg, carried
+            if carried >= 0:
+                held.add(carried)
+        for tid in local.tolist():
+            self.first_seen.setdefault((cam, int(tid)), step.index)
+        for seg in seg_ids.tolist():
             span = self.spans.setdefault((cam, seg), [step.time_s, step.time_s])
             span[1] = step.time_s
         if tracks.view_ids is None:
             tracks.view_ids = local
         tracks.track_ids = seg_ids
+        tracks.global_ids = shown
+
+    def _new_segment(self, cam: str) -> int:
+        seg = self.next_segment.get(cam, SEGMENT_BASE)
+        self.next_segment[cam] = seg + 1
+        return seg
 
     def _add_predicted(self, cam: str, tracks, boxes: np.ndarray, gids: np.ndarray, step: Step) -> None:
         """Append flagged rows (score 0, `tracks.predicted`) for people this camera missed and another camera sees:
@@ -165,8 +203,7 @@ class FusedAssociationStage(Stage):
             gid = int(gids[k])
             seg = self.last_segment.get((cam, gid))
             if seg is None:
-                seg = self.next_segment.get(cam, SEGMENT_BASE)
-                self.next_segment[cam] = seg + 1
+                seg = self._new_segment(cam)
                 self.leading[(cam, seg)] = gid
                 self.last_segment[(cam, gid)] = seg
                 step.links.append(LinkEvent(cam, seg, gid, None, step.time_s, "new", None, "online"))
