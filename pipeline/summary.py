@@ -69,8 +69,9 @@ class RunSummary:
 
     @property
     def association(self) -> dict | None:
-        """The association's counters (identities, tracks, links by reason), None without association."""
-        return self.counters.get("association")
+        """The association's counters (identities, tracks, links by reason; fused mode: ground identities, camera
+        tracks, predicted boxes), None without association."""
+        return self.counters.get("association", self.counters.get("fused_association"))
 
     @property
     def events(self) -> dict | None:
