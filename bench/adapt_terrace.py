@@ -4,7 +4,7 @@
     python bench/adapt_terrace.py [--run DIR] [--recipes configs/adapt/omz0267.yaml configs/adapt/osnet.yaml]
                                   [--adapt-frames 750] [--out /tmp/adapt_bench] [--json F]
 
-1. A run of configs/epfl_terrace.yaml (`--run DIR`, made when missing: ~10 min on 2 cores) gives the tracks.
+1. A run of configs/epfl_terrace_tracks.yaml (`--run DIR`, made when missing: ~10 min on 2 cores) gives the tracks.
 2. `adapt` (pipeline/adapt/site.py) on each camera's first --adapt-frames frames, per recipe: mining, weak action
    labels, training, the held-out validation of adapt itself. Mined-pair precision / recall against the ground
    truth of those frames (reported only; ground truth is never used to mine or train).
@@ -138,7 +138,7 @@ def _key_of(t) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--run", default="/tmp/adapt_bench/terrace_run", help="finished run of configs/epfl_terrace.yaml")
+    ap.add_argument("--run", default="/tmp/adapt_bench/terrace_run", help="finished run of configs/epfl_terrace_tracks.yaml")
     ap.add_argument("--recipes", nargs="+", default=[str(ROOT / "configs/adapt/omz0267.yaml")])
     ap.add_argument("--adapt-frames", type=int, default=750)
     ap.add_argument("--out", default="/tmp/adapt_bench")
@@ -164,7 +164,7 @@ def main() -> int:
     from pipeline.reid import ClipEncoder
 
     out = Path(args.out)
-    cfg = load_config(str(ROOT / "configs/epfl_terrace.yaml"))
+    cfg = load_config(str(ROOT / "configs/epfl_terrace_tracks.yaml"))
     terrace = shared / "data/epfl_terrace1"
     gt = {c: str(terrace / f"gt_{c}/gt.txt") for c in ("c0", "c1")}
     run_dir = Path(args.run)
@@ -176,7 +176,7 @@ def main() -> int:
         data["run"]["progress"] = True
         from pipeline.config import parse_config
 
-        print(f"running configs/epfl_terrace.yaml into {run_dir} ...", flush=True)
+        print(f"running configs/epfl_terrace_tracks.yaml into {run_dir} ...", flush=True)
         build_engine(parse_config(data), run_dir).run()
 
     first = args.adapt_frames + 1
@@ -248,7 +248,7 @@ def main() -> int:
             print(f"{label:<50s}{r['rank1']:>8.3f}{r['mAP']:>8.3f}{ratio:>13s}{ratio2:>16s}")
     for rname, rep in reports.items():
         if "idf1" in rep:
-            print(f"\ncross-camera IDF1, {rname} (configs/epfl_terrace.yaml association replayed, clips re-embedded)")
+            print(f"\ncross-camera IDF1, {rname} (configs/epfl_terrace_tracks.yaml association replayed, clips re-embedded)")
             keys = list(next(iter(rep["idf1"].values())))
             print(f"{'':<12s}" + "".join(f"{k:>14s}" for k in keys))
             for label, v in rep["idf1"].items():

@@ -1,6 +1,6 @@
 """Cross-camera association on EPFL Terrace and EPFL Laboratory: IDF1 of the floor, appearance only, online, offline.
 
-Terrace: the pipeline is run once (YOLO + tracker + Re-ID, `configs/epfl_terrace.yaml`, cached in --run-dir), then
+Terrace: the pipeline is run once (YOLO + tracker + Re-ID, `configs/epfl_terrace_tracks.yaml`, cached in --run-dir), then
 association variants are replayed on its store (`pipeline.association.replay`) and scored with `evaluate_mtmc`
 (cameras concatenated, DukeMTMC / AI City protocol). Columns:
   floor       per-camera local ids, no association;
@@ -156,7 +156,7 @@ def laboratory_run(lab: Path, fps: float = 25.0) -> tuple[RecordedRun, dict[str,
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", default=str(ROOT / "configs/epfl_terrace.yaml"))
+    ap.add_argument("--config", default=str(ROOT / "configs/epfl_terrace_tracks.yaml"))
     ap.add_argument("--run-dir", default=str(ROOT / "out/bench_association/terrace"),
                     help="output folder of the Terrace pipeline run (reused when it holds events.db)")
     ap.add_argument("--out", default=str(ROOT / "out/bench_association"))

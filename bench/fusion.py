@@ -267,7 +267,8 @@ def scene(name: str, dets, embs, geoms, homographies, gt_paths, params, fps, gro
     plain, pred, ms = run_fused(dets, embs, geoms, params, fps)
     res["fused"] = evaluate(gt_paths, plain, out / "fused")
     size = next(iter(geoms.values())).frame_size
-    res["fused pipeline"] = evaluate(gt_paths, run_fused_pipeline(dets, homographies, fps, size, overrides,
+    res["fused pipeline"] = evaluate(gt_paths, run_fused_pipeline(dets, homographies, fps, size,
+                                                                  {**overrides, "predict_boxes": False},
                                                                   out / "fused_pipeline_run"), out / "fused_pipeline")
     res["pipeline+pred"] = evaluate(gt_paths, run_fused_pipeline(dets, homographies, fps, size,
                                                                  {**overrides, "predict_boxes": True},

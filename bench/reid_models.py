@@ -17,7 +17,7 @@ warm-up, through the same `ClipEncoder` (the backend named in the table). For th
 weights run on three backends: PyTorch eager, OpenVINO (compiled at start-up, the pipeline's CPU default) and the
 ONNX export on ONNX Runtime, with the ratios against PyTorch eager.
 
-Cross-camera IDF1 (--idf1-run DIR, a finished run of configs/epfl_terrace.yaml): the run's tracks and the time spans
+Cross-camera IDF1 (--idf1-run DIR, a finished run of configs/epfl_terrace_tracks.yaml): the run's tracks and the time spans
 of its Re-ID clips are kept; each clip is embedded again by each of the best models (T crops of the track spread over
 the clip's span) and the configured association is replayed (pipeline.association.replay, as bench/association.py
 does), online and with offline refinement. Detector and tracker are the same for every model, so only appearance
@@ -205,7 +205,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2, help="CPU threads of every runtime (this machine: 2 cores)")
     ap.add_argument("--json", default=None)
     ap.add_argument("--idf1-run", default=None, metavar="DIR",
-                    help="output folder of `run_pipeline.py run --config configs/epfl_terrace.yaml`: its tracks' Re-ID "
+                    help="output folder of `run_pipeline.py run --config configs/epfl_terrace_tracks.yaml`: its tracks' Re-ID "
                     "clips are embedded again with each of the --idf1-top best models and the association replayed "
                     "(cross-camera IDF1, online / offline)")
     ap.add_argument("--idf1-top", type=int, default=3)
@@ -296,7 +296,7 @@ def main() -> int:
         from pipeline.association.replay import load_run
         from pipeline.config import load_config
 
-        cfg = load_config(str(ROOT / "configs/epfl_terrace.yaml"))
+        cfg = load_config(str(ROOT / "configs/epfl_terrace_tracks.yaml"))
         terrace = shared / "data/epfl_terrace1"
         gt = {c.id: str(terrace / f"gt_{c.id}/gt.txt") for c in cfg.cameras}
         videos = {c.id: str(c.source) for c in cfg.cameras}
@@ -316,7 +316,7 @@ def main() -> int:
             run, _ = reembed_run(db, enc, videos, args.clip_len)
             idf1[specs[name]["label"]] = cross_camera_idf1(run, cfg.association, gt, out / name)
             print(f"IDF1 {specs[name]['label']}: {idf1[specs[name]['label']]}", flush=True)
-        print(f"\nTerrace cross-camera IDF1 (configs/epfl_terrace.yaml association replayed on {db}; every clip "
+        print(f"\nTerrace cross-camera IDF1 (configs/epfl_terrace_tracks.yaml association replayed on {db}; every clip "
               "embedded again by each model)")
         print(f"{'model':<32s}{'online':>8s}{'offline':>9s}")
         for k, v in idf1.items():

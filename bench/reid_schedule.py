@@ -7,7 +7,7 @@ For each variant the full pipeline runs on
   * PETS09-S2L1 (`configs/pets09.yaml`, one crowded camera at 7 fps) with association on: `mot_local/` is the shipped
     config's output (its tracker uses no appearance, so it must not change), `mot/` the offline re-linked global ids
     (where the appearance decides); MOT IDF1 / HOTA of both against the ground truth;
-  * EPFL Terrace (`configs/epfl_terrace.yaml`, two overlapping cameras at 25 fps): cross-camera IDF1 / HOTA
+  * EPFL Terrace (`configs/epfl_terrace_tracks.yaml`, two overlapping cameras at 25 fps): cross-camera IDF1 / HOTA
     (DukeMTMC protocol, `evaluate_mtmc`) of the offline (`mot/`) and online (`mot_online/`) global ids.
 Printed per sequence: clips sent to the model, periodic chances skipped, the frame loop's fps (noisy on a shared
 machine: bench/pipeline_speed.py measures speed ratios), the scores, and how close each track's final appearance
@@ -116,7 +116,7 @@ def main() -> int:
     logging.basicConfig(level=logging.WARNING)
     variants = args.variants.split(",")
     seqs = [(s, c, f) for s, c, f in (("pets09", "pets09.yaml", args.pets_frames),
-                                      ("terrace", "epfl_terrace.yaml", args.terrace_frames)) if f > 0]
+                                      ("terrace", "epfl_terrace_tracks.yaml", args.terrace_frames)) if f > 0]
     results: dict = {}
     for seq, config, frames in seqs:
         for v in variants:

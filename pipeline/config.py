@@ -277,7 +277,7 @@ class FusionConfig(_Strict):
     align_isolation_m: float = Field(default=1.5, gt=0, description="a moment teaches the alignment only when nobody "
                                      "else is within this distance, m")
     join_sigmas: float = Field(default=3.0, gt=0, description="see new_view_gate_m")
-    predict_boxes: bool = Field(default=False, description="add flagged boxes projected from the ground track into "
+    predict_boxes: bool = Field(default=True, description="add flagged boxes projected from the ground track into "
                                 "views whose detector missed a person another view sees")
     predict_memory_s: float = Field(default=2.0, gt=0, description="predicted boxes keep the size of the view's last "
                                     "box this long, then the camera's learnt size at that image position")

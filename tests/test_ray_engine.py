@@ -196,7 +196,7 @@ def test_reid_on_ray_serve_batches_across_cameras(shared, yolo_weights, ray_clus
     cfg = _config(100, "ray")
     data = cfg.model_dump()
     data["cameras"] = [{**data["cameras"][1], "id": "c1"}, {**data["cameras"][1], "id": "c1_copy"}]
-    data["association"].update(topology=[], homographies={})
+    data["association"].update(mode="tracks", topology=[], homographies={})  # two copies of one view: not one floor
     data["reid"].update(ray_service="serve", max_wait_ms=100)
     engine = RayEngine(type(cfg).model_validate(data), tmp_path)
     result: dict = {}

@@ -74,10 +74,15 @@ def ground_units_per_m(cfg) -> float:
 
 
 def overlapping_pairs(cfg) -> set[frozenset]:
+    """Camera pairs that see the same floor: the topology's overlapping pairs, every pair with `default_link.overlap`,
+    and, in fused mode (`association.mode: fused`), every pair of cameras with a homography (one overlapping group)."""
     pairs = {frozenset(p.cameras) for p in cfg.association.topology if p.overlap}
+    ids = [c.id for c in cfg.cameras]
     if cfg.association.default_link.overlap:
-        ids = [c.id for c in cfg.cameras]
         pairs |= {frozenset((a, b)) for i, a in enumerate(ids) for b in ids[i + 1:]}
+    if cfg.association.mode == "fused":
+        fused = [c for c in ids if c in cfg.association.homographies]
+        pairs |= {frozenset((a, b)) for i, a in enumerate(fused) for b in fused[i + 1:]}
     return pairs
 
 
@@ -224,7 +229,8 @@ def adapt_site(cfg, out: str | Path, run_dir: str | Path | None = None, max_fram
     report.split_frame = split
     pairs = overlapping_pairs(cfg)
     if not pairs:
-        log.warning("adapt: no overlapping camera pairs in association.topology: only continuations are mined, and "
+        log.warning("adapt: no overlapping camera pairs (association.topology, or mode fused with homographies): only "
+                    "continuations are mined, and "
                     "identities seen by one camera (set adapt.mining.min_cameras: 1 for a single camera)")
     root = out / "tracklets"
     if root.exists():

@@ -67,7 +67,7 @@ class FusionParams:
     view_memory_s: float = 1.0
     app_weight: float = 1.0
     max_app_dist: float | None = 0.6
-    predict_boxes: bool = False
+    predict_boxes: bool = True
     predict_memory_s: float = 2.0
     disagreement_warn_m: float = 1.5
     align: bool = True
