@@ -65,8 +65,8 @@ class DetectorConfig(_Strict):
     num_gpus: float = Field(default=0.0, ge=0, description="engine ray, service true: GPUs (or a fraction) reserved "
                             "by each detector replica")
     max_batch: int = Field(default=16, ge=1, description="engine ray, service true: frames per detector call")
-    max_wait_ms: float = Field(default=10.0, ge=0, description="engine ray, service true: longest wait for a "
-                               "detector batch to fill")
+    max_wait_ms: float = Field(default=50.0, ge=0, description="engine ray, service true: longest wait for a "
+                               "detector batch to fill (a batch holding a frame of every camera runs at once)")
 
     @field_validator("weights")
     @classmethod

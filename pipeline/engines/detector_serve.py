@@ -4,8 +4,10 @@
             on the actor to the size the detector's letterbox would resize it to (frames larger than detector.imgsz
             only; smaller ones travel as they are) -> DeploymentHandle.detect.remote(image, camera_id), blocking
     DetectorDeployment replicas (detector.replicas, detector.num_gpus and 0 CPUs each, no HTTP proxy):
-            @serve.batch(max_batch_size=detector.max_batch frames, batch_wait_timeout_s=detector.max_wait_ms / 1000)
-            merges the frames that arrive within the wait window (any camera) -> one PersonDetector.detect call ->
+            @serve.batch(max_batch_size=min(detector.max_batch, cameras / replicas) frames, batch_wait_timeout_s=
+            detector.max_wait_ms / 1000) merges the frames that arrive within the wait window (any camera; a batch
+            with a frame of every camera runs at once: each camera has one frame in flight) -> one
+            PersonDetector.detect call ->
             each request gets its Detections (in the image it sent) and the size of the model batch it was part of
     camera actor: boxes scaled back to the camera's pixels -> tracker, as with its own detector
 
@@ -41,16 +43,20 @@ log = logging.getLogger("mcsa.engine.detector")
 class DetectorDeployment:
     """The Serve deployment's body: one `PersonDetector` per replica, batches of up to `max_batch` frames.
 
+    cameras_per_replica: the run's cameras / replicas (rounded up); a batch is full at min(max_batch, this).
     `detect(image (H, W, 3) uint8, camera_id)` -> (Detections in that image's pixels, batch_frames: frames in the model
     call, batch_cameras: cameras in it, batch_model_s: the call's seconds, in_replica_s: this request's time in the
     replica (batch wait + model)).
     """
 
-    def __init__(self, detector_config) -> None:
+    def __init__(self, detector_config, cameras_per_replica: int | None = None) -> None:
         from models.detector import PersonDetector
 
         self.detector = PersonDetector.from_config(detector_config)
-        self._batched.set_max_batch_size(int(detector_config.max_batch))
+        # a camera has one frame in flight (its tracker waits for the detections), so a batch holding a frame of
+        # every camera that this replica serves is full: it runs at once instead of waiting out max_wait_ms
+        self._batched.set_max_batch_size(max(1, min(int(detector_config.max_batch),
+                                                    cameras_per_replica or detector_config.max_batch)))
         self._batched.set_batch_wait_timeout_s(float(detector_config.max_wait_ms) / 1000.0)
 
     def describe(self) -> dict:

@@ -2,6 +2,7 @@
 
     camera actor (one per camera, placed by cameras[].resources)        ReIDService actor (reid.num_gpus), or
       reader -> detector -> tracker -> TrackletCropper                    Serve replicas (reid.ray_service serve)
+               (or detector.service: each frame -> the detector Serve deployment, @serve.batch across cameras)
         | CameraFrame(tracks, clip crops[, image]) batches                  ClipEncoder.encode((B, T, H, W, 3))
         v                                                                       ^ one call per batch / request
     driver (this process): ordering by step (files) or watermark (live) -> stages in the local order:
@@ -19,8 +20,10 @@ Faults. A camera actor that dies: a recorded file's camera is reported `failed` 
 kept), the others finish; a live camera's actor is restarted by Ray (`run.ray_max_restarts`), reopened and its
 track ids continue from restart x 1,000,000 (never reused). The Re-ID service is restarted by Ray; the batch in
 flight is retried once, then its clips are dropped and counted (`lost_in_service`); a dead Serve replica is replaced
-by Serve, and its requests are retried the same way. The association, events and store stages run in the driver:
-if the driver dies the run ends, and what the store committed stays committed.
+by Serve, and its requests are retried the same way. A detector replica (detector.service) is replaced by Serve; a
+frame whose request failed twice gets no detections and is counted (`dropped_frames`), the camera goes on. The
+association, events and store stages run in the driver: if the driver dies the run ends, and what the store committed
+stays committed.
 Ctrl-C / SIGTERM: as in the local engine.
 """
 
@@ -139,7 +142,8 @@ class RayEngine(Pipeline):
         from pipeline.engines.reid_serve import ReIDDeployment, ServeClient
 
         cfg = self.config.reid
-        handle = self._deploy(ray, "reid", ReIDDeployment, cfg, cfg.replicas, cfg.num_gpus, max(64, 2 * cfg.max_batch),
+        handle = self._deploy(ray, "reid", ReIDDeployment, (cfg,), cfg.replicas, cfg.num_gpus,
+                              max(64, 2 * cfg.max_batch),
                               "check reid.* (weights, checkpoint), or use reid.ray_service: actor")
         info = handle.describe.remote().result(timeout_s=300)
         log.info("Re-ID on Ray Serve (%s, %d replica(s), batches of up to %d clips within %g ms): %s, %s",
@@ -157,8 +161,9 @@ class RayEngine(Pipeline):
         if cfg.num_gpus > gpus:  # the replicas would wait forever for a GPU
             raise RunSetupError(f"detector.num_gpus {cfg.num_gpus:g} exceeds the GPUs of the Ray cluster ({gpus:g}): "
                                 "start a GPU node, or set detector.num_gpus: 0")
-        handle = self._deploy(ray, "detector", DetectorDeployment, cfg, cfg.replicas, cfg.num_gpus,
-                              max(64, 2 * len(self.config.cameras), 2 * cfg.max_batch),
+        cameras = len(self.config.cameras)
+        handle = self._deploy(ray, "detector", DetectorDeployment, (cfg, -(-cameras // cfg.replicas)), cfg.replicas,
+                              cfg.num_gpus, max(64, 2 * cameras, 2 * cfg.max_batch),
                               "check detector.weights, or set detector.service: false")
         info = handle.describe.remote().result(timeout_s=300)
         log.info("detector on Ray Serve (%s, %d replica(s), batches of up to %d frames within %g ms): %s (%s, %s) "
@@ -166,8 +171,8 @@ class RayEngine(Pipeline):
                  info["format"], info["device"], info["host"])
         return handle
 
-    def _deploy(self, ray, name: str, body, cfg, replicas: int, num_gpus: float, max_ongoing: int, fix: str):
-        """Run `body(cfg)` as this run's Serve application `mcsa-<name>-<pid>-<ms>` (no HTTP proxy; `replicas`
+    def _deploy(self, ray, name: str, body, args: tuple, replicas: int, num_gpus: float, max_ongoing: int, fix: str):
+        """Run `body(*args)` as this run's Serve application `mcsa-<name>-<pid>-<ms>` (no HTTP proxy; `replicas`
         replicas with `num_gpus` and 0 CPUs each; Serve started if needed) and return its handle once every replica
         is up. A replica that cannot start (bad weights) raises `RunSetupError` with its own error and `fix`."""
         from ray import serve
@@ -183,7 +188,7 @@ class RayEngine(Pipeline):
             app = serve.deployment(body).options(
                 name=name, num_replicas=replicas, max_ongoing_requests=max_ongoing, logging_config=quiet,
                 ray_actor_options={"num_cpus": 0, "num_gpus": num_gpus,
-                                   "runtime_env": ray_init_kwargs()["runtime_env"]}).bind(cfg)
+                                   "runtime_env": ray_init_kwargs()["runtime_env"]}).bind(*args)
             return serve.run(app, name=app_name, route_prefix=None)
         except Exception as err:  # noqa: BLE001 - the replica's model load failed, or Serve could not start
             why = _root_error(err)
