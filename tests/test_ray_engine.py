@@ -275,3 +275,18 @@ def test_detector_on_ray_serve_merges_cameras_and_matches_per_camera_detectors(s
         assert len(text.splitlines()) >= 30
         assert (tmp_path / "served" / "mot_local" / f"{a.camera_id}.txt").read_text() == text, a.camera_id
     assert not [a for a in ray.util.list_named_actors(all_namespaces=True) if a["namespace"] == "serve"]
+
+
+def test_detector_service_config():
+    """`detector.replicas` > 1 needs `detector.service: true` (without it each camera actor has its own detector);
+    a camera pre-scales a frame to the size Ultralytics' letterbox resizes it to."""
+    from pipeline.config import parse_config
+    from pipeline.engines.detector_serve import letterbox_size
+
+    cams = [{"id": "a", "source": "a.mp4"}]
+    assert parse_config({"cameras": cams, "detector": {"service": True, "replicas": 2}}).detector.replicas == 2
+    with pytest.raises(Exception, match="detector.replicas 2 needs detector.service: true"):
+        parse_config({"cameras": cams, "detector": {"replicas": 2}})
+    assert letterbox_size(1920, 1080, 640) == (640, 360)  # what Ultralytics resizes a 1080p frame to
+    assert letterbox_size(768, 576, 640) == (640, 480)
+    assert letterbox_size(360, 288, 640) == (640, 512)  # scaled up: the camera sends such frames as they are
