@@ -57,11 +57,28 @@ class DetectorConfig(_Strict):
     device: str = Field(default="auto", description="auto (CUDA when present), cpu, cuda, cuda:0, ...")
     classes: list[int] = Field(default=[0], description="class ids kept (COCO 0 = person)")
     half: bool = Field(default=False, description="fp16 inference on CUDA")
+    service: bool = Field(default=False, description="engine ray: run the detector as a Ray Serve deployment whose "
+                          "@serve.batch merges the frames of many cameras into one detector call (max_batch frames "
+                          "within max_wait_ms); camera actors then load no detector of their own. For GPU nodes; "
+                          "false: one detector per camera actor. The local engine ignores it")
+    replicas: int = Field(default=1, ge=1, description="engine ray, service true: detector deployment replicas")
+    num_gpus: float = Field(default=0.0, ge=0, description="engine ray, service true: GPUs (or a fraction) reserved "
+                            "by each detector replica")
+    max_batch: int = Field(default=16, ge=1, description="engine ray, service true: frames per detector call")
+    max_wait_ms: float = Field(default=50.0, ge=0, description="engine ray, service true: longest wait for a "
+                               "detector batch to fill (a batch holding a frame of every camera runs at once)")
 
     @field_validator("weights")
     @classmethod
     def _expand(cls, value: str) -> str:
         return expand_path(value)
+
+    @model_validator(mode="after")
+    def _replicas_need_service(self) -> "DetectorConfig":
+        if self.replicas > 1 and not self.service:
+            raise ValueError(f"detector.replicas {self.replicas} needs detector.service: true (without the service "
+                             "each camera actor loads its own detector)")
+        return self
 
 
 class TrackletConfig(_Strict):

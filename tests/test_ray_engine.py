@@ -226,3 +226,67 @@ def test_reid_on_ray_serve_batches_across_cameras(shared, yolo_weights, ray_clus
     assert any("Ray Serve" in line for line in summary.stage_lines)
     # Serve is gone from the cluster: no controller, no replica, no application
     assert not [a for a in ray.util.list_named_actors(all_namespaces=True) if a["namespace"] == "serve"]
+
+
+def test_detector_on_ray_serve_merges_cameras_and_matches_per_camera_detectors(shared, yolo_weights, ray_cluster,
+                                                                               tmp_path):
+    """`detector.service: true`: the camera actors load no detector; their frames (Terrace c0 and c1, 40 frames from
+    frame 120, people in view) go to one Serve deployment whose @serve.batch merges frames of both cameras into one
+    detector call. Terrace's 360x288 frames are smaller than detector.imgsz, so they travel unscaled and the model sees
+    the per-camera detectors' exact pixels (the shipped OpenVINO model runs one inference per frame inside the batch):
+    the MOT files must be identical to the same run with one detector per camera actor (tolerance: none)."""
+    import cv2
+
+    from pipeline.engines.ray_engine import RayEngine
+
+    base = _config(40, "ray")
+    data = base.model_dump()
+    for cam in data["cameras"]:  # frames 120-159 of the video as PNG (lossless): people in both views throughout
+        folder = tmp_path / "frames" / cam["id"]
+        folder.mkdir(parents=True)
+        video = cv2.VideoCapture(str(cam["source"]))
+        for i in range(160):
+            ok, image = video.read()
+            assert ok, f"{cam['source']}: cannot read frame {i}"
+            if i >= 120:
+                cv2.imwrite(str(folder / f"{i - 120:06d}.png"), image)
+        video.release()
+        cam.update(source=str(folder), fps=25.0)
+    data["reid"]["enabled"] = False
+    data["output"]["video"] = "off"
+
+    def config(service: bool):
+        data["detector"].update(service=service, max_batch=8, max_wait_ms=50)
+        return type(base).model_validate(data)
+
+    served = RayEngine(config(True), tmp_path / "served").run()
+    own = RayEngine(config(False), tmp_path / "own").run()
+    assert served.exit_code == 0 and own.exit_code == 0, served.table()
+    c = served.counters["detector_service"]
+    assert c["frames"] == 80 and c["dropped_frames"] == 0 and c["retries"] == 0, c
+    # requests are one frame each: a batch of 2+ frames holding both cameras merged the cameras' requests
+    assert c["cross_camera_batches"] >= 1 and c["max_batch"] >= 2 and c["batches"] < c["frames"], c
+    assert any(line.startswith("Detector (Ray Serve)") for line in served.stage_lines)
+    assert "detector_service" not in own.counters
+    for a, b in zip(served.cameras, own.cameras):
+        assert (a.camera_id, a.status, a.frames, a.detections) == (b.camera_id, b.status, b.frames, b.detections)
+        assert a.detections >= 30 and a.track_ids, a  # people were detected and tracked in both cameras
+        text = (tmp_path / "own" / "mot_local" / f"{a.camera_id}.txt").read_text()
+        assert len(text.splitlines()) >= 30
+        assert (tmp_path / "served" / "mot_local" / f"{a.camera_id}.txt").read_text() == text, a.camera_id
+    assert not [a for a in ray.util.list_named_actors(all_namespaces=True) if a["namespace"] == "serve"]
+
+
+def test_detector_service_config():
+    """`detector.replicas` > 1 needs `detector.service: true` (without it each camera actor has its own detector);
+    a camera pre-scales a frame to the size Ultralytics' letterbox resizes it to."""
+    from pipeline.config import parse_config
+    from pipeline.engines.detector_serve import letterbox_size
+
+    cams = [{"id": "a", "source": "a.mp4"}]
+    assert parse_config({"cameras": cams, "detector": {"service": True, "replicas": 2}}).detector.replicas == 2
+    with pytest.raises(Exception, match="detector.replicas 2 needs detector.service: true"):
+        parse_config({"cameras": cams, "detector": {"replicas": 2}})
+    assert letterbox_size(1920, 1080, 640) == (640, 360)  # what Ultralytics resizes a 1080p frame to
+    assert letterbox_size(768, 576, 640) == (640, 480)
+    assert letterbox_size(360, 288, 640) == (640, 512)  # scaled up: the camera sends such frames as they are

@@ -1,4 +1,5 @@
-"""`CameraWorker`: one camera's reader, detector, tracker and Re-ID tracklet cropper, as a Ray actor's body.
+"""`CameraWorker`: one camera's reader, detector (or client of the detector deployment), tracker and Re-ID tracklet
+cropper, as a Ray actor's body.
 
 The Ray engine wraps this class with `ray.remote` (one actor per camera, placed by `cameras[].resources`); it is a
 plain class, so it also runs (and is tested) in one process. A worker thread decodes, detects, tracks and crops,
@@ -32,12 +33,14 @@ class CameraWorker:
     config: the run's `PipelineConfig`; camera_id: one of its cameras; send_images: put the frame's pixels on each
     message (annotated video and sinks need them); reid_input_size: the Re-ID model's crop (H, W), None: no Re-ID;
     id_offset: added to every track id (a restarted actor's ids never collide with its earlier life's);
-    reid_resize: the crop resize method of the Re-ID model (`ClipEncoder.resize`).
+    reid_resize: the crop resize method of the Re-ID model (`ClipEncoder.resize`); detector_handle: the detector
+    Serve deployment's handle (`detector.service: true`; `detector_serve.py`): no detector is loaded here, each frame
+    is sent to it.
     """
 
     def __init__(self, config, camera_id: str, send_images: bool = False,
                  reid_input_size: tuple[int, int] | None = None, id_offset: int = 0, queue_size: int = 64,
-                 reid_resize: str = "bilinear") -> None:
+                 reid_resize: str = "bilinear", detector_handle=None) -> None:
         if not logging.getLogger().handlers:
             logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
         self.config = config
@@ -47,6 +50,7 @@ class CameraWorker:
         self.send_images = send_images
         self.reid_input_size = reid_input_size
         self.reid_resize = reid_resize
+        self.detector_handle = detector_handle
         self.id_offset = int(id_offset)
         self.queue_size = int(queue_size)
         self.source = self.reader = self.detector = self.tracker = self.cropper = None
@@ -88,9 +92,14 @@ class CameraWorker:
         except SourceError as err:
             log.error("%s", err)
             return CameraInfo(cam.id, redact_uri(str(cam.source)), error=str(err))
-        self.detector = PersonDetector.from_config(self.config.detector)
-        w, h = self.source.size or (640, 480)
-        self.detector.detect([np.zeros((h, w, 3), np.uint8)])  # build the backend now
+        if self.detector_handle is not None:
+            from pipeline.engines.detector_serve import DetectorClient
+
+            self.detector = DetectorClient(self.detector_handle, cam.id, self.config.detector.imgsz)
+        else:
+            self.detector = PersonDetector.from_config(self.config.detector)
+            w, h = self.source.size or (640, 480)
+            self.detector.detect([np.zeros((h, w, 3), np.uint8)])  # build the backend now
         self.tracker = helper._build_tracker(self.source.fps)
         if self.tracker.wants_embeddings:
             raise ValueError("engine ray: trackers with an appearance cost (tracker.params.appearance_weight > 0) "
@@ -166,6 +175,11 @@ class CameraWorker:
         stats = self.reader.stats if self.reader is not None else None
         return {"frames": self.frames, "dropped": (stats.frames_dropped if stats else 0) + self.lagging_dropped,
                 "reconnects": stats.reconnects if stats else 0}
+
+    def detector_counters(self) -> dict | None:
+        """The detector service's counters of this camera (`DetectorClient.counters`); None with its own detector."""
+        counters = getattr(self.detector, "counters", None)
+        return counters() if counters is not None else None
 
     def pid(self) -> int:
         return os.getpid()

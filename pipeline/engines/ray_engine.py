@@ -2,6 +2,7 @@
 
     camera actor (one per camera, placed by cameras[].resources)        ReIDService actor (reid.num_gpus), or
       reader -> detector -> tracker -> TrackletCropper                    Serve replicas (reid.ray_service serve)
+               (or detector.service: each frame -> the detector Serve deployment, @serve.batch across cameras)
         | CameraFrame(tracks, clip crops[, image]) batches                  ClipEncoder.encode((B, T, H, W, 3))
         v                                                                       ^ one call per batch / request
     driver (this process): ordering by step (files) or watermark (live) -> stages in the local order:
@@ -19,8 +20,10 @@ Faults. A camera actor that dies: a recorded file's camera is reported `failed` 
 kept), the others finish; a live camera's actor is restarted by Ray (`run.ray_max_restarts`), reopened and its
 track ids continue from restart x 1,000,000 (never reused). The Re-ID service is restarted by Ray; the batch in
 flight is retried once, then its clips are dropped and counted (`lost_in_service`); a dead Serve replica is replaced
-by Serve, and its requests are retried the same way. The association, events and store stages run in the driver:
-if the driver dies the run ends, and what the store committed stays committed.
+by Serve, and its requests are retried the same way. A detector replica (detector.service) is replaced by Serve; a
+frame whose request failed twice gets no detections and is counted (`dropped_frames`), the camera goes on. The
+association, events and store stages run in the driver: if the driver dies the run ends, and what the store committed
+stays committed.
 Ctrl-C / SIGTERM: as in the local engine.
 """
 
@@ -66,7 +69,8 @@ class RayEngine(Pipeline):
         self.actors: dict = {}  # camera id -> actor handle
         self.reid_actor = None
         self.reid_service = "actor"  # or "serve" (`reid.ray_service`, resolved by `_reid_service_kind`)
-        self.serve_app: str | None = None  # the Serve application of this run (deleted at its end)
+        self.serve_apps: dict[str, str] = {}  # "reid" / "detector" -> this run's Serve application (deleted at its end)
+        self.detector_counters: dict | None = None  # the detector deployment's (detector.service), after the run
         self._started_serve = False  # this run started Serve on the cluster (and shuts it down)
         self.handoff = {"calls": 0, "messages": 0, "wait_s": 0.0}
         self.loop_started: float | None = None
@@ -135,51 +139,82 @@ class RayEngine(Pipeline):
     def _start_reid_serve(self, ray):
         """The Re-ID-AR deployment (`reid_serve.py`) on Ray Serve without HTTP ingress (the driver calls it through
         its handle): `reid.replicas` replicas, `reid.num_gpus` each."""
-        from ray import serve
-
         from pipeline.engines.reid_serve import ReIDDeployment, ServeClient
 
         cfg = self.config.reid
-        self._started_serve = not _serve_running(ray)
-        self.serve_app = f"mcsa-reid-{os.getpid()}-{int(time.time() * 1000) % 10**9}"
+        handle = self._deploy(ray, "reid", ReIDDeployment, (cfg,), cfg.replicas, cfg.num_gpus,
+                              max(64, 2 * cfg.max_batch),
+                              "check reid.* (weights, checkpoint), or use reid.ray_service: actor")
+        info = handle.describe.remote().result(timeout_s=300)
+        log.info("Re-ID on Ray Serve (%s, %d replica(s), batches of up to %d clips within %g ms): %s, %s",
+                 self.serve_apps["reid"], cfg.replicas, cfg.max_batch, cfg.max_wait_ms, info["source"],
+                 info["backend"])
+        return ServeClient(handle, info, self.serve_apps["reid"], cfg.replicas)
+
+    def _start_detector_serve(self, ray):
+        """The detector deployment (`detector_serve.py`, `detector.service: true`): `detector.replicas` replicas,
+        `detector.num_gpus` each; its handle goes to every camera actor (they load no detector)."""
+        from pipeline.engines.detector_serve import DetectorDeployment
+
+        cfg = self.config.detector
+        gpus = ray.cluster_resources().get("GPU", 0.0)
+        if cfg.num_gpus > gpus:  # the replicas would wait forever for a GPU
+            raise RunSetupError(f"detector.num_gpus {cfg.num_gpus:g} exceeds the GPUs of the Ray cluster ({gpus:g}): "
+                                "start a GPU node, or set detector.num_gpus: 0")
+        cameras = len(self.config.cameras)
+        handle = self._deploy(ray, "detector", DetectorDeployment, (cfg, -(-cameras // cfg.replicas)), cfg.replicas,
+                              cfg.num_gpus, max(64, 2 * cameras, 2 * cfg.max_batch),
+                              "check detector.weights, or set detector.service: false")
+        info = handle.describe.remote().result(timeout_s=300)
+        log.info("detector on Ray Serve (%s, %d replica(s), batches of up to %d frames within %g ms): %s (%s, %s) "
+                 "on %s", self.serve_apps["detector"], cfg.replicas, cfg.max_batch, cfg.max_wait_ms, info["weights"],
+                 info["format"], info["device"], info["host"])
+        return handle
+
+    def _deploy(self, ray, name: str, body, args: tuple, replicas: int, num_gpus: float, max_ongoing: int, fix: str):
+        """Run `body(*args)` as this run's Serve application `mcsa-<name>-<pid>-<ms>` (no HTTP proxy; `replicas`
+        replicas with `num_gpus` and 0 CPUs each; Serve started if needed) and return its handle once every replica
+        is up. A replica that cannot start (bad weights) raises `RunSetupError` with its own error and `fix`."""
+        from ray import serve
+
+        if not self.serve_apps:
+            self._started_serve = not _serve_running(ray)
+        app_name = f"mcsa-{name}-{os.getpid()}-{int(time.time() * 1000) % 10**9}"
+        self.serve_apps[name] = app_name
         quiet = {"log_level": "WARNING", "enable_access_log": False}
         logging.getLogger("ray.serve").setLevel(logging.WARNING)  # the driver's Serve client: no per-app INFO lines
         try:
             serve.start(proxy_location="Disabled", logging_config=quiet)
-            app = serve.deployment(ReIDDeployment).options(
-                name="reid", num_replicas=cfg.replicas, max_ongoing_requests=max(64, 2 * cfg.max_batch),
-                logging_config=quiet,
-                ray_actor_options={"num_cpus": 0, "num_gpus": cfg.num_gpus,
-                                   "runtime_env": ray_init_kwargs()["runtime_env"]}).bind(cfg)
-            handle = serve.run(app, name=self.serve_app, route_prefix=None)
-            info = handle.describe.remote().result(timeout_s=300)
+            app = serve.deployment(body).options(
+                name=name, num_replicas=replicas, max_ongoing_requests=max_ongoing, logging_config=quiet,
+                ray_actor_options={"num_cpus": 0, "num_gpus": num_gpus,
+                                   "runtime_env": ray_init_kwargs()["runtime_env"]}).bind(*args)
+            return serve.run(app, name=app_name, route_prefix=None)
         except Exception as err:  # noqa: BLE001 - the replica's model load failed, or Serve could not start
             why = _root_error(err)
-            try:  # the replica's own error (bad weights: ReIDLoadError) is in the deployment's status message
-                why = _root_error(RuntimeError(serve.status().applications[self.serve_app].deployments["reid"].message))
+            try:  # the replica's own error (bad weights: ReIDLoadError, DetectorError) is in the deployment's status
+                why = _root_error(RuntimeError(serve.status().applications[app_name].deployments[name].message))
             except Exception:  # noqa: BLE001 - no status: keep Serve's message
                 pass
-            raise RunSetupError(f"the Re-ID Serve deployment did not start ({why}); check reid.* "
-                                "(weights, checkpoint), or use reid.ray_service: actor") from None
-        log.info("Re-ID on Ray Serve (%s, %d replica(s), batches of up to %d clips within %g ms): %s, %s",
-                 self.serve_app, cfg.replicas, cfg.max_batch, cfg.max_wait_ms, info["source"], info["backend"])
-        return ServeClient(handle, info, self.serve_app, cfg.replicas)
+            raise RunSetupError(f"the {name} Serve deployment did not start ({why}); {fix}") from None
 
     def _stop_serve(self) -> None:
-        """Delete this run's application; shut Serve down when this run started it."""
-        if self.serve_app is None:
+        """Delete this run's applications; shut Serve down when this run started it."""
+        if not self.serve_apps:
             return
         from ray import serve
 
         try:
-            serve.delete(self.serve_app)
+            for app_name in self.serve_apps.values():
+                serve.delete(app_name)
             if self._started_serve:
                 serve.shutdown()
         except Exception as err:  # noqa: BLE001 - the cluster is going away anyway
-            log.warning("could not stop the Re-ID Serve deployment (%s)", str(err).splitlines()[0][:160])
-        self.serve_app = None
+            log.warning("could not stop the Serve deployments (%s)", str(err).splitlines()[0][:160])
+        self.serve_apps = {}
 
-    def _start_cameras(self, ray, reid_input_size, reid_resize: str = "bilinear") -> tuple[list[CameraInfo], dict]:
+    def _start_cameras(self, ray, reid_input_size, reid_resize: str = "bilinear",
+                       detector_handle=None) -> tuple[list[CameraInfo], dict]:
         from pipeline.engines.camera_worker import CameraWorker
         from ray.exceptions import RayTaskError
         from streams import redact_uri
@@ -200,7 +235,7 @@ class RayEngine(Pipeline):
         for cam in cfg.cameras:
             self.summaries[cam.id] = CameraSummary(cam.id, redact_uri(str(cam.source)))
             self.actors[cam.id] = remote.options(**self._camera_options(cam, cfg.run.ray_max_restarts)).remote(
-                cfg, cam.id, send_images, reid_input_size, reid_resize=reid_resize)
+                cfg, cam.id, send_images, reid_input_size, reid_resize=reid_resize, detector_handle=detector_handle)
         refs = {cam_id: a.open.remote() for cam_id, a in self.actors.items()}
         infos, totals = [], {}
         for cam_id, ref in refs.items():
@@ -247,8 +282,9 @@ class RayEngine(Pipeline):
     def _run(self, ray, started: float, build_stages) -> RunSummary:
         cfg = self.config
         encoder = self._start_reid_service(ray) if cfg.reid.enabled else None
+        detector = self._start_detector_serve(ray) if cfg.detector.service else None
         infos, totals = self._start_cameras(ray, encoder.input_size if encoder is not None else None,
-                                            encoder.resize if encoder is not None else "bilinear")
+                                            encoder.resize if encoder is not None else "bilinear", detector)
         if not self.actors:
             return RunSummary(None, "failed", list(self.summaries.values()), time.monotonic() - started,
                               self.output_dir, error="no camera could be opened")
@@ -299,6 +335,11 @@ class RayEngine(Pipeline):
         counters = {s.name: s.counters() for s in stages}
         counters["ray"] = dict(self.handoff)
         lines = [line for s in stages if (line := s.summary_line())]
+        if self.detector_counters is not None:
+            from pipeline.engines.detector_serve import summary_line
+
+            counters["detector_service"] = self.detector_counters
+            lines.append(summary_line(self.detector_counters))
         lines.append(f"Ray: {self.handoff['messages']} frame messages in {self.handoff['calls']} calls, driver waited "
                      f"{self.handoff['wait_s']:.1f} s for cameras")
         return RunSummary(built.run.run_id, status, list(self.summaries.values()), time.monotonic() - started,
@@ -479,12 +520,15 @@ class RayEngine(Pipeline):
         in order with the run's end, as the local engine."""
         status = end_holder.get("status", "failed")
         flush = status == "completed"
+        detector_counters = []
         for cam in list(self.actors):
             if cam in state.dead:
                 continue
             actor = self.actors[cam]
             try:
                 clips = ray.get(actor.finish.remote(flush), timeout=60)
+                if self.config.detector.service:
+                    detector_counters.append(ray.get(actor.detector_counters.remote(), timeout=10))
                 if cam in state.done:  # its CameraDone already carried its counters and final clips
                     continue
                 c = ray.get(actor.counters.remote(), timeout=10)
@@ -494,6 +538,10 @@ class RayEngine(Pipeline):
                     reid.submit_final(clips)
             except Exception as err:  # noqa: BLE001 - a dead actor: nothing more to collect
                 log.warning("camera %s: could not stop its actor (%s)", cam, str(err).splitlines()[0][:120])
+        if self.config.detector.service:
+            from pipeline.engines.detector_serve import merge_counters
+
+            self.detector_counters = merge_counters([c for c in detector_counters if c])
         close_stages(stages, self.summaries, status, self._stop.is_set(), end_holder)
 
 
