@@ -80,21 +80,23 @@ def prepare_output_dir(path: Path, overwrite: bool = False) -> Path:
     return path
 
 
-def _one_line(err: Exception, stage: str | None = None) -> str:
-    """One line naming what failed and the fix: the store's own message, or an OS error on an output file."""
+def _one_line(err: Exception, stage: str | None = None, output_dir=None) -> str:
+    """One line naming what failed and the fix: the store's own message, or an OS error on an output file (its name,
+    else the stage, else the run's output folder)."""
     if isinstance(err, OSError):
-        where = f" {err.filename}" if err.filename else (f" (stage {stage})" if stage else "")
+        where = (f" {err.filename}" if err.filename else f" (stage {stage})" if stage
+                 else f" to the output folder {output_dir}" if output_dir else "")
         hint = "free disk space" if err.errno == 28 else "check permissions and free space"
         return f"cannot write{where}: {err.strerror or err} ({hint}; what was written before is kept)"
     return str(err)
 
 
-def run_error(err: Exception) -> str | None:
+def run_error(err: Exception, output_dir=None) -> str | None:
     """The one-line error of a run stopped by a broken store or output (disk full...); None for anything else (a
     bug or a bad input, raised on)."""
     from pipeline.store import StoreError
 
-    return _one_line(err) if isinstance(err, (StoreError, OSError)) else None
+    return _one_line(err, output_dir=output_dir) if isinstance(err, (StoreError, OSError)) else None
 
 
 def update_bars(bars: dict, summaries: dict[str, CameraSummary], step: Step) -> None:
@@ -251,7 +253,7 @@ class Pipeline:
                 if run_error(err) is None:
                     raise
                 status = "failed"  # the store or an output broke (disk full...): close the rest, print the summary
-                end_holder["error"] = run_error(err)
+                end_holder["error"] = run_error(err, self.output_dir)
             if status == "interrupted":
                 log.warning("interrupted: stopping cameras and flushing what was recorded")
             if status == "completed" and not any(s.status != "failed" for s in self.summaries.values()):

@@ -81,7 +81,8 @@ def test_full_disk_keeps_what_was_committed_and_ends_with_one_line(shared, yolo_
         assert proc.returncode == 1, proc.stderr[-2000:]
         problems = [x for x in proc.stderr.splitlines() if x.startswith("error") or " ERROR " in x]
         assert len(problems) == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
-        assert "events.db" in problems[0] and "free disk space" in problems[0]
+        # the store or another output file may meet the full disk first: the line names the database or the folder
+        assert ("events.db" in problems[0] or str(disk / "out") in problems[0]) and "free disk space" in problems[0]
         assert "view001" in proc.stdout and "frames/s overall" in proc.stdout  # the summary is still printed
         con = sqlite3.connect(f"file:{disk / 'out' / 'events.db'}?mode=ro", uri=True)
         assert con.execute("pragma integrity_check").fetchone()[0] == "ok"

@@ -326,7 +326,7 @@ class RayEngine(Pipeline):
                 if run_error(err) is None:
                     raise
                 status = "failed"  # the store or an output broke: close the rest, print the summary
-                end_holder["error"] = run_error(err)
+                end_holder["error"] = run_error(err, self.output_dir)
             if status == "interrupted":
                 log.warning("interrupted: stopping cameras and flushing what was recorded")
             if status == "completed" and not any(s.status != "failed" for s in self.summaries.values()):
