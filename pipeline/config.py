@@ -457,6 +457,9 @@ class RunConfig(_Strict):
     ray_watermark_wait_s: float = Field(default=0.5, gt=0, description="engine ray, live cameras: longest wait for "
                                         "a silent camera before the others' frames go on without it")
     ray_dashboard: bool = Field(default=False, description="engine ray: start the Ray dashboard with a local cluster")
+    ray_stages: Literal["driver", "actor"] = Field(default="driver", description="engine ray: where the stages "
+                                                  "after Re-ID (association .. store) run: in the driver, or in one "
+                                                  "named Ray actor that builds them itself (docs/ray_engine.md)")
 
 
 class SinkConfig(_Strict):

@@ -290,3 +290,76 @@ def test_detector_service_config():
     assert letterbox_size(1920, 1080, 640) == (640, 360)  # what Ultralytics resizes a 1080p frame to
     assert letterbox_size(768, 576, 640) == (640, 480)
     assert letterbox_size(360, 288, 640) == (640, 512)  # scaled up: the camera sends such frames as they are
+
+
+def _actor_config(frames: int, ray_stages: str, **store):
+    cfg = _config(frames, "ray")
+    data = cfg.model_dump()
+    data["run"]["ray_stages"] = ray_stages
+    data["store"].update(store)
+    return type(cfg).model_validate(data)
+
+
+def test_stages_in_one_named_actor_match_the_local_engine(shared, yolo_weights, ray_cluster, tmp_path):
+    """`run.ray_stages: actor`: association .. store run in one named actor (found with `ray.get_actor` during the
+    run) and write the same MOT files, identities and boxes as the local engine."""
+    from pipeline.engines.ray_engine import RayEngine
+
+    frames = 100  # a person enters c1 at frame ~69, c0 at ~121: tracks, fused identities and Re-ID clips
+    local = Pipeline(_config(frames), tmp_path / "local").run()
+    engine = RayEngine(_actor_config(frames, "actor"), tmp_path / "ray")
+    result: dict = {}
+    runner = threading.Thread(target=lambda: result.setdefault("summary", engine.run()))
+    runner.start()
+    found = None
+    while runner.is_alive() and found is None:
+        proxy = engine.stages_proxy
+        if proxy is not None:
+            found = ray.get(ray.get_actor(proxy.actor_name).where.remote())
+        time.sleep(0.05)
+    runner.join(timeout=300)
+    remote = result["summary"]
+    assert local.exit_code == 0 and remote.exit_code == 0, remote.table()
+    assert found is not None and found["pid"] != os.getpid()  # the stages ran in another process
+    assert found["stages"][0] == "fused_association" and found["stages"][-1] == "store"
+    assert engine.stages_proxy.actor_name.startswith("mcsa-stages-")
+    assert remote.reid["processed"] == local.reid["processed"] > 0
+    assert remote.counters["fused_association"] == local.counters["fused_association"]
+    compared = 0
+    for folder in ("mot", "mot_local", "mot_online"):
+        for path in sorted((tmp_path / "local" / folder).glob("*.txt")):
+            text = path.read_text()
+            assert (tmp_path / "ray" / folder / path.name).read_text() == text, f"{folder}/{path.name} differs"
+            compared += len(text.splitlines())
+    assert compared > 20  # tracks were written
+    for sql in ("select camera_id, track_id, mode, global_id from identities order by 1, 2, 3",
+                "select camera_id, count(*) from track_boxes group by 1 order by 1",
+                "select camera_id, track_id, n_clips from tracks order by 1, 2"):
+        rows = _table(tmp_path / "local" / "events.db", sql)
+        assert _table(tmp_path / "ray" / "events.db", sql) == rows, sql
+    assert len(_table(tmp_path / "local" / "events.db", "select * from identities")) > 0
+
+
+def test_killed_stages_actor_stops_the_run_and_keeps_what_was_committed(shared, yolo_weights, ray_cluster,
+                                                                         tmp_path):
+    from pipeline.engines.ray_engine import RayEngine
+
+    engine = RayEngine(_actor_config(120, "actor", flush_interval_s=0.05, batch_rows=10), tmp_path)
+    result: dict = {}
+    runner = threading.Thread(target=lambda: result.setdefault("summary", engine.run()))
+    runner.start()
+    deadline = time.monotonic() + 300
+    while engine.summaries.get("c1") is None or engine.summaries["c1"].frames < 95:
+        assert runner.is_alive() and time.monotonic() < deadline, "the run ended before the kill"
+        time.sleep(0.02)
+    ray.kill(ray.get_actor(engine.stages_proxy.actor_name))
+    runner.join(timeout=300)
+    summary = result["summary"]
+    assert summary.status == "failed" and summary.exit_code == 1, summary.table()
+    assert summary.error.startswith(f"the stages actor {engine.stages_proxy.actor_name} (fused_association, ")
+    assert "died" in summary.error and "\n" not in summary.error
+    assert sum(c.frames for c in summary.cameras) < 240  # the cameras stopped with the run
+    db = tmp_path / "events.db"  # the store opens and holds what was committed before the kill
+    assert _table(db, "select count(*) from runs") == [(1,)]
+    assert _table(db, "select camera_id from cameras order by 1") == [("c0",), ("c1",)]
+    assert _table(db, "select count(*) from track_boxes where camera_id='c1'")[0][0] > 0

@@ -22,8 +22,9 @@ track ids continue from restart x 1,000,000 (never reused). The Re-ID service is
 flight is retried once, then its clips are dropped and counted (`lost_in_service`); a dead Serve replica is replaced
 by Serve, and its requests are retried the same way. A detector replica (detector.service) is replaced by Serve; a
 frame whose request failed twice gets no detections and is counted (`dropped_frames`), the camera goes on. The
-association, events and store stages run in the driver: if the driver dies the run ends, and what the store committed
-stays committed.
+association, events and store stages run in the driver (or, with `run.ray_stages: actor`, in one named actor fed
+with the ordered steps: `stages_actor.py`; if it dies the run stops with one line): if the driver dies the run ends,
+and what the store committed stays committed.
 Ctrl-C / SIGTERM: as in the local engine.
 """
 
@@ -41,6 +42,7 @@ import numpy as np
 from core.paths import REPO_ROOT, shared_dir
 from core.types import Frame
 from pipeline.engines.messages import CameraDone, CameraFrame
+from pipeline.engines.stages_actor import StagesActorDied
 from pipeline.runner import (Pipeline, RunSetupError, _graceful_signals, close_stages, prepare_output_dir, run_error,
                              update_bars)
 from pipeline.stages.base import CameraEnd, CameraInfo, Step, drive_step, open_stages
@@ -74,6 +76,7 @@ class RayEngine(Pipeline):
         self._started_serve = False  # this run started Serve on the cluster (and shuts it down)
         self.handoff = {"calls": 0, "messages": 0, "wait_s": 0.0}
         self.loop_started: float | None = None
+        self.stages_proxy = None  # run.ray_stages actor: the driver's handle on the stages actor (stages_actor.py)
 
     # ---- cluster ------------------------------------------------------------------------------------------------
     def _init_ray(self) -> bool:
@@ -270,7 +273,8 @@ class RayEngine(Pipeline):
         try:
             return self._run(ray, started, build_stages)
         finally:
-            for actor in list(self.actors.values()) + ([self.reid_actor] if self.reid_actor is not None else []):
+            extra = [a for a in (self.reid_actor, getattr(self.stages_proxy, "handle", None)) if a is not None]
+            for actor in list(self.actors.values()) + extra:
                 try:
                     ray.kill(actor)
                 except Exception:  # noqa: BLE001 - already gone
@@ -301,7 +305,18 @@ class RayEngine(Pipeline):
 
             return PrecroppedReIDStage(config.reid, encoder)
 
-        built = build_stages(cfg, self.output_dir, all_files, self._redacted_config(), {"reid": reid_factory})
+        if cfg.run.ray_stages == "actor":  # Re-ID here; association .. store in one named actor (stages_actor.py)
+            from pipeline.engines.stages_actor import start_stages_actor
+            from pipeline.stages.builder import BuiltStages
+
+            reid = reid_factory(cfg, {})
+            self.stages_proxy, run = start_stages_actor(ray, cfg, self.output_dir, all_files,
+                                                        self._redacted_config(), reid)
+            built = BuiltStages([s for s in (reid, self.stages_proxy) if s is not None], run, reid)
+            log.info("stages %s run in the Ray actor %s", ", ".join(self.stages_proxy.stage_names),
+                     self.stages_proxy.actor_name)
+        else:
+            built = build_stages(cfg, self.output_dir, all_files, self._redacted_config(), {"reid": reid_factory})
         stages = built.stages
         log.info("run %s on Ray: %d camera(s), output in %s", built.run.run_id, len(cfg.cameras), self.output_dir)
         status = "failed"
@@ -322,6 +337,10 @@ class RayEngine(Pipeline):
                 status = "interrupted" if self._interrupted else "completed"
             except KeyboardInterrupt:
                 status = "interrupted"
+            except StagesActorDied as err:  # the association/store actor is gone: stop, one line
+                log.error("%s", err)
+                status = "failed"
+                end_holder["error"] = str(err)
             except Exception as err:
                 if run_error(err) is None:
                     raise
@@ -332,9 +351,15 @@ class RayEngine(Pipeline):
             if status == "completed" and not any(s.status != "failed" for s in self.summaries.values()):
                 status = "failed"
             end_holder["status"] = status
-        counters = {s.name: s.counters() for s in stages}
+        counters, lines = {}, []
+        for s in stages:
+            if s is self.stages_proxy:  # the actor's stages, as returned by its close
+                counters.update(s.counters_by_stage)
+                lines.extend(s.lines)
+            else:
+                counters[s.name] = s.counters()
+                lines.extend(line for line in [s.summary_line()] if line)
         counters["ray"] = dict(self.handoff)
-        lines = [line for s in stages if (line := s.summary_line())]
         if self.detector_counters is not None:
             from pipeline.engines.detector_serve import summary_line
 
@@ -543,6 +568,9 @@ class RayEngine(Pipeline):
 
             self.detector_counters = merge_counters([c for c in detector_counters if c])
         close_stages(stages, self.summaries, status, self._stop.is_set(), end_holder)
+        proxy = self.stages_proxy
+        if proxy is not None and proxy.error and "error" not in end_holder:
+            end_holder["error"] = proxy.error
 
 
 class _LoopState:
