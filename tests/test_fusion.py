@@ -257,28 +257,50 @@ def test_fused_association_stage_links_a_view_track_broken_by_occlusion(tmp_path
     assert stage.counters()["identities"] == 2
 
 
-def test_fused_stage_cuts_a_local_track_that_jumps_to_another_person(tmp_path):
-    """Camera b's tracker carries local track 7 from person 0 to person 1 at 3 s (an id switch), and the frames carry
-    the detector output (`Tracks.detections`): the stage gives each box its person's ground identity by cutting track
-    7 into a segment, keeps the tracker's id in view_ids, and the MOT files of the run hold one identity per person."""
-    from core.types import Detections, Frame, Tracks
+def fused_stages(tmp_path, cams: dict, fusion: dict | None = None) -> list:
+    """The real `fused_association` and `mot` stages for scripted cameras `cams`, opened on tmp_path / "run"."""
     from pipeline.config import parse_config
-    from pipeline.fusion.stage import SEGMENT_BASE, FusedAssociationStage
+    from pipeline.fusion.stage import FusedAssociationStage
     from pipeline.outputs import MotStage
-    from pipeline.stages.base import CameraEnd, CameraInfo, RunEnd, RunInfo, Step, drive_step
+    from pipeline.stages.base import CameraInfo, RunInfo
 
-    cams = two_camera_scene()
     homs = {}
     for cam, geom in cams.items():
         homs[cam] = str(tmp_path / f"{cam}.txt")
         np.savetxt(homs[cam], geom.h)
     config = parse_config({"cameras": [{"id": c, "source": f"{c}.mp4"} for c in cams],
-                           "association": {"enabled": True, "mode": "fused", "homographies": homs}})
+                           "association": {"enabled": True, "mode": "fused", "homographies": homs,
+                                           "fusion": fusion or {}}})
     stages = [FusedAssociationStage.from_config(config, {}), MotStage.from_config(config, {})]
     for st in stages:
         st.open(RunInfo(run_id=None, output_dir=tmp_path / "run"))
         for cam in cams:
             st.open_camera(CameraInfo(cam, f"{cam}.mp4", 25.0, FRAME))
+    return stages
+
+
+def close_stages(stages: list, cams: dict, frames: int):
+    """End every camera and close the stages; returns the `RunEnd` (its identities)."""
+    from pipeline.stages.base import CameraEnd, RunEnd
+
+    end = RunEnd("completed", [CameraEnd(c, "completed", frames=frames) for c in cams])
+    for st in stages:
+        for e in end.cameras:
+            st.on_camera_end(e)
+        st.close(end)
+    return end
+
+
+def test_fused_stage_cuts_a_local_track_that_jumps_to_another_person(tmp_path):
+    """Camera b's tracker carries local track 7 from person 0 to person 1 at 3 s (an id switch), and the frames carry
+    the detector output (`Tracks.detections`): the stage gives each box its person's ground identity by cutting track
+    7 into a segment, keeps the tracker's id in view_ids, and the MOT files of the run hold one identity per person."""
+    from core.types import Detections, Frame, Tracks
+    from pipeline.fusion.stage import SEGMENT_BASE
+    from pipeline.stages.base import Step, drive_step
+
+    cams = two_camera_scene()
+    stages = fused_stages(tmp_path, cams, {"predict_boxes": False})
     image = np.zeros((FRAME[1], FRAME[0], 3), np.uint8)
     pos = {0: lambda t: np.array([-2.0, -1.0]) + np.array([0.5, 0.0]) * t,
            1: lambda t: np.array([1.5, 1.5]) - np.array([0.4, 0.1]) * t}
@@ -300,11 +322,7 @@ def test_fused_stage_cuts_a_local_track_that_jumps_to_another_person(tmp_path):
             if frame.camera_id == "b" and t >= 3.5:
                 assert tracks.view_ids is not None and 7 in tracks.view_ids.tolist()
                 b_view_ids.update(zip(tracks.view_ids.tolist(), tracks.track_ids.tolist()))
-    end = RunEnd("completed", [CameraEnd(c, "completed", frames=150) for c in cams])
-    for st in stages:
-        for e in end.cameras:
-            st.on_camera_end(e)
-        st.close(end)
+    end = close_stages(stages, cams, 150)
     assert any(seg >= SEGMENT_BASE for view, seg in b_view_ids if view == 7), "track 7 was cut after the jump"
     ids = end.identities["online"]
     assert ids[("a", 1)] == ids[("b", 7)] != ids[("a", 2)]
@@ -355,24 +373,10 @@ def test_fused_stage_writes_flagged_predicted_boxes_for_a_missed_person(tmp_path
     tracks get a flagged row (predicted True, score 0) with person 0's identity near where b would see it; the rows
     grow every per-row field, and b's MOT file holds them."""
     from core.types import Detections, Frame, Tracks
-    from pipeline.config import parse_config
-    from pipeline.fusion.stage import FusedAssociationStage
-    from pipeline.outputs import MotStage
-    from pipeline.stages.base import CameraEnd, CameraInfo, RunEnd, RunInfo, Step, drive_step
+    from pipeline.stages.base import Step, drive_step
 
     cams = two_camera_scene()
-    homs = {}
-    for cam, geom in cams.items():
-        homs[cam] = str(tmp_path / f"{cam}.txt")
-        np.savetxt(homs[cam], geom.h)
-    config = parse_config({"cameras": [{"id": c, "source": f"{c}.mp4"} for c in cams],
-                           "association": {"enabled": True, "mode": "fused", "homographies": homs,
-                                           "fusion": {"predict_boxes": True}}})
-    stages = [FusedAssociationStage.from_config(config, {}), MotStage.from_config(config, {})]
-    for st in stages:
-        st.open(RunInfo(run_id=None, output_dir=tmp_path / "run"))
-        for cam in cams:
-            st.open_camera(CameraInfo(cam, f"{cam}.mp4", 25.0, FRAME))
+    stages = fused_stages(tmp_path, cams, {"predict_boxes": True})
     image = np.zeros((FRAME[1], FRAME[0], 3), np.uint8)
     pos = {0: lambda t: np.array([-2.0, -1.5]) + np.array([0.7, 0.3]) * t,
            1: lambda t: np.array([2.0, 1.0]) - np.array([0.6, 0.2]) * t}
@@ -394,11 +398,7 @@ def test_fused_stage_writes_flagged_predicted_boxes_for_a_missed_person(tmp_path
                 k = int(np.flatnonzero(tracks.predicted)[0])
                 flagged.append((t, int(tracks.global_ids[k]), float(tracks.scores[k]), tracks.xyxy[k].copy(),
                                 bool(np.isnan(tracks.embeddings[k]).all())))
-    end = RunEnd("completed", [CameraEnd(c, "completed", frames=125) for c in cams])
-    for st in stages:
-        for e in end.cameras:
-            st.on_camera_end(e)
-        st.close(end)
+    end = close_stages(stages, cams, 125)
     ids = end.identities["online"]
     assert flagged and all(2.0 <= t < 3.5 for t, *_ in flagged)
     assert len(flagged) >= 25, len(flagged)  # most of the 1.5 s occlusion

@@ -37,6 +37,17 @@ def ray_cluster():
     ray.shutdown()
 
 
+def _same_mot_files(a: Path, b: Path) -> int:
+    """Every MOT file of run a (mot/, mot_local/, mot_online/) equals run b's; returns the lines compared."""
+    compared = 0
+    for folder in ("mot", "mot_local", "mot_online"):
+        for path in sorted((a / folder).glob("*.txt")):
+            text = path.read_text()
+            assert (b / folder / path.name).read_text() == text, f"{folder}/{path.name} differs"
+            compared += len(text.splitlines())
+    return compared
+
+
 def _config(frames: int, engine: str = "local", **camera_frames):
     cfg = load_config(REPO_ROOT / "configs" / "epfl_terrace.yaml")
     data = cfg.model_dump()
@@ -76,12 +87,7 @@ def test_ray_engine_matches_local_engine(shared, yolo_weights, ray_cluster, tmp_
         assert c_ray.node  # the summary names the node
     assert local.reid["processed"] > 0 and remote.reid["processed"] == local.reid["processed"]
     assert remote.reid["batches"] == local.reid["batches"]
-    compared = 0
-    for folder in ("mot", "mot_local", "mot_online"):
-        for path in sorted((tmp_path / "local" / folder).glob("*.txt")):
-            text = path.read_text()
-            assert (tmp_path / "ray" / folder / path.name).read_text() == text, f"{folder}/{path.name} differs"
-            compared += len(text.splitlines())
+    compared = _same_mot_files(tmp_path / "local", tmp_path / "ray")
     assert compared > 100  # tracks were written
     assert _events(tmp_path / "ray" / "events.jsonl") == _events(tmp_path / "local" / "events.jsonl")
     for sql in ("select camera_id, track_id, mode, global_id from identities order by 1, 2, 3",
@@ -325,12 +331,7 @@ def test_stages_in_one_named_actor_match_the_local_engine(shared, yolo_weights, 
     assert engine.stages_proxy.actor_name.startswith("mcsa-stages-")
     assert remote.reid["processed"] == local.reid["processed"] > 0
     assert remote.counters["fused_association"] == local.counters["fused_association"]
-    compared = 0
-    for folder in ("mot", "mot_local", "mot_online"):
-        for path in sorted((tmp_path / "local" / folder).glob("*.txt")):
-            text = path.read_text()
-            assert (tmp_path / "ray" / folder / path.name).read_text() == text, f"{folder}/{path.name} differs"
-            compared += len(text.splitlines())
+    compared = _same_mot_files(tmp_path / "local", tmp_path / "ray")
     assert compared > 20  # tracks were written
     for sql in ("select camera_id, track_id, mode, global_id from identities order by 1, 2, 3",
                 "select camera_id, count(*) from track_boxes group by 1 order by 1",
