@@ -98,7 +98,7 @@ def bench_pipeline(frames: int, repeats: int) -> dict[str, float]:
     from pipeline.config import load_config
     from pipeline.runner import Pipeline
 
-    cfg = load_config(REPO_ROOT / "configs" / "epfl_terrace.yaml")
+    cfg = load_config(REPO_ROOT / "configs" / "epfl_terrace_tracks.yaml")
     best: dict[str, float] = {}
     counters: dict[str, dict] = {}
     for _ in range(repeats):

@@ -49,7 +49,7 @@ SOURCES = [("pets09", "data/pets09_s2l1/vtest.avi", 7.0),  # first: people from 
 
 def make_config(n: int, frames: int, engine: str, sources: str = "mix", live_url: str | None = None,
                 live_s: float | None = None, max_wait_ms: float | None = None, det_batch: tuple = (16, 50.0)):
-    base = load_config(REPO_ROOT / "configs" / "epfl_terrace.yaml").model_dump()
+    base = load_config(REPO_ROOT / "configs" / "epfl_terrace_tracks.yaml").model_dump()
     shared = shared_dir()
     cams = []
     pool = SOURCES if sources == "mix" else SOURCES[:1]

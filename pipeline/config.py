@@ -349,6 +349,13 @@ class AssociationConfig(_Strict):
     default_link: DefaultLinkConfig = Field(default_factory=DefaultLinkConfig, description="pairs not listed")
     homographies: HomographyFiles = Field(default_factory=dict, description="camera id -> image->ground 3x3 file")
 
+    @model_validator(mode="after")
+    def _fused_needs_homographies(self) -> "AssociationConfig":
+        if self.enabled and self.mode == "fused" and not self.homographies:
+            raise ValueError("association.mode fused needs association.homographies (camera id -> image->ground file; "
+                             "fit one with `run_pipeline.py calibrate --points CSV`), or use mode: tracks")
+        return self
+
 
 class MotionConfig(_Strict):
     """Motion-based action source (standing / walking / running from speed), used without a trained action branch."""

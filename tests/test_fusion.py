@@ -165,6 +165,8 @@ def test_fusion_config_and_bad_camera():
     assert cfg.fusion.params().gate_m == 2.0
     with pytest.raises(ConfigError, match="mode"):
         parse_config({"cameras": [{"id": "a", "source": "x.mp4"}], "association": {"mode": "ground"}})
+    with pytest.raises(ConfigError, match="mode fused needs association.homographies"):
+        parse_config({"cameras": [{"id": "a", "source": "x.mp4"}], "association": {"enabled": True, "mode": "fused"}})
     assoc = FusedAssociator(two_camera_scene())
     with pytest.raises(KeyError, match="no ground geometry"):
         assoc.update(0.0, {"zz": (np.zeros((0, 4)), np.zeros(0), None)})
