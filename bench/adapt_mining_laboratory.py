@@ -29,6 +29,7 @@ from pipeline.adapt.mining import mine_identities, read_camera_tracks  # noqa: E
 from pipeline.adapt.purity import format_pair_scores, pair_scores, track_truth  # noqa: E402
 from pipeline.config import AdaptMiningConfig  # noqa: E402
 from pipeline.tracking.config import build_tracker_from_config  # noqa: E402
+from pipeline.tracking.tracklets import TrackletSplitter  # noqa: E402
 
 FPS = 25.0
 UNITS_PER_M = 40.0  # EPFL homographies: 2.5 cm grid
@@ -40,6 +41,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--set", action="append", default=[], help="adapt.mining override NAME=VALUE")
+    ap.add_argument("--tracklets", action="store_true", help="cut the tracks at contacts and gaps first "
+                    "(tracker.tracklets: TrackletSplitter, contact_iou 0.2, max_gap 5), as the tracks config does")
     ap.add_argument("--out", default=str(ROOT / "out/bench_adapt_lab"))
     args = ap.parse_args()
     over = {}
@@ -65,6 +68,8 @@ def main() -> int:
         for c in cams:
             dets = bf.simulate_detector(gts[c], (360, 288), rng, n_frames=n)
             tracker = build_tracker_from_config("mcsa", {}, frame_rate=FPS)
+            if args.tracklets:
+                tracker = TrackletSplitter(tracker, 0.2, 5)
             lines = []
             for i, d in enumerate(dets):
                 tr = tracker.update(d, None)
