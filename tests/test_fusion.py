@@ -412,3 +412,30 @@ def test_fused_stage_writes_flagged_predicted_boxes_for_a_missed_person(tmp_path
     assert len({(r[0], r[1]) for r in rows.tolist()}) == len(rows), "an identity twice in one frame"
     occluded = rows[(rows[:, 0] > 51) & (rows[:, 0] <= 87)]
     assert (occluded[:, 6] == 0).sum() >= 25 and set(occluded[occluded[:, 6] == 0][:, 1].tolist()) == {ids[("a", 10)]}
+
+
+def test_fused_stage_forgets_ended_local_tracks_but_keeps_their_identities(tmp_path):
+    """Long live runs: the working state of a local track unreported for a minute is dropped (bounded memory), while
+    its segment's identity stays for the MOT files and the store at the end."""
+    from core.types import Detections, Frame, Tracks
+    from pipeline.fusion.stage import FORGET_AFTER_S
+    from pipeline.stages.base import Step, drive_step
+
+    cams = two_camera_scene()
+    stages = fused_stages(tmp_path, cams)
+    image = np.zeros((FRAME[1], FRAME[0], 3), np.uint8)
+    for i in range(50):
+        t = i / 25.0
+        step = Step(i, t)
+        for cam, geom in cams.items():
+            boxes = np.array([person_box(geom, np.array([-1.0 + 0.5 * t, 0.0]))], np.float32)
+            tracks = Tracks(np.array([5]), boxes, np.full(1, 0.9), np.zeros(1))
+            tracks.detections = Detections(boxes, np.full(1, 0.9, np.float32), np.zeros(1, np.int32))
+            step.frames.append((Frame(cam, i, t, image), tracks))
+        drive_step(stages, step)
+    fused = stages[0]
+    assert ("a", 5) in fused.current and ("a", 5) in fused.first_seen
+    fused._forget_ended_tracks(2.0 + FORGET_AFTER_S + 1.0)
+    assert ("a", 5) not in fused.current and ("a", 5) not in fused.first_seen and ("a", 5) not in fused.seen_at
+    end = close_stages(stages, cams, 50)
+    assert end.identities["online"][("a", 5)] == end.identities["online"][("b", 5)]

@@ -31,6 +31,7 @@ from pipeline.stages.base import CameraInfo, RunEnd, RunInfo, Stage, Step, regis
 log = logging.getLogger("mcsa.fusion")
 
 SEGMENT_BASE = 1_000_000_000  # segment ids of a local track's later identities start here (above tracker ids)
+FORGET_AFTER_S = 60.0  # a local track unreported this long has ended: its working state is dropped
 MATCH_IOU = 0.5  # a tracker box takes the identity of the detection it overlaps at least this much (one to one)
 
 
@@ -68,6 +69,7 @@ class FusedAssociationStage(Stage):
         self.last_segment: dict[tuple[str, int], int] = {}  # (camera, ground id) -> the segment that last showed it
         self.last_shown: dict[tuple[str, int], int] = {}  # (camera, ground id) -> last step a row showed it
         self.first_seen: dict[tuple[str, int], int] = {}  # (camera, local track) -> its first step
+        self.seen_at: dict[tuple[str, int], float] = {}  # (camera, local track) -> last time it was reported, s
         self.next_segment: dict[str, int] = {}  # camera -> next segment id
         self.leading: dict[tuple[str, int], int] = {}  # (camera, segment) -> ground id
         self.spans: dict[tuple[str, int], list[float]] = {}
@@ -177,6 +179,9 @@ class FusedAssociationStage(Stage):
                 held.add(carried)
         for tid in local.tolist():
             self.first_seen.setdefault((cam, int(tid)), step.index)
+            self.seen_at[(cam, int(tid))] = step.time_s
+        if step.index % 500 == 0:
+            self._forget_ended_tracks(step.time_s)
         for seg in seg_ids.tolist():
             span = self.spans.setdefault((cam, seg), [step.time_s, step.time_s])
             span[1] = step.time_s
@@ -184,6 +189,15 @@ class FusedAssociationStage(Stage):
             tracks.view_ids = local
         tracks.track_ids = seg_ids
         tracks.global_ids = shown
+
+    def _forget_ended_tracks(self, now_s: float) -> None:
+        """Drop the per-local-track working state of tracks unseen for FORGET_AFTER_S (their tracker ended them long
+        ago); the segments and identities stay for the run's end. Bounds memory on long live runs."""
+        old = [k for k, t in self.seen_at.items() if now_s - t > FORGET_AFTER_S]
+        for k in old:
+            for d in (self.seen_at, self.current, self.first_seen):
+                d.pop(k, None)
+            self.named.discard(k)
 
     def _new_segment(self, cam: str) -> int:
         seg = self.next_segment.get(cam, SEGMENT_BASE)
