@@ -65,6 +65,7 @@ class ViewAlignment:
         self.samples.append(row)
 
     def counts(self) -> dict[str, int]:
+        """Samples per camera."""
         if not self.samples:
             return {c: 0 for c in self.cameras}
         valid = np.isfinite(np.asarray(self.samples)[:, :, 0])

@@ -410,7 +410,7 @@ class FusedAssociator:
             offsets = np.stack([tr.views[c].offset if c in tr.views else np.zeros(2) for c, _ in members])
             z, r = fuse_points(raw - offsets, covs)
             tr.update(t, z, r)
-            if len(members) >= 2:
+            if len(members) >= 2 and p.offset_rate > 0:  # per-person view offsets (off by default: alignment)
                 z_raw, _ = fuse_points(raw, covs)
                 offsets = (1 - p.offset_rate) * offsets + p.offset_rate * (raw - z_raw)
                 self._check_disagreement(members, offsets, tr)

@@ -64,8 +64,7 @@ class FusedAssociationStage(Stage):
         self.geoms: dict[str, CameraGeometry] = {}
         self.associator: FusedAssociator | None = None
         self.segments: dict[tuple[str, int, int], int] = {}  # (camera, local track, ground id) -> segment id
-        self.current: dict[tuple[str, int], int] = {}  # (camera, local track) -> its segment now
-        self.named: set[tuple[str, int]] = set()  # local tracks that have had an identity
+        self.current: dict[tuple[str, int], int] = {}  # (camera, local track that has had an identity) -> its segment
         self.last_segment: dict[tuple[str, int], int] = {}  # (camera, ground id) -> the segment that last showed it
         self.last_shown: dict[tuple[str, int], int] = {}  # (camera, ground id) -> last step a row showed it
         self.first_seen: dict[tuple[str, int], int] = {}  # (camera, local track) -> its first step
@@ -129,6 +128,8 @@ class FusedAssociationStage(Stage):
                 self._add_predicted(cam, tracks, *out.predicted[cam], step)
             for gid in tracks.global_ids[tracks.global_ids >= 0].tolist():
                 self.last_shown[(cam, gid)] = step.index
+        if step.index % 500 == 0:
+            self._forget_ended_tracks(step.time_s)
 
     def _segment(self, cam: str, tracks, step: Step) -> None:
         """Cut local tracks where their ground identity changes: track_ids -> segment ids, tracker ids -> view_ids.
@@ -150,11 +151,10 @@ class FusedAssociationStage(Stage):
                 # confirmed it show the identity too, unless the identity was on another row of this camera since
                 # the track appeared (the MOT file would hold it twice in a frame)
                 shown_since = self.last_shown.get((cam, int(gid)), -1) >= self.first_seen.get(key, step.index)
-                if key not in self.named and not shown_since:
+                if key not in self.current and not shown_since:
                     seg = int(tid)
                 else:
                     seg = self._new_segment(cam)
-                self.named.add(key)
                 self.segments[(cam, int(tid), int(gid))] = seg
                 self.leading[(cam, seg)] = int(gid)
                 step.links.append(LinkEvent(cam, seg, int(gid), None, step.time_s, "new", None, "online"))
@@ -180,11 +180,8 @@ class FusedAssociationStage(Stage):
         for tid in local.tolist():
             self.first_seen.setdefault((cam, int(tid)), step.index)
             self.seen_at[(cam, int(tid))] = step.time_s
-        if step.index % 500 == 0:
-            self._forget_ended_tracks(step.time_s)
         for seg in seg_ids.tolist():
-            span = self.spans.setdefault((cam, seg), [step.time_s, step.time_s])
-            span[1] = step.time_s
+            self._touch(cam, seg, step.time_s)
         if tracks.view_ids is None:
             tracks.view_ids = local
         tracks.track_ids = seg_ids
@@ -197,7 +194,11 @@ class FusedAssociationStage(Stage):
         for k in old:
             for d in (self.seen_at, self.current, self.first_seen):
                 d.pop(k, None)
-            self.named.discard(k)
+
+    def _touch(self, cam: str, seg: int, t: float) -> None:
+        """Extend the time span (s) of a segment to t."""
+        span = self.spans.setdefault((cam, seg), [t, t])
+        span[1] = t
 
     def _new_segment(self, cam: str) -> int:
         seg = self.next_segment.get(cam, SEGMENT_BASE)
@@ -221,8 +222,7 @@ class FusedAssociationStage(Stage):
                 self.leading[(cam, seg)] = gid
                 self.last_segment[(cam, gid)] = seg
                 step.links.append(LinkEvent(cam, seg, gid, None, step.time_s, "new", None, "online"))
-            span = self.spans.setdefault((cam, seg), [step.time_s, step.time_s])
-            span[1] = step.time_s
+            self._touch(cam, seg, step.time_s)
             seg_ids.append(seg)
 
         def grow(a, fill):
