@@ -157,3 +157,28 @@ def test_real_people_stable_track_gets_fewer_clips_and_a_contact_with_a_swap_res
     swap = play(adaptive, 107, 131, (19, 15))  # 0-based frame 107 = ground-truth frame 108
     assert swap and swap[0] - 107 < 3 and sched.resets >= 1, swap  # the next periodic chance
     assert len(swap) >= 3, swap  # not back on long intervals: the swapped appearance disagrees
+
+
+def test_a_result_steers_the_schedule_only_after_the_result_lag():
+    """A clip result counts from `result_lag_s` seconds and `result_lag_frames` frames after its clip was cut (what
+    lets a Ray camera actor run ahead of the model and still cut the local engine's clips), never sooner."""
+    sched = ClipSchedule(agree_cos=0.9, first_interval_s=2.0, max_interval_s=8.0, result_lag_s=1.0,
+                         result_lag_frames=4)
+    box = np.array([100, 60, 140, 180], np.float32)
+    for frame, t in ((0, 0.0), (10, 0.4)):  # two clips of track 1 that agree, results back at once
+        sched.emitted(1, t, box)
+        assert sched.on_result(1, STEADY, cut_frame=frame, cut_t_s=t) is None  # waits
+    sched.advance(5, 0.2)
+    assert sched.interval_s(1) == 0.0  # nothing visible yet: the full rate
+    sched.advance(3, 5.0)
+    assert sched.interval_s(1) == 0.0  # time has passed, but not 4 frames since the first clip
+    sched.advance(25, 1.0)  # the first result is visible (a single clip: still the full rate)
+    assert sched.interval_s(1) == 0.0 and len(sched._pending) == 1
+    sched.advance(35, 1.4)  # the second one too: the pair agrees
+    assert sched.interval_s(1) == 2.0 and not sched._pending
+    now = ClipSchedule(agree_cos=0.9, first_interval_s=2.0)  # no lag: at once (and without the cut)
+    now.emitted(1, 0.0, box)
+    now.on_result(1, STEADY)
+    now.emitted(1, 0.4, box)
+    assert now.on_result(1, STEADY, cut_frame=10, cut_t_s=0.4) == pytest.approx(1.0)
+    assert now.interval_s(1) == 2.0

@@ -63,6 +63,14 @@ class CameraWorker:
         self._cond = threading.Condition()
         self._done: CameraDone | None = None
         self._final_clips: list = []
+        # clip schedule (reid.schedule): results pushed by the driver, folded in by the worker thread
+        self._results: list = []  # (track_id, embedding, cut_frame, cut_t_s) not yet handed to the cropper
+        self._results_through = -1  # every result of clips cut at frames <= this has been pushed (recorded files)
+        self._pushes: dict[int, tuple[list, int]] = {}  # pushes that came before an earlier one
+        self._next_push = 0
+        self._unanswered: deque = deque()  # cut frames of periodic clips whose results have not come back
+        self._recent: deque = deque()  # (frame count, timestamp s) of recent frames
+        self.schedule_wait_s = 0.0  # the worker's waits for clip results (recorded files)
 
     # ---- setup --------------------------------------------------------------------------------------------------
     def where(self) -> dict:
@@ -117,9 +125,15 @@ class CameraWorker:
         log.info("camera %s on %s (pid %d)", cam.id, socket.gethostname(), os.getpid())
         return CameraInfo(cam.id, self.source.display_uri, self.source.fps, self.source.size, self.source.is_live)
 
-    def start(self) -> None:
-        """Start decoding and the worker thread."""
+    def start(self, grouped: bool = False) -> None:
+        """Start decoding and the worker thread. grouped: every camera of the run is a recorded file; the Re-ID clip
+        schedule (`reid.schedule`) then waits for the driver's clip results (`push_results`) where the local engine
+        would have them, so the clips are the local engine's."""
+        from pipeline.reid.stage import clip_schedule
         from streams import CameraReader
+
+        if self.cropper is not None:
+            self.cropper.schedule = clip_schedule(self.config.reid, grouped and not self.source.is_live)
 
         self.reader = CameraReader(self.source, self._helper._stream_options())
         if self.source.is_live:
@@ -171,10 +185,24 @@ class CameraWorker:
             return self._offset_clips(self.cropper.flush())
         return []
 
+    def push_results(self, seq: int, results: list, through: int) -> None:
+        """Clip results of this camera's tracks from the driver, in the order it applied them: (track_id, embedding
+        float32 (D,), cut_frame, cut_t_s) each; through: every result of clips cut at frames <= this is now here
+        (recorded files; -1: unknown); seq: 0, 1, 2 ... (pushes may run out of order in this threaded actor: they
+        are taken in order). The clip schedule folds them in at the frames the local engine would."""
+        with self._cond:
+            self._pushes[int(seq)] = (results, int(through))
+            while self._next_push in self._pushes:
+                results, through = self._pushes.pop(self._next_push)
+                self._next_push += 1
+                self._results.extend(results)
+                self._results_through = max(self._results_through, through)
+            self._cond.notify_all()
+
     def counters(self) -> dict:
         stats = self.reader.stats if self.reader is not None else None
         return {"frames": self.frames, "dropped": (stats.frames_dropped if stats else 0) + self.lagging_dropped,
-                "reconnects": stats.reconnects if stats else 0}
+                "reconnects": stats.reconnects if stats else 0, "schedule_wait_s": round(self.schedule_wait_s, 3)}
 
     def detector_counters(self) -> dict | None:
         """The detector service's counters of this camera (`DetectorClient.counters`); None with its own detector."""
@@ -214,6 +242,34 @@ class CameraWorker:
                 return frame
         return None
 
+    def _fold_results(self, frame) -> None:
+        """Before cropping `frame`: hand the pushed clip results to the cropper's schedule. Recorded files: first wait
+        until every result the schedule may see at this frame is here (those of periodic clips cut at least
+        `result_lag_s` and `result_lag_frames` before it), so the clips are the local engine's."""
+        schedule = self.cropper.schedule if self.cropper is not None else None
+        if schedule is None:
+            return
+        m = self.cropper.frames
+        wait = schedule.result_lag_frames > 0
+        if wait:
+            self._recent.append((m, frame.timestamp_s))
+            while len(self._recent) > 1 and schedule.visible(*self._recent[1], m, frame.timestamp_s):
+                self._recent.popleft()
+            need = self._recent[0][0] if schedule.visible(*self._recent[0], m, frame.timestamp_s) else -1
+            while self._unanswered and self._unanswered[0] <= self._results_through:
+                self._unanswered.popleft()
+            if self._unanswered and self._unanswered[0] <= need:
+                target = max(u for u in self._unanswered if u <= need)
+                t0 = time.perf_counter()
+                with self._cond:
+                    while self._results_through < target and not self._stop.is_set():
+                        self._cond.wait(0.5)
+                self.schedule_wait_s += time.perf_counter() - t0
+        with self._cond:
+            results, self._results = self._results, []
+        for track_id, embedding, cut_frame, cut_t_s in results:
+            self.cropper.on_result(track_id - self.id_offset, embedding, cut_frame, cut_t_s)
+
     def _offset_clips(self, clips: list) -> list:
         if self.id_offset:
             for clip in clips:
@@ -231,7 +287,12 @@ class CameraWorker:
                 dets = self.detector.detect([frame.image])[0]
                 tracks = self.tracker.update(dets, frame.image)
                 tracks.detections = dets
-                clips = self.cropper.on_tracks(frame, tracks) if self.cropper is not None else []
+                clips = []
+                if self.cropper is not None:
+                    self._fold_results(frame)
+                    clips = self.cropper.on_tracks(frame, tracks)
+                    if self.cropper.schedule is not None and self.cropper.schedule.result_lag_frames > 0:
+                        self._unanswered.extend(c.cut_frame for c in clips if c.cut_frame >= 0)
                 if self.id_offset:
                     tracks.track_ids = tracks.track_ids + self.id_offset
                     self._offset_clips(clips)
@@ -251,7 +312,9 @@ class CameraWorker:
             status, error = "truncated", reader.stats.last_error
         c = self.counters()
         final = self._offset_clips(self.cropper.flush()) if self.cropper is not None else []
-        self._put(CameraDone(self.cam.id, status, self.frames, error, final, c["dropped"], c["reconnects"]))
+        schedule = self.cropper.schedule if self.cropper is not None else None
+        self._put(CameraDone(self.cam.id, status, self.frames, error, final, c["dropped"], c["reconnects"],
+                             schedule.skipped if schedule is not None else 0))
 
 
 def _node_id() -> str | None:

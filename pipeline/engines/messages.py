@@ -37,7 +37,8 @@ class CameraFrame:
 @dataclass
 class CameraDone:
     """The camera stopped. status: completed | failed | truncated | stopped; clips: the final clips of every
-    buffered track (the Re-ID flush); dropped / reconnects: the reader's counters; node: where the actor ran."""
+    buffered track (the Re-ID flush); dropped / reconnects: the reader's counters; clips_skipped: periodic Re-ID
+    clips the clip schedule skipped (`reid.schedule`)."""
 
     camera_id: str
     status: str
@@ -46,6 +47,7 @@ class CameraDone:
     clips: list = field(default_factory=list)
     dropped: int = 0
     reconnects: int = 0
+    clips_skipped: int = 0
 
 
 __all__ = ["CameraDone", "CameraFrame"]

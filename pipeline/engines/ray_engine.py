@@ -30,12 +30,14 @@ Ctrl-C / SIGTERM: as in the local engine.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import re
 import time
 from collections import deque
 from contextlib import ExitStack
+from pathlib import Path
 
 import numpy as np
 
@@ -52,6 +54,7 @@ log = logging.getLogger("mcsa.engine.ray")
 
 RESTART_ID_STRIDE = 1_000_000  # track ids of a restarted live camera start at restarts x this
 TAKE_MAX = 64  # messages per driver call to a camera actor
+PUSH_EVERY = 8  # recorded files: steps between two pushes of clip results to an actor the driver is not waiting for
 
 
 def ray_init_kwargs() -> dict:
@@ -280,6 +283,12 @@ class RayEngine(Pipeline):
                 except Exception:  # noqa: BLE001 - already gone
                     pass
             self._stop_serve()
+            # drop this run's Ray handles now, while this process still has its Ray worker: handles freed after
+            # `ray.shutdown()` (the caller's, or ours below) by a later garbage collection can crash the process
+            self.actors, self.reid_actor = {}, None
+            if self.stages_proxy is not None:
+                self.stages_proxy.handle = self.stages_proxy.created = None
+            gc.collect()
             if started_ray:
                 ray.shutdown()
 
@@ -330,7 +339,7 @@ class RayEngine(Pipeline):
                     if info.error is None:
                         self.summaries[info.camera_id].status = "running"
                 self.loop_started = time.monotonic()  # cameras start decoding now (benchmarks time the loop from here)
-                ray.get([a.start.remote() for a in self.actors.values()])
+                ray.get([a.start.remote(all_files) for a in self.actors.values()])
                 bars = self._bars(totals, stack)
                 with _graceful_signals(self):
                     self._ray_loop(ray, state, stages, built.reid, bars)
@@ -341,6 +350,7 @@ class RayEngine(Pipeline):
                 log.error("%s", err)
                 status = "failed"
                 end_holder["error"] = str(err)
+                self._mark_run_failed(built.run.run_id)
             except Exception as err:
                 if run_error(err) is None:
                     raise
@@ -369,6 +379,29 @@ class RayEngine(Pipeline):
                      f"{self.handoff['wait_s']:.1f} s for cameras")
         return RunSummary(built.run.run_id, status, list(self.summaries.values()), time.monotonic() - started,
                           self.output_dir, counters, lines, error=end_holder.get("error"))
+
+    def _mark_run_failed(self, run_id: int | None) -> None:
+        """The stages actor died with the store's writer in it: the run's row (still `running`) says `failed`, so
+        the store shows the run did not finish; every row it committed stays. Best effort: a SQLite store on another
+        node is out of reach (a warning says so)."""
+        if run_id is None or self.stages_proxy is None or "store" not in self.stages_proxy.stage_names:
+            return
+        from sqlalchemy import update
+
+        from pipeline.store import open_engine, schema
+        from pipeline.store.schema import sqlite_url
+
+        url = self.config.store.url or sqlite_url(Path(self.output_dir) / "events.db")
+        try:
+            engine = open_engine(url)
+            try:
+                with engine.begin() as conn:
+                    conn.execute(update(schema.runs).where(schema.runs.c.id == run_id)
+                                 .values(ended_at=time.time(), status="failed"))
+            finally:
+                engine.dispose()
+        except Exception as err:  # noqa: BLE001 - the store is elsewhere or gone: say so, the run still stops
+            log.warning("run %s stays 'running' in the store: %s", run_id, _root_error(err))
 
     def _bars(self, totals: dict, stack: ExitStack) -> dict:
         if not self.config.run.progress:
@@ -403,6 +436,8 @@ class RayEngine(Pipeline):
         """Fetch whatever the camera actors have ready (waiting at most 0.5 s for the first)."""
         from ray.exceptions import RayActorError
 
+        if self.config.reid.enabled and self.config.reid.schedule.enabled:
+            self._push_results(state)
         for cam in state.active:  # ask again where little is queued (bounds the driver's memory)
             if (cam not in state.inflight and cam not in state.done and cam not in state.dead
                     and len(state.pending[cam]) < TAKE_MAX):
@@ -434,6 +469,24 @@ class RayEngine(Pipeline):
                     state.newest[cam] = m.timestamp_s
                     state.heard[cam] = time.monotonic()
 
+    def _push_results(self, state: "_LoopState") -> None:
+        """Hand the applied clip results back to their camera actors, whose clip schedule (`reid.schedule`) needs
+        them. Recorded files: batched every `PUSH_EVERY` steps, and at once to a camera the driver waits for (its
+        actor may be waiting for them: `CameraWorker._fold_results`)."""
+        for cam in state.active:
+            if cam in state.done or cam in state.dead:
+                continue
+            results = state.results.get(cam) or []
+            seq, sent = state.pushed.get(cam, (0, -1))
+            if state.all_files:
+                if state.through <= sent or (state.pending[cam] and state.through - sent < PUSH_EVERY):
+                    continue
+            elif not results:
+                continue
+            self.actors[cam].push_results.remote(seq, results, state.through)
+            state.results[cam] = []
+            state.pushed[cam] = (seq + 1, state.through)
+
     def _actor_died(self, ray, state: "_LoopState", cam: str, err) -> None:
         summary = self.summaries[cam]
         reason = str(err).splitlines()[0][:160]
@@ -455,7 +508,7 @@ class RayEngine(Pipeline):
                         time.sleep(0.5)
                 info = ray.get(actor.open.remote(), timeout=180)
                 if info.error is None:
-                    ray.get(actor.start.remote(), timeout=60)
+                    ray.get(actor.start.remote(False), timeout=60)
                     summary.reconnects += 1
                     state.inflight[cam] = actor.take.remote(TAKE_MAX, 0.5)
                     return
@@ -516,6 +569,8 @@ class RayEngine(Pipeline):
         self._reported.add(done.camera_id)
         if reid is not None and done.clips:
             reid.queue_clips(done.camera_id, done.clips)
+        if reid is not None:
+            reid.skipped_on_cameras[done.camera_id] = done.clips_skipped
         end = CameraEnd(done.camera_id, summary.status, summary.frames, summary.error)
         for stage in stages:
             stage.on_camera_end(end)
@@ -531,6 +586,12 @@ class RayEngine(Pipeline):
             step.frames.append((frame, m.tracks))
             self.summaries[m.camera_id].count_frame(m.n_detections, m.tracks.track_ids.tolist(), now, m.timestamp_s)
         drive_step(stages, step)
+        for update in step.appearance:  # for the camera actors' clip schedule
+            r = update.result
+            if r.cut_frame >= 0:
+                state.results.setdefault(r.camera_id, []).append((r.track_id, r.embedding, r.cut_frame, r.cut_t_s))
+        if state.all_files:  # the Re-ID stage applies step k's clips at step k + lag (frame k of every camera)
+            state.through = state.index - self.config.reid.file_result_lag_steps
         state.index += 1
         update_bars(bars, self.summaries, step)
 
@@ -588,6 +649,10 @@ class _LoopState:
         self.restarts: dict[str, int] = {}
         self.live: set[str] = set()
         self.index = 0
+        # Re-ID clip schedule on the camera actors: results to push back, and how far they are complete
+        self.results: dict[str, list] = {}  # camera -> (track_id, embedding, cut_frame, cut_t_s) not yet pushed
+        self.through = -1  # recorded files: every result of clips cut at frames <= this has been applied
+        self.pushed: dict[str, tuple[int, int]] = {}  # camera -> (next push sequence number, `through` last pushed)
 
 
 _ZERO_PIXEL = np.zeros((1, 1, 3), np.uint8)

@@ -254,7 +254,8 @@ class ServedReIDStage(PrecroppedReIDStage):
             self.processed += len(clips)
             for r, e, p in zip(clips, emb, probs):
                 out.append(ClipResult(r.camera_id, r.track_id, e, p, float(r.timestamps_s[0]),
-                                      float(r.timestamps_s[-1]), r.quality, r.reason))
+                                      float(r.timestamps_s[-1]), r.quality, r.reason, r.cut_frame,
+                                               r.cut_t_s))
         return out
 
     def counters(self) -> dict:
@@ -264,7 +265,7 @@ class ServedReIDStage(PrecroppedReIDStage):
         batches = e.model_batches
         return dict(processed=self.processed, submitted=self.submitted, dropped=self.dropped,
                     batches=int(round(batches)), mean_batch=e.clips / batches if batches else 0.0,
-                    busy_s=e.model_s, errors=e.errors, skipped=0,
+                    busy_s=e.model_s, errors=e.errors, skipped=sum(self.skipped_on_cameras.values()),
                     tracks_with_embedding=sum(len(a.tracks) for a in self.appearances.values()),
                     requests=e.requests, mean_request=e.clips / e.requests if e.requests else 0.0,
                     max_batch=e.max_batch, max_request=e.max_request, cross_camera_batches=int(round(e.cross_camera_batches)),

@@ -106,9 +106,7 @@ class PrecroppedReIDStage(ReIDStage):
     def __init__(self, cfg, encoder: RemoteEncoder) -> None:
         super().__init__(cfg, encoder)
         self._incoming: dict[str, list] = {}
-        if cfg.schedule.enabled:
-            log.info("reid.schedule is applied by engine local only: the camera actors cut a clip every "
-                     "reid.clip_every frames of every track")
+        self.skipped_on_cameras: dict[str, int] = {}  # camera -> periodic clips its actor's schedule skipped
 
     def queue_clips(self, camera_id: str, clips: list) -> None:
         self._incoming.setdefault(camera_id, []).extend(clips)
@@ -136,6 +134,7 @@ class PrecroppedReIDStage(ReIDStage):
         import ray
 
         c = super().counters()
+        c["skipped"] += sum(self.skipped_on_cameras.values())
         e = self.encoder
         c["lost_in_service"] = e.lost_clips
         c["service_call_s"] = round(e.call_s, 3)

@@ -13,7 +13,9 @@ class ClipRequest:
 
     crops: uint8 (T, H, W, 3) RGB at the model's input size; timestamps_s: float64 (T,); boxes: float32 (T, 4) xyxy px;
     quality: mean crop quality in [0, 1]; reason: 'periodic' or 'end'; has_embedding: the track already has an
-    appearance (such clips are dropped first under back-pressure).
+    appearance (such clips are dropped first under back-pressure); cut_frame / cut_t_s: the camera's 0-based frame
+    count and the time (s) of the frame the clip was cut at (-1 / NaN: unknown); the result carries them back to the
+    clip schedule.
     """
 
     camera_id: str
@@ -24,6 +26,8 @@ class ClipRequest:
     quality: float
     reason: str = "periodic"
     has_embedding: bool = False
+    cut_frame: int = -1
+    cut_t_s: float = float("nan")
 
     @property
     def key(self) -> tuple[str, int]:
@@ -32,7 +36,8 @@ class ClipRequest:
 
 @dataclass
 class ClipResult:
-    """The model's output for one `ClipRequest`: embedding float32 (D,), action_probs float32 (A,)."""
+    """The model's output for one `ClipRequest`: embedding float32 (D,), action_probs float32 (A,); cut_frame /
+    cut_t_s: the request's."""
 
     camera_id: str
     track_id: int
@@ -42,6 +47,8 @@ class ClipResult:
     t_end: float
     quality: float
     reason: str = "periodic"
+    cut_frame: int = -1
+    cut_t_s: float = float("nan")
 
     @property
     def key(self) -> tuple[str, int]:

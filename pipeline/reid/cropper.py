@@ -112,6 +112,7 @@ class TrackletCropper:
     schedule: ClipSchedule | None = None
     _buffers: "OrderedDict[int, _TrackBuffer]" = field(default_factory=OrderedDict, init=False, repr=False)
     crops_rejected: int = field(default=0, init=False)
+    frames: int = field(default=0, init=False)  # frames seen (the next frame's 0-based count)
 
     def on_tracks(
         self, frame: Frame, tracks: Tracks, has_embedding: Callable[[int], bool] | None = None
@@ -119,6 +120,8 @@ class TrackletCropper:
         """Buffer this frame's crops and return the clips that are due (periodic and ended tracks)."""
         out: list[ClipRequest] = []
         h_img, w_img = frame.image.shape[:2]
+        if self.schedule is not None:
+            self.schedule.advance(self.frames, frame.timestamp_s)
         covered = covered_fraction(tracks.xyxy)
         for i, tid in enumerate(tracks.track_ids.tolist()):
             buf = self._buffers.get(tid)
@@ -138,7 +141,7 @@ class TrackletCropper:
                 self.crops_rejected += 1
             if (buf.new_since_emit and buf.frames_seen % self.clip_every == 0
                     and (self.schedule is None or self.schedule.due(tid, frame.timestamp_s))):
-                out.append(self._emit(tid, buf, "periodic", has_embedding))
+                out.append(self._emit(tid, buf, "periodic", has_embedding, frame.timestamp_s))
                 if self.schedule is not None:
                     self.schedule.emitted(tid, frame.timestamp_s, box)
         # tracks unseen for too long have ended; too many buffers: evict the least recently seen
@@ -146,6 +149,7 @@ class TrackletCropper:
             out.extend(self._finish(tid, has_embedding))
         while len(self._buffers) > self.max_tracks:
             out.extend(self._finish(next(iter(self._buffers)), has_embedding))
+        self.frames += 1
         return out
 
     def flush(self, has_embedding: Callable[[int], bool] | None = None) -> list[ClipRequest]:
@@ -155,10 +159,12 @@ class TrackletCropper:
             out.extend(self._finish(tid, has_embedding))
         return out
 
-    def on_result(self, track_id: int, embedding: np.ndarray) -> None:
-        """A clip result of one of this camera's tracks (for the schedule; in the order the clips were cut)."""
+    def on_result(self, track_id: int, embedding: np.ndarray, cut_frame: int = -1,
+                  cut_t_s: float | None = None) -> None:
+        """A clip result of one of this camera's tracks (for the schedule; in the order the clips were cut), with
+        the clip's `cut_frame` / `cut_t_s` (the schedule's result lag counts from them)."""
         if self.schedule is not None:
-            self.schedule.on_result(track_id, embedding)
+            self.schedule.on_result(track_id, embedding, cut_frame, cut_t_s)
 
     @property
     def buffered_crops(self) -> int:
@@ -175,7 +181,8 @@ class TrackletCropper:
     def _crop(self, image: np.ndarray, box: np.ndarray) -> np.ndarray:
         return crop_resize(image, box, self.input_size, self.resize)
 
-    def _emit(self, tid: int, buf: _TrackBuffer, reason: str, has_embedding) -> ClipRequest:
+    def _emit(self, tid: int, buf: _TrackBuffer, reason: str, has_embedding,
+              t_s: float | None = None) -> ClipRequest:
         crops = list(buf.crops)
         idx = sample_indices(len(crops), self.clip_len)
         chosen = [crops[i] for i in idx]
@@ -189,6 +196,8 @@ class TrackletCropper:
             quality=float(np.mean([c.quality for c in chosen])),
             reason=reason,
             has_embedding=bool(has_embedding(tid)) if has_embedding else False,
+            cut_frame=self.frames if t_s is not None else -1,
+            cut_t_s=float(t_s) if t_s is not None else float("nan"),
         )
 
     def _finish(self, tid: int, has_embedding) -> list[ClipRequest]:

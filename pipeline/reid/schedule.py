@@ -8,8 +8,11 @@ that disagrees, a box whose height or width changed by more than `box_change` (r
 or a box covered more than `contact_overlap` by another track's box (a contact, an occlusion: where trackers swap
 people) puts the track back on the full rate. Track ends still get their final clip.
 
-Decisions depend only on the frames' timestamps, the boxes and the clip results, so recorded files (whose results are
-applied at a fixed step, `reid.file_result_lag_steps`) give the same clips every run.
+A clip result reaches the schedule `result_lag_s` seconds after the frame its clip was cut at (and, for recorded
+files, `result_lag_frames` frames after it), never sooner, so that a camera worker on another machine (engine ray)
+can run that far ahead of the model and still take the same decisions as the local engine. Decisions depend only on
+the frames' timestamps, the boxes and the clip results, so recorded files (whose results are applied at a fixed
+step, `reid.file_result_lag_steps`) give the same clips every run, under either engine.
 """
 
 from __future__ import annotations
@@ -37,9 +40,12 @@ class ClipSchedule:
     max_interval_s: float = 8.0
     box_change: float = 0.3
     contact_overlap: float = 0.1
+    result_lag_s: float = 0.0
+    result_lag_frames: int = 0
 
     def __post_init__(self) -> None:
         self._tracks: dict[int, _TrackSchedule] = {}
+        self._pending: list[tuple[int, np.ndarray, int, float]] = []  # results not yet visible, in arrival order
         self.skipped = 0  # periodic chances skipped, all tracks
         self.resets = 0  # stable tracks put back on the full rate (box change, contact, disagreeing clip)
 
@@ -79,9 +85,35 @@ class ClipSchedule:
         st.last_clip_t = float(t_s)
         st.ref_hw = (float(box[3] - box[1]), float(box[2] - box[0]))
 
-    def on_result(self, track_id: int, embedding: np.ndarray) -> float | None:
-        """A clip result of the track, in the order the clips were cut: compare with the previous clip's embedding.
-        Returns that cosine (None for the track's first clip or an unknown track)."""
+    def on_result(self, track_id: int, embedding: np.ndarray, cut_frame: int = -1,
+                  cut_t_s: float | None = None) -> float | None:
+        """A clip result of the track, in the order the clips were cut. With the clip's cut frame (the camera's
+        0-based frame count) and time (s) and a result lag set, it waits for `advance` to reach them; otherwise it is
+        compared with the previous clip's embedding now. Returns that cosine (None for the track's first clip, an
+        unknown track, or a result that waits)."""
+        if cut_frame >= 0 and cut_t_s is not None and (self.result_lag_s > 0 or self.result_lag_frames > 0):
+            self._pending.append((int(track_id), embedding, int(cut_frame), float(cut_t_s)))
+            return None
+        return self._fold(track_id, embedding)
+
+    def advance(self, frame: int, t_s: float) -> None:
+        """The camera's frame `frame` (0-based count) at time t_s is next: the waiting results of clips cut at least
+        `result_lag_frames` frames and `result_lag_s` seconds before it are folded in, in arrival order."""
+        if not self._pending:
+            return
+        keep = []
+        for item in self._pending:
+            if self.visible(item[2], item[3], frame, t_s):
+                self._fold(item[0], item[1])
+            else:
+                keep.append(item)
+        self._pending = keep
+
+    def visible(self, cut_frame: int, cut_t_s: float, frame: int, t_s: float) -> bool:
+        """Is the result of a clip cut at (cut_frame, cut_t_s) visible at the camera's frame `frame`, time t_s?"""
+        return cut_frame <= frame - self.result_lag_frames and cut_t_s <= t_s - self.result_lag_s + 1e-9
+
+    def _fold(self, track_id: int, embedding: np.ndarray) -> float | None:
         st = self._tracks.get(track_id)
         if st is None:
             return None

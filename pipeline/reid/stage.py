@@ -136,12 +136,7 @@ class ReIDStage(Stage):
     # ---- internals ----------------------------------------------------------------------------------------------
     def _schedule(self) -> ClipSchedule | None:
         """A camera's clip schedule (`reid.schedule`), or None: a clip every `clip_every` frames of every track."""
-        s = self.cfg.schedule
-        if not s.enabled:
-            return None
-        return ClipSchedule(agree_cos=s.agree_cos, first_interval_s=s.first_interval_s,
-                            max_interval_s=s.max_interval_s, box_change=s.box_change,
-                            contact_overlap=s.contact_overlap)
+        return clip_schedule(self.cfg, self.grouped)
 
     def _submit(self, requests: list[ClipRequest]) -> None:
         if self.grouped:
@@ -163,7 +158,19 @@ class ReIDStage(Stage):
         for r in results:
             cropper = self.croppers.get(r.camera_id)  # none here when the clips were cut elsewhere (engine ray)
             if cropper is not None:
-                cropper.on_result(r.track_id, r.embedding)
+                cropper.on_result(r.track_id, r.embedding, r.cut_frame, r.cut_t_s)
             state = self.appearances[r.camera_id].update(r)
             out.append(AppearanceUpdate(r, state.embedding, state.action_probs, state.n_clips))
         return out
+
+
+def clip_schedule(cfg, grouped: bool) -> ClipSchedule | None:
+    """The clip schedule of one camera from `reid` settings (`ReIDStageConfig`), or None when `reid.schedule` is off.
+    grouped: recorded files: a result is applied `file_result_lag_steps` steps after its clip, so the schedule sees
+    it one frame later at the soonest (and never sooner, under any engine)."""
+    s = cfg.schedule
+    if not s.enabled:
+        return None
+    return ClipSchedule(agree_cos=s.agree_cos, first_interval_s=s.first_interval_s, max_interval_s=s.max_interval_s,
+                        box_change=s.box_change, contact_overlap=s.contact_overlap, result_lag_s=s.result_lag_s,
+                        result_lag_frames=cfg.file_result_lag_steps + 1 if grouped else 0)
