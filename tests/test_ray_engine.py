@@ -35,6 +35,9 @@ def ray_cluster():
     if not ray.is_initialized():
         ray.init(num_cpus=2, include_dashboard=False, **ray_init_kwargs())
     yield
+    from pipeline.engines.ray_engine import stop_serve_router_loop
+
+    stop_serve_router_loop()  # (each run already stops it when it shuts Serve down)
     gc.collect()  # Ray handles left in reference cycles go while the Ray worker is up, not in a later test
     ray.shutdown()
     gc.collect()
@@ -234,6 +237,9 @@ def test_reid_on_ray_serve_batches_across_cameras(shared, yolo_weights, ray_clus
     assert any("Ray Serve" in line for line in summary.stage_lines)
     # Serve is gone from the cluster: no controller, no replica, no application
     assert not [a for a in ray.util.list_named_actors(all_namespaces=True) if a["namespace"] == "serve"]
+    # and from this process: the loop Serve's handles ran on is stopped (left running, its metrics calls crash the
+    # process at a random moment after ray.shutdown)
+    assert not [t.name for t in threading.enumerate() if "_run_router_event_loop" in t.name]
 
 
 def test_detector_on_ray_serve_merges_cameras_and_matches_per_camera_detectors(shared, yolo_weights, ray_cluster,

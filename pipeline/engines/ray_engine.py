@@ -215,6 +215,7 @@ class RayEngine(Pipeline):
                 serve.delete(app_name)
             if self._started_serve:
                 serve.shutdown()
+                stop_serve_router_loop()
         except Exception as err:  # noqa: BLE001 - the cluster is going away anyway
             log.warning("could not stop the Serve deployments (%s)", str(err).splitlines()[0][:160])
         self.serve_apps = {}
@@ -662,6 +663,45 @@ def _placeholder(size: tuple[int, int]) -> np.ndarray:
     """A read-only (H, W, 3) view of one black pixel: frames whose pixels stayed on the camera actor."""
     w, h = size
     return np.broadcast_to(_ZERO_PIXEL, (h, w, 3))
+
+
+def stop_serve_router_loop(timeout_s: float = 5.0) -> bool:
+    """Stop the asyncio loop that Ray Serve's handles run in a daemon thread of this process, once Serve is shut down.
+
+    Serve never stops that loop, and its event-loop monitor records Ray metrics on it every few seconds: after
+    `ray.shutdown()` such a call crashes the whole process (SIGSEGV, at a random later moment; seen in this project's
+    test suite). Uses Serve's private `SingletonThreadRouter` (best effort: False when it is not there). Only for a
+    process whose Serve handles are all finished."""
+    import asyncio
+    import threading
+
+    try:
+        from ray.serve._private.router import SingletonThreadRouter
+    except ImportError:
+        return False
+    lock = getattr(SingletonThreadRouter, "_asyncio_loop_creation_lock", None)
+    if lock is None or not hasattr(SingletonThreadRouter, "_asyncio_loop"):
+        return False
+    with lock:
+        loop, SingletonThreadRouter._asyncio_loop = SingletonThreadRouter._asyncio_loop, None
+    if loop is None or loop.is_closed():
+        return True
+
+    async def cancel_all() -> None:
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    try:
+        asyncio.run_coroutine_threadsafe(cancel_all(), loop).result(timeout_s)
+    except Exception:  # noqa: BLE001 - stop it anyway
+        pass
+    loop.call_soon_threadsafe(loop.stop)
+    for thread in threading.enumerate():
+        if "_run_router_event_loop" in thread.name:
+            thread.join(timeout_s)
+    return True
 
 
 def _is_live_source(source) -> bool:
