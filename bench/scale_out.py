@@ -2,8 +2,9 @@
 
 N = 1, 2, 4, 8 streams cycle through copies of PETS09, EPFL Terrace c0 and c1 with distinct camera ids (full
 pipeline: detection, tracking, Re-ID, association, events, MOT files, store). Per engine and N it prints the
-aggregate frames/s of the frame loop (all cameras' frames / time from the first processed frame, or from the
-camera actors' start under Ray, to the last; model start-up and Ray actor start-up not counted), the mean
+aggregate frames/s of the frame loop (all cameras' frames / time from the moment the cameras start decoding, the
+local engine's readers or Ray's camera actors, to the last processed frame; model start-up and Ray actor start-up
+not counted), the mean
 per-camera frames/s, the Re-ID mean batch size and hand-off cost, and for Ray the driver's wait for camera
 messages; then the ratio Ray / local. One local Ray cluster (`--ray-cpus`, no dashboard) serves every Ray run.
 
@@ -85,8 +86,9 @@ def measure(n: int, frames: int, engine: str, out: Path, sources: str = "mix", l
     firsts = [c.first_frame_time for c in cams if c.first_frame_time]
     lasts = [c.last_frame_time for c in cams if c.last_frame_time]
     total = sum(c.frames for c in cams)
-    # Ray's camera actors start decoding before the driver's first step: time its loop from the actors' start
-    start = getattr(runner, "loop_started", None) or min(firsts)
+    # both engines from the moment their cameras start decoding (Ray's actors decode before the driver's first step,
+    # so timing from the first processed frame would leave out the local engine's first-frame latency only)
+    start = runner.loop_started or min(firsts)
     span = max(lasts) - start if firsts else float("nan")
     reid = summary.reid or {}
     ray_c = summary.counters.get("ray", {})

@@ -145,6 +145,7 @@ class Pipeline:
         self._stop = threading.Event()
         self._interrupted = False  # a stop signal arrived (Ctrl-C / SIGTERM)
         self._det_embedder = None  # built on first use when the tracker has an appearance cost
+        self.loop_started: float | None = None  # monotonic s when the cameras started decoding (benchmarks)
 
     def stop(self) -> None:
         """Ask the loop to finish after the current step (thread-safe)."""
@@ -241,6 +242,7 @@ class Pipeline:
                         readers[info.camera_id] = CameraReader(sources[info.camera_id], self._stream_options())
                         trackers[info.camera_id] = self._build_tracker(info.fps)
                         self.summaries[info.camera_id].status = "running"
+                self.loop_started = time.monotonic()  # cameras start decoding now (benchmarks time the loop from here)
                 for reader in readers.values():
                     reader.start()
                 bars = self._progress_bars(readers, stack)

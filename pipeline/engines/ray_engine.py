@@ -78,7 +78,6 @@ class RayEngine(Pipeline):
         self.detector_counters: dict | None = None  # the detector deployment's (detector.service), after the run
         self._started_serve = False  # this run started Serve on the cluster (and shuts it down)
         self.handoff = {"calls": 0, "messages": 0, "wait_s": 0.0}
-        self.loop_started: float | None = None
         self.stages_proxy = None  # run.ray_stages actor: the driver's handle on the stages actor (stages_actor.py)
 
     # ---- cluster ------------------------------------------------------------------------------------------------
