@@ -439,3 +439,37 @@ def test_fused_stage_forgets_ended_local_tracks_but_keeps_their_identities(tmp_p
     assert ("a", 5) not in fused.current and ("a", 5) not in fused.first_seen and ("a", 5) not in fused.seen_at
     end = close_stages(stages, cams, 50)
     assert end.identities["online"][("a", 5)] == end.identities["online"][("b", 5)]
+
+
+def test_fused_mode_online_on_two_live_rtsp_cameras(shared, yolo_weights, tmp_path):
+    """Online: the shipped fused Terrace config (`configs/epfl_terrace.yaml`) with its two cameras as live RTSP streams
+    (the suite's test server plays c0 and c1, each connection from the video's start): the people who walk in get
+    ground identities that both live views share, no identity is held twice in one frame of a camera, and the run stops
+    after its duration with every output written."""
+    from core.paths import REPO_ROOT
+    from pipeline.config import load_config
+    from pipeline.runner import Pipeline
+    from tests.rtsp_server import RtspTestServer
+
+    if not RtspTestServer.available():
+        pytest.skip("RTSP test server needs Debian's gst-rtsp-server (python3-gi, gir1.2-gst-rtsp-server-1.0, "
+                    "gstreamer1.0-plugins-{base,good,bad}); .ci/run installs them")
+    data = load_config(REPO_ROOT / "configs" / "epfl_terrace.yaml").model_dump()
+    terrace = shared / "data" / "epfl_terrace1"
+    with RtspTestServer(terrace / "terrace1-c0.mp4") as s0, RtspTestServer(terrace / "terrace1-c1.mp4") as s1:
+        for cam, server in zip(data["cameras"], (s0, s1)):
+            cam.update(source=server.url(), fps=None, max_frames=None)
+        data["run"].update(progress=False, duration_s=16)
+        data["output"]["video"] = "off"
+        summary = Pipeline(type(load_config(REPO_ROOT / "configs" / "epfl_terrace.yaml")).model_validate(data),
+                           tmp_path).run()
+    assert summary.exit_code == 0, summary.table()
+    assert all(c.is_live and c.frames >= 50 for c in summary.cameras), summary.table()
+    ids = {}
+    for cam in ("c0", "c1"):
+        rows = np.loadtxt(tmp_path / "mot" / f"{cam}.txt", delimiter=",", ndmin=2)
+        assert len(rows) > 20, f"{cam}: too few boxes in 16 s of live video"
+        frame_ids = [(int(f), int(i)) for f, i in rows[:, :2]]
+        assert len(frame_ids) == len(set(frame_ids)), f"{cam}: an identity twice in one frame"
+        ids[cam] = set(rows[:, 1].astype(int).tolist())
+    assert ids["c0"] & ids["c1"], ids  # one ground identity seen live by both views
