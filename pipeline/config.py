@@ -300,6 +300,9 @@ class FusionConfig(_Strict):
     join_sigmas: float = Field(default=3.0, gt=0, description="see new_view_gate_m")
     predict_boxes: bool = Field(default=True, description="add flagged boxes projected from the ground track into "
                                 "views whose detector missed a person another view sees")
+    report_detections: bool = Field(default=True, description="report a view's detections that the fusion "
+                                    "identified but the camera's tracker has not confirmed (or has lost), with the "
+                                    "detector's box and score")
     predict_memory_s: float = Field(default=2.0, gt=0, description="predicted boxes keep the size of the view's last "
                                     "box this long, then the camera's learnt size at that image position")
     disagreement_warn_m: float = Field(default=1.5, gt=0, description="warn when two views' mean offsets for one "

@@ -414,6 +414,53 @@ def test_fused_stage_writes_flagged_predicted_boxes_for_a_missed_person(tmp_path
     assert (occluded[:, 6] == 0).sum() >= 25 and set(occluded[occluded[:, 6] == 0][:, 1].tolist()) == {ids[("a", 10)]}
 
 
+def test_fused_stage_reports_identified_detections_the_tracker_has_not_taken(tmp_path):
+    """Camera b's tracker has no box for person 0 from 2 s to 3.5 s (not confirmed again yet), while b's detector does
+    detect the person and camera a sees them: with `fusion.report_detections` b's frames get a row with the detector's
+    box and score and person 0's identity, not flagged predicted; without it they get none."""
+    from core.types import Detections, Frame, Tracks
+    from pipeline.stages.base import Step, drive_step
+
+    cams = two_camera_scene()
+    pos = {0: lambda t: np.array([-2.0, -1.5]) + np.array([0.7, 0.3]) * t,
+           1: lambda t: np.array([2.0, 1.0]) - np.array([0.6, 0.2]) * t}
+    image = np.zeros((FRAME[1], FRAME[0], 3), np.uint8)
+    for report in (True, False):
+        (tmp_path / str(report)).mkdir()
+        stages = fused_stages(tmp_path / str(report), cams, {"predict_boxes": False, "report_detections": report})
+        rows_b = []
+        for i in range(125):
+            t = i / 25.0
+            step = Step(i, t)
+            for cam, geom in cams.items():
+                boxes = np.array([person_box(geom, pos[p](t)) for p in (0, 1)], np.float32)
+                tracked = [p for p in (0, 1) if not (cam == "b" and p == 0 and 2.0 <= t < 3.5)]
+                tracks = Tracks(np.array([10 + p for p in tracked]), boxes[tracked], np.full(len(tracked), 0.9),
+                                np.zeros(len(tracked)))
+                tracks.detections = Detections(boxes, np.array([0.77, 0.9], np.float32), np.zeros(2, np.int32))
+                step.frames.append((Frame(cam, i, t, image), tracks))
+            drive_step(stages, step)
+            for frame, tracks in step.frames:
+                assert len(tracks.track_ids) == len(tracks.global_ids) == len(tracks.xyxy) == len(tracks.scores)
+                if frame.camera_id == "b" and 2.0 <= t < 3.5:
+                    rows_b.append((t, tracks))
+        end = close_stages(stages, cams, 125)
+        person0 = end.identities["online"][("a", 10)]
+        added = [(t, tr) for t, tr in rows_b if len(tr) == 2]
+        if not report:
+            assert not added, "no row for person 0 without report_detections"
+            continue
+        assert len(added) >= 30, len(added)  # nearly the whole 1.5 s
+        for t, tr in added:
+            k = int(np.flatnonzero(tr.global_ids == person0)[0])
+            assert tr.scores[k] == pytest.approx(0.77) and not tr.predicted[k] and tr.view_ids[k] == -1
+            np.testing.assert_allclose(tr.xyxy[k], person_box(cams["b"], pos[0](t)), atol=1e-3)
+        rows = np.loadtxt(tmp_path / str(report) / "run" / "mot" / "b.txt", delimiter=",", ndmin=2)
+        assert len({(r[0], r[1]) for r in rows.tolist()}) == len(rows), "an identity twice in one frame"
+        gap = rows[(rows[:, 0] > 51) & (rows[:, 0] <= 87)]
+        assert set(gap[np.isclose(gap[:, 6], 0.77)][:, 1].tolist()) == {person0}
+
+
 def test_fused_stage_forgets_ended_local_tracks_but_keeps_their_identities(tmp_path):
     """Long live runs: the working state of a local track unreported for a minute is dropped (bounded memory), while
     its segment's identity stays for the MOT files and the store at the end."""

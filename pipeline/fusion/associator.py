@@ -68,6 +68,7 @@ class FusionParams:
     app_weight: float = 1.0
     max_app_dist: float | None = 0.6
     predict_boxes: bool = True
+    report_detections: bool = True  # read by the stage (fused_association) only
     predict_memory_s: float = 2.0
     disagreement_warn_m: float = 1.5
     align: bool = True

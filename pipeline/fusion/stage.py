@@ -12,6 +12,12 @@ identity of it gets a segment id (from `SEGMENT_BASE` up, unique per camera), wr
 tracker's own id kept in `tracks.view_ids` (action episodes follow the view, as with tracklets). `end.identities
 ['online']` maps (camera, segment) -> ground identity, so `mot/` holds each box's ground identity at that moment;
 `step.links` tells each new segment. There is no offline pass in this mode: the online ids are final.
+
+Rows added to a camera's tracks (`fusion.report_detections`, `fusion.predict_boxes`): a detection the fusion gave an
+identity but no tracker box took (the camera's tracker has not confirmed the person, or lost them) is reported with
+the detector's box and score; a person the view's detector missed while another view sees them gets a flagged
+predicted box (score 0). Both continue the segment that last showed that identity in the camera, without a tracker
+id (view_ids -1), embedding or action probabilities.
 """
 
 from __future__ import annotations
@@ -124,6 +130,8 @@ class FusedAssociationStage(Stage):
             gids = np.where(det_of >= 0, out.ids[cam][np.maximum(det_of, 0)] if len(out.ids[cam]) else -1, -1)
             tracks.global_ids = gids.astype(np.int64)
             self._segment(cam, tracks, step)
+            if self.cfg.fusion.report_detections and tracks.detections is not None and len(out.ids[cam]):
+                self._add_identified(cam, tracks, det_of, out.ids[cam], step)
             if cam in out.predicted and len(out.predicted[cam][1]):
                 self._add_predicted(cam, tracks, *out.predicted[cam], step)
             for gid in tracks.global_ids[tracks.global_ids >= 0].tolist():
@@ -205,14 +213,33 @@ class FusedAssociationStage(Stage):
         self.next_segment[cam] = seg + 1
         return seg
 
+    def _add_identified(self, cam: str, tracks, det_of: np.ndarray, det_gids: np.ndarray, step: Step) -> None:
+        """Append rows for this camera's detections that the fusion gave an identity but no tracker box took (the
+        camera's own tracker has not confirmed the person yet, or has lost it: the other views have): the detector's
+        box and score, not flagged predicted."""
+        taken = set(det_of[det_of >= 0].tolist())
+        present = set(tracks.global_ids.tolist())
+        keep = [d for d, g in enumerate(det_gids.tolist()) if g >= 0 and d not in taken and g not in present]
+        if keep:
+            dets = tracks.detections
+            self._append_rows(cam, tracks, dets.xyxy[keep], np.asarray(dets.scores, np.float32)[keep],
+                              det_gids[keep], False, step)
+
     def _add_predicted(self, cam: str, tracks, boxes: np.ndarray, gids: np.ndarray, step: Step) -> None:
         """Append flagged rows (score 0, `tracks.predicted`) for people this camera missed and another camera sees:
         each continues the segment that last showed the person in this camera, or a new segment."""
         present = set(tracks.global_ids.tolist())
         keep = [k for k, g in enumerate(gids.tolist()) if g not in present]
-        if not keep:
-            return
-        n, m = len(tracks), len(keep)
+        if keep:
+            self._append_rows(cam, tracks, boxes[keep], np.zeros(len(keep), np.float32), gids[keep], True, step)
+
+    def _append_rows(self, cam: str, tracks, boxes: np.ndarray, scores: np.ndarray, gids: np.ndarray,
+                     predicted: bool, step: Step) -> None:
+        """Append rows (boxes (M, 4) xyxy px, scores (M,), identities (M,)) to this frame's tracks: each continues the
+        segment that last showed its identity in this camera, or a new segment; no tracker id (view_ids -1), no
+        embedding or action probabilities (NaN)."""
+        n, m = len(tracks), len(gids)
+        keep = range(m)
         seg_ids = []
         for k in keep:
             gid = int(gids[k])
@@ -232,14 +259,15 @@ class FusedAssociationStage(Stage):
             return np.concatenate([a, extra])
 
         tracks.track_ids = np.r_[tracks.track_ids, np.asarray(seg_ids, np.int64)]
-        tracks.xyxy = np.r_[tracks.xyxy, boxes[keep].astype(np.float32)].reshape(-1, 4)
-        tracks.scores = np.r_[tracks.scores, np.zeros(m, np.float32)]
+        tracks.xyxy = np.r_[tracks.xyxy, np.asarray(boxes, np.float32)].reshape(-1, 4)
+        tracks.scores = np.r_[tracks.scores, np.asarray(scores, np.float32)]
         tracks.class_ids = np.r_[tracks.class_ids, np.zeros(m, np.int32)]
         tracks.embeddings = grow(tracks.embeddings, np.nan)
         tracks.action_probs = grow(tracks.action_probs, np.nan)
         tracks.view_ids = grow(tracks.view_ids, -1)
-        tracks.global_ids = np.r_[tracks.global_ids, gids[keep].astype(np.int64)]
-        tracks.predicted = np.r_[np.zeros(n, bool) if tracks.predicted is None else tracks.predicted, np.ones(m, bool)]
+        tracks.global_ids = np.r_[tracks.global_ids, np.asarray(gids, np.int64)]
+        flags = np.full(m, predicted, bool)
+        tracks.predicted = np.r_[np.zeros(n, bool) if tracks.predicted is None else tracks.predicted, flags]
 
     def close(self, end: RunEnd) -> None:
         end.identities["online"] = dict(self.leading)
