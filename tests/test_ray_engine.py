@@ -63,6 +63,19 @@ def _config(frames: int, engine: str = "local", **camera_frames):
     return type(cfg).model_validate(data)
 
 
+def _run_until(engine, camera: str, frames: int, poll_s: float = 0.1):
+    """Start `engine.run()` in a thread and return (thread, result dict: "summary" once it ends) as soon as `camera`
+    has `frames` frames; fails if the run ends first or after 300 s."""
+    result: dict = {}
+    runner = threading.Thread(target=lambda: result.setdefault("summary", engine.run()))
+    runner.start()
+    deadline = time.monotonic() + 300
+    while engine.summaries.get(camera) is None or engine.summaries[camera].frames < frames:
+        assert runner.is_alive() and time.monotonic() < deadline, f"the run ended before {camera} had {frames} frames"
+        time.sleep(poll_s)
+    return runner, result
+
+
 def _events(path: Path) -> list[dict]:
     rows = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
     for row in rows:
@@ -109,13 +122,7 @@ def test_killed_camera_actor_fails_only_that_camera(shared, yolo_weights, ray_cl
     from pipeline.engines.ray_engine import RayEngine
 
     engine = RayEngine(_config(100, "ray"), tmp_path)
-    result: dict = {}
-    runner = threading.Thread(target=lambda: result.setdefault("summary", engine.run()))
-    runner.start()
-    deadline = time.monotonic() + 300
-    while engine.summaries.get("c1") is None or engine.summaries["c1"].frames < 15:
-        assert runner.is_alive() and time.monotonic() < deadline, "the run ended before the kill"
-        time.sleep(0.1)
+    runner, result = _run_until(engine, "c1", 15, poll_s=0.1)
     os.kill(ray.get(engine.actors["c1"].pid.remote()), signal.SIGKILL)
     runner.join(timeout=300)
     summary = result["summary"]
@@ -210,13 +217,7 @@ def test_reid_on_ray_serve_batches_across_cameras(shared, yolo_weights, ray_clus
     data["association"].update(mode="tracks", topology=[], homographies={})  # two copies of one view: not one floor
     data["reid"].update(ray_service="serve", max_wait_ms=100)
     engine = RayEngine(type(cfg).model_validate(data), tmp_path)
-    result: dict = {}
-    runner = threading.Thread(target=lambda: result.setdefault("summary", engine.run()))
-    runner.start()
-    deadline = time.monotonic() + 300
-    while engine.summaries.get("c1") is None or engine.summaries["c1"].frames < 85:  # people are in view
-        assert runner.is_alive() and time.monotonic() < deadline, "the run ended before the kill"
-        time.sleep(0.05)
+    runner, result = _run_until(engine, "c1", 85, poll_s=0.05)  # people are in view
     replicas = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
                 if a["namespace"] == "serve" and a["name"].startswith("SERVE_REPLICA")]
     assert len(replicas) == 1, replicas
@@ -354,13 +355,7 @@ def test_killed_stages_actor_stops_the_run_and_keeps_what_was_committed(shared, 
     from pipeline.engines.ray_engine import RayEngine
 
     engine = RayEngine(_actor_config(120, "actor", flush_interval_s=0.05, batch_rows=10), tmp_path)
-    result: dict = {}
-    runner = threading.Thread(target=lambda: result.setdefault("summary", engine.run()))
-    runner.start()
-    deadline = time.monotonic() + 300
-    while engine.summaries.get("c1") is None or engine.summaries["c1"].frames < 95:
-        assert runner.is_alive() and time.monotonic() < deadline, "the run ended before the kill"
-        time.sleep(0.02)
+    runner, result = _run_until(engine, "c1", 95, poll_s=0.02)
     ray.kill(ray.get_actor(engine.stages_proxy.actor_name))
     runner.join(timeout=300)
     summary = result["summary"]

@@ -250,8 +250,7 @@ class CameraWorker:
         if schedule is None:
             return
         m = self.cropper.frames
-        wait = schedule.result_lag_frames > 0
-        if wait:
+        if schedule.result_lag_frames > 0:  # recorded files
             self._recent.append((m, frame.timestamp_s))
             while len(self._recent) > 1 and schedule.visible(*self._recent[1], m, frame.timestamp_s):
                 self._recent.popleft()

@@ -37,7 +37,6 @@ import re
 import time
 from collections import deque
 from contextlib import ExitStack
-from pathlib import Path
 
 import numpy as np
 
@@ -389,11 +388,10 @@ class RayEngine(Pipeline):
         from sqlalchemy import update
 
         from pipeline.store import open_engine, schema
-        from pipeline.store.schema import sqlite_url
+        from pipeline.store.stage import store_url
 
-        url = self.config.store.url or sqlite_url(Path(self.output_dir) / "events.db")
         try:
-            engine = open_engine(url)
+            engine = open_engine(store_url(self.config, self.output_dir))
             try:
                 with engine.begin() as conn:
                     conn.execute(update(schema.runs).where(schema.runs.c.id == run_id)

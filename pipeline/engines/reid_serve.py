@@ -253,9 +253,7 @@ class ServedReIDStage(PrecroppedReIDStage):
                 continue
             self.processed += len(clips)
             for r, e, p in zip(clips, emb, probs):
-                out.append(ClipResult(r.camera_id, r.track_id, e, p, float(r.timestamps_s[0]),
-                                      float(r.timestamps_s[-1]), r.quality, r.reason, r.cut_frame,
-                                               r.cut_t_s))
+                out.append(r.result(e, p))
         return out
 
     def counters(self) -> dict:

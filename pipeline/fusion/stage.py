@@ -239,10 +239,8 @@ class FusedAssociationStage(Stage):
         segment that last showed its identity in this camera, or a new segment; no tracker id (view_ids -1), no
         embedding or action probabilities (NaN)."""
         n, m = len(tracks), len(gids)
-        keep = range(m)
         seg_ids = []
-        for k in keep:
-            gid = int(gids[k])
+        for gid in np.asarray(gids, np.int64).tolist():
             seg = self.last_segment.get((cam, gid))
             if seg is None:
                 seg = self._new_segment(cam)

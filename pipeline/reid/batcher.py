@@ -178,9 +178,7 @@ class ReIDBatcher:
             try:
                 emb, probs = self.encoder.encode(np.stack([r.crops for r, _ in batch]))
                 for (r, tag), e, p in zip(batch, emb, probs):
-                    results.append((ClipResult(r.camera_id, r.track_id, e, p, float(r.timestamps_s[0]),
-                                               float(r.timestamps_s[-1]), r.quality, r.reason, r.cut_frame,
-                                               r.cut_t_s), tag))
+                    results.append((r.result(e, p), tag))
             except Exception:  # noqa: BLE001 - a failing batch must not kill the stage
                 self.stats.errors += 1
                 log.exception("Re-ID batch of %d clips failed", len(batch))

@@ -33,6 +33,11 @@ class ClipRequest:
     def key(self) -> tuple[str, int]:
         return (self.camera_id, self.track_id)
 
+    def result(self, embedding: np.ndarray, action_probs: np.ndarray) -> "ClipResult":
+        """This clip's `ClipResult` from the model's outputs for it: embedding (D,), action_probs (A,)."""
+        return ClipResult(self.camera_id, self.track_id, embedding, action_probs, float(self.timestamps_s[0]),
+                          float(self.timestamps_s[-1]), self.quality, self.reason, self.cut_frame, self.cut_t_s)
+
 
 @dataclass
 class ClipResult:

@@ -27,11 +27,9 @@ class StoreStage(Stage):
 
     @classmethod
     def from_config(cls, config, params: dict) -> "StoreStage":
-        from pathlib import Path
-
         from pipeline.store import open_engine
 
-        url = config.store.url or sqlite_url(Path(params["output_dir"]) / "events.db")
+        url = store_url(config, params["output_dir"])
         return cls(StoreWriter(open_engine(url), config.store.batch_rows, config.store.flush_interval_s))
 
     def begin_run(self, config: dict, output_dir: str) -> int:
@@ -100,4 +98,11 @@ class StoreStage(Stage):
         return self.writer.run_id
 
 
-__all__ = ["StoreStage"]
+def store_url(config, output_dir) -> str:
+    """The run's store: `store.url`, else the SQLite file `events.db` in its output folder."""
+    from pathlib import Path
+
+    return config.store.url or sqlite_url(Path(output_dir) / "events.db")
+
+
+__all__ = ["StoreStage", "store_url"]
