@@ -287,6 +287,9 @@ class FusionConfig(_Strict):
     merge_m: float = Field(default=1.0, ge=0, description="a young track always this close to an older one, in "
                            "disjoint views since its birth, is the same person (m) ...")
     merge_s: float = Field(default=0.5, gt=0, description="... after this long, s")
+    duplicate_s: float | None = Field(default=0.5, gt=0, description="two tracks of any age closer than merge_m "
+                                      "that no camera has seen both of at one moment for this long, s, are one "
+                                      "person held twice: the younger joins the older identity (None: off)")
     offset_rate: float = Field(default=0.0, ge=0, le=1, description="update rate of each view's per-person offset "
                                "(0: off; per-person offsets let one track hold two people in two views; the "
                                "per-camera alignment corrects the homographies instead)")

@@ -59,6 +59,7 @@ class FusionParams:
     view_min_hits: int = 3
     merge_m: float = 1.0
     merge_s: float = 0.5
+    duplicate_s: float | None = 0.5
     offset_rate: float = 0.0
     max_lost_s: float = 2.0
     tentative_lost_s: float = 0.3
@@ -146,6 +147,7 @@ class FusedAssociator:
         self.merged: dict[int, int] = {}  # global id merged away -> the id it joined
         self._dt = 0.0  # running step duration, s
         self.disagreements: dict[tuple[str, str], float] = {}  # camera pair -> metres, warned once
+        self._dup: dict[tuple[int, int], list] = {}  # (older, younger) track ids -> [s together, updates, updates]
 
     # -- helpers -------------------------------------------------------------------------------------------------
     def _view_box(self, cam: str, tr: GroundTrack, t: float, max_age_s: float) -> np.ndarray | None:
@@ -299,18 +301,59 @@ class FusedAssociator:
                     continue
                 young.close_steps[old.track_id] = n + 1
                 if (n + 1) * self._dt >= p.merge_s and young.hits <= n + 2:
-                    for cam, mem in young.views.items():
-                        if cam not in old.views or old.views[cam].t < mem.t:
-                            old.views[cam] = mem
-                    z, r = fuse_points(np.stack([old.position, young.position]),
-                                       np.stack([old.position_cov, young.position_cov]))
-                    old.kf.x[:2], old.kf.P[:2, :2] = z, r
-                    self.merged[young.global_id] = old.global_id
-                    self.counters["merges"] += 1
+                    self._join(old, young)
                     gone.add(young.track_id)
                     break
         if gone:
             self.book.tracks = [tr for tr in self.book.tracks if tr.track_id not in gone]
+        if p.duplicate_s is not None:
+            self._merge_lasting_duplicates(t, seen_by)
+
+    def _merge_lasting_duplicates(self, t: float, seen_by: dict[int, set[str]]) -> None:
+        """A person held by two confirmed tracks at any age (the views split between them, or take turns, e.g. a view
+        that joined before the views were aligned): two tracks, each seen within the last half duplicate_s, closer
+        than merge_m, that no camera has seen both of at one moment for duplicate_s seconds in a row, each updated
+        at least twice in that time, are one person; the younger joins the older identity. One step apart, or one
+        camera seeing both at once (two people), restarts the count."""
+        p = self.p
+        recent = 0.5 * p.duplicate_s
+        live = [tr for tr in self.book.tracks if tr.global_id is not None and t - tr.last_update_t <= recent]
+        ids = {tr.track_id for tr in live}
+        self._dup = {k: v for k, v in self._dup.items() if k[0] in ids and k[1] in ids}
+        gone: set[int] = set()
+        for a in range(len(live)):
+            for b in range(a + 1, len(live)):
+                old, young = sorted((live[a], live[b]), key=lambda tr: (tr.first_t, tr.track_id))
+                if old.track_id in gone or young.track_id in gone:
+                    continue
+                key = (old.track_id, young.track_id)
+                apart = seen_by.get(young.track_id, set()).isdisjoint(seen_by.get(old.track_id, set()))
+                if not apart or np.linalg.norm(young.position - old.position) >= p.merge_m:
+                    self._dup.pop(key, None)
+                    continue
+                acc = self._dup.setdefault(key, [0.0, 0, 0])  # seconds, updates of old, updates of young
+                acc[0] += self._dt
+                acc[1] += old.last_update_t == t
+                acc[2] += young.last_update_t == t
+                if acc[0] >= p.duplicate_s - 1e-9 and min(acc[1], acc[2]) >= 2:
+                    self._join(old, young)
+                    gone.add(young.track_id)
+                    self._dup.pop(key, None)
+        if gone:
+            self.book.tracks = [tr for tr in self.book.tracks if tr.track_id not in gone]
+
+    def _join(self, old: GroundTrack, young: GroundTrack) -> None:
+        """Fold track `young` into `old` (views, position); young's identity maps to old's from now on."""
+        for cam, mem in young.views.items():
+            if cam not in old.views or old.views[cam].t < mem.t:
+                old.views[cam] = mem
+        z, r = fuse_points(np.stack([old.position, young.position]),
+                           np.stack([old.position_cov, young.position_cov]))
+        old.kf.x[:2], old.kf.P[:2, :2] = z, r
+        old.kf.P[:2, 2:] = old.kf.P[2:, :2] = 0.0  # keep P positive definite: the new position owes nothing to v
+        old.last_update_t = max(old.last_update_t, young.last_update_t)
+        self.merged[young.global_id] = old.global_id
+        self.counters["merges"] += 1
 
     def _align_samples(self, tracks, assigned, per_cam, raw_of, t: float) -> None:
         """Feed the view alignment with this step's unambiguous multi-view moments: a confirmed person seen by two or
