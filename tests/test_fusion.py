@@ -212,6 +212,26 @@ def test_two_people_side_by_side_are_never_merged():
         assert late[0].isdisjoint(late[1]), (cam, late)
 
 
+def test_one_camera_flickering_between_two_people_never_merges_them():
+    """One camera sees two people 0.6 m apart walking together: both for 1 s, then its detector finds only one of them
+    per frame, alternately. No camera ever sees both tracks at once after that, but no step updates both either (so
+    nothing shows one person split between views): they keep two identities."""
+    cams = {"a": two_camera_scene()["a"]}
+    assoc = FusedAssociator(cams, FusionParams(predict_boxes=False))
+    start = [np.array([-1.0, -1.0]), np.array([-1.0, -0.4])]
+    ids = {0: set(), 1: set()}
+    for i in range(150):
+        t = i / 25.0
+        who = [0, 1] if t < 1.0 else [i % 2]
+        boxes = np.array([person_box(cams["a"], start[p] + np.array([0.4, 0.1]) * t) for p in who])
+        out = assoc.update(t, {"a": (boxes, np.full(len(who), 0.9), None)})
+        for j, p in enumerate(who):
+            if t >= 2.0:
+                ids[p].add(int(out.ids["a"][j]))
+    assert ids[0].isdisjoint(ids[1]) and len(ids[0]) == len(ids[1]) == 1, ids
+    assert assoc.counters["merges"] == 0
+
+
 def test_fusion_config_and_bad_camera():
     from pipeline.config import AssociationConfig, ConfigError, parse_config
 

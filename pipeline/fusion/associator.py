@@ -313,8 +313,10 @@ class FusedAssociator:
         """A person held by two confirmed tracks at any age (the views split between them, or take turns, e.g. a view
         that joined before the views were aligned): two tracks, each seen within the last half duplicate_s, closer
         than merge_m, that no camera has seen both of at one moment for duplicate_s seconds in a row, each updated
-        at least twice in that time, are one person; the younger joins the older identity. One step apart, or one
-        camera seeing both at once (two people), restarts the count."""
+        at least twice in that time and both in one step at least once (by different cameras: one camera whose
+        detector flickers between two people standing close never updates both at once), are one person; the
+        younger joins the older identity. One step apart, or one camera seeing both at once (two people), restarts
+        the count."""
         p = self.p
         recent = 0.5 * p.duplicate_s
         live = [tr for tr in self.book.tracks if tr.global_id is not None and t - tr.last_update_t <= recent]
@@ -331,11 +333,12 @@ class FusedAssociator:
                 if not apart or np.linalg.norm(young.position - old.position) >= p.merge_m:
                     self._dup.pop(key, None)
                     continue
-                acc = self._dup.setdefault(key, [0.0, 0, 0])  # seconds, updates of old, updates of young
+                acc = self._dup.setdefault(key, [0.0, 0, 0, 0])  # s, updates of old, of young, of both at once
                 acc[0] += self._dt
                 acc[1] += old.last_update_t == t
                 acc[2] += young.last_update_t == t
-                if acc[0] >= p.duplicate_s - 1e-9 and min(acc[1], acc[2]) >= 2:
+                acc[3] += old.last_update_t == t and young.last_update_t == t
+                if acc[0] >= p.duplicate_s - 1e-9 and min(acc[1], acc[2]) >= 2 and acc[3] >= 1:
                     self._join(old, young)
                     gone.add(young.track_id)
                     self._dup.pop(key, None)
