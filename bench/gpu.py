@@ -96,6 +96,17 @@ def model_flops(model: torch.nn.Module, size: tuple[int, int], t: int) -> float:
     return float(counter.get_total_flops())
 
 
+def forward(fwd, x: torch.Tensor, dtype: torch.dtype | None):
+    """A no-argument call running fwd(x) without autograd, under autocast to dtype (None: fp32)."""
+    def call():
+        with torch.inference_mode():
+            if dtype is None:
+                return fwd(x)
+            with torch.autocast(x.device.type, dtype=dtype):
+                return fwd(x)
+    return call
+
+
 # -- 1. Re-ID-AR --------------------------------------------------------------------------------------------------
 def reid_model(backbone: str, batches: list[int], t: int, device: torch.device, min_s: float,
                peak: dict) -> list[dict]:
@@ -110,15 +121,7 @@ def reid_model(backbone: str, batches: list[int], t: int, device: torch.device, 
     rows = []
 
     def one(fwd, b, prec, cl, compiled):
-        x = torch.randn(b, t, 3, *size, device=device)
-        dtype = precisions[prec]
-
-        def call():
-            with torch.inference_mode():
-                if dtype is None:
-                    return fwd(x)
-                with torch.autocast(device.type, dtype=dtype):
-                    return fwd(x)
+        call = forward(fwd, torch.randn(b, t, 3, *size, device=device), precisions[prec])
         try:
             per_s, _ = rate(call, device, min_s)
         except torch.OutOfMemoryError:
@@ -154,14 +157,7 @@ def reid_compiled(backbone: str, best: dict, device: torch.device, min_s: float,
     x = torch.randn(b, t, 3, *size, device=device)
     t0 = time.perf_counter()
     try:
-        fwd = torch.compile(model)
-
-        def call():
-            with torch.inference_mode():
-                if dtype is None:
-                    return fwd(x)
-                with torch.autocast(device.type, dtype=dtype):
-                    return fwd(x)
+        call = forward(torch.compile(model), x, dtype)
         call()
         sync(device)
         compile_s = time.perf_counter() - t0
