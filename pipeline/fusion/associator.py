@@ -174,17 +174,16 @@ class FusedAssociator:
         if not have:
             return out
         mems = [tracks[k].views[cam] for k in have]
-        pts = np.concatenate([np.stack([m.ground for m in mems]), np.stack([tracks[k].kf.x[:2] for k in have])])
-        img, ok = self.cameras[cam].ground_to_image(pts)
         n = len(have)
-        for i, (k, m) in enumerate(zip(have, mems)):
-            if not (ok[i] and ok[n + i]):
-                out[k] = m.xyxy
-                continue
-            limit = 0.5 * (m.xyxy[3] - m.xyxy[1])
-            du = min(max(img[n + i, 0] - img[i, 0], -limit), limit)
-            dv = min(max(img[n + i, 1] - img[i, 1], -limit), limit)
-            out[k] = m.xyxy + np.array([du, dv, du, dv])
+        pts = np.array([m.ground for m in mems] + [tracks[k].kf.x[:2] for k in have])
+        img, ok = self.cameras[cam].ground_to_image(pts)
+        boxes = np.array([m.xyxy for m in mems], np.float64)
+        limit = 0.5 * (boxes[:, 3] - boxes[:, 1])  # a wild back-projection moves a box at most half its height
+        duv = np.clip(img[n:] - img[:n], -limit[:, None], limit[:, None])
+        duv[~(ok[:n] & ok[n:])] = 0.0
+        moved = boxes + np.concatenate([duv, duv], axis=1)
+        for i, k in enumerate(have):
+            out[k] = moved[i]
         return out
 
     def _costs(self, cam: str, tracks: list[GroundTrack], view_boxes: list, pts: np.ndarray, covs: np.ndarray,
@@ -196,15 +195,17 @@ class FusedAssociator:
         p = self.p
         if not tracks or len(pts) == 0:
             return np.zeros((len(tracks), len(pts)))
-        tp = np.stack([tr.position for tr in tracks])
-        tc = np.stack([tr.position_cov for tr in tracks])
+        tp = np.array([tr.kf.x[:2] for tr in tracks])
+        tc = np.array([tr.kf.P[:2, :2] for tr in tracks])
         s = tc[:, None] + covs[None]  # (T, N, 2, 2)
-        off = np.stack([tr.views[cam].offset if cam in tr.views else np.zeros(2) for tr in tracks])
+        zero = np.zeros(2)
+        off = np.array([tr.views[cam].offset if cam in tr.views else zero for tr in tracks])
         d = pts[None] - off[:, None] - tp[:, None]  # (T, N, 2): foot points corrected by each track's view bias
-        det = s[..., 0, 0] * s[..., 1, 1] - s[..., 0, 1] * s[..., 1, 0]
-        m2 = (s[..., 1, 1] * d[..., 0] ** 2 - 2 * s[..., 0, 1] * d[..., 0] * d[..., 1]
-              + s[..., 0, 0] * d[..., 1] ** 2) / np.maximum(det, 1e-12)
-        dist = np.linalg.norm(d, axis=2)
+        s00, s01, s10, s11 = s[..., 0, 0], s[..., 0, 1], s[..., 1, 0], s[..., 1, 1]
+        d0, d1 = d[..., 0], d[..., 1]
+        det = s00 * s11 - s01 * s10
+        m2 = (s11 * d0 ** 2 - 2 * s01 * d0 * d1 + s00 * d1 ** 2) / np.maximum(det, 1e-12)
+        dist = np.sqrt(d0 * d0 + d1 * d1)
         lost = np.array([t - tr.last_update_t for tr in tracks])
         hard = p.gate_m + p.reacquire_mps * np.clip(lost, 0, p.max_lost_s)
         cost = np.sqrt(m2) / p.gate_sigma
@@ -362,14 +363,14 @@ class FusedAssociator:
         """Feed the view alignment with this step's unambiguous multi-view moments: a confirmed person seen by two or
         more views with confident uncut boxes, nobody else within align_isolation_m; then refit when due."""
         p = self.p
-        live = [tr.position for tr in tracks if t - tr.last_update_t <= 0.5]
+        live = np.array([tr.kf.x[:2] for tr in tracks if t - tr.last_update_t <= 0.5]).reshape(-1, 2)
         for k, members in assigned.items():
             tr = tracks[k]
             if len(members) < 2 or tr.global_id is None or tr.hits < 10:
                 continue
             if any(per_cam[c][1][j] < p.high_score or per_cam[c][4][j] for c, j in members):
                 continue
-            near = sum(np.linalg.norm(q - tr.position) < p.align_isolation_m for q in live)
+            near = int((np.sqrt(((live - tr.kf.x[:2]) ** 2).sum(axis=1)) < p.align_isolation_m).sum())
             if near > 1:  # itself only
                 continue
             self.alignment.add({c: raw_of[c][j] for c, j in members})
