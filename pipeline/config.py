@@ -310,6 +310,10 @@ class FusionConfig(_Strict):
                                     "box this long, then the camera's learnt size at that image position")
     disagreement_warn_m: float = Field(default=1.5, gt=0, description="warn when two views' mean offsets for one "
                                        "person differ by more than this (recalibrate), m")
+    groups: list[list[str]] | None = Field(default=None, description="groups of overlapping cameras, each tracked "
+                                           "on its own ground plane, e.g. [[c0, c1], [c2, c3]] (default: one group "
+                                           "of every camera with a homography); the groups and the cameras outside "
+                                           "them are linked by Re-ID appearance and the topology's transit windows")
 
     def params(self):
         """The `pipeline.fusion.FusionParams` of this config."""
@@ -364,6 +368,18 @@ class AssociationConfig(_Strict):
         if self.enabled and self.mode == "fused" and not self.homographies:
             raise ValueError("association.mode fused needs association.homographies (camera id -> image->ground file; "
                              "fit one with `run_pipeline.py calibrate --points CSV`), or use mode: tracks")
+        seen: set[str] = set()
+        for group in self.fusion.groups or []:
+            if not group:
+                raise ValueError("association.fusion.groups: a group is empty; list the overlapping cameras of each")
+            for cam in group:
+                if cam in seen:
+                    raise ValueError(f"association.fusion.groups: camera {cam!r} is in two groups; a camera belongs "
+                                     "to one group of overlapping cameras")
+                if cam not in self.homographies:
+                    raise ValueError(f"association.fusion.groups: camera {cam!r} has no homography; add it to "
+                                     "association.homographies (run_pipeline.py calibrate --points CSV)")
+                seen.add(cam)
         return self
 
 

@@ -1,17 +1,23 @@
 """`fused_association`: ground-plane fusion of overlapping cameras as a pipeline stage (`association.mode: fused`).
 
 Per step it gives every fused camera's detections (`Tracks.detections`, the detector's whole output, so a person the
-camera's tracker has not confirmed yet still counts; the tracker's boxes when an engine attaches none) to one
-`FusedAssociator` for the cameras that have a homography, then hands each ground identity to the tracker box of the
-detection it was given for (IoU >= 0.5, one to one): `tracks.global_ids` (-1: not part of a confirmed ground track
-yet; cameras without a homography keep -1).
+camera's tracker has not confirmed yet still counts; the tracker's boxes when an engine attaches none) to the
+`FusedAssociator` of its group (`fusion.groups`; by default one group of every camera with a homography), then hands
+each ground identity to the tracker box of the detection it was given for (IoU >= 0.5, one to one):
+`tracks.global_ids` (-1: not part of a confirmed ground track yet). Ground ids of the k-th group (k >= 1) are offset
+by k * `GROUP_STRIDE`.
+
+With several groups, or cameras outside every group, `GroupLinks` (pipeline/fusion/links.py) links the groups' ground
+identities and the outside cameras' local tracks by Re-ID appearance and transit time: outside cameras' boxes get the
+ids of the identities their tracks join, and at the end every segment and outside track is reported under the id of
+its linked identity (`end.identities['online']`, so `mot/`). With one group and nothing outside it, none of this runs.
 
 Identities are per box, not per local track: when a camera's tracker carries one local track from one person to
 another (the ground tracks disagree), the track is cut there. Its first identity keeps the tracker's id; every other
 identity of it gets a segment id (from `SEGMENT_BASE` up, unique per camera), written to `tracks.track_ids`, with the
 tracker's own id kept in `tracks.view_ids` (action episodes follow the view, as with tracklets). `end.identities
 ['online']` maps (camera, segment) -> ground identity, so `mot/` holds each box's ground identity at that moment;
-`step.links` tells each new segment. There is no offline pass in this mode: the online ids are final.
+`step.links` tells each new segment (and the outside cameras' links). There is no offline pass in this mode.
 
 Rows added to a camera's tracks (`fusion.report_detections`, `fusion.predict_boxes`): a detection the fusion gave an
 identity but no tracker box took (the camera's tracker has not confirmed the person, or lost them) is reported with
@@ -32,6 +38,7 @@ from core.geometry import load_homography
 from pipeline.association.online import LinkEvent
 from pipeline.fusion.associator import FusedAssociator, _iou_matrix
 from pipeline.fusion.ground import CameraGeometry
+from pipeline.fusion.links import GROUP_STRIDE, GroupLinks
 from pipeline.stages.base import CameraInfo, RunEnd, RunInfo, Stage, Step, register_stage
 
 log = logging.getLogger("mcsa.fusion")
@@ -68,7 +75,11 @@ class FusedAssociationStage(Stage):
         self.cfg = cfg
         self.homographies = {cam: load_homography(path) for cam, path in cfg.homographies.items()}
         self.geoms: dict[str, CameraGeometry] = {}
-        self.associator: FusedAssociator | None = None
+        self.group_names = ["+".join(g) for g in cfg.fusion.groups] if cfg.fusion.groups else ["fused"]
+        self.group_of: dict[str, str] = {}  # fused camera -> its group's name
+        self.associators: dict[str, FusedAssociator] = {}  # group name -> its ground-plane tracker
+        self.links: GroupLinks | None = None  # identities across groups and outside cameras (when there are any)
+        self.embedding_dim: int | None = None
         self.segments: dict[tuple[str, int, int], int] = {}  # (camera, local track, ground id) -> segment id
         self.current: dict[tuple[str, int], int] = {}  # (camera, local track that has had an identity) -> its segment
         self.last_segment: dict[tuple[str, int], int] = {}  # (camera, ground id) -> the segment that last showed it
@@ -85,27 +96,58 @@ class FusedAssociationStage(Stage):
         a = config.association
         return cls(a) if a.enabled and a.mode == "fused" else None
 
+    @property
+    def associator(self) -> FusedAssociator | None:
+        """The ground-plane tracker of the first group (the only one unless fusion.groups names several)."""
+        return next(iter(self.associators.values()), None)
+
     def open(self, run: RunInfo) -> None:
-        pass
+        self.embedding_dim = run.embedding_dim
+
+    def _group(self, cam: str) -> str | None:
+        if self.cfg.fusion.groups is None:
+            return self.group_names[0] if cam in self.homographies else None
+        for name, group in zip(self.group_names, self.cfg.fusion.groups):
+            if cam in group:
+                return name
+        return None
 
     def open_camera(self, camera: CameraInfo) -> None:
         if camera.error is not None:
             return
-        h = self.homographies.get(camera.camera_id)
-        if h is None:
+        group = self._group(camera.camera_id)
+        if group is None:
             self.unfused.append(camera.camera_id)
-            log.warning("camera %s has no homography: it is not fused (its tracks get no global id); add it to "
-                        "association.homographies", camera.camera_id)
+            log.info("camera %s is outside every fused group (%s): its tracks are linked to the ground identities by "
+                     "Re-ID appearance and the topology's transit windows", camera.camera_id,
+                     "no homography" if camera.camera_id not in self.homographies else "not in fusion.groups")
             return
-        self.geoms[camera.camera_id] = CameraGeometry(camera.camera_id, h, self.cfg.fusion.ground_units_per_m,
-                                                      camera.size)
+        self.group_of[camera.camera_id] = group
+        self.geoms[camera.camera_id] = CameraGeometry(camera.camera_id, self.homographies[camera.camera_id],
+                                                      self.cfg.fusion.ground_units_per_m, camera.size)
+
+    def _ground_id_of(self, cam: str, track_id: int) -> int | None:
+        """The ground identity a fused camera's local track shows now (None: none yet)."""
+        seg = self.current.get((cam, int(track_id)))
+        return None if seg is None else self.leading.get((cam, seg))
+
+    def _route_appearance(self, updates) -> None:
+        for u in updates:
+            cam, tid = u.result.camera_id, int(u.result.track_id)
+            ground = self._ground_id_of(cam, tid) if cam in self.group_of else None
+            self.links.on_appearance(cam, tid, u.embedding, u.n_clips, ground)
 
     def on_step(self, step: Step) -> None:
-        views, rows, dets_of = {}, {}, {}
+        if self.links is None and (self.unfused or len(set(self.group_of.values())) > 1):
+            self.links = GroupLinks(self.cfg, self.group_of, self.embedding_dim)
+        if self.links is not None:
+            self._route_appearance(step.appearance)
+        views, rows, dets_of, outside = {}, {}, {}, []
         for frame, tracks in step.frames:
             cam = frame.camera_id
             tracks.global_ids = np.full(len(tracks), -1, np.int64)
             if cam not in self.geoms:
+                outside.append((cam, tracks))
                 continue
             dets = tracks.detections
             if dets is None:  # no detector output attached: fuse the tracker's boxes
@@ -120,24 +162,49 @@ class FusedAssociationStage(Stage):
                 views[cam] = (dets.xyxy, dets.scores, emb)
                 dets_of[cam] = det_of
             rows[cam] = tracks
-        if not views:
-            return
-        if self.associator is None:
-            self.associator = FusedAssociator(self.geoms, self.cfg.fusion.params())
-        out = self.associator.update(step.time_s, views)
+        ids, predicted = {}, {}
+        for k, name in enumerate(self.group_names):
+            group_views = {c: v for c, v in views.items() if self.group_of[c] == name}
+            if not group_views:
+                continue
+            if name not in self.associators:
+                self.associators[name] = FusedAssociator({c: g for c, g in self.geoms.items()
+                                                          if self.group_of[c] == name}, self.cfg.fusion.params())
+            out = self.associators[name].update(step.time_s, group_views)
+            offset = k * GROUP_STRIDE  # ground ids unique across groups (the first group's are its own)
+            for c in group_views:
+                ids[c] = np.where(out.ids[c] >= 0, out.ids[c] + offset, -1)
+                if c in out.predicted:
+                    predicted[c] = (out.predicted[c][0], out.predicted[c][1] + offset)
         for cam, tracks in rows.items():
             det_of = dets_of[cam]
-            gids = np.where(det_of >= 0, out.ids[cam][np.maximum(det_of, 0)] if len(out.ids[cam]) else -1, -1)
+            gids = np.where(det_of >= 0, ids[cam][np.maximum(det_of, 0)] if len(ids[cam]) else -1, -1)
             tracks.global_ids = gids.astype(np.int64)
             self._segment(cam, tracks, step)
-            if self.cfg.fusion.report_detections and tracks.detections is not None and len(out.ids[cam]):
-                self._add_identified(cam, tracks, det_of, out.ids[cam], step)
-            if cam in out.predicted and len(out.predicted[cam][1]):
-                self._add_predicted(cam, tracks, *out.predicted[cam], step)
+            if self.cfg.fusion.report_detections and tracks.detections is not None and len(ids[cam]):
+                self._add_identified(cam, tracks, det_of, ids[cam], step)
+            if cam in predicted and len(predicted[cam][1]):
+                self._add_predicted(cam, tracks, *predicted[cam], step)
             for gid in tracks.global_ids[tracks.global_ids >= 0].tolist():
                 self.last_shown[(cam, gid)] = step.index
+        if self.links is not None:
+            self._link_beyond_groups(step, rows, outside)
         if step.index % 500 == 0:
             self._forget_ended_tracks(step.time_s)
+
+    def _link_beyond_groups(self, step: Step, rows: dict, outside: list) -> None:
+        """Feed this step's ground identities (per group) and outside cameras' tracks to the links; outside cameras'
+        boxes get the ids of the identities their tracks are linked to."""
+        shown: dict[str, set[int]] = {}
+        for cam, tracks in rows.items():
+            shown.setdefault(self.group_of[cam], set()).update(tracks.global_ids[tracks.global_ids >= 0].tolist())
+        for group, gids in shown.items():
+            self.links.on_group_ids(group, step.time_s, gids)
+        for cam, tracks in outside:
+            self.links.on_outside_tracks(cam, step.time_s, tracks.track_ids, tracks.xyxy)
+        step.links.extend(self.links.step(step.time_s))
+        for cam, tracks in outside:
+            tracks.global_ids = self.links.outside_ids(cam, tracks.track_ids)
 
     def _segment(self, cam: str, tracks, step: Step) -> None:
         """Cut local tracks where their ground identity changes: track_ids -> segment ids, tracker ids -> view_ids.
@@ -268,22 +335,39 @@ class FusedAssociationStage(Stage):
         tracks.predicted = np.r_[np.zeros(n, bool) if tracks.predicted is None else tracks.predicted, flags]
 
     def close(self, end: RunEnd) -> None:
-        end.identities["online"] = dict(self.leading)
+        ids = dict(self.leading)
         end.identity_spans.update({k: (float(a), float(b)) for k, (a, b) in self.spans.items() if k in self.leading})
-        log.info("fused association: %d tracks -> %d global identities", len(self.leading),
-                 len(set(self.leading.values())))
+        if self.links is not None:
+            self._route_appearance(end.appearance)
+            end.links.extend(self.links.finish())
+            ids = {(cam, seg): self.links.final_id(self.group_of[cam], gid) for (cam, seg), gid in ids.items()}
+            outside = self.links.final_outside()
+            ids.update(outside)
+            end.identity_spans.update({k: (float(a), float(b)) for k, (a, b) in self.links.outside_spans.items()
+                                       if k in outside})
+        end.identities["online"] = ids
+        log.info("fused association: %d tracks -> %d global identities", len(ids), len(set(ids.values())))
 
     def counters(self) -> dict:
-        c = dict(self.associator.counters) if self.associator is not None else {}
+        c: dict = {}
+        for assoc in self.associators.values():
+            for k, v in assoc.counters.items():
+                c[k] = c.get(k, 0) + v
         c["tracks"] = len(self.leading)
+        if self.links is not None:
+            c["outside_tracks"] = len(self.links.outside_spans)
         return c
 
     def summary_line(self) -> str | None:
         c = self.counters()
         if not c.get("steps"):
             return None
-        return (f"Fused association: {c['tracks']} camera tracks -> {c['identities']} ground identities "
+        line = (f"Fused association: {c['tracks']} camera tracks -> {c['identities']} ground identities "
                 f"({c['merges']} merged duplicates, {c['predicted_boxes']} predicted boxes)")
+        if self.links is not None:
+            line += (f"; {len(self.associators)} group(s) and {c['outside_tracks']} tracks of "
+                     f"{len(self.unfused)} outside camera(s) linked by appearance")
+        return line
 
 
 __all__ = ["FusedAssociationStage"]
