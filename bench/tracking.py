@@ -17,8 +17,10 @@
 3. Trackers: ours (`mcsa`, `sort`, YAML defaults) and Ultralytics' BYTETracker and BOTSORT (its YAML defaults from
    ultralytics/cfg/trackers, BoT-SORT without ReID and without global motion compensation since the cameras are
    static and ReID weights would need a download). The Ultralytics trackers are also run with OUR score thresholds
-   (high / low / new track thresholds read from configs/trackers/mcsa.yaml; suffix `@ours`), and the best Ultralytics row per sequence (by HOTA) is the reference
-   for the ratios.
+   (high / low / new track thresholds read from configs/trackers/mcsa.yaml; suffix `@ours`). When BoxMOT is
+   installed (`pip install boxmot`; a bench-only peer, not in requirements.txt), its ByteTrack, OC-SORT and BoT-SORT
+   (no ReID, no camera-motion compensation) run too, with their constructor defaults and the sequence's frame rate
+   (`boxmot-*`). The best peer row per sequence (by HOTA) is the reference for the ratios.
 4. Robustness (`--perturb N`): every tracker also runs on N perturbed copies of each sequence's detections (2 % of the
    boxes dropped, corners moved by N(0, 0.5 px), scores by N(0, 0.02); the same copies for every tracker), and a
    second table prints mean +- std of HOTA / IDF1: a single run's lead of one or two points can come from a few
@@ -30,6 +32,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 import time
 from pathlib import Path
@@ -208,6 +211,41 @@ class UltralyticsAdapter:
         return out[:, 4].astype(np.int64), out[:, :4]
 
 
+class BoxmotAdapter:
+    """Wraps BoxMOT's motion-only trackers (`pip install boxmot`: ByteTrack, OC-SORT, BoT-SORT without ReID and
+    without camera-motion compensation, the cameras being static) with their constructor defaults and the sequence's
+    frame rate; takes our Detections, gives (ids, xyxy)."""
+
+    def __init__(self, kind: str, fps: float) -> None:
+        import logging
+
+        import boxmot
+
+        logging.getLogger("boxmot").setLevel(logging.WARNING)  # it logs every tracker's settings at INFO
+        rate = int(round(fps))
+        if kind == "bytetrack":
+            self.tracker = boxmot.ByteTrack(frame_rate=rate)
+        elif kind == "ocsort":
+            self.tracker = boxmot.OcSort()
+        else:
+            self.tracker = boxmot.BotSort(use_embeddings=False, use_cmc=False, frame_rate=rate)
+
+    def update(self, det: Detections, frame=None):
+        dets = np.c_[det.xyxy, det.scores, det.class_ids].astype(np.float32).reshape(-1, 6)
+        out = self.tracker.update(dets, frame)
+        if len(out) == 0:
+            return np.zeros(0, np.int64), np.zeros((0, 4))
+        return out[:, 4].astype(np.int64), out[:, :4]
+
+
+def boxmot_available() -> bool:
+    try:
+        importlib.import_module("boxmot")
+    except Exception:  # noqa: BLE001 - any import failure: the peer is skipped
+        return False
+    return True
+
+
 class OursAdapter:
     def __init__(self, name: str, overrides: dict, frame_rate: float | None = None) -> None:
         from pipeline.tracking import build_tracker_from_config
@@ -264,7 +302,7 @@ def perturbed_table(seqs: dict, names: list[str], makers: dict, runs: int) -> No
     names = [n for n in names if n != "mcsa+app"]
     print(f"\nperturbed detections ({runs} copies per sequence: 2 % of boxes dropped, corners +- 0.5 px, scores "
           f"+- 0.02): mean +- std")
-    header = f"{'sequence':<19} {'tracker':<15} {'HOTA':>13} {'IDF1':>13} {'HOTA/UL':>8} {'IDF1/UL':>8} {'HOTA wins':>10}"
+    header = f"{'sequence':<19} {'tracker':<15} {'HOTA':>13} {'IDF1':>13} {'HOTA/pr':>8} {'IDF1/pr':>8} {'HOTA wins':>10}"
     print(header)
     print("-" * len(header))
     for seq_name, seq in seqs.items():
@@ -278,7 +316,7 @@ def perturbed_table(seqs: dict, names: list[str], makers: dict, runs: int) -> No
                 run_tracker(makers[name](seq["fps"]), frames, image, out)
                 r = evaluate_mot(seq["gt"], out, num_frames=len(frames))
                 scores[name][k] = (r["HOTA"], r["IDF1"])
-        ul = [n for n in names if n.split("@")[0] in ("bytetrack", "botsort")]
+        ul = [n for n in names if n.split("@")[0] in ("bytetrack", "botsort") or n.startswith("boxmot-")]
         best = max(ul, key=lambda n: scores[n][:, 0].mean()) if ul else None
         for name in names:
             m, sd = 100 * scores[name].mean(0), 100 * scores[name].std(0)
@@ -289,7 +327,8 @@ def perturbed_table(seqs: dict, names: list[str], makers: dict, runs: int) -> No
             rtxt = f"{ratio[0]:8.3f} {ratio[1]:8.3f}" if ratio is not None else f"{'-':>8} {'-':>8}"
             print(f"{seq_name:<19} {name + mark:<15} {m[0]:6.2f} +-{sd[0]:4.2f} {m[1]:6.2f} +-{sd[1]:4.2f} {rtxt}"
                   f" {wins:>10}")
-    print("* = best Ultralytics tracker by mean HOTA; HOTA wins = copies on which the row's HOTA >= the best's")
+    print("* = best peer tracker (Ultralytics or BoxMOT) by mean HOTA; HOTA wins = copies on which the row's HOTA >= "
+          "the best's")
 
 
 def parse_value(text: str):
@@ -301,8 +340,9 @@ def parse_value(text: str):
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cache-only", action="store_true", help="only run the detector and cache its boxes")
-    parser.add_argument("--trackers", default="mcsa,sort,bytetrack,botsort,bytetrack@ours,botsort@ours",
-                        help="comma-separated: mcsa, sort, bytetrack, botsort, bytetrack@ours, botsort@ours")
+    parser.add_argument("--trackers", default=None,
+                        help="comma-separated: mcsa, sort, bytetrack, botsort, bytetrack@ours, botsort@ours, and when "
+                             "BoxMOT is installed boxmot-bytetrack, boxmot-ocsort, boxmot-botsort (default: all)")
     parser.add_argument("--seqs", default=None, help="comma-separated sequence names (default: all)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override an mcsa parameter")
     parser.add_argument("--appearance", action="store_true",
@@ -343,10 +383,18 @@ def main(argv: list[str] | None = None) -> int:
         "botsort": lambda fps: UltralyticsAdapter("botsort"),
         "bytetrack@ours": lambda fps: UltralyticsAdapter("bytetrack", **ours_thresholds),
         "botsort@ours": lambda fps: UltralyticsAdapter("botsort", **ours_thresholds),
+        "boxmot-bytetrack": lambda fps: BoxmotAdapter("bytetrack", fps),
+        "boxmot-ocsort": lambda fps: BoxmotAdapter("ocsort", fps),
+        "boxmot-botsort": lambda fps: BoxmotAdapter("botsort", fps),
     }
     makers["mcsa+app"] = lambda fps: OursAdapter("mcsa", {**overrides, "appearance_weight": args.app_weight,
                                                           "appearance_gate": args.app_gate}, fps)
-    names = args.trackers.split(",")
+    default = "mcsa,sort,bytetrack,botsort,bytetrack@ours,botsort@ours"
+    if boxmot_available():
+        default += ",boxmot-bytetrack,boxmot-ocsort,boxmot-botsort"
+    else:
+        print("BoxMOT not installed (pip install boxmot): its trackers are not compared")
+    names = (args.trackers or default).split(",")
     if args.appearance and "mcsa+app" not in names:
         names.insert(names.index("mcsa") + 1 if "mcsa" in names else 0, "mcsa+app")
     rows = []
@@ -366,14 +414,14 @@ def main(argv: list[str] | None = None) -> int:
             r = evaluate_mot(seq["gt"], out, num_frames=len(frames))
             r["fps"] = fps
             results[name] = r
-        ul = [n for n in results if n.split("@")[0] in ("bytetrack", "botsort")]
+        ul = [n for n in results if n.split("@")[0] in ("bytetrack", "botsort") or n.startswith("boxmot-")]
         best = max(ul, key=lambda n: results[n]["HOTA"]) if ul else None
         bt_fps = max([results[n]["fps"] for n in results if n.startswith("bytetrack")], default=None)
         for name, r in results.items():
             rows.append((seq_name, name, r, best and results[best], bt_fps, name == best))
 
     header = (f"{'sequence':<19} {'tracker':<15} {'HOTA':>6} {'IDF1':>6} {'MOTA':>6} {'IDSW':>5} {'fps':>7}"
-              f" {'HOTA/UL':>8} {'IDF1/UL':>8} {'fps/BT':>7}")
+              f" {'HOTA/pr':>8} {'IDF1/pr':>8} {'fps/BT':>7}")
     print(header)
     print("-" * len(header))
     for seq_name, name, r, ref, bt_fps, is_best in rows:
@@ -382,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
         mark = "*" if is_best else " "
         print(f"{seq_name:<19} {name + mark:<15} {100 * r['HOTA']:6.2f} {100 * r['IDF1']:6.2f} {100 * r['MOTA']:6.2f}"
               f" {r['IDSW']:5d} {r['fps']:7.0f} {ratio('HOTA')} {ratio('IDF1')} {fps_ratio}")
-    print("* = best Ultralytics tracker on that sequence (by HOTA), the reference of the /UL ratios; "
+    print("* = best peer tracker (Ultralytics or BoxMOT) on that sequence (by HOTA), the reference of the /pr ratios; "
           "fps/BT = tracker-only speed over Ultralytics ByteTrack's (fastest of its two settings)")
     if args.perturb > 0:
         perturbed_table(seqs, names, makers, args.perturb)
