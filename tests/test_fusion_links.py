@@ -140,3 +140,20 @@ def test_terrace_camera_outside_the_fused_group_gets_the_ground_identities(share
         gt[c] = str(path)
     res = evaluate_mtmc(gt, {c: str(tmp_path / "mot" / f"{c}.txt") for c in ("c0", "c1")})
     assert res["IDF1"] > 0.75, res["IDF1"]
+
+
+def test_ended_ground_identities_release_their_embeddings():
+    """A long live run: the per-track embeddings of ground identities that ended are dropped (memory stays bounded)."""
+    from pipeline.fusion import links as links_module
+
+    cfg = _cfg([], groups=[["c0"]])
+    links = GroupLinks(cfg, {"c0": "A"}, embedding_dim=4)
+    p = _unit([1, 0, 0, 0])
+    for k in range(2 * links_module.PRUNE_EVERY):
+        t = k * 0.1
+        gid = 1 + k // 50  # a new person every 5 s, each seen for 5 s
+        links.on_group_ids("A", t, [gid])
+        links.on_appearance("c0", gid, p, 1 + k % 50, ground_id=gid)
+        links.step(t)
+    assert len(links.clips) < 10, len(links.clips)  # 20 people seen; only the recent ones keep their embeddings
+    assert (group_view("A"), 20) in links.clips

@@ -29,6 +29,7 @@ from pipeline.association.topology import CameraTopology, PairLink
 GROUP_STRIDE = 10_000_000  # ground ids of group k (k >= 1) are k * GROUP_STRIDE + the group's own id
 OUTSIDE_BASE = 900_000_000  # ids of identities first seen by a camera outside every group: OUTSIDE_BASE + associator id
 GROUP_PREFIX = "group:"
+PRUNE_EVERY = 500  # steps between prunings of the ground identities' per-track embeddings
 
 
 def group_view(name: str) -> str:
@@ -73,6 +74,7 @@ class GroupLinks:
         # {(camera, local track): (its running embedding, clips)}
         self.outside_spans: dict[tuple[str, int], list[float]] = {}
         self.linked: dict[tuple[str, int], int] = {}  # (view, track or ground id) -> associator identity, last event
+        self._steps = 0
 
     # -- inputs --------------------------------------------------------------------------------------------------
     def on_group_ids(self, group: str, t: float, ground_ids) -> None:
@@ -125,7 +127,18 @@ class GroupLinks:
 
     def step(self, t: float) -> list[LinkEvent]:
         """Match what is ready; the link events of outside cameras (ids as shown)."""
-        return self._translate(self.associator.step(t))
+        events = self._translate(self.associator.step(t))
+        self._steps += 1
+        if self._steps % PRUNE_EVERY == 0:
+            self._prune_clips()
+        return events
+
+    def _prune_clips(self) -> None:
+        """Forget the per-track embeddings of ground identities the associator no longer holds live (ended and
+        pruned: ground ids are never reused), so a long live run's memory stays bounded."""
+        live = self.associator.tracks
+        for key in [k for k in self.clips if k not in live or live[k].ended]:
+            del self.clips[key]
 
     def finish(self) -> list[LinkEvent]:
         """End of the run: every pending track and ground identity gets an identity."""
