@@ -94,6 +94,30 @@ def test_mining_links_the_same_person_and_never_co_visible_people(scene):
         assert {a, b} & {("A", 5), ("A", 6), ("B", 9), ("B", 10)} == set()
 
 
+def test_no_continuation_through_a_track_that_came_near_another_person():
+    """Camera A's tracker ends P6's track 11 and starts track 12 on P6 right after; P7 then walks 0.5 m beside P6 and
+    the tracker swaps them (12 goes on with P7). Track 12 holds two people, so no continuation may go through it;
+    the same hand-over with nobody near is a continuation (P1's tracks 1 -> 3 in the `scene` fixture)."""
+    rng = np.random.default_rng(1)
+    f6 = np.arange(500, 701)
+    p6 = _walk(f6, (0, 1500), (100, 0))
+    f7 = np.arange(630, 701)  # P7 appears 2 s after track 11 ended: too late to be its continuation
+    p7 = _walk(f7, (520, 1550), (100, 0))
+    on6 = {int(f): xy for f, xy in zip(f6, p6)}
+    on7 = {int(f): xy for f, xy in zip(f7, p7)}
+    t11 = np.arange(500, 581)
+    t12 = np.arange(584, 701)
+    t13 = np.arange(630, 701)
+    path12 = np.array([on6[f] if f <= 640 else on7[f] for f in t12])
+    path13 = np.array([on7[f] if f <= 640 else on6[f] for f in t13])
+    a = _camera("A", H_A, [_track(H_A, 11, t11, np.array([on6[f] for f in t11]), 5, rng),
+                           _track(H_A, 12, t12, path12, 5, rng), _track(H_A, 13, t13, path13, 5, rng)])
+    mined = mine_identities([a], set(), AdaptMiningConfig(min_cameras=1))
+    assert not mined.must_links, mined.must_links
+    assert frozenset((("A", 12), ("A", 13))) in mined.cannot_links
+    assert mined.identity[("A", 11)] != mined.identity[("A", 12)]
+
+
 def test_mining_keeps_only_multi_camera_identities_by_default(scene):
     cams, _ = scene
     mined = mine_identities(cams, {frozenset(("A", "B"))}, AdaptMiningConfig())

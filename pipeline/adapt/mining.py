@@ -9,8 +9,9 @@ Three kinds of evidence, all in metres and seconds:
   nearest, within `link_m`, with every other person of both views at least `ambiguity_m` farther, for at least
   `min_together_s` and in at least `min_agree_frac` of the moments both are seen, are one person;
 - **continuation** (must-link): in one camera, a track that starts within `continuity_gap_s` after another ended,
-  where a walker could have got to (`continuity_m` + `max_speed_mps` x gap), when neither has another candidate and
-  nobody else is near, continues it;
+  where a walker could have got to (`continuity_m` + `max_speed_mps` x gap), when neither has another candidate,
+  nobody else is near, and neither track ever came within `ambiguity_m` of another of the camera's tracks (there a
+  per-camera tracker can swap people inside a track), continues it;
 - **seen together** (cannot-link): two tracks of one camera alive at the same moment, and two tracks of overlapping
   views seen together `apart_m` or more apart (median), are different people.
 
@@ -233,8 +234,9 @@ def mine_identities(cameras: list[CameraTracks], overlapping: set[frozenset], cf
                     if np.linalg.norm(pb - pa) <= cfg.continuity_m + cfg.max_speed_mps * gap:
                         cand[a].append(b)
                         back[b].append(a)
+            crowded = _crowded_tracks(cam, frames_of[cam.camera], tracks, cfg.ambiguity_m)
             for a, bs in cand.items():
-                if len(bs) != 1 or len(back[bs[0]]) != 1:
+                if len(bs) != 1 or len(back[bs[0]]) != 1 or a in crowded or bs[0] in crowded:
                     continue
                 b = bs[0]
                 if _someone_near(frames_of[cam.camera], a, b, ends[a], starts[b], cam.fps, cfg):
@@ -261,6 +263,20 @@ def mine_identities(cameras: list[CameraTracks], overlapping: set[frozenset], cf
         result.identity = {k: p for k, p in result.identity.items() if len(cams_of[p]) >= cfg.min_cameras}
         result.must_links = [m for m in result.must_links if m[0] in result.identity and m[1] in result.identity]
     return result
+
+
+def _crowded_tracks(cam: CameraTracks, frames: dict, tracks: dict, near_m: float) -> set[TrackKey]:
+    """This camera's tracks that came within near_m of another of its tracks at some moment: where a per-camera
+    tracker can swap people inside one track, so a continuation through it could join two people."""
+    out: set[TrackKey] = set()
+    for ids, pos in frames.values():
+        if len(ids) < 2:
+            continue
+        d = np.linalg.norm(pos[:, None] - pos[None], axis=2)
+        np.fill_diagonal(d, np.inf)
+        for i in np.flatnonzero(d.min(axis=1) < near_m):
+            out.add((cam.camera, int(ids[i])))
+    return out
 
 
 def _someone_near(frames: dict, a: TrackKey, b: TrackKey, end, start, fps: float, cfg) -> bool:
