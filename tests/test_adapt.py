@@ -203,3 +203,16 @@ def test_adapt_refuses_bad_input_in_one_line(tmp_path):
         assert proc.returncode == 2, proc.stderr
         lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
         assert len(lines) == 1 and expected in lines[0], proc.stderr
+
+
+def test_predicted_boxes_are_not_mined(tmp_path):
+    """The fused mode's predicted boxes (score 0 in mot_local/) are no observation: mining and cropping skip them."""
+    from pipeline.adapt.mining import read_camera_tracks
+
+    path = tmp_path / "c0.txt"
+    path.write_text("1,5,10,20,40,100,0.91,-1,-1,-1\n2,5,11,20,40,100,0.00,-1,-1,-1\n3,5,12,20,40,100,0.88,-1,-1,-1\n")
+    cam = read_camera_tracks(path, "c0", 25.0)
+    assert cam.rows[:, 0].tolist() == [1, 3]
+    bare = tmp_path / "bare.txt"  # six columns only (no score): every row is kept
+    bare.write_text("1,5,10,20,40,100\n2,5,11,20,40,100\n")
+    assert len(read_camera_tracks(bare, "c0", 25.0).rows) == 2

@@ -84,7 +84,9 @@ class MinedIdentities:
 def read_camera_tracks(path: str | Path, camera: str, fps: float, homography: np.ndarray | None = None,
                        units_per_m: float = 1.0, last_frame: int | None = None,
                        first_frame: int = 1) -> CameraTracks:
-    """A MOT file (`frame,id,x,y,w,h,...`) -> `CameraTracks` with ground points in metres when a homography is given."""
+    """A MOT file (`frame,id,x,y,w,h,score,...`) -> `CameraTracks` with ground points in metres when a homography is
+    given. Rows with score 0 are left out: the fused mode's predicted boxes (a person this view's detector missed,
+    projected from the other views, often hidden behind someone else) are no observation to mine or crop."""
     from core.geometry import to_ground
 
     path = Path(path)
@@ -92,8 +94,11 @@ def read_camera_tracks(path: str | Path, camera: str, fps: float, homography: np
         raise FileNotFoundError(f"{path}: no tracks of camera {camera} (run the pipeline first, or pass --run DIR "
                                 "of a finished run)")
     text = path.read_text().strip()
-    rows = np.loadtxt(path, delimiter=",", ndmin=2)[:, :6] if text else np.zeros((0, 6))
+    table = np.loadtxt(path, delimiter=",", ndmin=2) if text else np.zeros((0, 6))
+    rows = table[:, :6]
     keep = rows[:, 0] >= first_frame
+    if table.shape[1] > 6:
+        keep &= table[:, 6] != 0
     if last_frame is not None:
         keep &= rows[:, 0] <= last_frame
     rows = rows[keep]
