@@ -239,7 +239,7 @@ def mine_identities(cameras: list[CameraTracks], overlapping: set[frozenset], cf
                     if np.linalg.norm(pb - pa) <= cfg.continuity_m + cfg.max_speed_mps * gap:
                         cand[a].append(b)
                         back[b].append(a)
-            crowded = _crowded_tracks(cam, frames_of[cam.camera], tracks, cfg.ambiguity_m)
+            crowded = _crowded_tracks(cam, frames_of[cam.camera], cfg.ambiguity_m)
             for a, bs in cand.items():
                 if len(bs) != 1 or len(back[bs[0]]) != 1 or a in crowded or bs[0] in crowded:
                     continue
@@ -270,7 +270,7 @@ def mine_identities(cameras: list[CameraTracks], overlapping: set[frozenset], cf
     return result
 
 
-def _crowded_tracks(cam: CameraTracks, frames: dict, tracks: dict, near_m: float) -> set[TrackKey]:
+def _crowded_tracks(cam: CameraTracks, frames: dict, near_m: float) -> set[TrackKey]:
     """This camera's tracks that came within near_m of another of its tracks at some moment: where a per-camera
     tracker can swap people inside one track, so a continuation through it could join two people."""
     out: set[TrackKey] = set()

@@ -96,11 +96,6 @@ class FusedAssociationStage(Stage):
         a = config.association
         return cls(a) if a.enabled and a.mode == "fused" else None
 
-    @property
-    def associator(self) -> FusedAssociator | None:
-        """The ground-plane tracker of the first group (the only one unless fusion.groups names several)."""
-        return next(iter(self.associators.values()), None)
-
     def open(self, run: RunInfo) -> None:
         self.embedding_dim = run.embedding_dim
 
