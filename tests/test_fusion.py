@@ -232,6 +232,66 @@ def test_one_camera_flickering_between_two_people_never_merges_them():
     assert assoc.counters["merges"] == 0
 
 
+def _hide_and_walk(params: FusionParams, people: dict, hidden, steps: int = 150) -> tuple[dict, FusedAssociator]:
+    """Two cameras see people walking along people[p](t) -> ground xy (2,) m, except where hidden(t, p) (both views
+    miss them). Returns ({(camera, person): [(t, id)]}, the associator)."""
+    cams = two_camera_scene()
+    assoc = FusedAssociator(cams, params)
+    ids: dict = {}
+    for i in range(steps):
+        t = i / 25.0
+        who = [p for p in people if not hidden(t, p)]
+        views = {cam: (np.array([person_box(geom, people[p](t)) for p in who]).reshape(-1, 4), np.full(len(who), 0.9),
+                       None) for cam, geom in cams.items()}
+        out = assoc.update(t, views)
+        for cam in cams:
+            for j, p in enumerate(who):
+                ids.setdefault((cam, p), []).append((t, int(out.ids[cam][j])))
+    return ids, assoc
+
+
+def test_a_person_every_view_lost_keeps_the_identity_when_found_again():
+    """A person walks +x at 1.2 m/s, is hidden from both views for 0.8 s while turning to +y, and comes back 1.3 m
+    from where the lost track coasted: a new track, which resumes the lost identity in both views (resume_lost).
+    Without the rule the person comes back under a new identity."""
+    def walk(t):
+        return np.array([-2.0 + 1.2 * t, -1.0]) if t < 2.0 else np.array([0.4, -1.0 + 1.2 * (t - 2.0)])
+
+    def ids_before_after(flag):
+        ids, assoc = _hide_and_walk(FusionParams(predict_boxes=False, resume_lost=flag), {0: walk},
+                                    lambda t, p: 2.0 <= t < 2.8)
+        out = [({g for t, g in ids[(cam, 0)] if 1.0 <= t < 2.0}, {g for t, g in ids[(cam, 0)] if t >= 3.2})
+               for cam in ("a", "b")]
+        return out, assoc.counters
+
+    (a, b), counters = ids_before_after(True)
+    assert a == b and len(a[0]) == 1 and a[0] == a[1], (a, b)
+    assert counters["resumed"] == 1
+    (a, b), counters = ids_before_after(False)
+    assert a[0] != a[1], "the scene must lose the person without the rule"
+
+
+def test_a_found_person_never_resumes_an_ambiguous_or_distant_identity():
+    """Two people walk +x side by side 1 m apart and both vanish at 2 s; one of them turns while hidden and comes back
+    0.8 s later about as far from either lost track: either identity could be theirs, so it gets a new one. A person
+    who appears 5 m from a lost one gets a new identity too."""
+    def turner(t):
+        return np.array([-2.0 + 1.2 * t, -1.0]) if t < 2.0 else np.array([0.4, -1.0 + 0.6 * (t - 2.0)])
+
+    side = {0: turner, 1: lambda t: np.array([-2.0 + 1.2 * t, 0.0])}
+    ids, assoc = _hide_and_walk(FusionParams(predict_boxes=False), side,
+                                lambda t, p: 2.0 <= t < (2.8 if p == 0 else 99.0))
+    before = {g for p in (0, 1) for t, g in ids[("a", p)] if 1.0 <= t < 2.0}
+    after = {g for t, g in ids[("a", 0)] if t >= 3.2}
+    assert len(before) == 2 and len(after) == 1 and after.isdisjoint(before), (before, after)
+    assert assoc.counters["resumed"] == 0
+    far = {0: lambda t: np.array([-3.0 + 1.0 * t, -2.0]), 1: lambda t: np.array([1.5, 2.5])}
+    ids, assoc = _hide_and_walk(FusionParams(predict_boxes=False), far, lambda t, p: t >= 2.0 if p == 0 else t < 2.4)
+    first = {g for t, g in ids[("a", 0)] if 1.0 <= t < 2.0}
+    second = {g for t, g in ids[("a", 1)] if t >= 3.0}
+    assert len(second) == 1 and second.isdisjoint(first) and assoc.counters["resumed"] == 0, (first, second)
+
+
 def test_fusion_config_and_bad_camera():
     from pipeline.config import AssociationConfig, ConfigError, parse_config
 

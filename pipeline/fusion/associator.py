@@ -14,7 +14,8 @@ One step, all in metres and seconds:
    ByteTrack, per view;
 3. each track's assigned detections (<= 1 per view) are fused into one ground measurement and update its filter;
 4. the confident detections left over are clustered across views (`clustering`) and start tentative tracks, which
-   get a global id once seen for `confirm_s`; tracks unseen `max_lost_s` end;
+   get a global id once seen for `confirm_s`; a track confirmed where exactly one lost track should be now resumes
+   that identity (`resume_lost`: a person every view lost, found again); tracks unseen `max_lost_s` end;
 5. optionally, a confirmed track seen by some view now is projected into each other view whose detector missed it
    (inside the frame only), with the size of the box that view last had for it, or else the camera's learnt box size
    at that image position.
@@ -77,6 +78,7 @@ class FusionParams:
     align_every_s: float = 1.0
     align_isolation_m: float = 1.5
     join_sigmas: float = 3.0
+    resume_lost: bool = True
 
 
 @dataclass
@@ -143,7 +145,8 @@ class FusedAssociator:
         self.sizes = {cam: BoxSizeModel() for cam in self.cameras}
         self.alignment = ViewAlignment(self.cameras, self.p.align_min_samples, self.p.align_every_s)
         self.t: float | None = None
-        self.counters = {"steps": 0, "tracks": 0, "identities": 0, "merges": 0, "predicted_boxes": 0}
+        self.counters = {"steps": 0, "tracks": 0, "identities": 0, "merges": 0, "resumed": 0,
+                         "predicted_boxes": 0}
         self.merged: dict[int, int] = {}  # global id merged away -> the id it joined
         self._dt = 0.0  # running step duration, s
         self.disagreements: dict[tuple[str, str], float] = {}  # camera pair -> metres, warned once
@@ -346,6 +349,36 @@ class FusedAssociator:
         if gone:
             self.book.tracks = [tr for tr in self.book.tracks if tr.track_id not in gone]
 
+    def _resume_lost(self, confirmed_now: list[GroundTrack], t: float) -> None:
+        """A person every view lost and then found again as a new track (e.g. a crossing dragged their track off, or
+        they turned while hidden): a track confirmed now, born while a confirmed track was lost (not updated since
+        before that birth) and inside that lost track's gate now (its predicted position and grown covariance within
+        gate_sigma, and within gate_m + reacquire_mps x time lost), continues the lost identity. Only one-to-one:
+        two lost tracks (lost at any time) in one new track's gate, or two new tracks in one lost track's gate,
+        resume nothing."""
+        p = self.p
+        lost = [tr for tr in self.book.tracks if tr.global_id is not None and tr.last_update_t < t]
+        pairs = []
+        for old in lost:
+            for young in confirmed_now:
+                d = young.position - old.position
+                m2 = float(d @ np.linalg.solve(old.kf.P[:2, :2] + young.kf.P[:2, :2], d))
+                reach = p.gate_m + p.reacquire_mps * min(t - old.last_update_t, p.max_lost_s)
+                if m2 <= p.gate_sigma ** 2 and float(np.linalg.norm(d)) <= reach:
+                    pairs.append((old, young))
+        gone = set()
+        for old, young in pairs:
+            unique = sum(o is old for o, _ in pairs) == 1 and sum(y is young for _, y in pairs) == 1
+            if unique and old.last_update_t < young.first_t:
+                self._join(old, young)
+                old.kf.x[2:] = young.kf.x[2:]  # the found person's motion, not the lost track's coasting
+                old.kf.P[2:, 2:] = young.kf.P[2:, 2:]
+                self.counters["merges"] -= 1
+                self.counters["resumed"] += 1
+                gone.add(young.track_id)
+        if gone:
+            self.book.tracks = [tr for tr in self.book.tracks if tr.track_id not in gone]
+
     def _join(self, old: GroundTrack, young: GroundTrack) -> None:
         """Fold track `young` into `old` (views, position); young's identity maps to old's from now on."""
         for cam, mem in young.views.items():
@@ -495,6 +528,7 @@ class FusedAssociator:
             for d in cluster:
                 per_cam[d.camera_id][6][d.index] = k
         # 5. confirm (seen in most steps of its first confirm_s), merge duplicates, then write ids
+        confirmed_now = []
         for tr in tracks:
             if tr.global_id is None and tr.last_update_t == t and t - tr.first_t >= p.confirm_s - 1e-9:
                 steps = (t - tr.first_t) / self._dt + 1 if self._dt else tr.hits
@@ -502,6 +536,9 @@ class FusedAssociator:
                     tr.global_id = self.book.next_global_id
                     self.book.next_global_id += 1
                     self.counters["identities"] += 1
+                    confirmed_now.append(tr)
+        if p.resume_lost and confirmed_now:
+            self._resume_lost(confirmed_now, t)
         seen_by = {tracks[k].track_id: {c for c, _ in m} for k, m in assigned.items()}
         self._merge_duplicates(t, seen_by)
         for cam, (xyxy, scores, pts, covs, cut, e, det_track) in per_cam.items():

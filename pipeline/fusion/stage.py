@@ -358,7 +358,8 @@ class FusedAssociationStage(Stage):
         if not c.get("steps"):
             return None
         line = (f"Fused association: {c['tracks']} camera tracks -> {c['identities']} ground identities "
-                f"({c['merges']} merged duplicates, {c['predicted_boxes']} predicted boxes)")
+                f"({c['merges']} merged duplicates, {c['resumed']} lost and found again, "
+                f"{c['predicted_boxes']} predicted boxes)")
         if self.links is not None:
             line += (f"; {len(self.associators)} group(s) and {c['outside_tracks']} tracks of "
                      f"{len(self.unfused)} outside camera(s) linked by appearance")
