@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from core.geometry import load_homography  # noqa: E402
 from core.paths import shared_dir  # noqa: E402
-from pipeline.adapt.mining import mine_identities, read_camera_tracks  # noqa: E402
+from pipeline.adapt.mining import cut_into_stretches, mine_identities, read_camera_tracks  # noqa: E402
 from pipeline.adapt.purity import format_pair_scores, pair_scores, track_truth  # noqa: E402
 from pipeline.config import AdaptMiningConfig  # noqa: E402
 from pipeline.tracking.config import build_tracker_from_config  # noqa: E402
@@ -79,6 +79,8 @@ def main() -> int:
             tracks.append(read_camera_tracks(out / f"{c}.txt", c, FPS,
                                              load_homography(str(lab / f"laboratory6-{c}/Homography.txt")),
                                              UNITS_PER_M))
+        if cfg.cut_tracks:
+            tracks = [cut_into_stretches(cam, cfg) for cam in tracks]
         mined = mine_identities(tracks, overlapping, cfg)
         truth = {}
         for cam in tracks:

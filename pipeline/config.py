@@ -528,6 +528,10 @@ class AdaptMiningConfig(_Strict):
     person_height_m: float = Field(default=1.7, gt=0, description="without a homography distances are measured "
                                    "in box heights, one box height = this many metres")
     min_track_s: float = Field(default=0.4, ge=0, description="tracks shorter than this are ignored, s")
+    cut_tracks: bool = Field(default=True, description="cut each camera's tracks into stretches of one person before "
+                             "mining: where their person came within ambiguity_m of another of the camera's tracks "
+                             "(those moments left out) and where the feet jump farther than continuity_m + "
+                             "max_speed_mps x the time since the last box (a tracker swaps people only there)")
     min_cameras: int = Field(default=2, ge=1, description="an identity is trained on only when it was seen by this "
                              "many cameras (1: also single-camera identities; each may then be one person split in "
                              "several, which teaches the model to tell a person from themselves)")

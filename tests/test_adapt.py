@@ -118,6 +118,70 @@ def test_no_continuation_through_a_track_that_came_near_another_person():
     assert mined.identity[("A", 11)] != mined.identity[("A", 12)]
 
 
+def _marked(rows: np.ndarray, person: int) -> np.ndarray:
+    """The same boxes with the person's number written into the box width (40 + person px, foot point unchanged), so
+    every row still says whose it is after the tracks are cut."""
+    out = rows.copy()
+    w = 40.0 + person
+    out[:, 2] += 20.0 - w / 2
+    out[:, 4] = w
+    return out
+
+
+def test_tracks_are_cut_where_a_tracker_can_swap_people():
+    """Camera A's tracker makes both kinds of mistake: track 1 follows P1, loses them and takes up P2 5 m away (a jump
+    no walker makes), and tracks 5 / 6 swap P3 and P4 where the two meet (0.3 m apart). Without cutting, identity
+    mining trains on P1 and P2 as one person; cut into stretches, every mined identity holds one person only, and
+    the same-place-same-moment links are still found on the stretches."""
+    from pipeline.adapt.mining import cut_into_stretches
+
+    rng = np.random.default_rng(2)
+    f = np.arange(1, 201)
+    p1, p2 = _walk(f, (0, 0), (100, 0)), _walk(f, (0, 500), (100, 0))
+    on1 = f <= 120
+    on2 = f >= 131
+    g = np.arange(300, 451)  # P3 and P4 walk towards each other along one line, pass at frame ~375
+    p3, p4 = _walk(g, (0, 1500), (100, 2)), _walk(g, (600, 1530), (-100, -2))
+    before = g < 375
+    a_rows = [_marked(_track(H_A, 1, f[on1], p1[on1], 5, rng), 1), _marked(_track(H_A, 1, f[on2], p2[on2], 5, rng), 2),
+              _marked(_track(H_A, 2, f[f <= 125], p2[f <= 125], 5, rng), 2),
+              _marked(_track(H_A, 5, g[before], p3[before], 5, rng), 3),
+              _marked(_track(H_A, 5, g[~before], p4[~before], 5, rng), 4),
+              _marked(_track(H_A, 6, g[before], p4[before], 5, rng), 4),
+              _marked(_track(H_A, 6, g[~before], p3[~before], 5, rng), 3)]
+    b_rows = [_marked(_track(H_B, 7, f, p1, 5, rng), 1), _marked(_track(H_B, 8, f, p2, 5, rng), 2),
+              _marked(_track(H_B, 9, g, p3, 5, rng), 3), _marked(_track(H_B, 10, g, p4, 5, rng), 4)]
+    cams = [_camera("A", H_A, a_rows), _camera("B", H_B, b_rows)]
+    cfg = AdaptMiningConfig()
+    pair = {frozenset(("A", "B"))}
+
+    def people(cam: CameraTracks, tid: int) -> set[int]:
+        return {int(round(w)) - 40 for w in cam.rows[cam.rows[:, 1] == tid, 4]}
+
+    def impure(cams_mined, mined) -> list:
+        bad = []
+        for pid, keys in mined.members().items():
+            who = set().union(*(people(next(c for c in cams_mined if c.camera == cam), tid) for cam, tid in keys))
+            if len(who) > 1:
+                bad.append((pid, keys, who))
+        return bad
+
+    whole = mine_identities(cams, pair, cfg)
+    assert people(cams[0], 1) == {1, 2} and impure(cams, whole), "the scene must fool mining without the cut"
+    cut = [cut_into_stretches(c, cfg) for c in cams]
+    a = cut[0]
+    for tid in np.unique(a.rows[:, 1]):
+        assert len(people(a, int(tid))) == 1, (tid, people(a, int(tid)))  # every stretch is one person
+    assert len(np.unique(a.rows[:, 1])) >= 6  # 1 -> two stretches, 5 and 6 -> two each, 2 whole
+    # the boxes where P3 and P4 are within 1 m of each other are left out, none elsewhere
+    assert len(cut[1].rows) < len(cams[1].rows) and len(a.rows) < len(cams[0].rows)
+    mined = mine_identities(cut, pair, cfg)
+    assert not impure(cut, mined)
+    linked = {frozenset(p) for p in (set().union(*(people(next(c for c in cut if c.camera == cam), tid)
+                                                   for cam, tid in keys)) for keys in mined.members().values())}
+    assert {frozenset({1}), frozenset({2}), frozenset({3}), frozenset({4})} <= linked, linked
+
+
 def test_mining_keeps_only_multi_camera_identities_by_default(scene):
     cams, _ = scene
     mined = mine_identities(cams, {frozenset(("A", "B"))}, AdaptMiningConfig())

@@ -16,6 +16,10 @@ Three kinds of evidence, all in metres and seconds:
   views seen together `apart_m` or more apart (median), are different people.
 
 Identities are grown from the must-links, strongest first, never joining two groups with a cannot-link between them.
+
+Before mining, `cut_into_stretches` (`cut_tracks`, on by default) cuts each camera's tracks where their person met
+another of the camera's tracks (within `ambiguity_m`) and where the feet jump farther than a walker gets: a tracker
+swaps people only there, so every stretch mined is one person.
 """
 
 from __future__ import annotations
@@ -107,6 +111,52 @@ def read_camera_tracks(path: str | Path, camera: str, fps: float, homography: np
         xyxy = np.concatenate([rows[:, 2:4], rows[:, 2:4] + rows[:, 4:6]], 1)
         ground = to_ground(homography, xyxy) / units_per_m
     return CameraTracks(camera, rows, fps, ground)
+
+
+def cut_into_stretches(cam: CameraTracks, cfg) -> CameraTracks:
+    """The camera's tracks cut into stretches that each hold one person (`cfg`: an `AdaptMiningConfig`, metres and
+    seconds). A track is cut
+    - where its person met another of the camera's tracks (feet within `ambiguity_m`): a tracker can swap people
+      only where two meet; the boxes of those moments are left out (they are also the crops where one person hides
+      the other);
+    - where its feet jump farther than a walker gets (`continuity_m` + `max_speed_mps` x the time since its last
+      box): the tracker took up someone else, e.g. a lost track matched to another person's box.
+    The first stretch keeps the track's id, later ones get new ids above every id of the camera."""
+    if len(cam.rows) == 0:
+        return cam
+    rows = cam.rows
+    pos = cam.positions(cfg.person_height_m)
+    frames = rows[:, 0].astype(np.int64)
+    close = np.zeros(len(rows), bool)
+    if cfg.ambiguity_m > 0:
+        order = np.argsort(frames, kind="stable")
+        for idx in np.split(order, np.flatnonzero(np.diff(frames[order])) + 1):
+            if len(idx) < 2:
+                continue
+            d = np.linalg.norm(pos[idx, None] - pos[None, idx], axis=2)
+            np.fill_diagonal(d, np.inf)
+            close[idx[d.min(axis=1) < cfg.ambiguity_m]] = True
+    new_ids = rows[:, 1].copy()
+    next_id = int(rows[:, 1].max()) + 1
+    for tid in np.unique(rows[:, 1]):
+        m = np.flatnonzero(rows[:, 1] == tid)
+        m = m[np.argsort(frames[m], kind="stable")]
+        current, last, cut = tid, None, False
+        for i in m:
+            if close[i]:
+                cut = True
+                continue
+            if last is not None:
+                reach = cfg.continuity_m + cfg.max_speed_mps * (frames[i] - frames[last]) / cam.fps
+                cut |= float(np.linalg.norm(pos[i] - pos[last])) > reach
+            if cut and last is not None:
+                current, next_id = float(next_id), next_id + 1
+            cut, last = False, i
+            new_ids[i] = current
+    keep = ~close
+    out = rows[keep].copy()
+    out[:, 1] = new_ids[keep]
+    return CameraTracks(cam.camera, out, cam.fps, None if cam.ground is None else cam.ground[keep])
 
 
 def _by_frame(cam: CameraTracks, pos: np.ndarray) -> dict[int, tuple[np.ndarray, np.ndarray]]:

@@ -25,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.adapt.mining import CameraTracks, MinedIdentities, mine_identities, read_camera_tracks
+from pipeline.adapt.mining import (CameraTracks, MinedIdentities, cut_into_stretches, mine_identities,
+                                   read_camera_tracks)
 from pipeline.adapt.motion_labels import MOTION_ACTIONS, motion_state, track_speeds
 
 log = logging.getLogger("mcsa.adapt")
@@ -242,6 +243,8 @@ def adapt_site(cfg, out: str | Path, run_dir: str | Path | None = None, max_fram
     mined_parts = {}
     for name, first, end, offset in parts:
         tracks = [cam.window(first, end) for cam in everything]
+        if cfg.adapt.mining.cut_tracks:
+            tracks = [cut_into_stretches(cam, cfg.adapt.mining) for cam in tracks]
         mined = mine_identities(tracks, pairs, cfg.adapt.mining)
         mined_parts[name] = (tracks, mined)
         report.mining[name] = f"frames {first}-{end}: {mined.summary()}"
