@@ -266,7 +266,7 @@ def test_a_person_every_view_lost_keeps_the_identity_when_found_again():
 
     (a, b), counters = ids_before_after(True)
     assert a == b and len(a[0]) == 1 and a[0] == a[1], (a, b)
-    assert counters["resumed"] == 1
+    assert counters["resumed"] == 1 and counters["merges"] == 0  # a resumed identity is no merged duplicate
     (a, b), counters = ids_before_after(False)
     assert a[0] != a[1], "the scene must lose the person without the rule"
 

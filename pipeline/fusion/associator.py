@@ -306,6 +306,7 @@ class FusedAssociator:
                 young.close_steps[old.track_id] = n + 1
                 if (n + 1) * self._dt >= p.merge_s and young.hits <= n + 2:
                     self._join(old, young)
+                    self.counters["merges"] += 1
                     gone.add(young.track_id)
                     break
         if gone:
@@ -344,6 +345,7 @@ class FusedAssociator:
                 acc[3] += old.last_update_t == t and young.last_update_t == t
                 if acc[0] >= p.duplicate_s - 1e-9 and min(acc[1], acc[2]) >= 2 and acc[3] >= 1:
                     self._join(old, young)
+                    self.counters["merges"] += 1
                     gone.add(young.track_id)
                     self._dup.pop(key, None)
         if gone:
@@ -373,14 +375,14 @@ class FusedAssociator:
                 self._join(old, young)
                 old.kf.x[2:] = young.kf.x[2:]  # the found person's motion, not the lost track's coasting
                 old.kf.P[2:, 2:] = young.kf.P[2:, 2:]
-                self.counters["merges"] -= 1
                 self.counters["resumed"] += 1
                 gone.add(young.track_id)
         if gone:
             self.book.tracks = [tr for tr in self.book.tracks if tr.track_id not in gone]
 
     def _join(self, old: GroundTrack, young: GroundTrack) -> None:
-        """Fold track `young` into `old` (views, position); young's identity maps to old's from now on."""
+        """Fold track `young` into `old` (views, position); young's identity maps to old's from now on. The caller
+        counts the join (a merge of duplicates, or a lost identity resumed)."""
         for cam, mem in young.views.items():
             if cam not in old.views or old.views[cam].t < mem.t:
                 old.views[cam] = mem
@@ -390,7 +392,6 @@ class FusedAssociator:
         old.kf.P[:2, 2:] = old.kf.P[2:, :2] = 0.0  # keep P positive definite: the new position owes nothing to v
         old.last_update_t = max(old.last_update_t, young.last_update_t)
         self.merged[young.global_id] = old.global_id
-        self.counters["merges"] += 1
 
     def _align_samples(self, tracks, assigned, per_cam, raw_of, t: float) -> None:
         """Feed the view alignment with this step's unambiguous multi-view moments: a confirmed person seen by two or
