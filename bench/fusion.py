@@ -193,7 +193,7 @@ def run_tracks(dets: dict[str, list[Detections]], homographies: dict[str, str], 
 
     run = RecordedRun(sorted(dets))
     for cam in run.cameras:
-        tracker = build_tracker_from_config("mcsa", {}, frame_rate=fps)
+        tracker = build_tracker_from_config("mcsa", dict(TRACKER_PARAMS), frame_rate=fps)
         rows = []
         for i, d in enumerate(dets[cam]):
             tr = tracker.update(d, None)
@@ -236,7 +236,7 @@ def run_fused_pipeline(dets: dict[str, list[Detections]], homographies: dict[str
         st.open(RunInfo(run_id=None, output_dir=out))
         for c in cams:
             st.open_camera(CameraInfo(c, f"{c}.mp4", fps, size))
-    trackers = {c: build_tracker_from_config("mcsa", {}, frame_rate=fps) for c in cams}
+    trackers = {c: build_tracker_from_config("mcsa", dict(TRACKER_PARAMS), frame_rate=fps) for c in cams}
     image = np.zeros((1, 1, 3), np.uint8)  # no stage here reads pixels
     for i in range(min(len(v) for v in dets.values())):
         step = Step(i, i / fps)
@@ -337,6 +337,21 @@ def table(title: str, results: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+TRACKER_PARAMS: dict = {}  # --tracker-set: mcsa tracker parameters for every method that runs the tracker
+
+
+def parse_tracker_sets(items: list[str]) -> dict:
+    """--tracker-set NAME=VALUE items -> mcsa tracker parameters (numbers, true / false, or words)."""
+    out: dict = {}
+    for item in items:
+        k, _, v = item.partition("=")
+        try:
+            out[k] = float(v)
+        except ValueError:
+            out[k] = (v.lower() == "true") if v.lower() in ("true", "false") else v
+    return out
+
+
 def parse_sets(items: list[str]) -> dict:
     out = {}
     for item in items:
@@ -400,12 +415,15 @@ def main() -> int:
     ap.add_argument("--crowd", action="store_true", help="Terrace: also the crowded stand-in (the two halves laid "
                     "over each other)")
     ap.add_argument("--set", action="append", default=[], help="fusion parameter override NAME=VALUE")
+    ap.add_argument("--tracker-set", action="append", default=[], help="mcsa tracker parameter override NAME=VALUE "
+                    "(configs/trackers/mcsa.yaml), for every method that runs the per-camera tracker")
     ap.add_argument("--skip-terrace", action="store_true")
     ap.add_argument("--skip-laboratory", action="store_true")
     ap.add_argument("--speed", action="store_true")
     ap.add_argument("--out", default=str(ROOT / "out/bench_fusion"))
     args = ap.parse_args()
     overrides = parse_sets(args.set)
+    TRACKER_PARAMS.update(parse_tracker_sets(args.tracker_set))
     params = FusionParams(**overrides)
     print(f"fusion parameters: {params}")
     out = Path(args.out)

@@ -308,6 +308,10 @@ class FusionConfig(_Strict):
     report_detections: bool = Field(default=True, description="report a view's detections that the fusion "
                                     "identified but the camera's tracker has not confirmed (or has lost), with the "
                                     "detector's box and score")
+    report_unidentified: bool = Field(default=False, description="also report the camera tracker's boxes that the "
+                                      "fusion did not identify at that step (gated out of every ground track, or of a "
+                                      "person not confirmed on the ground yet), with the identity their local track "
+                                      "last showed; off: every view reports what the ground fusion sees")
     predict_memory_s: float = Field(default=2.0, gt=0, description="predicted boxes keep the size of the view's last "
                                     "box this long, then the camera's learnt size at that image position")
     disagreement_warn_m: float = Field(default=1.5, gt=0, description="warn when two views' mean offsets for one "

@@ -595,6 +595,49 @@ def test_fused_stage_reports_identified_detections_the_tracker_has_not_taken(tmp
         assert set(gap[np.isclose(gap[:, 6], 0.77)][:, 1].tolist()) == {person0}
 
 
+def test_fused_stage_leaves_out_tracker_boxes_the_fusion_did_not_identify(tmp_path):
+    """Camera b's tracker reports, besides the two people both views see, a box (track 77) over which b's detector has
+    nothing at all from 1 s on (a coasting or stray tracker box): the fusion never identifies it, so by default it is
+    left out of b's tracks and of mot/b.txt (and counted in the summary), while both people keep their rows; with
+    `fusion.report_unidentified` it is reported."""
+    from core.types import Detections, Frame, Tracks
+    from pipeline.stages.base import Step, drive_step
+
+    cams = two_camera_scene()
+    pos = {0: lambda t: np.array([-2.0, -1.5]) + np.array([0.7, 0.3]) * t,
+           1: lambda t: np.array([2.0, 1.0]) - np.array([0.6, 0.2]) * t}
+    stray = person_box(cams["b"], np.array([0.0, 2.5]))
+    image = np.zeros((FRAME[1], FRAME[0], 3), np.uint8)
+    for report in (False, True):
+        (tmp_path / str(report)).mkdir()
+        stages = fused_stages(tmp_path / str(report), cams, {"predict_boxes": False, "report_unidentified": report})
+        for i in range(100):
+            t = i / 25.0
+            step = Step(i, t)
+            for cam, geom in cams.items():
+                boxes = np.array([person_box(geom, pos[p](t)) for p in (0, 1)], np.float32)
+                ids, shown = [10, 11], boxes
+                if cam == "b" and t >= 1.0:
+                    ids, shown = [10, 11, 77], np.vstack([boxes, stray[None]]).astype(np.float32)
+                tracks = Tracks(np.array(ids), shown, np.full(len(ids), 0.9), np.zeros(len(ids)))
+                tracks.detections = Detections(boxes, np.full(2, 0.9, np.float32), np.zeros(2, np.int32))
+                step.frames.append((Frame(cam, i, t, image), tracks))
+            drive_step(stages, step)
+            b = next(tr for fr, tr in step.frames if fr.camera_id == "b")
+            assert len(b.track_ids) == len(b.global_ids) == len(b.xyxy) == len(b.scores)
+            has_stray = any(np.allclose(box, stray, atol=1e-3) for box in b.xyxy)
+            assert has_stray == (report and t >= 1.0), (t, report)
+        counters = stages[0].counters()
+        end = close_stages(stages, cams, 100)
+        rows = np.loadtxt(tmp_path / str(report) / "run" / "mot" / "b.txt", delimiter=",", ndmin=2)
+        at_stray = np.isclose(rows[:, 2], stray[0], atol=0.01) & np.isclose(rows[:, 3], stray[1], atol=0.01)
+        assert at_stray.sum() == (75 if report else 0), at_stray.sum()
+        # by default also the people's boxes of the first steps, before the ground confirmed them (confirm_s)
+        assert counters["unidentified_left_out"] == 0 if report else 75 < counters["unidentified_left_out"] <= 75 + 24
+        people = {end.identities["online"][("b", 10)], end.identities["online"][("b", 11)]}
+        assert len(people) == 2 and len(rows[np.isin(rows[:, 1], list(people))]) >= 2 * 90
+
+
 def test_fused_stage_forgets_ended_local_tracks_but_keeps_their_identities(tmp_path):
     """Long live runs: the working state of a local track unreported for a minute is dropped (bounded memory), while
     its segment's identity stays for the MOT files and the store at the end."""

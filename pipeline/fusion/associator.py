@@ -71,6 +71,7 @@ class FusionParams:
     max_app_dist: float | None = 0.6
     predict_boxes: bool = True
     report_detections: bool = True  # read by the stage (fused_association) only
+    report_unidentified: bool = False  # read by the stage (fused_association) only
     predict_memory_s: float = 2.0
     disagreement_warn_m: float = 1.5
     align: bool = True

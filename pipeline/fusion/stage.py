@@ -19,6 +19,11 @@ tracker's own id kept in `tracks.view_ids` (action episodes follow the view, as 
 ['online']` maps (camera, segment) -> ground identity, so `mot/` holds each box's ground identity at that moment;
 `step.links` tells each new segment (and the outside cameras' links). There is no offline pass in this mode.
 
+Rows left out: a box of the camera's tracker that the fusion did not identify at this step (its detection was gated
+out of every ground track, or belongs to a track the fusion has not confirmed) is dropped from the camera's tracks,
+so every view reports what the ground fusion sees (`fusion.report_unidentified: true` keeps such boxes, showing the
+identity their local track last showed).
+
 Rows added to a camera's tracks (`fusion.report_detections`, `fusion.predict_boxes`): a detection the fusion gave an
 identity but no tracker box took (the camera's tracker has not confirmed the person, or lost them) is reported with
 the detector's box and score; a person the view's detector missed while another view sees them gets a flagged
@@ -90,6 +95,7 @@ class FusedAssociationStage(Stage):
         self.leading: dict[tuple[str, int], int] = {}  # (camera, segment) -> ground id
         self.spans: dict[tuple[str, int], list[float]] = {}
         self.unfused: list[str] = []
+        self.unidentified = 0  # tracker boxes left out: the fusion did not identify them (report_unidentified off)
 
     @classmethod
     def from_config(cls, config, params: dict) -> "FusedAssociationStage | None":
@@ -175,6 +181,9 @@ class FusedAssociationStage(Stage):
             det_of = dets_of[cam]
             gids = np.where(det_of >= 0, ids[cam][np.maximum(det_of, 0)] if len(ids[cam]) else -1, -1)
             tracks.global_ids = gids.astype(np.int64)
+            if not self.cfg.fusion.report_unidentified and (gids < 0).any():
+                self.unidentified += int((gids < 0).sum())
+                _subset(tracks, gids >= 0)
             self._segment(cam, tracks, step)
             if self.cfg.fusion.report_detections and tracks.detections is not None and len(ids[cam]):
                 self._add_identified(cam, tracks, det_of, ids[cam], step)
@@ -349,6 +358,7 @@ class FusedAssociationStage(Stage):
             for k, v in assoc.counters.items():
                 c[k] = c.get(k, 0) + v
         c["tracks"] = len(self.leading)
+        c["unidentified_left_out"] = self.unidentified
         if self.links is not None:
             c["outside_tracks"] = len(self.links.outside_spans)
         return c
@@ -359,11 +369,23 @@ class FusedAssociationStage(Stage):
             return None
         line = (f"Fused association: {c['tracks']} camera tracks -> {c['identities']} ground identities "
                 f"({c['merges']} merged duplicates, {c['resumed']} lost and found again, "
-                f"{c['predicted_boxes']} predicted boxes)")
+                f"{c['predicted_boxes']} predicted boxes, {c['unidentified_left_out']} tracker boxes the fusion did "
+                f"not identify left out)")
         if self.links is not None:
             line += (f"; {len(self.associators)} group(s) and {c['outside_tracks']} tracks of "
                      f"{len(self.unfused)} outside camera(s) linked by appearance")
         return line
+
+
+def _subset(tracks, keep: np.ndarray) -> None:
+    """Keep only the rows `keep` (bool (N,)) of every per-row array of `tracks`, in place."""
+    for name in ("track_ids", "xyxy", "scores", "class_ids", "embeddings", "action_probs", "view_ids", "global_ids",
+                 "current_action_scores", "predicted"):
+        a = getattr(tracks, name)
+        if a is not None:
+            setattr(tracks, name, a[keep])
+    if tracks.current_actions is not None:
+        tracks.current_actions = [a for a, k in zip(tracks.current_actions, keep) if k]
 
 
 __all__ = ["FusedAssociationStage"]
