@@ -536,6 +536,9 @@ class AdaptMiningConfig(_Strict):
                              "mining: where their person came within ambiguity_m of another of the camera's tracks "
                              "(those moments left out) and where the feet jump farther than continuity_m + "
                              "max_speed_mps x the time since the last box (a tracker swaps people only there)")
+    exclusive_partners: bool = Field(default=True, description="a track with same-place-same-moment links to two or "
+                                     "more tracks of one other camera that no continuation joins keeps none of them "
+                                     "(one of the two trackers swapped people there)")
     min_cameras: int = Field(default=2, ge=1, description="an identity is trained on only when it was seen by this "
                              "many cameras (1: also single-camera identities; each may then be one person split in "
                              "several, which teaches the model to tell a person from themselves)")

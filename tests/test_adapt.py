@@ -182,6 +182,48 @@ def test_tracks_are_cut_where_a_tracker_can_swap_people():
     assert {frozenset({1}), frozenset({2}), frozenset({3}), frozenset({4})} <= linked, linked
 
 
+def test_a_track_linked_to_two_unjoined_tracks_of_another_camera_keeps_neither_link():
+    """Camera A's track 1 slides from P1 to P2 without a meeting or a jump (P1 leaves, P2 appears 1.5 m away 1.2 s
+    later, A has no box in between). Camera B sees P1 as track 7 and P2 as track 8, too far apart in time for a
+    continuation. Track 1 has same-place-same-moment links to both 7 and 8: with `exclusive_partners` it keeps neither
+    (no identity holds P1 and P2), while P3, whom B tracks in two pieces that a continuation joins (10 -> 11), keeps
+    one identity over A's track 3 and both pieces."""
+    from pipeline.adapt.mining import cut_into_stretches
+
+    rng = np.random.default_rng(3)
+    f1, f2 = np.arange(1, 101), np.arange(131, 231)
+    p1 = _walk(f1, (0, 0), (80, 0))
+    p2 = _walk(f2, (p1[-1][0] + 150, 0), (80, 0))
+    f3 = np.arange(1, 231)
+    p3 = _walk(f3, (0, 600), (60, 0))
+    a = _camera("A", H_A, [_marked(_track(H_A, 1, f1, p1, 5, rng), 1), _marked(_track(H_A, 1, f2, p2, 5, rng), 2),
+                           _marked(_track(H_A, 3, f3, p3, 5, rng), 3)])
+    piece = f3 <= 110
+    b = _camera("B", H_B, [_marked(_track(H_B, 7, f1, p1, 5, rng), 1), _marked(_track(H_B, 8, f2, p2, 5, rng), 2),
+                           _marked(_track(H_B, 10, f3[piece], p3[piece], 5, rng), 3),
+                           _marked(_track(H_B, 11, f3[f3 >= 115], p3[f3 >= 115], 5, rng), 3)])
+    pair = {frozenset(("A", "B"))}
+
+    def people_of(mined, cams):
+        out = []
+        for keys in mined.members().values():
+            who = set()
+            for cam, tid in keys:
+                c = next(x for x in cams if x.camera == cam)
+                who |= {int(round(w)) - 40 for w in c.rows[c.rows[:, 1] == tid, 4]}
+            out.append(who)
+        return out
+
+    for exclusive in (False, True):
+        cfg = AdaptMiningConfig(exclusive_partners=exclusive)
+        cams = [cut_into_stretches(c, cfg) for c in (a, b)]
+        assert len(np.unique(cams[0].rows[:, 1])) == 2, "neither a meeting nor a jump cuts track 1"
+        mined = mine_identities(cams, pair, cfg)
+        groups = people_of(mined, cams)
+        assert {3} in groups and mined.identity[("B", 10)] == mined.identity[("B", 11)] == mined.identity[("A", 3)]
+        assert ({1, 2} in groups) == (not exclusive), groups
+
+
 def test_mining_keeps_only_multi_camera_identities_by_default(scene):
     cams, _ = scene
     mined = mine_identities(cams, {frozenset(("A", "B"))}, AdaptMiningConfig())

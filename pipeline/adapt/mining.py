@@ -15,6 +15,9 @@ Three kinds of evidence, all in metres and seconds:
 - **seen together** (cannot-link): two tracks of one camera alive at the same moment, and two tracks of overlapping
   views seen together `apart_m` or more apart (median), are different people.
 
+A track with same-place-same-moment links to two or more tracks of one other camera that no continuation joins keeps
+none of them (`exclusive_partners`): one of the two trackers swapped people there, and the links cannot tell which.
+
 Identities are grown from the must-links, strongest first, never joining two groups with a cannot-link between them.
 
 Before mining, `cut_into_stretches` (`cut_tracks`, on by default) cuts each camera's tracks where their person met
@@ -299,6 +302,9 @@ def mine_identities(cameras: list[CameraTracks], overlapping: set[frozenset], cf
                 gap = (starts[b][0] - ends[a][0]) / cam.fps
                 result.must_links.append((a, b, "continuation", 1.0 / (1.0 + gap)))
 
+    if cfg.exclusive_partners:
+        result.must_links = _exclusive_partners(result.must_links, list(tracks))
+
     # grow identities: simultaneous evidence first (strongest first), then continuations
     order = sorted(result.must_links, key=lambda m: (m[2] != "together", -m[3]))
     groups = _Groups(list(tracks), result.cannot_links)
@@ -318,6 +324,27 @@ def mine_identities(cameras: list[CameraTracks], overlapping: set[frozenset], cf
         result.identity = {k: p for k, p in result.identity.items() if len(cams_of[p]) >= cfg.min_cameras}
         result.must_links = [m for m in result.must_links if m[0] in result.identity and m[1] in result.identity]
     return result
+
+
+def _exclusive_partners(links: list, keys: list[TrackKey]) -> list:
+    """Drop the same-place-same-moment links of a track with another camera when it has them with two or more of that
+    camera's tracks that no continuation joins: one of the two cameras' trackers swapped people there (a track that
+    slid from one person to another while the other had no box in its view shows no meeting and no jump), and the
+    links cannot tell which. Continuations and the other cameras' links stay."""
+    chains = _Groups(keys, set())
+    for a, b, kind, _s in links:
+        if kind == "continuation":
+            chains.try_union(a, b)
+    partners: dict[tuple[TrackKey, str], set[TrackKey]] = defaultdict(set)
+    for a, b, kind, _s in links:
+        if kind == "together":
+            partners[(a, b[0])].add(b)
+            partners[(b, a[0])].add(a)
+
+    def exclusive(key: TrackKey, camera: str) -> bool:
+        return len({chains.find(p) for p in partners[(key, camera)]}) <= 1
+
+    return [m for m in links if m[2] != "together" or (exclusive(m[0], m[1][0]) and exclusive(m[1], m[0][0]))]
 
 
 def _crowded_tracks(cam: CameraTracks, frames: dict, near_m: float) -> set[TrackKey]:
