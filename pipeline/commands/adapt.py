@@ -13,8 +13,10 @@ EPILOG = """\
 how it works (README 'Adapt Re-ID-AR to your site'):
   1. tracks every camera (or reuses --run DIR of a finished `run`)
   2. splits the recording in time: the first part trains, the last adapt.val_fraction validates
-  3. mines pseudo-identities from geometry and time: one person = the same ground spot in two overlapping views at
-     the same moment, or a track continuing another where it ended; people seen together are different
+  3. cuts each camera's tracks where a tracker can swap people (two people meet, or the feet jump farther than a
+     walker gets), then mines pseudo-identities from geometry and time: one person = the same ground spot in two
+     overlapping views at the same moment, or a track continuing another where it ended; people seen together are
+     different
   4. labels each track standing / walking / running from its ground speed (the action branch learns these)
   5. trains Re-ID-AR from the recipe's pretrained backbone (adapt.recipe, configs/adapt/) and compares it with the
      pretrained model on the held-out part; prints which one to use
