@@ -119,9 +119,15 @@ def error_cause(lines: list[str] | str, uri: str | None = None) -> str:
         lines = lines.splitlines()
     prefix = re.compile(r"^\[[^\]]*@ ?0x[0-9a-f]+\]\s*")
     keys = ("error", "invalid", "refused", "not found", "no such", "failed", "denied", "unauthorized", "timed out",
-            "timeout", "does not contain", "unsupported", "could not", "unable", "no route", "401", "403", "404")
+            "timeout", "does not contain", "unsupported", "could not", "unable", "no route")
+    status = re.compile(r"\b(401|403|404)\b")  # HTTP / RTSP status codes, as whole numbers
+
+    def telling(line: str) -> bool:
+        text = line.replace(uri, "") if uri else line  # the URL itself (a port like 42403) tells nothing
+        return any(k in text.lower() for k in keys) or bool(status.search(text))
+
     cleaned = [prefix.sub("", ln.strip()) for ln in lines if ln.strip() and not ln.lstrip().startswith("frame=")]
-    hits = [ln for ln in cleaned if any(k in ln.lower() for k in keys)]
+    hits = [ln for ln in cleaned if telling(ln)]
     if not hits:
         return redact_text(cleaned[-1] if cleaned else "no output from ffmpeg", uri)
     generic = re.compile(r"^(Error opening input files?:?\s*|Error opening input:\s*)", re.IGNORECASE)

@@ -221,3 +221,19 @@ def test_webcam_missing_device_fails_clearly():
     while not reader.done and time.monotonic() < deadline:
         reader.get(timeout=0.1)
     assert reader.failed and "cannot open webcam device 97 after 2 attempts" in reader.error
+
+
+def test_ffmpeg_error_cause_ignores_numbers_inside_the_url():
+    """The cause of a refused RTSP connection, from ffmpeg's log as it prints it with the URL hidden in a concat script:
+    a port such as 42403 holds '403' but is no HTTP status, so the line that only names the URL adds nothing (this
+    made the unreachable-camera message depend on the free port the test drew); a real 404 still tells."""
+    from streams.ffmpeg_util import error_cause
+
+    uri = "rtsp://user:secret@127.0.0.1:42403/cam"
+    refused = ["[tcp @ 0x55a236d90900] Connection to tcp://127.0.0.1:42403?timeout=0 failed: Connection refused",
+               f"[in#0 @ 0x55a236d7c2c0] Impossible to open '{uri}'",
+               "[in#0 @ 0x55a236d7bf40] Error opening input: Connection refused",
+               "Error opening input file pipe:3.", "Error opening input files: Connection refused"]
+    assert error_cause(refused, uri) == "Connection refused"
+    missing = ["[rtsp @ 0x5] method DESCRIBE failed: 404 Not Found", f"{uri}: Server returned 404 Not Found"]
+    assert error_cause(missing, uri) == "Server returned 404 Not Found (method DESCRIBE failed: 404 Not Found)"
