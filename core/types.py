@@ -125,3 +125,14 @@ class Tracks:
 
     def __len__(self) -> int:
         return len(self.track_ids)
+
+    def keep_rows(self, keep: np.ndarray) -> None:
+        """Keep only the rows `keep` (bool (N,)) of every per-row field, in place (`detections`, the frame's whole
+        detector output, is not per row and stays)."""
+        for name in ("track_ids", "xyxy", "scores", "class_ids", "embeddings", "action_probs", "view_ids",
+                     "global_ids", "current_action_scores", "predicted"):
+            a = getattr(self, name)
+            if a is not None:
+                setattr(self, name, a[keep])
+        if self.current_actions is not None:
+            self.current_actions = [a for a, k in zip(self.current_actions, keep) if k]

@@ -130,15 +130,7 @@ def cut_into_stretches(cam: CameraTracks, cfg) -> CameraTracks:
     rows = cam.rows
     pos = cam.positions(cfg.person_height_m)
     frames = rows[:, 0].astype(np.int64)
-    close = np.zeros(len(rows), bool)
-    if cfg.ambiguity_m > 0:
-        order = np.argsort(frames, kind="stable")
-        for idx in np.split(order, np.flatnonzero(np.diff(frames[order])) + 1):
-            if len(idx) < 2:
-                continue
-            d = np.linalg.norm(pos[idx, None] - pos[None, idx], axis=2)
-            np.fill_diagonal(d, np.inf)
-            close[idx[d.min(axis=1) < cfg.ambiguity_m]] = True
+    close = _near_another(frames, pos, cfg.ambiguity_m)
     new_ids = rows[:, 1].copy()
     next_id = int(rows[:, 1].max()) + 1
     for tid in np.unique(rows[:, 1]):
@@ -211,8 +203,10 @@ def mine_identities(cameras: list[CameraTracks], overlapping: set[frozenset], cf
     result = MinedIdentities()
     tracks: dict[TrackKey, dict] = {}
     frames_of: dict[str, dict[int, tuple[np.ndarray, np.ndarray]]] = {}
+    pos_of: dict[str, np.ndarray] = {}  # camera -> (N, 2) m, one per row
     for cam in cameras:
         pos = cam.positions(cfg.person_height_m)
+        pos_of[cam.camera] = pos
         frames_of[cam.camera] = _by_frame(cam, pos)
         for tid in np.unique(cam.rows[:, 1]):
             m = cam.rows[:, 1] == tid
@@ -292,7 +286,7 @@ def mine_identities(cameras: list[CameraTracks], overlapping: set[frozenset], cf
                     if np.linalg.norm(pb - pa) <= cfg.continuity_m + cfg.max_speed_mps * gap:
                         cand[a].append(b)
                         back[b].append(a)
-            crowded = _crowded_tracks(cam, frames_of[cam.camera], cfg.ambiguity_m)
+            crowded = _crowded_tracks(cam, pos_of[cam.camera], cfg.ambiguity_m)
             for a, bs in cand.items():
                 if len(bs) != 1 or len(back[bs[0]]) != 1 or a in crowded or bs[0] in crowded:
                     continue
@@ -347,18 +341,25 @@ def _exclusive_partners(links: list, keys: list[TrackKey]) -> list:
     return [m for m in links if m[2] != "together" or (exclusive(m[0], m[1][0]) and exclusive(m[1], m[0][0]))]
 
 
-def _crowded_tracks(cam: CameraTracks, frames: dict, near_m: float) -> set[TrackKey]:
-    """This camera's tracks that came within near_m of another of its tracks at some moment: where a per-camera
-    tracker can swap people inside one track, so a continuation through it could join two people."""
-    out: set[TrackKey] = set()
-    for ids, pos in frames.values():
-        if len(ids) < 2:
+def _near_another(frames: np.ndarray, pos: np.ndarray, near_m: float) -> np.ndarray:
+    """Mask (N,) of the rows whose position (N, 2) m lies within near_m of another row of the same frame (N,)."""
+    close = np.zeros(len(frames), bool)
+    order = np.argsort(frames, kind="stable")
+    for idx in np.split(order, np.flatnonzero(np.diff(frames[order])) + 1):
+        if len(idx) < 2:
             continue
-        d = np.linalg.norm(pos[:, None] - pos[None], axis=2)
+        d = np.linalg.norm(pos[idx, None] - pos[None, idx], axis=2)
         np.fill_diagonal(d, np.inf)
-        for i in np.flatnonzero(d.min(axis=1) < near_m):
-            out.add((cam.camera, int(ids[i])))
-    return out
+        close[idx[d.min(axis=1) < near_m]] = True
+    return close
+
+
+def _crowded_tracks(cam: CameraTracks, pos: np.ndarray, near_m: float) -> set[TrackKey]:
+    """This camera's tracks that came within near_m of another of its tracks at some moment (pos (N, 2) m, one per
+    row): where a per-camera tracker can swap people inside one track, so a continuation through it could join two
+    people."""
+    near = _near_another(cam.rows[:, 0].astype(np.int64), pos, near_m)
+    return {(cam.camera, int(t)) for t in np.unique(cam.rows[near, 1])}
 
 
 def _someone_near(frames: dict, a: TrackKey, b: TrackKey, end, start, fps: float, cfg) -> bool:

@@ -183,7 +183,7 @@ class FusedAssociationStage(Stage):
             tracks.global_ids = gids.astype(np.int64)
             if not self.cfg.fusion.report_unidentified and (gids < 0).any():
                 self.unidentified += int((gids < 0).sum())
-                _subset(tracks, gids >= 0)
+                tracks.keep_rows(gids >= 0)
             self._segment(cam, tracks, step)
             if self.cfg.fusion.report_detections and tracks.detections is not None and len(ids[cam]):
                 self._add_identified(cam, tracks, det_of, ids[cam], step)
@@ -375,17 +375,6 @@ class FusedAssociationStage(Stage):
             line += (f"; {len(self.associators)} group(s) and {c['outside_tracks']} tracks of "
                      f"{len(self.unfused)} outside camera(s) linked by appearance")
         return line
-
-
-def _subset(tracks, keep: np.ndarray) -> None:
-    """Keep only the rows `keep` (bool (N,)) of every per-row array of `tracks`, in place."""
-    for name in ("track_ids", "xyxy", "scores", "class_ids", "embeddings", "action_probs", "view_ids", "global_ids",
-                 "current_action_scores", "predicted"):
-        a = getattr(tracks, name)
-        if a is not None:
-            setattr(tracks, name, a[keep])
-    if tracks.current_actions is not None:
-        tracks.current_actions = [a for a, k in zip(tracks.current_actions, keep) if k]
 
 
 __all__ = ["FusedAssociationStage"]
