@@ -279,6 +279,9 @@ class FusionConfig(_Strict):
     view_memory_s: float = Field(default=1.0, gt=0, description="how long a view's last box of a track guides it, s")
     app_weight: float = Field(default=1.0, ge=0, description="cost weight of the embedding cosine distance")
     max_app_dist: float | None = Field(default=0.6, ge=0, description="cosine distance vetoing a match (None: off)")
+    view_consistency: bool = Field(default=True, description="with 3+ views on a person, a view whose detection is "
+                                   "farther than its join gate from where the other views put them leaves the track "
+                                   "for that step")
     confirm_s: float = Field(default=0.2, ge=0, description="a new ground track gets an identity after this long")
     confirm_frac: float = Field(default=0.6, ge=0, le=1, description="... seen in at least this fraction of its steps")
     max_lost_s: float = Field(default=2.0, gt=0, description="a track unseen by every view this long ends, s")

@@ -232,6 +232,50 @@ def test_one_camera_flickering_between_two_people_never_merges_them():
     assert assoc.counters["merges"] == 0
 
 
+def _stand_in_scene(params: FusionParams, steps: int = 150) -> tuple[dict, list, FusedAssociator]:
+    """Three cameras see one person walking; from 3 s to 4.5 s camera c loses them and sees, in their place, a box
+    whose foot is 1.3 m nearer c (someone stepping in front, on c's line of sight, so the box overlaps the one c had
+    of the person). Returns ({camera: [(t, id)]} of the person, [id of c's stand-in box], the associator)."""
+    cams = two_camera_scene()
+    cams["c"] = CameraGeometry("c", pinhole_ground_homography((7.0, 0.0), 180.0), 1.0, FRAME)
+    start, vel = np.array([-1.0, -1.0]), np.array([0.3, 0.2])
+    assoc = FusedAssociator(cams, params)
+    ids: dict = {cam: [] for cam in cams}
+    stand_in = []
+    for i in range(steps):
+        t = i / 25.0
+        pos = start + vel * t
+        swap = 3.0 <= t < 4.5
+        views = {}
+        for cam, geom in cams.items():
+            where = pos
+            if cam == "c" and swap:
+                toward_c = (np.array([7.0, 0.0]) - pos) / np.linalg.norm(np.array([7.0, 0.0]) - pos)
+                where = pos + 1.3 * toward_c
+            views[cam] = (person_box(geom, where)[None], np.array([0.9]), None)
+        out = assoc.update(t, views)
+        for cam in cams:
+            if cam == "c" and swap:
+                stand_in.append(int(out.ids[cam][0]))
+            else:
+                ids[cam].append((t, int(out.ids[cam][0])))
+    return ids, stand_in, assoc
+
+
+def test_a_view_far_from_where_the_other_views_put_a_person_is_not_that_person():
+    """With three views on a person, camera c's box 1.3 m away from where a and b put them (someone in front of
+    the person, in c's line of sight) does not inherit the person's identity in c (view_consistency); the person
+    keeps one identity in every view. Without the rule c reports the stand-in as the person."""
+    base = dict(align=False, predict_boxes=False)  # join gate new_view_gate_m (1 m) from the start
+    ids, stand_in, assoc = _stand_in_scene(FusionParams(**base))
+    person = {g for cam in ids for t, g in ids[cam] if t >= 0.5}
+    assert len(person) == 1 and -1 not in person, ids
+    assert person.isdisjoint(stand_in), stand_in
+    assert assoc.counters["inconsistent_views"] > 0
+    _, stand_in_off, _ = _stand_in_scene(FusionParams(**base, view_consistency=False))
+    assert person & set(stand_in_off), "without the rule the scene must hand the person's identity to the stand-in"
+
+
 def _hide_and_walk(params: FusionParams, people: dict, hidden, steps: int = 150) -> tuple[dict, FusedAssociator]:
     """Two cameras see people walking along people[p](t) -> ground xy (2,) m, except where hidden(t, p) (both views
     miss them). Returns ({(camera, person): [(t, id)]}, the associator)."""

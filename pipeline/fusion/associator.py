@@ -78,6 +78,7 @@ class FusionParams:
     align_min_samples: int = 50
     align_every_s: float = 1.0
     align_isolation_m: float = 1.5
+    view_consistency: bool = True
     join_sigmas: float = 3.0
     resume_lost: bool = True
 
@@ -147,7 +148,7 @@ class FusedAssociator:
         self.alignment = ViewAlignment(self.cameras, self.p.align_min_samples, self.p.align_every_s)
         self.t: float | None = None
         self.counters = {"steps": 0, "tracks": 0, "identities": 0, "merges": 0, "resumed": 0,
-                         "predicted_boxes": 0}
+                         "predicted_boxes": 0, "inconsistent_views": 0}
         self.merged: dict[int, int] = {}  # global id merged away -> the id it joined
         self._dt = 0.0  # running step duration, s
         self.disagreements: dict[tuple[str, str], float] = {}  # camera pair -> metres, warned once
@@ -217,16 +218,7 @@ class FusedAssociator:
         iou_term = np.full(cost.shape, 0.5)
         have = [k for k, vb in enumerate(view_boxes) if vb is not None]
         new_view = np.array([vb is None for vb in view_boxes])
-        # a view joining a track must agree closely: once the views are aligned, within join_sigmas of their measured
-        # disagreement (2 views, each with the camera's RMS residual), at least new_view_gate_m; before, gate_m
-        if not p.align:
-            join_gate = p.new_view_gate_m
-        elif cam in self.alignment.residual_m:
-            join_gate = min(max(p.join_sigmas * np.sqrt(2.0) * self.alignment.residual_m[cam], p.new_view_gate_m),
-                            p.gate_m)
-        else:
-            join_gate = p.gate_m
-        gated |= new_view[:, None] & (dist > join_gate)
+        gated |= new_view[:, None] & (dist > self._join_gate(cam))  # a view joining a track must agree closely
         if have:
             iou = _iou_matrix(np.stack([view_boxes[k] for k in have]), boxes)
             iou_term[have] = 1.0 - iou
@@ -394,6 +386,42 @@ class FusedAssociator:
         old.last_update_t = max(old.last_update_t, young.last_update_t)
         self.merged[young.global_id] = old.global_id
 
+    def _join_gate(self, cam: str) -> float:
+        """Metres within which a view may join a track it has no recent box of: once the views are aligned,
+        join_sigmas times their measured disagreement (2 views, each with the camera's RMS residual), at least
+        new_view_gate_m; before, gate_m (new_view_gate_m when the alignment is off)."""
+        p = self.p
+        if not p.align:
+            return p.new_view_gate_m
+        if cam in self.alignment.residual_m:
+            return min(max(p.join_sigmas * np.sqrt(2.0) * self.alignment.residual_m[cam], p.new_view_gate_m), p.gate_m)
+        return p.gate_m
+
+    def _drop_inconsistent_views(self, tracks: list[GroundTrack], assigned: dict, per_cam: dict) -> None:
+        """A view whose detection sits far from where the track's other views put the person at this step is showing
+        someone else (a person stepping in front of the tracked one inherits its box in that view, a cut box whose
+        foot is a guess): with three or more views on the track, the one farthest from the fusion of the others,
+        by more than its join gate (the distance within which a view may join a track), leaves the track for this
+        step; its detection is a leftover (it may start or join another track). With two views there is no majority
+        and nothing is dropped."""
+        for k, members in list(assigned.items()):
+            if len(members) < 3:
+                continue
+            pts = np.stack([per_cam[c][2][j] for c, j in members])
+            covs = np.stack([per_cam[c][3][j] for c, j in members])
+            excess = []
+            for i, (c, _) in enumerate(members):
+                others = [q for q in range(len(members)) if q != i]
+                z, _ = fuse_points(pts[others], covs[others])
+                excess.append(float(np.linalg.norm(pts[i] - z)) - self._join_gate(c))
+            worst = int(np.argmax(excess))
+            if excess[worst] <= 0:
+                continue
+            c, j = members[worst]
+            per_cam[c][6][j] = -1
+            self.counters["inconsistent_views"] += 1
+            assigned[k] = [m for i, m in enumerate(members) if i != worst]
+
     def _align_samples(self, tracks, assigned, per_cam, raw_of, t: float) -> None:
         """Feed the view alignment with this step's unambiguous multi-view moments: a confirmed person seen by two or
         more views with confident uncut boxes, nobody else within align_isolation_m; then refit when due."""
@@ -486,6 +514,8 @@ class FusedAssociator:
             per_cam[cam] = (xyxy, scores, pts, covs, cut, e, det_track)
             raw_of[cam] = raw_pts
         # 3. fuse each track's detections into one measurement
+        if p.view_consistency:
+            self._drop_inconsistent_views(tracks, assigned, per_cam)
         for k, members in assigned.items():
             tr = tracks[k]
             raw = np.stack([per_cam[c][2][j] for c, j in members])
