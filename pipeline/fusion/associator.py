@@ -404,16 +404,17 @@ class FusedAssociator:
         by more than its join gate (the distance within which a view may join a track), leaves the track for this
         step; its detection is a leftover (it may start or join another track). With two views there is no majority
         and nothing is dropped."""
+        gates: dict[str, float] = {}
         for k, members in list(assigned.items()):
             if len(members) < 3:
                 continue
-            pts = np.stack([per_cam[c][2][j] for c, j in members])
-            covs = np.stack([per_cam[c][3][j] for c, j in members])
-            excess = []
-            for i, (c, _) in enumerate(members):
-                others = [q for q in range(len(members)) if q != i]
-                z, _ = fuse_points(pts[others], covs[others])
-                excess.append(float(np.linalg.norm(pts[i] - z)) - self._join_gate(c))
+            pts = np.stack([per_cam[c][2][j] for c, j in members])  # (K, 2) m
+            info = np.linalg.inv(np.stack([per_cam[c][3][j] for c, j in members]))  # (K, 2, 2)
+            w = info @ pts[:, :, None]  # (K, 2, 1) information-weighted points
+            # each view's leave-one-out: the information-weighted fusion of the other views' points (K, 2)
+            rest = np.linalg.solve(info.sum(axis=0)[None] - info, w.sum(axis=0)[None] - w)[:, :, 0]
+            excess = np.linalg.norm(pts - rest, axis=1) - np.array(
+                [gates.setdefault(c, self._join_gate(c)) for c, _ in members])
             worst = int(np.argmax(excess))
             if excess[worst] <= 0:
                 continue
