@@ -516,7 +516,8 @@ def main() -> int:
     ap.add_argument("--drop-total", type=float, default=None, help="Laboratory: fraction of all boxes dropped, "
                     "occlusions included (the issue's goal: 0.3); sets the random rate to match, instead of --drop")
     ap.add_argument("--lab-appearance", action="store_true", help="Laboratory: also the fused method with appearance "
-                    "lent by Terrace's real OSNet embeddings (`borrowed_appearance`; bench/tracking.py's embedding cache, made on first use)")
+                    "lent by Terrace's real OSNet embeddings (`borrowed_appearance`; bench/tracking.py's embedding "
+                    "cache, made on first use)")
     ap.add_argument("--perturb", type=int, default=0, help="Terrace: also N perturbed copies of the detections")
     ap.add_argument("--appearance", action="store_true", help="Terrace: per-detection OSNet embeddings for fusion")
     ap.add_argument("--crowd", action="store_true", help="Terrace: also the crowded stand-in (the two halves laid "
