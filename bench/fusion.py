@@ -211,7 +211,8 @@ def borrowed_appearance(dets: dict[str, list[Detections]], gts: dict[str, np.nda
                         cover = ix * iy / ((b[2] - b[0]) * (b[3] - b[1]))
                         q = int(np.argmax(cover))
                         if cover[q] > 0:
-                            o = series(int(nearer[q, 1]), cam)[n % len(series(int(nearer[q, 1]), cam))]
+                            occluder = series(int(nearer[q, 1]), cam)
+                            o = occluder[n % len(occluder)]
                             w = min(float(cover[q]), 0.5)
                             v = (1 - w) * v + w * o / np.linalg.norm(o)
                     emb[j] = v / np.linalg.norm(v)

@@ -6,7 +6,7 @@ into `Tracks`. Boxes are always pixel coordinates ``(x1, y1, x2, y2)`` in the fr
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 
@@ -129,10 +129,8 @@ class Tracks:
     def keep_rows(self, keep: np.ndarray) -> None:
         """Keep only the rows `keep` (bool (N,)) of every per-row field, in place (`detections`, the frame's whole
         detector output, is not per row and stays)."""
-        for name in ("track_ids", "xyxy", "scores", "class_ids", "embeddings", "action_probs", "view_ids",
-                     "global_ids", "current_action_scores", "predicted"):
-            a = getattr(self, name)
-            if a is not None:
-                setattr(self, name, a[keep])
-        if self.current_actions is not None:
-            self.current_actions = [a for a, k in zip(self.current_actions, keep) if k]
+        for f in fields(self):
+            a = getattr(self, f.name)
+            if f.name == "detections" or a is None:
+                continue
+            setattr(self, f.name, [v for v, k in zip(a, keep) if k] if isinstance(a, list) else a[keep])

@@ -2,9 +2,9 @@
 
 Each track is given the ground-truth id that most of its boxes match (IoU >= 0.5, one-to-one per frame, Hungarian);
 a track matching no ground truth in most of its boxes gets none (a false track: every pair with it is wrong).
-Pairs are counted over the tracks as mined (the stretches, when mining cut the tracks: `cut_tracks`): precision = share of the mined same-identity pairs that are one real person; recall =
-share of the real same-person pairs (both tracks matched) that were mined. Reported for cross-camera pairs, same-camera
-pairs and the must-links themselves.
+Pairs are counted over the tracks as mined (the stretches, when mining cut the tracks: `cut_tracks`): precision =
+share of the mined same-identity pairs that are one real person; recall = share of the real same-person pairs (both
+tracks matched) that were mined. Reported for cross-camera pairs, same-camera pairs and the must-links themselves.
 """
 
 from __future__ import annotations
