@@ -12,6 +12,9 @@
    >= 40 px, visible, tracklets <= 16 crops, as bench/reid_ar_shared.py): query camera c0, gallery c1, tracklet
    level, cosine, rank-1 / mAP, side by side in one process: OSNet x0.25 MSMT17 (the pipeline's default), the Open
    Model Zoo models, each recipe's pretrained backbone (frame average) and its adapted checkpoint (dense clips).
+   Two tables, the same tracklets: features from every crop of a tracklet (the earlier notes' protocol), and from
+   only the crops the pipeline's Re-ID would take (the export's `quality` > 0: not covered more than
+   reid.max_overlap by another person's box, not cut by the border; every crop of a tracklet where none passes).
 4. Cross-camera IDF1: the run's association replayed (bench/reid_models.py reembed_run; the same tracks, every Re-ID
    clip embedded again) with each recipe's pretrained backbone and with its adapted checkpoint, on the whole
    sequence and on the later frames only (those the adapted model never trained on).
@@ -49,6 +52,23 @@ def late_tracklets(shared: Path, root: Path, first: int):
                              ExportOptions(camera=cam, split="test", frame_step=3, max_len=16, min_len=4,
                                            min_height=40, min_visibility=1, max_gap=3, first_frame=first))
     return load_tracklet_folder(root, None, None, "c0", "c1")
+
+
+def both_protocols(encoder, ds, dense: bool) -> dict[str, dict[str, float]]:
+    """Rank-1 / mAP with each tracklet's feature from all its crops ("all", the protocol of the earlier notes) and
+    from the crops the pipeline's Re-ID would take ("usable": the export's crop quality > 0, i.e. not covered more
+    than reid.max_overlap by another person's box, not cut by the border; every crop where none passes)."""
+    from reid_models import rank
+
+    out = {}
+    for proto, usable in (("all", False), ("usable", True)):
+        r = rank(encoder, ds, 4, dense=dense, usable=usable)
+        out[proto] = {"rank1": r["rank1"], "mAP": r["mAP"]}
+    return out
+
+
+def fmt(r: dict) -> str:
+    return "  ".join(f"{k}: rank-1 {v['rank1']:.3f} mAP {v['mAP']:.3f}" for k, v in r.items())
 
 
 def score_window(run, ids, gt: dict[str, str], out: Path, first: int) -> dict:
@@ -157,7 +177,7 @@ def main() -> int:
     if not (shared / "data/epfl_terrace1").is_dir():
         print(f"error: {shared}/data/epfl_terrace1 not found (set MCSA_SHARED)", file=sys.stderr)
         return 2
-    from reid_models import model_specs, rank, reembed_run
+    from reid_models import model_specs, reembed_run
 
     from pipeline.adapt.site import AdaptReport, adapt_site, baseline_model, format_report
     from pipeline.config import load_config
@@ -190,9 +210,8 @@ def main() -> int:
         kw = dict(specs[name])
         label = kw.pop("label")
         enc = ClipEncoder(device="cpu", cpu_threads=args.threads, **kw)
-        r = rank(enc, ds, 4, dense=False)
-        rows[label] = {"rank1": r["rank1"], "mAP": r["mAP"]}
-        print(f"  {label:<44s} rank-1 {r['rank1']:.3f}  mAP {r['mAP']:.3f}", flush=True)
+        rows[label] = both_protocols(enc, ds, dense=False)
+        print(f"  {label:<44s} {fmt(rows[label])}", flush=True)
 
     adapted: dict[str, Path] = {}
     reports = {}
@@ -222,10 +241,8 @@ def main() -> int:
                 if not late:
                     break
                 enc = ClipEncoder(checkpoint=str(ckpt), device="cpu", cpu_threads=args.threads)
-                r = rank(enc, ds, 4, dense=dense)
-                rows[label] = {"rank1": r["rank1"], "mAP": r["mAP"]}
-                print(f"  {label:<44s} rank-1 {r['rank1']:.3f}  mAP {r['mAP']:.3f}  ({time.time() - t0:.0f} s)",
-                      flush=True)
+                rows[label] = both_protocols(enc, ds, dense=dense)
+                print(f"  {label:<44s} {fmt(rows[label])}  ({time.time() - t0:.0f} s)", flush=True)
             if not args.skip_idf1:
                 idf1 = {}
                 videos = {c.id: str(c.source) for c in cfg.cameras}
@@ -236,14 +253,18 @@ def main() -> int:
                     print(f"  IDF1 {rname} {label}: {idf1[label]}", flush=True)
                 reports[rname]["idf1"] = idf1
 
-    if rows:
-        print(f"\nTerrace re-id, ground-truth tracklets of frames {first}-1500, query c0 -> gallery c1, cosine "
-              f"(adaptation used frames 1-{args.adapt_frames} only, no labels)")
+    for proto, title in (("all", "every crop of a tracklet"), ("usable", "the crops the pipeline's Re-ID would take")):
+        if not rows:
+            break
+        print(f"\nTerrace re-id, ground-truth tracklets of frames {first}-1500, query c0 -> gallery c1, cosine, "
+              f"features from {title} (adaptation used frames 1-{args.adapt_frames} only, no labels)")
         base = rows.get("OSNet x0.25 MSMT17 (default)")
-        best_peer = max((v for k, v in rows.items() if k.startswith("OMZ")), key=lambda v: v["mAP"], default=None)
+        best_peer = max((v[proto] for k, v in rows.items() if k.startswith("OMZ")), key=lambda v: v["mAP"],
+                        default=None)
         print(f"{'model':<50s}{'rank-1':>8s}{'mAP':>8s}{'mAP / OSNet':>13s}{'mAP / best OMZ':>16s}")
-        for label, r in rows.items():
-            ratio = f"{r['mAP'] / base['mAP']:.3f}" if base else ""
+        for label, v in rows.items():
+            r = v[proto]
+            ratio = f"{r['mAP'] / base[proto]['mAP']:.3f}" if base else ""
             ratio2 = f"{r['mAP'] / best_peer['mAP']:.3f}" if best_peer else ""
             print(f"{label:<50s}{r['rank1']:>8.3f}{r['mAP']:>8.3f}{ratio:>13s}{ratio2:>16s}")
     for rname, rep in reports.items():

@@ -75,7 +75,10 @@ def subsample(tracklets, per_tracklet: int | None):
 
     from pipeline.reid_data.sampling import sample_evenly
 
-    return [replace(t, paths=[t.paths[i] for i in sample_evenly(len(t), per_tracklet)]) if len(t) > per_tracklet
+    def cut(t, idx):
+        return replace(t, paths=[t.paths[i] for i in idx], quality=[t.quality[i] for i in idx] if t.quality else None)
+
+    return [cut(t, sample_evenly(len(t), per_tracklet)) if len(t) > per_tracklet
             else t for t in tracklets]
 
 
@@ -113,15 +116,20 @@ def tracklet_features(encoder, tracklets, crops: np.ndarray, clip_len: int, dens
     return np.stack(feats)
 
 
-def rank(encoder, ds, clip_len: int, dense: bool) -> dict:
+def rank(encoder, ds, clip_len: int, dense: bool, usable: bool = False) -> dict:
+    """Rank-1 / mAP of query -> gallery tracklets. usable: each tracklet's feature from only the crops the pipeline's
+    Re-ID would take (`Tracklet.usable`: export quality > 0; every crop where none passes, so both sets keep every
+    tracklet), else from all its crops."""
     from pipeline.reid_data.metrics import evaluate_ranking
 
-    qc, gc = load_crops(ds.query, encoder.input_size), load_crops(ds.gallery, encoder.input_size)
-    q = tracklet_features(encoder, ds.query, qc, clip_len, dense)
-    g = tracklet_features(encoder, ds.gallery, gc, clip_len, dense)
+    query = [t.usable() for t in ds.query] if usable else ds.query
+    gallery = [t.usable() for t in ds.gallery] if usable else ds.gallery
+    qc, gc = load_crops(query, encoder.input_size), load_crops(gallery, encoder.input_size)
+    q = tracklet_features(encoder, query, qc, clip_len, dense)
+    g = tracklet_features(encoder, gallery, gc, clip_len, dense)
     dist = 1.0 - q @ g.T
-    return evaluate_ranking(dist, [t.pid for t in ds.query], [t.pid for t in ds.gallery],
-                            [t.camid for t in ds.query], [t.camid for t in ds.gallery])
+    return evaluate_ranking(dist, [t.pid for t in query], [t.pid for t in gallery],
+                            [t.camid for t in query], [t.camid for t in gallery])
 
 
 def clips_per_s(encoder, clips: np.ndarray, repeats: int) -> float:
@@ -136,10 +144,31 @@ def _timed(fn, *args) -> float:
     return time.perf_counter() - t0
 
 
+def _usable_rows(boxes: np.ndarray, video: str) -> np.ndarray:
+    """Which rows of a camera's recorded boxes (frame, t, track, x1, y1, x2, y2, ...) the pipeline's cropper takes
+    (`crop_quality` > 0 with the Re-ID defaults: box height, border, at most max_overlap covered by another of the
+    frame's boxes) -> bool (N,)."""
+    from pipeline.config import ReIDStageConfig
+    from pipeline.reid.cropper import covered_fraction, crop_quality
+
+    cfg = ReIDStageConfig()
+    cap = cv2.VideoCapture(video)
+    w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    cap.release()
+    ok = np.zeros(len(boxes), bool)
+    for f in np.unique(boxes[:, 0]):
+        idx = np.flatnonzero(boxes[:, 0] == f)
+        cov = covered_fraction(boxes[idx, 3:7].astype(np.float32))
+        ok[idx] = [crop_quality(boxes[i, 3:7], c, w, h, cfg.min_box_height, cfg.border_margin, cfg.max_overlap) > 0
+                   for i, c in zip(idx, cov)]
+    return ok
+
+
 def reembed_run(db: Path, encoder, videos: dict[str, str], clip_len: int):
     """The recorded run of `db` with every Re-ID clip embedded again by `encoder`: each stored clip's T crops are
     the track's boxes spread evenly over the clip's time span (as the pipeline's cropper spreads them over its
-    window), cut from the video at the encoder's input size. Returns a `RecordedRun` for `replay`."""
+    window; only boxes its crop gate takes, `_usable_rows`, where the span has any), cut from the video at the
+    encoder's input size. Returns a `RecordedRun` for `replay`."""
     from sqlalchemy import create_engine, text
 
     from pipeline.association.replay import RecordedRun, load_run
@@ -152,10 +181,12 @@ def reembed_run(db: Path, encoder, videos: dict[str, str], clip_len: int):
         spans = conn.execute(text("SELECT camera_id, track_id, t_start, t_end, quality FROM track_clips WHERE "
                                   "run_id=:r ORDER BY t_end"), {"r": run_id}).fetchall()
     engine.dispose()
+    usable = {cam: _usable_rows(run.boxes[cam], videos[cam]) for cam in run.cameras}
     wanted: dict[str, dict[int, list]] = {c: {} for c in run.cameras}  # camera -> frame -> [(clip, slot, box)]
     for k, (cam, tid, t0, t1, _q) in enumerate(spans):
         b = run.boxes[cam]
-        rows = b[(b[:, 2] == tid) & (b[:, 1] >= t0 - 1e-6) & (b[:, 1] <= t1 + 1e-6)]
+        span = (b[:, 2] == tid) & (b[:, 1] >= t0 - 1e-6) & (b[:, 1] <= t1 + 1e-6)
+        rows = b[span & usable[cam]] if (span & usable[cam]).any() else b[span]
         if not len(rows):
             rows = b[b[:, 2] == tid][-1:]
         for slot, i in enumerate(sample_indices(len(rows), clip_len)):

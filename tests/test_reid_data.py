@@ -244,3 +244,58 @@ def test_val_ids_from_config(tmp_path):
     ds = load_dataset(cfg.data)
     assert {t.pid for t in ds.train} == {1, 3} and len(ds.val_query) == 4
     assert {t.camera for t in ds.val_query} == {"cam:early", "cam:late"}
+
+
+def _scene_video(path: Path, frames: int, size=(320, 240)) -> Path:
+    """A plain synthetic video (MJPG .avi): the export only cuts boxes out of it."""
+    import cv2
+
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25, size)
+    for i in range(frames):
+        w.write(np.full((size[1], size[0], 3), 40 + 5 * i, np.uint8))
+    w.release()
+    return path
+
+
+def test_export_marks_the_crops_the_pipeline_would_not_take(tmp_path):
+    """Each exported crop carries the pipeline cropper's quality: 0 where another person's box covers more than
+    max_overlap of it (that person filtered out of the export or given only as context), or the box is cut by the
+    border; skip_unusable leaves those crops out, and Tracklet.usable() keeps only the others."""
+    from pipeline.reid_data.export import ExportOptions, export_tracklets
+
+    video = _scene_video(tmp_path / "scene.avi", 20)
+    person, other, edge = [], [], []
+    for f in range(1, 21):
+        person.append((f, 1, 100, 50, 40, 120, 1))
+        # person 2 stands in front of person 1 in frames 6-10 (covers 80 % of its box), elsewhere far away
+        other.append((f, 2, 105, 60, 40, 120, 1) if 6 <= f <= 10 else (f, 2, 220, 50, 40, 120, 1))
+        edge.append((f, 3, 0, 60, 40, 120, 1))  # cut by the left border
+    both = tmp_path / "both.txt"
+    np.savetxt(both, np.array(person + other + edge), fmt="%d", delimiter=",")
+    only_1 = tmp_path / "only_1.txt"
+    np.savetxt(only_1, np.array(person), fmt="%d", delimiter=",")
+    context = tmp_path / "context.txt"
+    np.savetxt(context, np.array(other), fmt="%d", delimiter=",")
+
+    def qualities(root: Path) -> dict[tuple[int, int], float]:
+        return {(int(r["pid"]), int(r["frame"])): float(r["quality"])
+                for r in csv.DictReader(open(root / "tracklets.csv"))}
+
+    export_tracklets(video, both, tmp_path / "a", ExportOptions(camera="c0", split="test", ids=(1, 3)))
+    q = qualities(tmp_path / "a")
+    assert all(q[(1, f)] == 0.0 for f in range(6, 11)), "covered by person 2, who is not exported"
+    assert all(q[(1, f)] > 0.5 for f in (*range(1, 6), *range(11, 21)))
+    assert all(q[(3, f)] == 0.0 for f in range(1, 21)), "cut by the frame border"
+    export_tracklets(video, only_1, tmp_path / "b", ExportOptions(camera="c0", split="test", context=context))
+    assert qualities(tmp_path / "b") == {k: v for k, v in q.items() if k[0] == 1}, "context boxes cover alike"
+
+    counts = export_tracklets(video, both, tmp_path / "c", ExportOptions(camera="c0", split="test", ids=(1,),
+                                                                           skip_unusable=True))
+    assert counts["unusable"] == 5 and counts["crops"] == 15 and counts["tracklets"] == 2
+    assert set(qualities(tmp_path / "c")) == {(1, f) for f in (*range(1, 6), *range(11, 21))}
+
+    ds = load_tracklet_folder(tmp_path / "a", query_camera="c0", gallery_camera="c0")
+    by_pid = {t.pid: t for t in ds.query}
+    assert len(by_pid[1]) == 20 and len(by_pid[1].usable()) == 15
+    assert all("/00000" + str(f) + ".jpg" not in p for p in by_pid[1].usable().paths for f in range(6, 10))
+    assert by_pid[3].usable() is by_pid[3], "no crop passes: the tracklet keeps every crop"

@@ -7,7 +7,8 @@
 3. **Mining** (pipeline/adapt/mining.py): pseudo-identities from geometry and time; **weak action labels**
    (pipeline/adapt/motion_labels.py): standing / walking / running from each track's ground speed.
 4. **Export**: crops of the mined tracks, one every `frame_step_s`, cut into tracklets of `clip_len_s` and where the
-   action changes, into `OUT/tracklets/` (the format of `export_tracklets`; train part = split `train`, validation
+   action changes (only crops the pipeline's Re-ID would take: `reid.min_box_height`, `border_margin`, at most
+   `max_overlap` covered by another track's box), into `OUT/tracklets/` (the format of `export_tracklets`; train part = split `train`, validation
    part = split `test`, every camera against the others).
 5. **Train** Re-ID-AR with the recipe `adapt.recipe` (configs/adapt/*.yaml) starting from its pretrained backbone.
 6. **Validate** on the held-out part with its own mined identities (no ground truth): the pretrained backbone alone
@@ -157,10 +158,14 @@ def export_part(cfg, tracks: list[CameraTracks], mined: MinedIdentities, root: P
         mot = work / f"{split}_{cam.camera}.txt"
         np.savetxt(mot, np.asarray(mot_rows), fmt=["%d", "%d", "%.2f", "%.2f", "%.2f", "%.2f"], delimiter=",")
         step = max(1, round(a.frame_step_s * cam.fps))
+        everyone = work / f"{split}_{cam.camera}_all.txt"  # every track of the camera can hide a mined one
+        np.savetxt(everyone, cam.rows[:, :6] if len(cam.rows) else np.zeros((0, 6)), fmt="%.2f", delimiter=",")
         opts = ExportOptions(camera=cam.camera, split=split, frame_step=step,
                              max_len=max(4, round(a.clip_len_s / a.frame_step_s)), min_len=4,
                              min_height=a.min_height_px, max_gap=2, split_on_action=True, first_frame=first,
-                             max_frames=last)
+                             max_frames=last, gate_min_height=cfg.reid.min_box_height,
+                             gate_border_margin=cfg.reid.border_margin, gate_max_overlap=cfg.reid.max_overlap,
+                             skip_unusable=True, context=everyone if len(cam.rows) else None)
         counts[cam.camera] = export_tracklets(cam_cfg.source, mot, root, opts, labels, progress=progress)
     return counts
 
@@ -318,7 +323,8 @@ def format_report(report: AdaptReport) -> str:
     lines += [f"  mined {k}: {v}" for k, v in report.mining.items()]
     for k, v in report.exported.items():
         lines.append(f"  exported {k}: " + ", ".join(f"{c} {n.get('crops', 0)} crops / {n.get('tracklets', 0)} "
-                                                      "tracklets" for c, n in v.items()))
+                                                      f"tracklets ({n.get('unusable', 0)} crops the pipeline's Re-ID "
+                                                      "would not take left out)" for c, n in v.items()))
     if report.purity:
         from pipeline.adapt.purity import format_pair_scores
 

@@ -14,7 +14,9 @@ def register(subparsers) -> None:
         help="write re-id training/test tracklets (crops) from a video + MOT boxes",
         description="Crop every box of a MOTChallenge file (ground truth or the pipeline's MOT output) out of the "
         "video into <output>/<split>/<pid>/<camera>/<tracklet>/<frame>.jpg and append one row per crop to "
-        "<output>/tracklets.csv (split,pid,camera,tracklet,frame,action,x,y,w,h). Run it once per camera into the "
+        "<output>/tracklets.csv (split,pid,camera,tracklet,frame,action,x,y,w,h,quality; quality is what the "
+        "pipeline's Re-ID cropper makes of the box, 0 where it would not crop it: too small, cut by the frame border, "
+        "or covered more than reid.max_overlap by another box of that frame). Run it once per camera into the "
         "same output folder (running it again for a camera replaces that camera's earlier crops of the same ids). "
         "Use --id-offset when ids are not shared between videos.",
     )
@@ -40,6 +42,11 @@ def register(subparsers) -> None:
     p.add_argument("--label-column", default="movement")
     p.add_argument("--split-on-action", action="store_true", help="start a new tracklet where the action changes")
     p.add_argument("--max-frames", type=int, default=None)
+    p.add_argument("--skip-unusable", action="store_true", help="leave out crops the pipeline's Re-ID would not "
+                   "take (quality 0), so a model trains on the crops it will be shown")
+    p.add_argument("--context", default=None, metavar="MOT", help="more boxes that can cover the exported ones "
+                   "(e.g. every track of the camera when --boxes holds only some)")
+    p.add_argument("--max-overlap", type=float, default=0.6, help="the crop gate's reid.max_overlap (default 0.6)")
     p.add_argument("--first-frame", type=int, default=1, help="skip boxes before this 1-based frame (with "
                    "--max-frames: a time window, e.g. train on early frames and test on later ones)")
     p.set_defaults(func=main)
@@ -58,6 +65,7 @@ def main(args: argparse.Namespace) -> int:
         min_height=args.min_height, frame_step=args.frame_step, max_len=args.max_len, max_gap=args.max_gap,
         min_len=args.min_len, min_visibility=args.min_visibility, split_on_action=args.split_on_action,
         margin=args.margin, ids=_ids(args.ids), max_frames=args.max_frames, first_frame=args.first_frame,
+        skip_unusable=args.skip_unusable, context=args.context, gate_max_overlap=args.max_overlap,
     )
     try:
         labels = read_action_labels(args.labels, args.label_column) if args.labels else None

@@ -17,9 +17,11 @@ LPW
 
 mcsa tracklet folders (written by `run_pipeline.py export_tracklets`)
     <root>/<split>/<pid>/<camera>/<tracklet>/<frame:06d>.jpg  (split: train | test | query | gallery)
-    <root>/tracklets.csv, one row per frame: split,pid,camera,tracklet,frame,action,x,y,w,h
+    <root>/tracklets.csv, one row per frame: split,pid,camera,tracklet,frame,action,x,y,w,h,quality
     `action` is an action name or empty (unlabelled); a tracklet takes the action of its first frame. `pid` is an
     integer identity (same pid = same person across cameras); `tracklet` an integer unique per (pid, camera).
+    `quality` (optional) is the pipeline cropper's quality of the crop (0 = the pipeline's Re-ID would not crop it:
+    too small, cut by the frame border, or covered by another person's box; pipeline/reid_data/export.py).
     Without tracklets.csv, the folders alone are read (no actions).
     Evaluation of split `test`: query = tracklets of the query camera (all cameras when unset), gallery = tracklets
     of the gallery camera (all when unset); the MARS rule drops gallery entries with the query's pid AND camera.
@@ -48,9 +50,21 @@ class Tracklet:
     action: int = 0  # 1-based, 0 = unlabelled
     camera: str = ""
     key: str = ""
+    quality: list[float] | None = None  # per crop, as `paths` (None: unknown, e.g. an older export)
 
     def __len__(self) -> int:
         return len(self.paths)
+
+    def usable(self) -> "Tracklet":
+        """This tracklet with only the crops the pipeline's Re-ID would crop (quality > 0); unchanged when the
+        quality is unknown or no crop passes (so a query or gallery set keeps every tracklet)."""
+        if not self.quality:
+            return self
+        keep = [i for i, q in enumerate(self.quality) if q > 0]
+        if not keep or len(keep) == len(self.paths):
+            return self
+        return Tracklet([self.paths[i] for i in keep], self.pid, self.camid, self.action, self.camera, self.key,
+                        [self.quality[i] for i in keep])
 
 
 @dataclass
@@ -243,7 +257,7 @@ def load_lpw(root: str | Path, train_scenes: list[str] = ("scen2", "scen3"), tes
 # mcsa tracklet folders
 # ----------------------------------------------------------------------------------------------------------------------
 
-CSV_FIELDS = ["split", "pid", "camera", "tracklet", "frame", "action", "x", "y", "w", "h"]
+CSV_FIELDS = ["split", "pid", "camera", "tracklet", "frame", "action", "x", "y", "w", "h", "quality"]
 
 
 def tracklet_dir(root: Path, split: str, pid: int, camera: str, tracklet: int) -> Path:
@@ -263,14 +277,17 @@ def read_tracklet_folder(root: str | Path, action_names: list[str] | None = None
     if csv_path.is_file():
         with open(csv_path, newline="") as f:
             for row in csv.DictReader(f):
+                quality = row.get("quality")
                 groups[(row["split"], int(row["pid"]), row["camera"], int(row["tracklet"]))].append(
-                    (int(row["frame"]), row.get("action") or "")
+                    (int(row["frame"]), row.get("action") or "", float(quality) if quality else None)
                 )
         tracks: dict[str, list[Tracklet]] = defaultdict(list)
         for (split, pid, camera, tid), frames in sorted(groups.items()):
-            frames.sort()
+            frames.sort(key=lambda r: r[0])
             folder = tracklet_dir(root, split, pid, camera, tid)
-            paths = [str(folder / f"{fr:06d}.jpg") for fr, _ in frames]
+            paths = [str(folder / f"{fr:06d}.jpg") for fr, _, _ in frames]
+            quality = [q for _, _, q in frames]
+            quality = quality if all(q is not None for q in quality) else None
             if len(paths) < min_frames:
                 continue
             first = frames[0][1]
@@ -280,7 +297,8 @@ def read_tracklet_folder(root: str | Path, action_names: list[str] | None = None
                 else:
                     names.append(first)
                     index[first] = len(names)
-            tracks[split].append(Tracklet(paths, pid, 0, index.get(first, 0), camera, f"{split}/{pid}/{camera}/{tid}"))
+            tracks[split].append(Tracklet(paths, pid, 0, index.get(first, 0), camera, f"{split}/{pid}/{camera}/{tid}",
+                                          quality))
     else:
         tracks = defaultdict(list)
         for split_dir in sorted(p for p in root.iterdir() if p.is_dir()):

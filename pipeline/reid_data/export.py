@@ -11,6 +11,11 @@ A new tracklet starts at a gap of more than `max_gap` sampled frames, every `max
 Held-out data: `test_ids` sends whole people to split `test`; `test_every` = N sends every N-th tracklet of each
 person (the N-th, 2N-th, ... in time) to `test` (held-out tracklets of people also seen in training).
 Re-running an export into the same folder replaces the earlier crops of the same camera and ids (no duplicates).
+Each row's `quality` is what the pipeline's Re-ID cropper would make of that box (`pipeline.reid.cropper.crop_quality`:
+box height, not cut by the frame border, at most `max_overlap` of it covered by another box of the same frame, 0 =
+the pipeline would not crop it); "another box" means every other row of that frame in the boxes file, whatever the
+id filters, plus the rows of `context` (e.g. the run's other tracks when only some tracks are exported).
+`skip_unusable` leaves quality-0 crops out (a gap in the tracklet), so a model trains on the crops it will be shown.
 """
 
 from __future__ import annotations
@@ -46,6 +51,39 @@ class ExportOptions:
     ids: tuple[int, ...] = ()  # keep only these ids (empty = all)
     max_frames: int | None = None
     first_frame: int = 1  # boxes of earlier frames (1-based) are skipped (a time split: train early, test late)
+    # the pipeline's crop gate (ReIDConfig's min_box_height / border_margin / max_overlap), for the `quality` column
+    gate_min_height: float = 40.0  # px
+    gate_border_margin: float = 2.0  # px
+    gate_max_overlap: float = 0.6  # fraction of the box covered by another box
+    skip_unusable: bool = False  # leave out crops of quality 0 (the pipeline would not crop them)
+    context: str | Path | None = None  # more boxes (a MOT file) that can cover the exported ones
+
+
+def frame_boxes(arr: np.ndarray, context: np.ndarray | None = None) -> dict[int, np.ndarray]:
+    """Every box of each frame (1-based) -> xyxy (N, 4): the rows of `arr` and of `context` (MOT arrays; rows
+    with conf 0, the MOT16+ "ignore" rows, included: the person is there all the same)."""
+    rows = arr if context is None else np.concatenate([arr[:, :6], context[:, :6]])
+    out: dict[int, list] = defaultdict(list)
+    for r in rows:
+        out[int(r[0])].append((r[2], r[3], r[2] + r[4], r[3] + r[5]))
+    return {f: np.asarray(b, np.float64) for f, b in out.items()}
+
+
+def box_quality(box_xywh: np.ndarray, others: np.ndarray, iw: int, ih: int, opts: ExportOptions) -> float:
+    """The pipeline cropper's quality of one box (x, y, w, h) among the frame's boxes `others` (xyxy (N, 4), the box
+    itself may be among them: identical boxes are not counted as covering it)."""
+    from pipeline.reid.cropper import crop_quality
+
+    x, y, w, h = (float(v) for v in box_xywh)
+    xyxy = np.array([x, y, x + w, y + h])
+    covered = 0.0
+    if len(others):
+        o = others[~np.all(np.abs(others - xyxy) < 1e-6, axis=1)]
+        if len(o):
+            iw_ = np.clip(np.minimum(o[:, 2], xyxy[2]) - np.maximum(o[:, 0], xyxy[0]), 0, None)
+            ih_ = np.clip(np.minimum(o[:, 3], xyxy[3]) - np.maximum(o[:, 1], xyxy[1]), 0, None)
+            covered = float((iw_ * ih_).max() / max(w * h, 1e-6))
+    return crop_quality(xyxy, covered, iw, ih, opts.gate_min_height, opts.gate_border_margin, opts.gate_max_overlap)
 
 
 def read_mot(path: str | Path) -> np.ndarray:
@@ -90,6 +128,7 @@ def export_tracklets(video: str | Path, boxes: str | Path, output: str | Path, o
 
     output = Path(output)
     arr = read_mot(boxes)
+    everyone = frame_boxes(arr, read_mot(opts.context) if opts.context else None)
     by_frame: dict[int, list[np.ndarray]] = defaultdict(list)
     for row in arr:
         fr, pid = int(row[0]), int(row[1])
@@ -131,7 +170,7 @@ def export_tracklets(video: str | Path, boxes: str | Path, output: str | Path, o
     writer = csv.DictWriter(fcsv, fieldnames=CSV_FIELDS)
     if new_file:
         writer.writeheader()
-    counts = {"crops": 0, "tracklets": 0}
+    counts = {"crops": 0, "tracklets": 0, "unusable": 0}
     frame_no = 0
     bar = None
     if progress:
@@ -157,6 +196,10 @@ def export_tracklets(video: str | Path, boxes: str | Path, output: str | Path, o
             x0, y0, x1, y1 = max(0, int(round(x0))), max(0, int(round(y0))), min(iw, int(round(x1))), min(ih, int(round(y1)))
             if x1 - x0 < 2 or y1 - y0 < 2:
                 continue
+            quality = box_quality(row[2:6], everyone.get(frame_no, np.zeros((0, 4))), iw, ih, opts)
+            if opts.skip_unusable and quality <= 0:
+                counts["unusable"] += 1
+                continue
             action = (labels or {}).get((frame_no, src_pid), "")
             pid = src_pid + opts.id_offset
             st = state.get(pid)
@@ -179,7 +222,8 @@ def export_tracklets(video: str | Path, boxes: str | Path, output: str | Path, o
             folder.mkdir(parents=True, exist_ok=True)
             cv2.imwrite(str(folder / f"{frame_no:06d}.jpg"), img[y0:y1, x0:x1], [cv2.IMWRITE_JPEG_QUALITY, 95])
             writer.writerow({"split": split, "pid": pid, "camera": opts.camera, "tracklet": st["tid"],
-                             "frame": frame_no, "action": action, "x": x0, "y": y0, "w": x1 - x0, "h": y1 - y0})
+                             "frame": frame_no, "action": action, "x": x0, "y": y0, "w": x1 - x0, "h": y1 - y0,
+                             "quality": f"{quality:.3f}"})
             counts["crops"] += 1
     if bar is not None:
         bar.close()
