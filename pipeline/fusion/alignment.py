@@ -22,8 +22,6 @@ they do not move the whole site). A camera gets its map once it has `min_samples
 
 from __future__ import annotations
 
-from collections import deque
-
 import numpy as np
 
 
@@ -37,7 +35,9 @@ class ViewAlignment:
         self.every_s = every_s
         self.ridge = ridge  # pull towards the identity, in samples' worth of evidence
         self._index = {c: k for k, c in enumerate(self.cameras)}
-        self.samples: deque[np.ndarray] = deque(maxlen=max_samples)  # (C, 2) raw points, NaN: camera did not see
+        # ring buffer of samples (max_samples, C, 2) raw points, NaN where a camera did not see; the oldest goes first
+        self._buf = np.full((max(int(max_samples), 1), len(self.cameras), 2), np.nan)
+        self._count = 0  # samples ever added
         self.maps = {c: (np.eye(2), np.zeros(2)) for c in self.cameras}
         self.residual_m: dict[str, float] = {}  # RMS disagreement of each camera with the others after alignment
         self.last_fit: float | None = None
@@ -58,17 +58,22 @@ class ViewAlignment:
         """One person at one moment: raw ground points (2,) m of two or more cameras."""
         if len(sample) < 2:
             return
-        row = np.full((len(self.cameras), 2), np.nan)
+        row = self._buf[self._count % len(self._buf)]
+        row[:] = np.nan
         for c, p in sample.items():
             if c in self._index:
                 row[self._index[c]] = p
-        self.samples.append(row)
+        self._count += 1
+
+    @property
+    def samples(self) -> np.ndarray:
+        """The kept samples (S, C, 2) raw points in metres, NaN where a camera did not see the person (a view of the
+        ring buffer, in no particular order: every use is order-free)."""
+        return self._buf[:min(self._count, len(self._buf))]
 
     def counts(self) -> dict[str, int]:
         """Samples per camera."""
-        if not self.samples:
-            return {c: 0 for c in self.cameras}
-        valid = np.isfinite(np.asarray(self.samples)[:, :, 0])
+        valid = np.isfinite(self.samples[:, :, 0])
         return dict(zip(self.cameras, valid.sum(axis=0).tolist()))
 
     def refit(self, t: float) -> bool:
@@ -76,9 +81,9 @@ class ViewAlignment:
         if self.last_fit is not None and t - self.last_fit < self.every_s:
             return False
         self.last_fit = t
-        if not self.samples:
+        pts = self.samples  # (S, C, 2) raw points, NaN where a camera did not see the person
+        if not len(pts):
             return False
-        pts = np.asarray(self.samples)  # (S, C, 2) raw points, NaN where a camera did not see the person
         valid = np.isfinite(pts[:, :, 0])
         ready = [k for k in range(len(self.cameras)) if valid[:, k].sum() >= self.min_samples]
         if len(ready) < 2:
@@ -87,18 +92,21 @@ class ViewAlignment:
         b = np.stack([self.maps[c][1] for c in self.cameras])  # (C, 2)
         reg = np.diag([self.ridge, self.ridge, 0.0])
         target = np.vstack([np.eye(2), np.zeros((1, 2))])
+        raw = np.nan_to_num(pts)
+        q = np.einsum("cij,scj->sci", a, raw) + b[None]  # corrected points (S, C, 2), 0 where a camera did not see
+        q *= valid[:, :, None]
+        seen = valid.sum(axis=1)  # views per sample
+        design = {k: np.c_[raw[:, k], np.ones(len(raw))] for k in ready}  # (S, 3) per camera
         for _ in range(3):
             for k in ready:
-                q = np.einsum("cij,scj->sci", a, np.nan_to_num(pts)) + b[None]  # corrected points (S, C, 2)
-                others = valid.copy()
-                others[:, k] = False
-                n_others = others.sum(axis=1)
-                rows = valid[:, k] & (n_others > 0)
-                y = (q * others[:, :, None]).sum(axis=1)[rows] / n_others[rows, None]
-                m = np.c_[pts[rows, k], np.ones(int(rows.sum()))]
+                rows = valid[:, k] & (seen > 1)
+                # the mean of the other views' corrected points, per sample
+                y = (q[rows].sum(axis=1) - q[rows, k]) / (seen[rows, None] - 1)
+                m = design[k][rows]
                 # ridge towards A = I: minimise |m W - y|^2 + ridge |W[:2] - I|^2 (the shift is free)
                 w = np.linalg.solve(m.T @ m + reg, m.T @ y + reg @ target)
                 a[k], b[k] = w[:2].T, w[2]
+                q[:, k] = (raw[:, k] @ a[k].T + b[k]) * valid[:, k, None]
         # the corrections agree with each other; remove their mean so the whole site does not drift
         inv = np.linalg.inv(a[ready].mean(axis=0))
         b_mean = b[ready].mean(axis=0)
@@ -123,9 +131,7 @@ class ViewAlignment:
 
     def pair_disagreement(self) -> dict[tuple[str, str], float]:
         """Median distance (m) between two cameras' raw points of one person, per camera pair seen together."""
-        if not self.samples:
-            return {}
-        pts = np.asarray(self.samples)
+        pts = self.samples
         out = {}
         for i in range(len(self.cameras)):
             for j in range(i + 1, len(self.cameras)):

@@ -31,7 +31,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from pipeline.fusion.alignment import ViewAlignment
-from pipeline.fusion.clustering import ViewDetection, cluster_detections, fuse_points
+from pipeline.fusion.clustering import ViewDetection, cluster_detections, fuse_points, inv2
 from pipeline.fusion.ground import CameraGeometry, foot_points
 from pipeline.fusion.tracker import GroundTrack, TrackBook, ViewMemory
 
@@ -403,25 +403,30 @@ class FusedAssociator:
         foot is a guess): with three or more views on the track, the one farthest from the fusion of the others,
         by more than its join gate (the distance within which a view may join a track), leaves the track for this
         step; its detection is a leftover (it may start or join another track). With two views there is no majority
-        and nothing is dropped."""
+        and nothing is dropped. All tracks with the same number of views are solved at once."""
+        by_size: dict[int, list[int]] = {}
+        for k, members in assigned.items():
+            if len(members) >= 3:
+                by_size.setdefault(len(members), []).append(k)
         gates: dict[str, float] = {}
-        for k, members in list(assigned.items()):
-            if len(members) < 3:
-                continue
-            pts = np.stack([per_cam[c][2][j] for c, j in members])  # (K, 2) m
-            info = np.linalg.inv(np.stack([per_cam[c][3][j] for c, j in members]))  # (K, 2, 2)
-            w = info @ pts[:, :, None]  # (K, 2, 1) information-weighted points
-            # each view's leave-one-out: the information-weighted fusion of the other views' points (K, 2)
-            rest = np.linalg.solve(info.sum(axis=0)[None] - info, w.sum(axis=0)[None] - w)[:, :, 0]
-            excess = np.linalg.norm(pts - rest, axis=1) - np.array(
-                [gates.setdefault(c, self._join_gate(c)) for c, _ in members])
-            worst = int(np.argmax(excess))
-            if excess[worst] <= 0:
-                continue
-            c, j = members[worst]
-            per_cam[c][6][j] = -1
-            self.counters["inconsistent_views"] += 1
-            assigned[k] = [m for i, m in enumerate(members) if i != worst]
+        for size, ks in by_size.items():
+            members = [assigned[k] for k in ks]
+            pts = np.array([[per_cam[c][2][j] for c, j in m] for m in members])  # (T, K, 2) m
+            info = inv2(np.array([[per_cam[c][3][j] for c, j in m] for m in members]).reshape(-1, 2, 2)
+                         ).reshape(len(ks), size, 2, 2)  # (T, K, 2, 2)
+            w = np.einsum("tkij,tkj->tki", info, pts)  # information-weighted points
+            # each view's leave-one-out: the information-weighted fusion of the other views' points (T, K, 2)
+            rest_info = inv2((info.sum(axis=1, keepdims=True) - info).reshape(-1, 2, 2)).reshape(info.shape)
+            rest = np.einsum("tkij,tkj->tki", rest_info, w.sum(axis=1, keepdims=True) - w)
+            gate = np.array([[gates.setdefault(c, self._join_gate(c)) for c, _ in m] for m in members])
+            excess = np.linalg.norm(pts - rest, axis=2) - gate  # (T, K)
+            worst = np.argmax(excess, axis=1)
+            for row in np.flatnonzero(excess[np.arange(len(ks)), worst] > 0):
+                k, drop = ks[row], int(worst[row])
+                c, j = assigned[k][drop]
+                per_cam[c][6][j] = -1
+                self.counters["inconsistent_views"] += 1
+                assigned[k] = [m for i, m in enumerate(assigned[k]) if i != drop]
 
     def _align_samples(self, tracks, assigned, per_cam, raw_of, t: float) -> None:
         """Feed the view alignment with this step's unambiguous multi-view moments: a confirmed person seen by two or

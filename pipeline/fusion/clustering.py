@@ -37,13 +37,13 @@ def fuse_points(points: np.ndarray, covs: np.ndarray) -> tuple[np.ndarray, np.nd
     """Information-weighted mean (2,) and covariance (2, 2) of points (K, 2) with covariances (K, 2, 2)."""
     if len(points) == 1:
         return points[0].copy(), covs[0].copy()
-    info = _inv2(covs)
-    cov = _inv2(info.sum(axis=0)[None])[0]
+    info = inv2(covs)
+    cov = inv2(info.sum(axis=0)[None])[0]
     mean = cov @ np.einsum("kij,kj->i", info, points)
     return mean, cov
 
 
-def _inv2(m: np.ndarray) -> np.ndarray:
+def inv2(m: np.ndarray) -> np.ndarray:
     """Inverses of 2x2 matrices (K, 2, 2)."""
     det = m[:, 0, 0] * m[:, 1, 1] - m[:, 0, 1] * m[:, 1, 0]
     out = np.empty_like(m)
