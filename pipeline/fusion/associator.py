@@ -31,10 +31,12 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from pipeline.fusion.alignment import ViewAlignment
-from pipeline.fusion.clustering import ViewDetection, cluster_detections, fuse_points, inv2
+from pipeline.fusion.clustering import ViewDetection, cluster_detections, fuse_groups, fuse_points, inv2
 from pipeline.fusion.ground import CameraGeometry, foot_points
 from pipeline.fusion.tracker import GroundTrack, TrackBook, ViewMemory
 
+_ZERO2 = np.zeros(2)
+_ZERO2.flags.writeable = False
 _BIG = 1e6
 log = logging.getLogger("mcsa.fusion")
 
@@ -100,10 +102,17 @@ def _iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     y1 = np.maximum(a[:, None, 1], b[None, :, 1])
     x2 = np.minimum(a[:, None, 2], b[None, :, 2])
     y2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    inter = np.maximum(x2 - x1, 0.0) * np.maximum(y2 - y1, 0.0)  # (np.clip is slower on small arrays)
     area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
     area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
     return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
+
+
+def _track_state(tracks: list[GroundTrack], t: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Positions (T, 2) m, position covariances (T, 2, 2) m^2 and times since the last update (T,) s of tracks."""
+    return (np.array([tr.kf.x[:2] for tr in tracks]).reshape(-1, 2),
+            np.array([tr.kf.P[:2, :2] for tr in tracks]).reshape(-1, 2, 2),
+            np.array([t - tr.last_update_t for tr in tracks], np.float64))
 
 
 class BoxSizeModel:
@@ -192,16 +201,20 @@ class FusedAssociator:
         return out
 
     def _costs(self, cam: str, tracks: list[GroundTrack], view_boxes: list, pts: np.ndarray, covs: np.ndarray,
-               boxes: np.ndarray, embs: np.ndarray | None, t: float) -> np.ndarray:
+               boxes: np.ndarray, embs: np.ndarray | None, t: float,
+               state: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> np.ndarray:
         """Assignment cost (T, N) of tracks to this camera's detections; _BIG where gated out.
 
         view_boxes: per track its expected box in this view (`_view_box` within view_memory_s) or None; embs: (N, D)
-        L2-normalised embeddings with NaN rows for detections without one, or None."""
+        L2-normalised embeddings with NaN rows for detections without one, or None; state: the tracks' positions
+        (T, 2) m, position covariances (T, 2, 2) and times since their last update (T,) s, when the caller has them
+        (one step's cameras share them)."""
         p = self.p
         if not tracks or len(pts) == 0:
             return np.zeros((len(tracks), len(pts)))
-        tp = np.array([tr.kf.x[:2] for tr in tracks])
-        tc = np.array([tr.kf.P[:2, :2] for tr in tracks])
+        if state is None:
+            state = _track_state(tracks, t)
+        tp, tc, lost = state
         s = tc[:, None] + covs[None]  # (T, N, 2, 2)
         zero = np.zeros(2)
         off = np.array([tr.views[cam].offset if cam in tr.views else zero for tr in tracks])
@@ -211,8 +224,7 @@ class FusedAssociator:
         det = s00 * s11 - s01 * s10
         m2 = (s11 * d0 ** 2 - 2 * s01 * d0 * d1 + s00 * d1 ** 2) / np.maximum(det, 1e-12)
         dist = np.sqrt(d0 * d0 + d1 * d1)
-        lost = np.array([t - tr.last_update_t for tr in tracks])
-        hard = p.gate_m + p.reacquire_mps * np.clip(lost, 0, p.max_lost_s)
+        hard = p.gate_m + p.reacquire_mps * np.minimum(np.maximum(lost, 0.0), p.max_lost_s)
         cost = np.sqrt(m2) / p.gate_sigma
         gated = (m2 > p.gate_sigma ** 2) | (dist > hard[:, None])
         iou_term = np.full(cost.shape, 0.5)
@@ -220,7 +232,7 @@ class FusedAssociator:
         new_view = np.array([vb is None for vb in view_boxes])
         gated |= new_view[:, None] & (dist > self._join_gate(cam))  # a view joining a track must agree closely
         if have:
-            iou = _iou_matrix(np.stack([view_boxes[k] for k in have]), boxes)
+            iou = _iou_matrix(np.array([view_boxes[k] for k in have]), boxes)
             iou_term[have] = 1.0 - iou
             gated[have] |= iou < p.min_view_iou
         cost += p.iou_weight * iou_term
@@ -433,16 +445,15 @@ class FusedAssociator:
         more views with confident uncut boxes, nobody else within align_isolation_m; then refit when due."""
         p = self.p
         live = np.array([tr.kf.x[:2] for tr in tracks if t - tr.last_update_t <= 0.5]).reshape(-1, 2)
-        for k, members in assigned.items():
-            tr = tracks[k]
-            if len(members) < 2 or tr.global_id is None or tr.hits < 10:
-                continue
-            if any(per_cam[c][1][j] < p.high_score or per_cam[c][4][j] for c, j in members):
-                continue
-            near = int((np.sqrt(((live - tr.kf.x[:2]) ** 2).sum(axis=1)) < p.align_isolation_m).sum())
-            if near > 1:  # itself only
-                continue
-            self.alignment.add({c: raw_of[c][j] for c, j in members})
+        chosen = [(k, members) for k, members in assigned.items()
+                  if len(members) >= 2 and tracks[k].global_id is not None and tracks[k].hits >= 10
+                  and not any(per_cam[c][1][j] < p.high_score or per_cam[c][4][j] for c, j in members)]
+        if chosen:  # people with nobody else (alive) within align_isolation_m, all candidates at once
+            at = np.array([tracks[k].kf.x[:2] for k, _ in chosen])
+            near = (np.sqrt(((live[None] - at[:, None]) ** 2).sum(axis=2)) < p.align_isolation_m).sum(axis=1)
+            for (_, members), n in zip(chosen, near):
+                if n <= 1:  # itself only
+                    self.alignment.add({c: raw_of[c][j] for c, j in members})
         if not self.alignment.refit(t):
             return
         if self.alignment.fits == 1:
@@ -467,6 +478,7 @@ class FusedAssociator:
         tracks = self.book.tracks
         for tr in tracks:
             tr.predict(t)
+        state = _track_state(tracks, t)  # every camera's costs read the same predicted tracks
         out = FusedOutput()
         assigned: dict[int, list[tuple[str, int]]] = {}  # track index -> (camera, det index)
         per_cam: dict[str, tuple] = {}
@@ -494,7 +506,7 @@ class FusedAssociator:
             low = np.flatnonzero((scores >= p.low_score) & (scores < p.high_score))
             if len(high) and tracks:
                 cost = self._costs(cam, tracks, view_boxes, pts[high], covs[high], xyxy[high],
-                                   e[high] if e is not None else None, t)
+                                   e[high] if e is not None else None, t, state)
                 r, c = linear_sum_assignment(cost)
                 for k, j in zip(r, c):
                     if cost[k, j] < _BIG:
@@ -506,7 +518,7 @@ class FusedAssociator:
                 vb = [view_boxes[k] for k in rest]
                 iou = _iou_matrix(np.stack(vb), xyxy[low])
                 cost = self._costs(cam, [tracks[k] for k in rest], vb, pts[low], covs[low], xyxy[low],
-                                   e[low] if e is not None else None, t)
+                                   e[low] if e is not None else None, t, tuple(a[rest] for a in state))
                 cost[iou < p.low_iou] = _BIG
                 r, c = linear_sum_assignment(cost)
                 for k, j in zip(r, c):
@@ -522,14 +534,21 @@ class FusedAssociator:
         # 3. fuse each track's detections into one measurement
         if p.view_consistency:
             self._drop_inconsistent_views(tracks, assigned, per_cam)
-        for k, members in assigned.items():
+        order = list(assigned.items())
+        if order:  # every track's measurement in one batch: (M, 2) points and (M, 2, 2) covariances, track by track
+            flat = [(tracks[k], c, j) for k, members in order for c, j in members]
+            raw_all = np.array([per_cam[c][2][j] for _, c, j in flat])
+            covs_all = np.array([per_cam[c][3][j] for _, c, j in flat])
+            offsets_all = np.array([tr.views[c].offset if c in tr.views else _ZERO2 for tr, c, _ in flat])
+            sizes = np.array([len(members) for _, members in order])
+            fused_z, fused_r = fuse_groups(raw_all - offsets_all, covs_all, sizes)
+            bounds = np.r_[0, np.cumsum(sizes)]
+        for g, (k, members) in enumerate(order):
             tr = tracks[k]
-            raw = np.stack([per_cam[c][2][j] for c, j in members])
-            covs = np.stack([per_cam[c][3][j] for c, j in members])
-            offsets = np.stack([tr.views[c].offset if c in tr.views else np.zeros(2) for c, _ in members])
-            z, r = fuse_points(raw - offsets, covs)
-            tr.update(t, z, r)
+            offsets = offsets_all[bounds[g]:bounds[g + 1]]
+            tr.update(t, fused_z[g], fused_r[g])
             if len(members) >= 2 and p.offset_rate > 0:  # per-person view offsets (off by default: alignment)
+                raw, covs = raw_all[bounds[g]:bounds[g + 1]], covs_all[bounds[g]:bounds[g + 1]]
                 z_raw, _ = fuse_points(raw, covs)
                 offsets = (1 - p.offset_rate) * offsets + p.offset_rate * (raw - z_raw)
                 self._check_disagreement(members, offsets, tr)

@@ -43,6 +43,19 @@ def fuse_points(points: np.ndarray, covs: np.ndarray) -> tuple[np.ndarray, np.nd
     return mean, cov
 
 
+def fuse_groups(points: np.ndarray, covs: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`fuse_points` of many groups at once: points (M, 2) and covs (M, 2, 2) hold the groups one after another,
+    sizes (G,) their lengths (>= 1) -> means (G, 2), covariances (G, 2, 2). A group of one is its point."""
+    sizes = np.asarray(sizes)
+    starts = np.r_[0, np.cumsum(sizes)[:-1]]
+    info = inv2(covs)
+    cov = inv2(np.add.reduceat(info, starts, axis=0))
+    mean = np.einsum("gij,gj->gi", cov, np.add.reduceat(np.einsum("kij,kj->ki", info, points), starts, axis=0))
+    one = sizes == 1
+    mean[one], cov[one] = points[starts[one]], covs[starts[one]]
+    return mean, cov
+
+
 def inv2(m: np.ndarray) -> np.ndarray:
     """Inverses of 2x2 matrices (K, 2, 2)."""
     det = m[:, 0, 0] * m[:, 1, 1] - m[:, 0, 1] * m[:, 1, 0]
