@@ -741,3 +741,32 @@ def test_fused_mode_online_on_two_live_rtsp_cameras(shared, yolo_weights, tmp_pa
         assert len(frame_ids) == len(set(frame_ids)), f"{cam}: an identity twice in one frame"
         ids[cam] = set(rows[:, 1].astype(int).tolist())
     assert ids["c0"] & ids["c1"], ids  # one ground identity seen live by both views
+
+
+def test_batched_fusion_arithmetic_matches_one_at_a_time():
+    """`fuse_groups` (every track's measurement in one batch) gives what `fuse_points` gives group by group, a group
+    of one being its own point; the alignment's ring buffer keeps the newest max_samples samples and still fits."""
+    from pipeline.fusion.alignment import ViewAlignment
+    from pipeline.fusion.clustering import fuse_groups, fuse_points
+
+    rng = np.random.default_rng(3)
+    sizes = np.array([1, 3, 2, 4, 1])
+    pts = rng.normal(0, 2, (sizes.sum(), 2))
+    a = rng.normal(0, 0.3, (sizes.sum(), 2, 2))
+    covs = a @ np.transpose(a, (0, 2, 1)) + 0.05 * np.eye(2)
+    means, fused = fuse_groups(pts, covs, sizes)
+    start = 0
+    for g, n in enumerate(sizes):
+        m, c = fuse_points(pts[start:start + n], covs[start:start + n])
+        assert np.allclose(means[g], m, atol=1e-12) and np.allclose(fused[g], c, atol=1e-12)
+        start += n
+    assert np.array_equal(means[0], pts[0]) and np.array_equal(fused[4], covs[-1])
+
+    align = ViewAlignment(["a", "b"], min_samples=20, every_s=0.0, max_samples=30)
+    for i in range(75):  # b sees everyone 0.5 m east of where a does
+        p = rng.uniform(-3, 3, 2)
+        align.add({"a": p, "b": p + [0.5, 0.0]})
+    assert len(align.samples) == 30 and align.counts() == {"a": 30, "b": 30}
+    assert align.refit(0.0)
+    q = rng.uniform(-3, 3, (5, 2))
+    assert np.abs(align.apply("b", q + [0.5, 0.0]) - align.apply("a", q)).max() < 0.05
