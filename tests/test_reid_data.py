@@ -299,3 +299,26 @@ def test_export_marks_the_crops_the_pipeline_would_not_take(tmp_path):
     assert len(by_pid[1]) == 20 and len(by_pid[1].usable()) == 15
     assert all("/00000" + str(f) + ".jpg" not in p for p in by_pid[1].usable().paths for f in range(6, 10))
     assert by_pid[3].usable() is by_pid[3], "no crop passes: the tracklet keeps every crop"
+
+
+def test_export_into_a_folder_of_an_older_version_keeps_its_columns_aligned(tmp_path):
+    """A tracklets.csv written before the `quality` column existed gets the column (empty for its rows) before new
+    rows are appended, so every row still reads right."""
+    from pipeline.reid_data.datasets import CSV_FIELDS
+    from pipeline.reid_data.export import ExportOptions, export_tracklets
+
+    video = _scene_video(tmp_path / "scene.avi", 6)
+    boxes = tmp_path / "boxes.txt"
+    np.savetxt(boxes, np.array([(f, 1, 100, 50, 40, 120, 1) for f in range(1, 7)]), fmt="%d", delimiter=",")
+    root = tmp_path / "old"
+    root.mkdir()
+    old_fields = [f for f in CSV_FIELDS if f != "quality"]
+    with open(root / "tracklets.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=old_fields)
+        w.writeheader()
+        w.writerow(dict(split="train", pid=7, camera="c9", tracklet=0, frame=1, action="", x=1, y=2, w=3, h=4))
+    export_tracklets(video, boxes, root, ExportOptions(camera="c0", split="test"))
+    rows = list(csv.DictReader(open(root / "tracklets.csv")))
+    assert [r["pid"] for r in rows] == ["7"] + ["1"] * 6
+    assert rows[0]["quality"] == "" and all(float(r["quality"]) > 0 for r in rows[1:])
+    assert all(r["camera"] == "c0" and r["h"] == "120" for r in rows[1:])

@@ -157,6 +157,7 @@ def export_tracklets(video: str | Path, boxes: str | Path, output: str | Path, o
     made: dict[int, int] = defaultdict(int)  # tracklets started per pid in this export (for test_every)
     existing = output / "tracklets.csv"
     if existing.is_file():
+        _upgrade_header(existing)  # a folder written before a column was added gets it (empty) first
         pids = {int(row[1]) + opts.id_offset for rows in by_frame.values() for row in rows}
         _remove_rows(output, opts.camera, pids)  # a re-run replaces its earlier crops instead of duplicating them
         with open(existing, newline="") as f:  # other ids of this camera keep their tracklet numbers
@@ -232,6 +233,20 @@ def export_tracklets(video: str | Path, boxes: str | Path, output: str | Path, o
     if opts.min_len > 1:
         counts["dropped_short"] = _drop_short(output, opts.camera, opts.min_len)
     return counts
+
+
+def _upgrade_header(path: Path) -> None:
+    """Rewrite tracklets.csv with today's columns (CSV_FIELDS) when it was written with fewer, so appended rows line
+    up; the missing columns stay empty for the old rows."""
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        if reader.fieldnames == CSV_FIELDS:
+            return
+        rows = list(reader)
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
 
 
 def _remove_rows(output: Path, camera: str, pids: set[int]) -> int:
