@@ -101,7 +101,7 @@ class ViewAlignment:
             for k in ready:
                 rows = valid[:, k] & (seen > 1)
                 # the mean of the other views' corrected points, per sample
-                y = (q[rows].sum(axis=1) - q[rows, k]) / (seen[rows, None] - 1)
+                y = (q.sum(axis=1)[rows] - q[rows, k]) / (seen[rows, None] - 1)
                 m = design[k][rows]
                 # ridge towards A = I: minimise |m W - y|^2 + ridge |W[:2] - I|^2 (the shift is free)
                 w = np.linalg.solve(m.T @ m + reg, m.T @ y + reg @ target)

@@ -333,8 +333,15 @@ class FusedAssociator:
         ids = {tr.track_id for tr in live}
         self._dup = {k: v for k, v in self._dup.items() if k[0] in ids and k[1] in ids}
         gone: set[int] = set()
+        # pairs farther apart than merge_m with no count running need nothing: skip them (until a join moves a track)
+        at = np.array([tr.kf.x[:2] for tr in live]).reshape(-1, 2)
+        near = np.sqrt(((at[:, None] - at[None]) ** 2).sum(axis=2)) < p.merge_m + 1e-6
+        joined = False
         for a in range(len(live)):
             for b in range(a + 1, len(live)):
+                if not (joined or near[a, b]) and (live[a].track_id, live[b].track_id) not in self._dup \
+                        and (live[b].track_id, live[a].track_id) not in self._dup:
+                    continue
                 old, young = sorted((live[a], live[b]), key=lambda tr: (tr.first_t, tr.track_id))
                 if old.track_id in gone or young.track_id in gone:
                     continue
@@ -350,6 +357,7 @@ class FusedAssociator:
                 acc[3] += old.last_update_t == t and young.last_update_t == t
                 if acc[0] >= p.duplicate_s - 1e-9 and min(acc[1], acc[2]) >= 2 and acc[3] >= 1:
                     self._join(old, young)
+                    joined = True
                     self.counters["merges"] += 1
                     gone.add(young.track_id)
                     self._dup.pop(key, None)
