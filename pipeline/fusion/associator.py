@@ -193,7 +193,7 @@ class FusedAssociator:
         img, ok = self.cameras[cam].ground_to_image(pts)
         boxes = np.array([m.xyxy for m in mems], np.float64)
         limit = 0.5 * (boxes[:, 3] - boxes[:, 1])  # a wild back-projection moves a box at most half its height
-        duv = np.clip(img[n:] - img[:n], -limit[:, None], limit[:, None])
+        duv = np.minimum(np.maximum(img[n:] - img[:n], -limit[:, None]), limit[:, None])  # (np.clip: slower)
         duv[~(ok[:n] & ok[n:])] = 0.0
         moved = boxes + np.concatenate([duv, duv], axis=1)
         for i, k in enumerate(have):
@@ -428,7 +428,7 @@ class FusedAssociator:
         for k, members in assigned.items():
             if len(members) >= 3:
                 by_size.setdefault(len(members), []).append(k)
-        gates: dict[str, float] = {}
+        gates = {c: self._join_gate(c) for c in self.cameras}
         for size, ks in by_size.items():
             members = [assigned[k] for k in ks]
             pts = np.array([[per_cam[c][2][j] for c, j in m] for m in members])  # (T, K, 2) m
@@ -438,7 +438,7 @@ class FusedAssociator:
             # each view's leave-one-out: the information-weighted fusion of the other views' points (T, K, 2)
             rest_info = inv2((info.sum(axis=1, keepdims=True) - info).reshape(-1, 2, 2)).reshape(info.shape)
             rest = np.einsum("tkij,tkj->tki", rest_info, w.sum(axis=1, keepdims=True) - w)
-            gate = np.array([[gates.setdefault(c, self._join_gate(c)) for c, _ in m] for m in members])
+            gate = np.array([[gates[c] for c, _ in m] for m in members])
             excess = np.linalg.norm(pts - rest, axis=2) - gate  # (T, K)
             worst = np.argmax(excess, axis=1)
             for row in np.flatnonzero(excess[np.arange(len(ks)), worst] > 0):
