@@ -269,6 +269,12 @@ def adapt_site(cfg, out: str | Path, run_dir: str | Path | None = None, max_fram
     hint = ("record longer (several people crossing the overlapping views), check the homographies "
             "(adapt.mining.ground_units_per_m) or loosen adapt.mining")
     if not sum(c.get("crops", 0) for c in report.exported["train"].values()):
+        unusable = sum(c.get("unusable", 0) for c in report.exported["train"].values())
+        if unusable:
+            raise AdaptError(f"every crop of the identities mined from frames 1-{split} of {run_dir} ({unusable}) is one "
+                             "the pipeline's Re-ID would not take (covered by another person's box, cut by the frame "
+                             "border or lower than reid.min_box_height): nothing to learn from; record a stretch where "
+                             "people walk apart, or lower reid.min_box_height for a far camera")
         raise AdaptError(f"no identity mined from frames 1-{split} of {run_dir}: nothing to learn from; {hint}")
     ds = load_tracklet_folder(root, list(MOTION_ACTIONS))
     n_ids = len({t.pid for t in ds.train})
