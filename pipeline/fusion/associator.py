@@ -216,8 +216,7 @@ class FusedAssociator:
             state = _track_state(tracks, t)
         tp, tc, lost = state
         s = tc[:, None] + covs[None]  # (T, N, 2, 2)
-        zero = np.zeros(2)
-        off = np.array([tr.views[cam].offset if cam in tr.views else zero for tr in tracks])
+        off = np.array([tr.views[cam].offset if cam in tr.views else _ZERO2 for tr in tracks])
         d = pts[None] - off[:, None] - tp[:, None]  # (T, N, 2): foot points corrected by each track's view bias
         s00, s01, s10, s11 = s[..., 0, 0], s[..., 0, 1], s[..., 1, 0], s[..., 1, 1]
         d0, d1 = d[..., 0], d[..., 1]

@@ -35,12 +35,10 @@ def mahalanobis2(a: np.ndarray, cov_a: np.ndarray, b: np.ndarray, cov_b: np.ndar
 
 def fuse_points(points: np.ndarray, covs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Information-weighted mean (2,) and covariance (2, 2) of points (K, 2) with covariances (K, 2, 2)."""
-    if len(points) == 1:
+    if len(points) == 1:  # the common case, without the batch machinery
         return points[0].copy(), covs[0].copy()
-    info = inv2(covs)
-    cov = inv2(info.sum(axis=0)[None])[0]
-    mean = cov @ np.einsum("kij,kj->i", info, points)
-    return mean, cov
+    mean, cov = fuse_groups(points, covs, np.array([len(points)]))
+    return mean[0], cov[0]
 
 
 def fuse_groups(points: np.ndarray, covs: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
