@@ -293,6 +293,10 @@ class FusionConfig(_Strict):
     duplicate_s: float | None = Field(default=0.5, gt=0, description="two tracks of any age closer than merge_m "
                                       "that no camera has seen both of at one moment for this long, s, are one "
                                       "person held twice: the younger joins the older identity (None: off)")
+    duplicate_veto_frac: float | None = Field(default=0.1, ge=0, le=1, description="... unless one camera saw both "
+                                              "at one moment in at least this fraction of the steps of the last "
+                                              "duplicate_veto_s: two people standing close (None: off)")
+    duplicate_veto_s: float = Field(default=2.0, gt=0, description="see duplicate_veto_frac, s")
     resume_lost: bool = Field(default=True, description="a new track confirmed inside the grown gate of a track every "
                               "view lost (one-to-one, nothing else in either's gate) continues the lost identity")
     offset_rate: float = Field(default=0.0, ge=0, le=1, description="update rate of each view's per-person offset "

@@ -232,6 +232,42 @@ def test_one_camera_flickering_between_two_people_never_merges_them():
     assert assoc.counters["merges"] == 0
 
 
+def _side_by_side_bursts(params: FusionParams, steps: int = 150) -> dict:
+    """Two people walk side by side 0.6 m apart. Camera a sees only person 0 (person 1 is hidden behind them there);
+    camera b sees person 1 always and person 0 only in bursts: 11 steps of every 30 (the two separate in b's image,
+    then one hides the other again for 0.76 s). Returns {(camera, person): set of ids from 1 s on}."""
+    cams = two_camera_scene()
+    assoc = FusedAssociator(cams, params)
+    start = {0: np.array([-2.0, -1.0]), 1: np.array([-2.0, -0.4])}
+    vel = np.array([0.5, 0.2])
+    ids: dict = {}
+    for i in range(steps):
+        t = i / 25.0
+        seen = {"a": [0], "b": [0, 1] if i % 30 < 11 else [1]}
+        views = {cam: (np.array([person_box(cams[cam], start[p] + vel * t) for p in who]), np.full(len(who), 0.9),
+                       None) for cam, who in seen.items()}
+        out = assoc.update(t, views)
+        for cam, who in seen.items():
+            for j, p in enumerate(who):
+                if t >= 1.0:
+                    ids.setdefault((cam, p), set()).add(int(out.ids[cam][j]))
+    return ids
+
+
+def test_two_people_one_camera_sees_apart_in_bursts_keep_two_identities():
+    """Between b's bursts no camera sees both people for 0.76 s, longer than duplicate_s, and each step updates both
+    tracks from different cameras: the count of the lasting-duplicate rule alone joins them (checked with the veto
+    off). b saw both in more than duplicate_veto_frac of the steps of the last duplicate_veto_s, so they are two
+    people and keep two identities."""
+    base = dict(predict_boxes=False, new_view_gate_m=0.5)
+    ids = _side_by_side_bursts(FusionParams(**base, duplicate_veto_frac=None))
+    assert ids[("a", 0)] & ids[("b", 1)], "the scene must make the count alone join the two people"
+    ids = _side_by_side_bursts(FusionParams(**base))
+    assert ids[("a", 0)].isdisjoint(ids[("b", 1)]), ids
+    assert ids[("b", 0)].isdisjoint(ids[("b", 1)]), ids
+    assert len(ids[("a", 0)]) == len(ids[("b", 1)]) == 1, ids
+
+
 def _stand_in_scene(params: FusionParams, steps: int = 150) -> tuple[dict, list, FusedAssociator]:
     """Three cameras see one person walking; from 3 s to 4.5 s camera c loses them and sees, in their place, a box
     whose foot is 1.3 m nearer c (someone stepping in front, on c's line of sight, so the box overlaps the one c had

@@ -83,6 +83,8 @@ class FusionParams:
     view_consistency: bool = True
     join_sigmas: float = 3.0
     resume_lost: bool = True
+    duplicate_veto_frac: float | None = 0.1
+    duplicate_veto_s: float = 2.0
 
 
 @dataclass
@@ -162,6 +164,7 @@ class FusedAssociator:
         self._dt = 0.0  # running step duration, s
         self.disagreements: dict[tuple[str, str], float] = {}  # camera pair -> metres, warned once
         self._dup: dict[tuple[int, int], list] = {}  # (older, younger) track ids -> [s together, updates, updates]
+        self._together: dict[tuple[int, int], list[float]] = {}  # (older, younger) -> recent times one camera saw both
 
     # -- helpers -------------------------------------------------------------------------------------------------
     def _view_box(self, cam: str, tr: GroundTrack, t: float, max_age_s: float) -> np.ndarray | None:
@@ -325,12 +328,23 @@ class FusedAssociator:
         at least twice in that time and both in one step at least once (by different cameras: one camera whose
         detector flickers between two people standing close never updates both at once), are one person; the
         younger joins the older identity. One step apart, or one camera seeing both at once (two people), restarts
-        the count."""
+        the count. A pair that one camera saw both of at one moment in at least duplicate_veto_frac of the steps of
+        the last duplicate_veto_s seconds is not joined at all (two people standing close, whom each camera sees
+        apart now and then: a true duplicate is seen twice by one camera only by a rare false positive or a second
+        box)."""
         p = self.p
         recent = 0.5 * p.duplicate_s
         live = [tr for tr in self.book.tracks if tr.global_id is not None and t - tr.last_update_t <= recent]
         ids = {tr.track_id for tr in live}
         self._dup = {k: v for k, v in self._dup.items() if k[0] in ids and k[1] in ids}
+        if self._together:  # keep the last duplicate_veto_s of each pair of live tracks
+            alive = {tr.track_id for tr in self.book.tracks}
+            pruned = {}
+            for k, times in self._together.items():
+                kept = [x for x in times if x > t - p.duplicate_veto_s]
+                if kept and k[0] in alive and k[1] in alive:
+                    pruned[k] = kept
+            self._together = pruned
         gone: set[int] = set()
         # pairs farther apart than merge_m with no count running need nothing: skip them (until a join moves a track)
         at = np.array([tr.kf.x[:2] for tr in live]).reshape(-1, 2)
@@ -346,6 +360,8 @@ class FusedAssociator:
                     continue
                 key = (old.track_id, young.track_id)
                 apart = seen_by.get(young.track_id, set()).isdisjoint(seen_by.get(old.track_id, set()))
+                if not apart and p.duplicate_veto_frac is not None:
+                    self._together.setdefault(key, []).append(t)
                 if not apart or np.linalg.norm(young.position - old.position) >= p.merge_m:
                     self._dup.pop(key, None)
                     continue
@@ -354,6 +370,9 @@ class FusedAssociator:
                 acc[1] += old.last_update_t == t
                 acc[2] += young.last_update_t == t
                 acc[3] += old.last_update_t == t and young.last_update_t == t
+                if p.duplicate_veto_frac is not None and self._dt and len(self._together.get(key, ())) >= \
+                        p.duplicate_veto_frac * p.duplicate_veto_s / self._dt:
+                    continue  # one camera often saw both of late: two people standing close, not one held twice
                 if acc[0] >= p.duplicate_s - 1e-9 and min(acc[1], acc[2]) >= 2 and acc[3] >= 1:
                     self._join(old, young)
                     joined = True
