@@ -149,7 +149,7 @@ def _usable_rows(boxes: np.ndarray, video: str) -> np.ndarray:
     (`crop_quality` > 0 with the Re-ID defaults: box height, border, at most max_overlap covered by another of the
     frame's boxes) -> bool (N,)."""
     from pipeline.config import ReIDStageConfig
-    from pipeline.reid.cropper import covered_fraction, crop_quality
+    from pipeline.reid.cropper import frame_crop_quality
 
     cfg = ReIDStageConfig()
     cap = cv2.VideoCapture(video)
@@ -157,10 +157,9 @@ def _usable_rows(boxes: np.ndarray, video: str) -> np.ndarray:
     cap.release()
     ok = np.zeros(len(boxes), bool)
     for f in np.unique(boxes[:, 0]):
-        idx = np.flatnonzero(boxes[:, 0] == f)
-        cov = covered_fraction(boxes[idx, 3:7].astype(np.float32))
-        ok[idx] = [crop_quality(boxes[i, 3:7], c, w, h, cfg.min_box_height, cfg.border_margin, cfg.max_overlap) > 0
-                   for i, c in zip(idx, cov)]
+        idx = np.flatnonzero(boxes[:, 0] == f)  # float32 boxes, as the pipeline's tracks hold them
+        ok[idx] = frame_crop_quality(boxes[idx, 3:7].astype(np.float32), w, h, cfg.min_box_height,
+                                     cfg.border_margin, cfg.max_overlap) > 0
     return ok
 
 

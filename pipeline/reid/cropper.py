@@ -66,6 +66,16 @@ def crop_quality(box: np.ndarray, covered: float, w_img: int, h_img: int, min_bo
     return float(min(1.0, height / (2.0 * min_box_height)) * (1.0 - covered))
 
 
+def frame_crop_quality(xyxy: np.ndarray, w_img: int, h_img: int, min_box_height: float = 40.0,
+                       border_margin: float = 2.0, max_overlap: float = 0.6) -> np.ndarray:
+    """`crop_quality` of every box (N, 4) of one frame, each box covered by the others (`covered_fraction`) -> (N,);
+    0 where the pipeline's Re-ID would not crop it. Used where crops are gated outside a run (tracklet export,
+    benches) so they gate exactly as the cropper does."""
+    covered = covered_fraction(xyxy)
+    return np.array([crop_quality(b, c, w_img, h_img, min_box_height, border_margin, max_overlap)
+                     for b, c in zip(xyxy, covered.tolist())], np.float64).reshape(len(xyxy))
+
+
 RESIZE = {"bilinear": cv2.INTER_LINEAR, "bicubic": cv2.INTER_CUBIC}
 
 

@@ -72,13 +72,13 @@ def frame_boxes(arr: np.ndarray, context: np.ndarray | None = None) -> dict[int,
 def box_quality(box_xywh: np.ndarray, others: np.ndarray, iw: int, ih: int, opts: ExportOptions) -> float:
     """The pipeline cropper's quality of one box (x, y, w, h) among the frame's boxes `others` (xyxy (N, 4), the box
     itself may be among them: identical boxes are not counted as covering it)."""
-    from pipeline.reid.cropper import covered_fraction, crop_quality
+    from pipeline.reid.cropper import frame_crop_quality
 
     x, y, w, h = (float(v) for v in box_xywh)
     xyxy = np.array([x, y, x + w, y + h])
     others = others[~np.all(np.abs(others - xyxy) < 1e-6, axis=1)]
-    covered = float(covered_fraction(np.vstack([xyxy[None], others]))[0])  # the cropper's own measure
-    return crop_quality(xyxy, covered, iw, ih, opts.gate_min_height, opts.gate_border_margin, opts.gate_max_overlap)
+    return float(frame_crop_quality(np.vstack([xyxy[None], others]), iw, ih, opts.gate_min_height,
+                                    opts.gate_border_margin, opts.gate_max_overlap)[0])
 
 
 def read_mot(path: str | Path) -> np.ndarray:
