@@ -126,21 +126,32 @@ class BoxSizeModel:
         self.xty = np.zeros((3, 2))
         self.n = 0
         self._coef: np.ndarray | None = None
+        self._pending: list[np.ndarray] = []  # boxes (N, 4) not yet folded into the sums (folded in batches: cheaper)
 
     def add(self, xyxy: np.ndarray) -> None:
         b = np.asarray(xyxy, np.float64).reshape(-1, 4)
+        self._pending.append(b)
+        self.n += len(b)
+        self._coef = None
+        if len(self._pending) >= 64:
+            self._fold()
+
+    def _fold(self) -> None:
+        if not self._pending:
+            return
+        b = np.concatenate(self._pending)
+        self._pending = []
         x = np.stack([np.ones(len(b)), (b[:, 0] + b[:, 2]) / 2, b[:, 3]], axis=1)
         y = np.stack([b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]], axis=1)
         self.xtx += x.T @ x
         self.xty += x.T @ y
-        self.n += len(b)
-        self._coef = None
 
     def size(self, foot: np.ndarray) -> np.ndarray | None:
         """(w, h) px at foot (2,) px, or None with fewer than 20 samples."""
         if self.n < 20:
             return None
         if self._coef is None:
+            self._fold()
             self._coef = np.linalg.lstsq(self.xtx + 1e-6 * np.eye(3), self.xty, rcond=None)[0]
         wh = np.array([1.0, foot[0], foot[1]]) @ self._coef
         return wh if (wh > 4).all() else None
@@ -219,8 +230,11 @@ class FusedAssociator:
             state = _track_state(tracks, t)
         tp, tc, lost = state
         s = tc[:, None] + covs[None]  # (T, N, 2, 2)
-        off = np.array([tr.views[cam].offset if cam in tr.views else _ZERO2 for tr in tracks])
-        d = pts[None] - off[:, None] - tp[:, None]  # (T, N, 2): foot points corrected by each track's view bias
+        if p.offset_rate > 0:  # foot points corrected by each track's view bias (all zero while offsets are off)
+            off = np.array([tr.views[cam].offset if cam in tr.views else _ZERO2 for tr in tracks])
+            d = pts[None] - off[:, None] - tp[:, None]  # (T, N, 2)
+        else:
+            d = pts[None] - tp[:, None]
         s00, s01, s10, s11 = s[..., 0, 0], s[..., 0, 1], s[..., 1, 0], s[..., 1, 1]
         d0, d1 = d[..., 0], d[..., 1]
         det = s00 * s11 - s01 * s10
@@ -485,6 +499,8 @@ class FusedAssociator:
         if self.alignment.fits == 1:
             log.info("fused association: views aligned on the ground (RMS disagreement after alignment: %s)",
                      ", ".join(f"{c} {r:.2f} m" for c, r in self.alignment.residual_m.items()))
+        if self.alignment.fits > 10 and self.alignment.fits % 10:  # it moves slowly: after the first 10 fits, every 10th
+            return
         for pair, gap in self.alignment.pair_disagreement().items():
             if gap > p.disagreement_warn_m and pair not in self.disagreements:
                 self.disagreements[pair] = gap
@@ -565,9 +581,13 @@ class FusedAssociator:
             flat = [(tracks[k], c, j) for k, members in order for c, j in members]
             raw_all = np.array([per_cam[c][2][j] for _, c, j in flat])
             covs_all = np.array([per_cam[c][3][j] for _, c, j in flat])
-            offsets_all = np.array([tr.views[c].offset if c in tr.views else _ZERO2 for tr, c, _ in flat])
             sizes = np.array([len(members) for _, members in order])
-            fused_z, fused_r = fuse_groups(raw_all - offsets_all, covs_all, sizes)
+            if p.offset_rate > 0:
+                offsets_all = np.array([tr.views[c].offset if c in tr.views else _ZERO2 for tr, c, _ in flat])
+                fused_z, fused_r = fuse_groups(raw_all - offsets_all, covs_all, sizes)
+            else:  # every view offset stays zero
+                offsets_all = np.zeros_like(raw_all)
+                fused_z, fused_r = fuse_groups(raw_all, covs_all, sizes)
             bounds = np.r_[0, np.cumsum(sizes)]
         for g, (k, members) in enumerate(order):
             tr = tracks[k]

@@ -95,8 +95,10 @@ def foot_points(geom: CameraGeometry, xyxy: np.ndarray, foot_sigma: float = 0.04
     sig_u = foot_sigma * full_h
     sig_v = np.where(cut, 0.25 * full_h, foot_sigma * full_h)
     g, jac = geom.image_to_ground(np.stack([(b[:, 0] + b[:, 2]) / 2, foot_v], axis=1))
-    pix_cov = np.zeros((len(b), 2, 2))
-    pix_cov[:, 0, 0] = sig_u ** 2
-    pix_cov[:, 1, 1] = sig_v ** 2
-    cov = jac @ pix_cov @ np.transpose(jac, (0, 2, 1)) + np.eye(2)[None] * calib_sigma_m ** 2
+    # J diag(sig_u^2, sig_v^2) J^T + calib^2 I, written out (a stacked matmul is slow on a few 2x2 matrices)
+    ju = jac[:, :, 0] * sig_u[:, None]  # (N, 2): the ground displacement of one sigma along u
+    jv = jac[:, :, 1] * sig_v[:, None]
+    cov = ju[:, :, None] * ju[:, None, :] + jv[:, :, None] * jv[:, None, :]
+    cov[:, 0, 0] += calib_sigma_m ** 2
+    cov[:, 1, 1] += calib_sigma_m ** 2
     return g, cov, cut

@@ -33,6 +33,14 @@ def _transition(dt: float) -> np.ndarray:
     return _transition_cached(round(dt, 6))
 
 
+def inv_2x2(m: np.ndarray) -> np.ndarray:
+    """Inverse of one 2x2 matrix in closed form: the filter's innovation covariance S (2, 2), a few times faster than
+    np.linalg.inv on so small a matrix (filterpy's documented `KalmanFilter.inv` hook)."""
+    a, b, c, d = m[0, 0], m[0, 1], m[1, 0], m[1, 1]
+    det = a * d - b * c
+    return np.array([[d, -b], [-c, a]]) / det
+
+
 def _process_noise(dt: float, accel_sigma: float) -> np.ndarray:
     """White-acceleration process noise (4, 4) of a dt-second step, accel_sigma in m/s^2."""
     return _process_noise_cached(round(dt, 6), accel_sigma)
@@ -65,6 +73,7 @@ class GroundTrack:
         self.kf.P = np.diag([cov[0, 0], cov[1, 1], speed_sigma ** 2, speed_sigma ** 2])
         self.kf.P[:2, :2] = cov
         self.kf.H = np.array([[1.0, 0, 0, 0], [0, 1.0, 0, 0]])
+        self.kf.inv = inv_2x2
         self.accel_sigma = accel_sigma
         self.t = t  # time of the state, s
         self.first_t = t
