@@ -806,3 +806,50 @@ def test_batched_fusion_arithmetic_matches_one_at_a_time():
     assert align.refit(0.0)
     q = rng.uniform(-3, 3, (5, 2))
     assert np.abs(align.apply("b", q + [0.5, 0.0]) - align.apply("a", q)).max() < 0.05
+
+
+def test_alignment_refit_from_moments_matches_per_sample_least_squares():
+    """`ViewAlignment.refit` works on the samples' second moments; it gives the maps and RMS residuals that the plain
+    per-sample alternating least squares gives (3 cameras with their own affine errors, samples seen by 2 or 3 of
+    them, NaN where a camera did not see), to 1e-9."""
+    from pipeline.fusion.alignment import ViewAlignment
+
+    rng = np.random.default_rng(5)
+    cams = ["a", "b", "c"]
+    err = {"a": (np.eye(2), np.zeros(2)), "b": (np.array([[1.04, 0.03], [-0.02, 0.97]]), np.array([0.4, -0.3])),
+           "c": (np.array([[0.98, -0.04], [0.05, 1.02]]), np.array([-0.2, 0.5]))}
+    align = ViewAlignment(cams, min_samples=30, every_s=0.0, ridge=20.0)
+    for _ in range(300):
+        p = rng.uniform(-4, 4, 2)
+        who = [c for c in cams if rng.random() < 0.7]
+        who = who if len(who) >= 2 else cams[:2]
+        align.add({c: err[c][0] @ p + err[c][1] + rng.normal(0, 0.1, 2) for c in who})
+    assert align.refit(0.0)
+
+    # the same fit written per sample: each camera's map to the mean of the other views' corrected points
+    pts = align.samples
+    valid = np.isfinite(pts[:, :, 0])
+    raw = np.nan_to_num(pts)
+    seen = valid.sum(axis=1)
+    maps = [(np.eye(2), np.zeros(2)) for _ in cams]
+    reg, target = np.diag([20.0, 20.0, 0.0]), np.vstack([np.eye(2), np.zeros((1, 2))])
+    for _ in range(3):
+        for k in range(3):
+            rows = valid[:, k] & (seen > 1)
+            q = np.stack([(raw[:, j] @ maps[j][0].T + maps[j][1]) * valid[:, j, None] for j in range(3)], axis=1)
+            y = (q.sum(axis=1)[rows] - q[rows, k]) / (seen[rows, None] - 1)
+            m = np.c_[raw[rows, k], np.ones(rows.sum())]
+            w = np.linalg.solve(m.T @ m + reg, m.T @ y + reg @ target)
+            maps[k] = (w[:2].T, w[2])
+    inv = np.linalg.inv(np.mean([a for a, _ in maps], axis=0))
+    b_mean = np.mean([b for _, b in maps], axis=0)
+    for k, c in enumerate(cams):
+        a_ref, b_ref = inv @ maps[k][0], inv @ (maps[k][1] - b_mean)
+        assert np.allclose(align.maps[c][0], a_ref, atol=1e-9) and np.allclose(align.maps[c][1], b_ref, atol=1e-9)
+    q = np.stack([align.apply(c, raw[:, k]) * valid[:, k, None] for k, c in enumerate(cams)], axis=1)
+    for k, c in enumerate(cams):
+        rows = valid[:, k] & (seen > 1)
+        mean = (q.sum(axis=1)[rows] - q[rows, k]) / (seen[rows, None] - 1)
+        rms = np.sqrt(np.mean(np.sum((q[rows, k] - mean) ** 2, axis=1)))
+        assert abs(align.residual_m[c] - rms) < 1e-9, (c, align.residual_m[c], rms)
+    assert max(align.residual_m.values()) < 0.2  # the views agree to about their 0.1 m noise once aligned
