@@ -462,7 +462,7 @@ def parse_sets(items: list[str]) -> dict:
         if k not in FusionParams.__dataclass_fields__:
             raise SystemExit(f"--set {item}: unknown fusion parameter {k!r}; valid: {sorted(FusionParams.__dataclass_fields__)}")
         out[k] = (v.lower() == "true") if v.lower() in ("true", "false") else (None if v == "none" else float(v))
-        if isinstance(out[k], float) and out[k].is_integer() and k == "view_min_hits":
+        if isinstance(out[k], float) and out[k].is_integer() and k in ("view_min_hits", "handover_views"):
             out[k] = int(out[k])
     return out
 

@@ -297,6 +297,14 @@ class FusionConfig(_Strict):
                                               "at one moment in at least this fraction of the steps of the last "
                                               "duplicate_veto_s: two people standing close (None: off)")
     duplicate_veto_s: float = Field(default=2.0, gt=0, description="see duplicate_veto_frac, s")
+    handover_views: int | None = Field(default=1, ge=1, description="a confirmed track every view has lost for "
+                                       "handover_lost_s, whose person at least this many views passed to one younger "
+                                       "track in the last handover_window_s (that view's next box overlapping its "
+                                       "last one, IoU >= 0.5, within handover_gap_s), continues on that track: it "
+                                       "had been dragged off its person (None: off)")
+    handover_lost_s: float = Field(default=0.5, gt=0, description="see handover_views, s")
+    handover_window_s: float = Field(default=2.0, gt=0, description="see handover_views, s")
+    handover_gap_s: float = Field(default=0.12, gt=0, description="see handover_views, s")
     resume_lost: bool = Field(default=True, description="a new track confirmed inside the grown gate of a track every "
                               "view lost (one-to-one, nothing else in either's gate) continues the lost identity")
     offset_rate: float = Field(default=0.0, ge=0, le=1, description="update rate of each view's per-person offset "

@@ -353,18 +353,24 @@ def test_a_person_every_view_lost_keeps_the_identity_when_found_again():
 
 def test_a_found_person_never_resumes_an_ambiguous_or_distant_identity():
     """Two people walk +x side by side 1 m apart and both vanish at 2 s; one of them turns while hidden and comes back
-    0.8 s later about as far from either lost track: either identity could be theirs, so it gets a new one. A person
-    who appears 5 m from a lost one gets a new identity too."""
+    0.8 s later about as far from either lost track: on the ground either identity could be theirs, so `resume_lost`
+    gives them a new one (shown with `handover_views` off). With it on (the default), the views' box continuity
+    decides: in one view the returning person's first box went to the old track and the next to the new one, so the
+    person gets their own old identity back, never the other person's. A person who appears 5 m from a lost one gets
+    a new identity too."""
     def turner(t):
         return np.array([-2.0 + 1.2 * t, -1.0]) if t < 2.0 else np.array([0.4, -1.0 + 0.6 * (t - 2.0)])
 
     side = {0: turner, 1: lambda t: np.array([-2.0 + 1.2 * t, 0.0])}
-    ids, assoc = _hide_and_walk(FusionParams(predict_boxes=False), side,
-                                lambda t, p: 2.0 <= t < (2.8 if p == 0 else 99.0))
-    before = {g for p in (0, 1) for t, g in ids[("a", p)] if 1.0 <= t < 2.0}
-    after = {g for t, g in ids[("a", 0)] if t >= 3.2}
-    assert len(before) == 2 and len(after) == 1 and after.isdisjoint(before), (before, after)
-    assert assoc.counters["resumed"] == 0
+    for handover in (None, 1):
+        ids, assoc = _hide_and_walk(FusionParams(predict_boxes=False, handover_views=handover), side,
+                                    lambda t, p: 2.0 <= t < (2.8 if p == 0 else 99.0))
+        own = {g for t, g in ids[("a", 0)] if 1.0 <= t < 2.0}
+        other = {g for t, g in ids[("a", 1)] if 1.0 <= t < 2.0}
+        after = {g for t, g in ids[("a", 0)] if t >= 3.4}
+        assert len(own) == len(other) == len(after) == 1 and own != other, (own, other, after)
+        assert assoc.counters["resumed"] == 0
+        assert after == own if handover else after.isdisjoint(own | other), (handover, own, other, after)
     far = {0: lambda t: np.array([-3.0 + 1.0 * t, -2.0]), 1: lambda t: np.array([1.5, 2.5])}
     ids, assoc = _hide_and_walk(FusionParams(predict_boxes=False), far, lambda t, p: t >= 2.0 if p == 0 else t < 2.4)
     first = {g for t, g in ids[("a", 0)] if 1.0 <= t < 2.0}
@@ -853,3 +859,33 @@ def test_alignment_refit_from_moments_matches_per_sample_least_squares():
         rms = np.sqrt(np.mean(np.sum((q[rows, k] - mean) ** 2, axis=1)))
         assert abs(align.residual_m[c] - rms) < 1e-9, (c, align.residual_m[c], rms)
     assert max(align.residual_m.values()) < 0.2  # the views agree to about their 0.1 m noise once aligned
+
+
+def test_a_track_dragged_off_its_person_hands_its_identity_to_the_track_that_took_the_views():
+    """A person walks at 0.5 m/s, seen by both cameras. At 2 s their confirmed track is dragged off (set directly:
+    1.5 m aside and moving away, as a box of someone else in one view would pull it), so the views' boxes start a
+    new track. With `handover_views` (on by default) the views' box continuity says the new track is the same person:
+    once the old track has been lost for handover_lost_s (0.5 s) its identity continues on the new track. Off, the
+    person keeps the new identity (`resume_lost` does not reach: the dragged track was never lost near them)."""
+    cams = two_camera_scene()
+    for handover in (1, None):
+        assoc = FusedAssociator(cams, FusionParams(handover_views=handover))
+        ids = []
+        for i in range(150):
+            t = i / 25.0
+            if i == 50:
+                tr = next(tr for tr in assoc.book.tracks if tr.global_id is not None)
+                tr.kf.x[:2] += [0.0, 1.5]
+                tr.kf.x[2:] = [0.0, 2.0]
+            xy = np.array([-2.0 + 0.5 * t, 0.0])
+            views = {c: (person_box(g, xy)[None], np.array([0.9]), None) for c, g in cams.items()}
+            out = assoc.update(t, views)
+            ids.append((int(out.ids["a"][0]), int(out.ids["b"][0])))
+        first = ids[40]
+        assert first[0] == first[1] != -1
+        assert assoc.counters["resumed"] == 0
+        if handover:
+            assert ids[-1] == first and all(x == first for x in ids[70:]), ids[50:80]
+            assert assoc.counters.get("handovers") == 1
+        else:
+            assert ids[-1][0] == ids[-1][1] not in (-1, first[0])

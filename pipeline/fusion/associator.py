@@ -15,7 +15,9 @@ One step, all in metres and seconds:
 3. each track's assigned detections (<= 1 per view) are fused into one ground measurement and update its filter;
 4. the confident detections left over are clustered across views (`clustering`) and start tentative tracks, which
    get a global id once seen for `confirm_s`; a track confirmed where exactly one lost track should be now resumes
-   that identity (`resume_lost`: a person every view lost, found again); tracks unseen `max_lost_s` end;
+   that identity (`resume_lost`: a person every view lost, found again); a confirmed track every view has lost for
+   `handover_lost_s`, whose person a view passed to one younger track (box continuity in that view), continues on
+   that track (`handover_views`: the older track had been dragged off its person); tracks unseen `max_lost_s` end;
 5. optionally, a confirmed track seen by some view now is projected into each other view whose detector missed it
    (inside the frame only), with the size of the box that view last had for it, or else the camera's learnt box size
    at that image position.
@@ -85,6 +87,10 @@ class FusionParams:
     resume_lost: bool = True
     duplicate_veto_frac: float | None = 0.1
     duplicate_veto_s: float = 2.0
+    handover_views: int | None = 1
+    handover_gap_s: float = 0.12
+    handover_window_s: float = 2.0
+    handover_lost_s: float = 0.5
 
 
 @dataclass
@@ -170,12 +176,13 @@ class FusedAssociator:
         self.alignment = ViewAlignment(self.cameras, self.p.align_min_samples, self.p.align_every_s)
         self.t: float | None = None
         self.counters = {"steps": 0, "tracks": 0, "identities": 0, "merges": 0, "resumed": 0,
-                         "predicted_boxes": 0, "inconsistent_views": 0}
+                         "predicted_boxes": 0, "inconsistent_views": 0, "handovers": 0}
         self.merged: dict[int, int] = {}  # global id merged away -> the id it joined
         self._dt = 0.0  # running step duration, s
         self.disagreements: dict[tuple[str, str], float] = {}  # camera pair -> metres, warned once
         self._dup: dict[tuple[int, int], list] = {}  # (older, younger) track ids -> [s together, updates, updates]
         self._together: dict[tuple[int, int], list[float]] = {}  # (older, younger) -> recent times one camera saw both
+        self._handover: dict[tuple[int, int], dict[str, float]] = {}  # (older, younger) -> camera -> time it passed
 
     # -- helpers -------------------------------------------------------------------------------------------------
     def _view_box(self, cam: str, tr: GroundTrack, t: float, max_age_s: float) -> np.ndarray | None:
@@ -425,6 +432,51 @@ class FusedAssociator:
         if gone:
             self.book.tracks = [tr for tr in self.book.tracks if tr.track_id not in gone]
 
+    def _record_handover(self, cam: str, tracks: list[GroundTrack], xyxy: np.ndarray, det_track: np.ndarray,
+                         t: float) -> None:
+        """This view passed a person from track A to a younger track B: B's box now overlaps (IoU >= 0.5) the box
+        this view had for A at most handover_gap_s ago, and this view gave A nothing now."""
+        p = self.p
+        given = {int(det_track[j]): int(j) for j in np.flatnonzero(det_track >= 0)}
+        cands = [a for a, tr in enumerate(tracks) if a not in given and tr.global_id is not None and cam in tr.views
+                 and 0 < t - tr.views[cam].t <= p.handover_gap_s + 1e-9]
+        if not cands or not given:
+            return
+        ks = list(given)
+        iou = _iou_matrix(np.stack([tracks[a].views[cam].xyxy for a in cands]), xyxy[[given[k] for k in ks]])
+        for ia, ib in zip(*np.nonzero(iou >= 0.5)):
+            old, young = tracks[cands[ia]], tracks[ks[ib]]
+            if young.first_t > old.first_t:
+                self._handover.setdefault((old.track_id, young.track_id), {})[cam] = t
+
+    def _take_over(self, t: float) -> None:
+        """A confirmed track that no view updated now, whose views passed to one younger track in the last
+        handover_window_s (handover_views cameras or more), born at most max_lost_s before the first pass: the younger
+        track is that person, and the older identity continues on it (the older track had been dragged off)."""
+        p = self.p
+        by_id = {tr.track_id: tr for tr in self.book.tracks}
+        self._handover = {k: kept for k, v in self._handover.items() if k[0] in by_id and k[1] in by_id
+                          and (kept := {c: x for c, x in v.items() if x > t - p.handover_window_s})}
+        gone: set[int] = set()
+        for (a, b), cams in sorted(self._handover.items(), key=lambda kv: -len(kv[1])):
+            old, young = by_id[a], by_id[b]
+            if a in gone or b in gone or len(cams) < p.handover_views or t - old.last_update_t < p.handover_lost_s - 1e-9 \
+                    or young.last_update_t != t or young.first_t < min(cams.values()) - p.max_lost_s:
+                continue
+            old.views = dict(young.views)
+            old.kf.x, old.kf.P = young.kf.x.copy(), young.kf.P.copy()
+            old.t, old.last_update_t = young.t, young.last_update_t
+            old.hits = max(old.hits, young.hits)
+            if young.embedding is not None:
+                old.embedding, old.n_embeddings = young.embedding.copy(), young.n_embeddings
+            if young.global_id is not None:
+                self.merged[young.global_id] = old.global_id
+            self.counters["handovers"] += 1
+            gone.add(b)
+        if gone:
+            self.book.tracks = [tr for tr in self.book.tracks if tr.track_id not in gone]
+            self._handover = {k: v for k, v in self._handover.items() if k[0] not in gone and k[1] not in gone}
+
     def _join(self, old: GroundTrack, young: GroundTrack) -> None:
         """Fold track `young` into `old` (views, position); young's identity maps to old's from now on. The caller
         counts the join (a merge of duplicates, or a lost identity resumed)."""
@@ -571,6 +623,8 @@ class FusedAssociator:
             good = high[~cut[high]]
             if len(good):
                 self.sizes[cam].add(xyxy[good])
+            if p.handover_views:
+                self._record_handover(cam, tracks, xyxy, det_track, t)
             per_cam[cam] = (xyxy, scores, pts, covs, cut, e, det_track)
             raw_of[cam] = raw_pts
         # 3. fuse each track's detections into one measurement
@@ -642,6 +696,8 @@ class FusedAssociator:
                     confirmed_now.append(tr)
         if p.resume_lost and confirmed_now:
             self._resume_lost(confirmed_now, t)
+        if p.handover_views:
+            self._take_over(t)
         seen_by = {tracks[k].track_id: {c for c, _ in m} for k, m in assigned.items()}
         self._merge_duplicates(t, seen_by)
         for cam, (xyxy, scores, pts, covs, cut, e, det_track) in per_cam.items():
