@@ -453,6 +453,8 @@ class FusedAssociator:
         """A confirmed track that no view updated now, whose views passed to one younger track in the last
         handover_window_s (handover_views cameras or more), born at most max_lost_s before the first pass: the younger
         track is that person, and the older identity continues on it (the older track had been dragged off)."""
+        if not self._handover:  # no view passed anyone in the window: nothing to do (most steps)
+            return
         p = self.p
         by_id = {tr.track_id: tr for tr in self.book.tracks}
         self._handover = {k: kept for k, v in self._handover.items() if k[0] in by_id and k[1] in by_id
@@ -460,8 +462,9 @@ class FusedAssociator:
         gone: set[int] = set()
         for (a, b), cams in sorted(self._handover.items(), key=lambda kv: -len(kv[1])):
             old, young = by_id[a], by_id[b]
-            if a in gone or b in gone or len(cams) < p.handover_views or t - old.last_update_t < p.handover_lost_s - 1e-9 \
-                    or young.last_update_t != t or young.first_t < min(cams.values()) - p.max_lost_s:
+            if a in gone or b in gone or len(cams) < p.handover_views \
+                    or t - old.last_update_t < p.handover_lost_s - 1e-9 or young.last_update_t != t \
+                    or young.first_t < min(cams.values()) - p.max_lost_s:
                 continue
             old.views = dict(young.views)
             old.kf.x, old.kf.P = young.kf.x.copy(), young.kf.P.copy()

@@ -369,7 +369,7 @@ class FusedAssociationStage(Stage):
             return None
         line = (f"Fused association: {c['tracks']} camera tracks -> {c['identities']} ground identities "
                 f"({c['merges']} merged duplicates, {c['resumed']} lost and found again, "
-                f"{c.get('handovers', 0)} passed on from a dragged-off track, "
+                f"{c['handovers']} passed on from a dragged-off track, "
                 f"{c['predicted_boxes']} predicted boxes, {c['unidentified_left_out']} tracker boxes the fusion did "
                 f"not identify left out)")
         if self.links is not None:
