@@ -5,6 +5,7 @@
     python bench/fusion.py --set gate_m=1.0 --set iou_weight=0.5   # try fusion parameters (FusionParams fields)
     python bench/fusion.py --speed                  # ms per fused step, 4 cameras x 10 people (first 30 s, 2 min)
     python bench/fusion.py --skip-terrace --drop-total 0.3 --lab-appearance   # the issue's setting, with appearance
+    python bench/fusion.py --skip-terrace --drop-total 0.3 --lab-frame-step 2   # the Laboratory at 12.5 fps
 
 Sequences
   Laboratory (EPFL, 4 overlapping cameras, 6 people, 2955 frames at 25 fps, boxes only): a simulated detector on the
@@ -121,6 +122,19 @@ def crowd_overlay(dets: dict[str, list[Detections]], gt_paths: dict[str, str], o
         paths[cam] = str(out / f"gt_crowd_{cam}.txt")
         np.savetxt(paths[cam], both[np.argsort(both[:, 0], kind="stable")], delimiter=",", fmt="%g")
     return merged, paths
+
+
+def thin_gt(gt_paths: dict[str, str], step: int, out: Path) -> dict[str, str]:
+    """Ground-truth files keeping every step-th frame (1, 1 + step, ...), renumbered 1, 2, ... -> new paths."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for cam, path in gt_paths.items():
+        g = np.loadtxt(path, delimiter=",", ndmin=2)
+        g = g[(g[:, 0] - 1) % step == 0]
+        g[:, 0] = (g[:, 0] - 1) // step + 1
+        paths[cam] = str(out / f"{cam}.txt")
+        np.savetxt(paths[cam], g, delimiter=",", fmt="%g")
+    return paths
 
 
 def random_drop_for_total(gts: dict[str, np.ndarray], total: float, n_frames: int) -> float:
@@ -536,6 +550,9 @@ def main() -> int:
     ap.add_argument("--lab-appearance", action="store_true", help="Laboratory: also the fused method with appearance "
                     "lent by Terrace's real OSNet embeddings (`borrowed_appearance`; bench/tracking.py's embedding "
                     "cache, made on first use)")
+    ap.add_argument("--lab-frame-step", type=int, default=1, help="Laboratory: keep every K-th frame (K=2: 12.5 fps, "
+                    "K=5: 5 fps; the detector is simulated at 25 fps first, so the draws match, and the ground truth "
+                    "is thinned to match)")
     ap.add_argument("--perturb", type=int, default=0, help="Terrace: also N perturbed copies of the detections")
     ap.add_argument("--appearance", action="store_true", help="Terrace: per-detection OSNet embeddings for fusion")
     ap.add_argument("--crowd", action="store_true", help="Terrace: also the crowded stand-in (the two halves laid "
@@ -575,22 +592,31 @@ def main() -> int:
         geoms = {c: CameraGeometry(c, load_homography(homs[c]), EPFL_UNITS_PER_M, (360, 288)) for c in cams}
         gt_paths = {c: str(lab / f"laboratory6-{c}/gt_mot_derived.txt") for c in cams}
         n = int(max(g[:, 0].max() for g in gts.values()))
+        step = max(1, args.lab_frame_step)
+        if step > 1:
+            gt_paths = thin_gt(gt_paths, step, out / f"laboratory_gt_step{step}")
         drop = args.drop if args.drop_total is None else random_drop_for_total(gts, args.drop_total, n)
         pool = terrace_appearance_pool() if args.lab_appearance else None
         results = {}
         for seed in args.seeds:
             rng = np.random.default_rng(seed)
             dets = {c: simulate_detector(gts[c], (360, 288), rng, drop=drop, n_frames=n) for c in cams}
-            name = f"Laboratory seed {seed}"
-            results[name] = scene("lab", dets, {}, geoms, homs, gt_paths, params, 25.0, 60.0,
-                                  out / f"laboratory_s{seed}", overrides)
-            if pool is not None:
+            embs = None
+            if pool is not None:  # drawn at 25 fps, like the detector, so a thinned run sees the same draw
                 embs = borrowed_appearance(dets, gts, *pool, np.random.default_rng(1000 + seed))
-                _, pred, ms = run_fused(dets, embs, geoms, params, 25.0)
+            if step > 1:
+                dets = {c: v[::step] for c, v in dets.items()}
+                embs = {c: v[::step] for c, v in embs.items()} if embs is not None else None
+            name = f"Laboratory seed {seed}"
+            results[name] = scene("lab", dets, {}, geoms, homs, gt_paths, params, 25.0 / step, 60.0,
+                                  out / f"laboratory_s{seed}", overrides)
+            if embs is not None:
+                _, pred, ms = run_fused(dets, embs, geoms, params, 25.0 / step)
                 results[name]["fused+pred app"] = evaluate(gt_paths, pred, out / f"laboratory_s{seed}" / "fused_app")
                 results[name]["fused+pred app"]["ms"] = ms
             print(table("", {name: results[name]}), flush=True)
-        print(table(f"EPFL Laboratory, simulated detector (random drop {drop:.1%}"
+        print(table(f"EPFL Laboratory{f' at {25.0 / step:g} fps' if step > 1 else ''}, simulated detector "
+                    f"(random drop {drop:.1%}"
                     + (f", {args.drop_total:.0%} of all boxes dropped" if args.drop_total is not None else "")
                     + "), IDF1", results))
         print()
