@@ -329,6 +329,13 @@ class FusionConfig(_Strict):
                                       "last showed; off: every view reports what the ground fusion sees")
     predict_memory_s: float = Field(default=2.0, gt=0, description="predicted boxes keep the size of the view's last "
                                     "box this long, then the camera's learnt size at that image position")
+    predict_unseen_s: float | None = Field(default=1.25, gt=0, description="a view that last had its own box of a "
+                                           "person longer ago than this gets no predicted box of them (they left "
+                                           "it, or are hidden for good), s; null: no limit")
+    predict_full_size: bool = Field(default=True, description="a predicted box is at least the camera's learnt "
+                                    "person size at its image position: a box remembered from a partly hidden person "
+                                    "(cut at the bottom by an occluder, or narrowed) is extended down from its top and "
+                                    "widened about its centre")
     disagreement_warn_m: float = Field(default=1.5, gt=0, description="warn when two views' mean offsets for one "
                                        "person differ by more than this (recalibrate), m")
     groups: list[list[str]] | None = Field(default=None, description="groups of overlapping cameras, each tracked "

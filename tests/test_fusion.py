@@ -141,7 +141,7 @@ def test_fused_identity_survives_an_occlusion_in_one_view():
         for cam in cams:
             for j, p in enumerate(order[cam]):
                 ids[(cam, p)].append((t, int(out.ids[cam][j])))
-        if 2.2 <= t < 3.5:
+        if 2.2 <= t < 3.2:  # b last saw person 0 at 1.96 s: predicted for predict_unseen_s (1.25 s) after that
             predicted_b.append(out.predicted["b"])
     def settled(seq):
         return {g for t, g in seq if t >= 0.5}
@@ -889,3 +889,56 @@ def test_a_track_dragged_off_its_person_hands_its_identity_to_the_track_that_too
             assert assoc.counters.get("handovers") == 1
         else:
             assert ids[-1][0] == ids[-1][1] not in (-1, first[0])
+
+
+def _partly_hidden_walk(params: FusionParams) -> list[tuple[float, np.ndarray, np.ndarray]]:
+    """One person walks for 6 s at 25 fps, seen by camera a throughout; camera b sees them whole for 2 s, then only
+    their upper three quarters and one side for 0.5 s (an occluder in front of their legs and one arm: the box is cut
+    at the bottom and narrow), then not at all.
+    Returns, per step from 2.5 s, (time s, b's predicted boxes (M, 4), the person's true full box in b (4,))."""
+    cams = two_camera_scene()
+    assoc = FusedAssociator(cams, params)
+    rng = np.random.default_rng(5)
+    start, vel = np.array([-1.5, -1.0]), np.array([0.5, 0.3])
+    other, other_vel = np.array([2.0, 2.0]), np.array([-0.2, -0.6])  # a second person, seen whole by both views
+    rows = []
+    for i in range(150):
+        t = i / 25.0
+        xy = start + vel * t
+        views = {}
+        for cam, geom in cams.items():
+            box = person_box(geom, xy) + rng.normal(0, 0.5, 4)
+            boxes = [person_box(geom, other + other_vel * t) + rng.normal(0, 0.5, 4)]
+            if cam == "b" and t >= 2.0:
+                box[3] = box[1] + 0.75 * (box[3] - box[1])  # the legs hidden
+                box[2] = box[0] + 0.5 * (box[2] - box[0])  # and the right half
+            if not (cam == "b" and t >= 2.5):
+                boxes.append(box)
+            views[cam] = (np.array(boxes), np.full(len(boxes), 0.9), None)
+        out = assoc.update(t, views)
+        if t >= 2.5:
+            rows.append((t, out.predicted["b"][0], person_box(cams["b"], xy)))
+    return rows
+
+
+def test_a_predicted_box_covers_the_whole_hidden_person_and_ends_when_the_view_lost_them_for_long():
+    """A view whose last boxes of a person were cut by an occluder predicts the whole person (at least the camera's
+    learnt person size there: `predict_full_size`), and stops predicting them `predict_unseen_s` after it last saw
+    them (a view that has missed someone that long has usually lost them for good); with neither rule the predicted
+    box stays the part b last saw and goes on for as long as another view sees them."""
+    from pipeline.fusion.associator import _iou_matrix
+
+    shipped = _partly_hidden_walk(FusionParams())
+    assert FusionParams().predict_unseen_s == pytest.approx(1.25) and FusionParams().predict_full_size
+    assert all(len(boxes) == 1 for t, boxes, _ in shipped if t < 3.5), "b predicts the hidden person"
+    assert all(len(boxes) == 0 for t, boxes, _ in shipped if t >= 2.5 + 1.25 + 0.1), \
+        "no predicted box once b has missed the person for predict_unseen_s"
+    before = _partly_hidden_walk(FusionParams(predict_unseen_s=None, predict_full_size=False))
+
+    def overlap(rows):  # IoU of b's predicted box with the whole person, 2.5-3.5 s
+        return np.array([_iou_matrix(boxes[:1].astype(float), true[None])[0, 0] for t, boxes, true in rows if t < 3.5])
+
+    assert (overlap(shipped) >= overlap(before)).all() and overlap(shipped).mean() >= overlap(before).mean() + 0.1, \
+        "the predicted box grows from the part b last saw towards the whole person"
+    assert overlap(before).max() < 0.5, "without predict_full_size the box stays the part b last saw"
+    assert all(len(boxes) == 1 for t, boxes, _ in before), "without predict_unseen_s b predicts while a sees them"

@@ -77,6 +77,8 @@ class FusionParams:
     report_detections: bool = True  # read by the stage (fused_association) only
     report_unidentified: bool = False  # read by the stage (fused_association) only
     predict_memory_s: float = 2.0
+    predict_unseen_s: float | None = 1.25
+    predict_full_size: bool = True
     disagreement_warn_m: float = 1.5
     align: bool = True
     align_min_samples: int = 50
@@ -277,6 +279,9 @@ class FusedAssociator:
         geom = self.cameras[cam]
         if geom.frame_size is None:
             return None
+        mem = tr.views.get(cam)
+        if mem is not None and self.p.predict_unseen_s is not None and t - mem.t > self.p.predict_unseen_s:
+            return None  # this view has missed them for long: they left it, or are hidden for good
         foot, ok = geom.ground_to_image(tr.position[None])
         if not ok[0] or not geom.in_view(foot, margin=2.0)[0]:
             return None
@@ -287,6 +292,15 @@ class FusedAssociator:
                 return None
             u, v = foot[0]
             box = np.array([u - wh[0] / 2, v - wh[1], u + wh[0] / 2, v])
+        elif self.p.predict_full_size:  # the last box may be a partly hidden person's: cut at the bottom, narrow
+            wh = self.sizes[cam].size(np.array([(box[0] + box[2]) / 2, box[3]]))
+            if wh is not None:  # at least the camera's usual person size there: down from the top, wider about the centre
+                box = box.copy()
+                if box[3] - box[1] < wh[1]:
+                    box[3] = box[1] + wh[1]
+                if box[2] - box[0] < wh[0]:
+                    cx = (box[0] + box[2]) / 2
+                    box[0], box[2] = cx - wh[0] / 2, cx + wh[0] / 2
         w, h = geom.frame_size
         box = box.copy()
         box[[0, 2]] = np.clip(box[[0, 2]], 0, w)
