@@ -332,6 +332,11 @@ class FusionConfig(_Strict):
     predict_unseen_s: float | None = Field(default=1.25, gt=0, description="a view that last had its own box of a "
                                            "person longer ago than this gets no predicted box of them (they left "
                                            "it, or are hidden for good), s; null: no limit")
+    unpaired_cost: float | None = Field(default=0.75, gt=0, description="per view, a detection or a track may stay "
+                                        "unpaired at this cost each (in the units of the pairing cost: 1 at the gate "
+                                        "+ iou_weight x (1 - IoU) + appearance), so the assignment never bends other "
+                                        "pairs to place a stray box; 0.75: half the largest geometric cost a pair "
+                                        "that passes the gates can have; null: pair as many as possible")
     predict_full_size: bool = Field(default=True, description="a predicted box is at least the camera's learnt "
                                     "person size at its image position: a box remembered from a partly hidden person "
                                     "(cut at the bottom by an occluder, or narrowed) is extended down from its top and "

@@ -942,3 +942,21 @@ def test_a_predicted_box_covers_the_whole_hidden_person_and_ends_when_the_view_l
         "the predicted box grows from the part b last saw towards the whole person"
     assert overlap(before).max() < 0.5, "without predict_full_size the box stays the part b last saw"
     assert all(len(boxes) == 1 for t, boxes, _ in before), "without predict_unseen_s b predicts while a sees them"
+
+
+def test_a_stray_box_never_bends_the_assignment_of_the_others():
+    """Camera c1 at Laboratory frame 2241 (draw 0), reduced: track 9 fits person 4's box (cost 0.1) and could take a
+    false positive (1.11); track 21 could take person 4's box too (0.91) and nothing else. Pairing as many as
+    possible gives track 9 the false positive and person 4 to track 21; with `unpaired_cost` a box or a track may
+    stay alone, so track 9 keeps person 4 and the false positive is left over."""
+    from pipeline.fusion.associator import _BIG, _assign
+
+    cost = np.array([[0.1, 1.11], [0.91, _BIG]])  # rows: tracks 9, 21; columns: person 4's box, the false positive
+    assert sorted(_assign(cost, None)) == [(0, 1), (1, 0)]
+    assert _assign(cost, FusionParams().unpaired_cost) == [(0, 0)]
+    assert _assign(np.full((2, 3), _BIG), 0.75) == [] and _assign(np.zeros((0, 2)), 0.75) == []
+    rng = np.random.default_rng(0)
+    for _ in range(50):  # where every pair costs less than two unpaired, both ways agree on the total
+        c = rng.uniform(0, 1.4, (int(rng.integers(1, 6)), int(rng.integers(1, 6))))
+        assert len(_assign(c, 0.75)) == min(c.shape)
+        assert sum(c[k, j] for k, j in _assign(c, 0.75)) == pytest.approx(sum(c[k, j] for k, j in _assign(c, None)))

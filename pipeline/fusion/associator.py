@@ -10,7 +10,8 @@ One step, all in metres and seconds:
 2. per camera, its confident detections are assigned to the ground tracks (Hungarian): cost = Mahalanobis distance
    of the foot point to the track (track covariance + foot covariance), plus the box's overlap with the box this view
    last had for the track (image continuity), plus the embedding distance when both have one; gated in metres and in
-   sigmas. Low-score detections then continue tracks this view saw just before (IoU) - the two-stage idea of
+   sigmas; a detection or a track may stay unpaired at `unpaired_cost` each, so a stray box never bends the other
+   pairs. Low-score detections then continue tracks this view saw just before (IoU) - the two-stage idea of
    ByteTrack, per view;
 3. each track's assigned detections (<= 1 per view) are fused into one ground measurement and update its filter;
 4. the confident detections left over are clustered across views (`clustering`) and start tentative tracks, which
@@ -93,6 +94,7 @@ class FusionParams:
     handover_gap_s: float = 0.12
     handover_window_s: float = 2.0
     handover_lost_s: float = 0.5
+    unpaired_cost: float | None = 0.75
 
 
 @dataclass
@@ -116,6 +118,32 @@ def _iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
     area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
     return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
+
+
+def _assign(cost: np.ndarray, unpaired: float | None) -> list[tuple[int, int]]:
+    """Pairs (row, column) of a minimum-cost assignment of cost (R, C), pairs gated out (>= _BIG) never formed. With
+    unpaired, a row or a column may stay unpaired at that cost each, so a pair forms only where it costs less than
+    leaving both alone, and no pair is bent to make room for another; None: as many pairs as possible."""
+    if unpaired is None or cost.size == 0:
+        r, c = linear_sum_assignment(cost)
+        return [(int(k), int(j)) for k, j in zip(r, c) if cost[k, j] < _BIG]
+    ok = cost < _BIG
+    rows, cols = ok.any(axis=1).nonzero()[0], ok.any(axis=0).nonzero()[0]  # the others stay alone anyway
+    n_r, n_c = len(rows), len(cols)
+    if n_r == 0:
+        return []
+    sub = cost[rows][:, cols]
+    full = np.zeros((n_r + n_c, n_c + n_r))
+    full[:n_r, :n_c] = sub
+    full[:n_r, n_c:] = _BIG
+    full[n_r:, :n_c] = _BIG
+    full[:n_r, n_c:].flat[::n_r + 1] = unpaired  # row k alone (the diagonal of the top-right block)
+    full[n_r:, :n_c].flat[::n_c + 1] = unpaired  # column j alone
+    r, c = linear_sum_assignment(full)
+    m = (r < n_r) & (c < n_c)
+    r, c = r[m], c[m]
+    m = sub[r, c] < _BIG
+    return list(zip(rows[r[m]].tolist(), cols[c[m]].tolist()))
 
 
 def _track_state(tracks: list[GroundTrack], t: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -618,10 +646,8 @@ class FusedAssociator:
             if len(high) and tracks:
                 cost = self._costs(cam, tracks, view_boxes, pts[high], covs[high], xyxy[high],
                                    e[high] if e is not None else None, t, state)
-                r, c = linear_sum_assignment(cost)
-                for k, j in zip(r, c):
-                    if cost[k, j] < _BIG:
-                        det_track[high[j]] = k
+                for k, j in _assign(cost, p.unpaired_cost):
+                    det_track[high[j]] = k
             taken = set(det_track[det_track >= 0].tolist())
             rest = [k for k, tr in enumerate(tracks) if k not in taken and tr.global_id is not None
                     and view_boxes[k] is not None]
@@ -631,10 +657,8 @@ class FusedAssociator:
                 cost = self._costs(cam, [tracks[k] for k in rest], vb, pts[low], covs[low], xyxy[low],
                                    e[low] if e is not None else None, t, tuple(a[rest] for a in state))
                 cost[iou < p.low_iou] = _BIG
-                r, c = linear_sum_assignment(cost)
-                for k, j in zip(r, c):
-                    if cost[k, j] < _BIG:
-                        det_track[low[j]] = rest[k]
+                for k, j in _assign(cost, p.unpaired_cost):
+                    det_track[low[j]] = rest[k]
             for j in np.flatnonzero(det_track >= 0):
                 assigned.setdefault(int(det_track[j]), []).append((cam, int(j)))
             good = high[~cut[high]]
