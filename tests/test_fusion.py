@@ -949,6 +949,8 @@ def test_a_stray_box_never_bends_the_assignment_of_the_others():
     false positive (1.11); track 21 could take person 4's box too (0.91) and nothing else. Pairing as many as
     possible gives track 9 the false positive and person 4 to track 21; with `unpaired_cost` a box or a track may
     stay alone, so track 9 keeps person 4 and the false positive is left over."""
+    from scipy.optimize import linear_sum_assignment
+
     from pipeline.fusion.associator import _BIG, _assign
 
     cost = np.array([[0.1, 1.11], [0.91, _BIG]])  # rows: tracks 9, 21; columns: person 4's box, the false positive
@@ -956,6 +958,19 @@ def test_a_stray_box_never_bends_the_assignment_of_the_others():
     assert _assign(cost, FusionParams().unpaired_cost) == [(0, 0)]
     assert _assign(np.full((2, 3), _BIG), 0.75) == [] and _assign(np.zeros((0, 2)), 0.75) == []
     rng = np.random.default_rng(0)
+    for _ in range(200):  # the optimum of the padded problem: a row and a column "alone" at 0.75 for each side
+        c = rng.uniform(0, 2.2, (int(rng.integers(1, 7)), int(rng.integers(1, 7))))
+        c[rng.random(c.shape) < rng.uniform(0, 0.9)] = _BIG
+        n_r, n_c = c.shape
+        padded = np.zeros((n_r + n_c, n_c + n_r))
+        padded[:n_r, :n_c], padded[:n_r, n_c:], padded[n_r:, :n_c] = c, _BIG, _BIG
+        padded[:n_r, n_c:][np.arange(n_r), np.arange(n_r)] = 0.75
+        padded[n_r:, :n_c][np.arange(n_c), np.arange(n_c)] = 0.75
+        r, k = linear_sum_assignment(padded)
+        pairs = _assign(c, 0.75)
+        assert len({i for i, _ in pairs}) == len({j for _, j in pairs}) == len(pairs)
+        assert sum(c[i, j] for i, j in pairs) + 0.75 * (n_r + n_c - 2 * len(pairs)) == \
+            pytest.approx(padded[r, k].sum())
     for _ in range(50):  # where every pair costs less than two unpaired, both ways agree on the total
         c = rng.uniform(0, 1.4, (int(rng.integers(1, 6)), int(rng.integers(1, 6))))
         assert len(_assign(c, 0.75)) == min(c.shape)
