@@ -37,6 +37,7 @@ from pipeline.fusion.alignment import ViewAlignment
 from pipeline.fusion.clustering import ViewDetection, cluster_detections, fuse_groups, fuse_points, inv2
 from pipeline.fusion.ground import CameraGeometry, foot_points
 from pipeline.fusion.tracker import GroundTrack, TrackBook, ViewMemory
+from pipeline.tracking.utils import linear_assignment
 
 _ZERO2 = np.zeros(2)
 _ZERO2.flags.writeable = False
@@ -123,18 +124,13 @@ def _iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def _assign(cost: np.ndarray, unpaired: float | None) -> list[tuple[int, int]]:
     """Pairs (row, column) of a minimum-cost assignment of cost (R, C), pairs gated out (>= _BIG) never formed. With
     unpaired, a row or a column may stay unpaired at that cost each, so a pair forms only where it costs less than
-    leaving both alone, and no pair is bent to make room for another; None: as many pairs as possible.
-
-    Solved as one rectangular assignment with every cost capped at 2 x unpaired and the capped pairs dropped: a capped
-    pair is worth exactly leaving both sides alone, so this is the optimum of the padded problem (a row and a column
-    "alone" per side) at a quarter of the time."""
+    leaving both alone, and no pair is bent to make room for another (the per-camera trackers' gated assignment,
+    `linear_assignment`, with pairs capped at 2 x unpaired); None: as many pairs as possible."""
     if unpaired is None or cost.size == 0:
         r, c = linear_sum_assignment(cost)
         return [(int(k), int(j)) for k, j in zip(r, c) if cost[k, j] < _BIG]
-    cap = 2.0 * unpaired
-    r, c = linear_sum_assignment(np.minimum(cost, cap))
-    keep = cost[r, c] < cap
-    return list(zip(r[keep].tolist(), c[keep].tolist()))
+    matches, _, _ = linear_assignment(cost, 2.0 * unpaired)
+    return [(int(k), int(j)) for k, j in matches]
 
 
 def _track_state(tracks: list[GroundTrack], t: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -311,15 +307,12 @@ class FusedAssociator:
                 return None
             u, v = foot[0]
             box = np.array([u - wh[0] / 2, v - wh[1], u + wh[0] / 2, v])
-        elif self.p.predict_full_size:  # the last box may be a partly hidden person's: cut at the bottom, narrow
-            wh = self.sizes[cam].size(np.array([(box[0] + box[2]) / 2, box[3]]))
+        elif self.p.predict_full_size:  # a partly hidden person's last box: cut at the bottom, narrow
+            x1, y1, x2, y2 = box
+            wh = self.sizes[cam].size(np.array([(x1 + x2) / 2, y2]))
             if wh is not None:  # at least the camera's usual person size there: down from the top, wider about the centre
-                box = box.copy()
-                if box[3] - box[1] < wh[1]:
-                    box[3] = box[1] + wh[1]
-                if box[2] - box[0] < wh[0]:
-                    cx = (box[0] + box[2]) / 2
-                    box[0], box[2] = cx - wh[0] / 2, cx + wh[0] / 2
+                half = max(x2 - x1, wh[0]) / 2
+                box = np.array([(x1 + x2) / 2 - half, y1, (x1 + x2) / 2 + half, y1 + max(y2 - y1, wh[1])])
         w, h = geom.frame_size
         box = box.copy()
         box[[0, 2]] = np.clip(box[[0, 2]], 0, w)
