@@ -91,6 +91,7 @@ class FusionParams:
     resume_lost: bool = True
     duplicate_veto_frac: float | None = 0.1
     duplicate_veto_s: float = 2.0
+    covisible_veto_s: float | None = 4.0
     handover_views: int | None = 1
     handover_gap_s: float = 0.12
     handover_window_s: float = 2.0
@@ -200,6 +201,7 @@ class FusedAssociator:
         self._dup: dict[tuple[int, int], list] = {}  # (older, younger) track ids -> [s together, updates, updates]
         self._together: dict[tuple[int, int], list[float]] = {}  # (older, younger) -> recent times one camera saw both
         self._handover: dict[tuple[int, int], dict[str, float]] = {}  # (older, younger) -> camera -> time it passed
+        self._covisible: dict[tuple[int, int], float] = {}  # (lower, higher) track ids -> s one camera saw both at once
 
     # -- helpers -------------------------------------------------------------------------------------------------
     def _view_box(self, cam: str, tr: GroundTrack, t: float, max_age_s: float) -> np.ndarray | None:
@@ -420,6 +422,10 @@ class FusedAssociator:
                 if p.duplicate_veto_frac is not None and self._dt and len(self._together.get(key, ())) >= \
                         p.duplicate_veto_frac * p.duplicate_veto_s / self._dt:
                     continue  # one camera often saw both of late: two people standing close, not one held twice
+                if p.covisible_veto_s is not None and self._covisible.get(
+                        (min(key), max(key)), 0.0) >= p.covisible_veto_s - 1e-9:
+                    self._dup.pop(key, None)
+                    continue  # one camera saw both at once for long in their lives: two people, whatever now
                 if acc[0] >= p.duplicate_s - 1e-9 and min(acc[1], acc[2]) >= 2 and acc[3] >= 1:
                     self._join(old, young)
                     joined = True
@@ -428,6 +434,24 @@ class FusedAssociator:
                     self._dup.pop(key, None)
         if gone:
             self.book.tracks = [tr for tr in self.book.tracks if tr.track_id not in gone]
+
+    def _count_covisible(self, tracks: list[GroundTrack], assigned: dict) -> None:
+        """Add this step's duration to every pair of confirmed tracks that one camera gave a box each now (two
+        boxes at one moment in one view: two people)."""
+        by_cam: dict[str, list[int]] = {}
+        for k, members in assigned.items():
+            if tracks[k].global_id is not None:
+                for c, _ in members:
+                    by_cam.setdefault(c, []).append(tracks[k].track_id)
+        pairs = set()
+        for ids in by_cam.values():
+            if len(ids) > 1:
+                ids.sort()
+                pairs.update((a, b) for i, a in enumerate(ids) for b in ids[i + 1:])
+        dt = self._dt
+        cov = self._covisible
+        for key in pairs:
+            cov[key] = cov.get(key, 0.0) + dt
 
     def _resume_lost(self, confirmed_now: list[GroundTrack], t: float) -> None:
         """A person every view lost and then found again as a new track (e.g. a crossing dragged their track off, or
@@ -724,6 +748,8 @@ class FusedAssociator:
         if p.handover_views:
             self._take_over(t)
         seen_by = {tracks[k].track_id: {c for c, _ in m} for k, m in assigned.items()}
+        if p.covisible_veto_s is not None:
+            self._count_covisible(tracks, assigned)
         self._merge_duplicates(t, seen_by)
         for cam, (xyxy, scores, pts, covs, cut, e, det_track) in per_cam.items():
             for j in np.flatnonzero(det_track >= 0):
@@ -750,6 +776,9 @@ class FusedAssociator:
         # 7. end lost tracks
         self.book.tracks = [tr for tr in self.book.tracks if t - tr.last_update_t <= (
             p.max_lost_s if tr.global_id is not None else p.tentative_lost_s)]
+        if self._covisible and self.counters["steps"] % 50 == 0:  # forget pairs with an ended track now and then
+            alive = {tr.track_id for tr in self.book.tracks}
+            self._covisible = {k: v for k, v in self._covisible.items() if k[0] in alive and k[1] in alive}
         return out
 
     def live_identities(self) -> list[tuple[int, np.ndarray]]:
