@@ -297,9 +297,11 @@ class FusionConfig(_Strict):
                                               "at one moment in at least this fraction of the steps of the last "
                                               "duplicate_veto_s: two people standing close (None: off)")
     duplicate_veto_s: float = Field(default=2.0, gt=0, description="see duplicate_veto_frac, s")
-    covisible_veto_s: float | None = Field(default=4.0, gt=0, description="two tracks that one camera saw at one "
-                                           "moment, as two boxes, for this long in all (s) are two people: never "
-                                           "joined as a lasting duplicate (None: off)")
+    covisible_s: float | None = Field(default=4.0, gt=0, description="two tracks that one camera saw at one moment, "
+                                      "as two boxes, for this long in all (s) are known to be two people: the "
+                                      "lasting-duplicate rule joins them only after covisible_duplicate_s (None: off)")
+    covisible_duplicate_s: float = Field(default=2.0, gt=0, description="s in a row that two people known apart "
+                                         "(covisible_s) must look like one person held twice before they are joined")
     handover_views: int | None = Field(default=1, ge=1, description="a confirmed track every view has lost for "
                                        "handover_lost_s, whose person at least this many views passed to one younger "
                                        "track in the last handover_window_s (that view's next box overlapping its "

@@ -91,7 +91,8 @@ class FusionParams:
     resume_lost: bool = True
     duplicate_veto_frac: float | None = 0.1
     duplicate_veto_s: float = 2.0
-    covisible_veto_s: float | None = 4.0
+    covisible_s: float | None = 4.0
+    covisible_duplicate_s: float = 2.0
     handover_views: int | None = 1
     handover_gap_s: float = 0.12
     handover_window_s: float = 2.0
@@ -201,7 +202,7 @@ class FusedAssociator:
         self._dup: dict[tuple[int, int], list] = {}  # (older, younger) track ids -> [s together, updates, updates]
         self._together: dict[tuple[int, int], list[float]] = {}  # (older, younger) -> recent times one camera saw both
         self._handover: dict[tuple[int, int], dict[str, float]] = {}  # (older, younger) -> camera -> time it passed
-        self._covisible: dict[tuple[int, int], float] = {}  # (lower, higher) track ids -> s one camera saw both at once
+        self._covisible: dict[int, float] = {}  # lower track id << 32 | higher -> s one camera saw both at once
 
     # -- helpers -------------------------------------------------------------------------------------------------
     def _view_box(self, cam: str, tr: GroundTrack, t: float, max_age_s: float) -> np.ndarray | None:
@@ -422,11 +423,11 @@ class FusedAssociator:
                 if p.duplicate_veto_frac is not None and self._dt and len(self._together.get(key, ())) >= \
                         p.duplicate_veto_frac * p.duplicate_veto_s / self._dt:
                     continue  # one camera often saw both of late: two people standing close, not one held twice
-                if p.covisible_veto_s is not None and self._covisible.get(
-                        (min(key), max(key)), 0.0) >= p.covisible_veto_s - 1e-9:
-                    self._dup.pop(key, None)
-                    continue  # one camera saw both at once for long in their lives: two people, whatever now
-                if acc[0] >= p.duplicate_s - 1e-9 and min(acc[1], acc[2]) >= 2 and acc[3] >= 1:
+                need = p.duplicate_s
+                if p.covisible_s is not None and self._covisible.get(
+                        min(key) << 32 | max(key), 0.0) >= p.covisible_s - 1e-9:
+                    need = max(need, p.covisible_duplicate_s)  # known to be two people: longer evidence needed
+                if acc[0] >= need - 1e-9 and min(acc[1], acc[2]) >= 2 and acc[3] >= 1:
                     self._join(old, young)
                     joined = True
                     self.counters["merges"] += 1
@@ -437,20 +438,22 @@ class FusedAssociator:
 
     def _count_covisible(self, tracks: list[GroundTrack], assigned: dict) -> None:
         """Add this step's duration to every pair of confirmed tracks that one camera gave a box each now (two
-        boxes at one moment in one view: two people)."""
-        by_cam: dict[str, list[int]] = {}
-        for k, members in assigned.items():
-            if tracks[k].global_id is not None:
-                for c, _ in members:
-                    by_cam.setdefault(c, []).append(tracks[k].track_id)
-        pairs = set()
-        for ids in by_cam.values():
-            if len(ids) > 1:
-                ids.sort()
-                pairs.update((a, b) for i, a in enumerate(ids) for b in ids[i + 1:])
-        dt = self._dt
-        cov = self._covisible
-        for key in pairs:
+        boxes at one moment in one view: two people). Pairs are keyed lower id * 2^32 + higher id."""
+        ks = [k for k in assigned if tracks[k].global_id is not None]
+        if len(ks) < 2:
+            return
+        cams = {c: i for i, c in enumerate(self.cameras)}
+        seen = np.zeros((len(ks), len(cams)), np.float32)
+        for row, k in enumerate(ks):
+            for c, _ in assigned[k]:
+                seen[row, cams[c]] = 1.0
+        a, b = np.nonzero(np.triu(seen @ seen.T, 1))
+        if not len(a):
+            return
+        ids = np.array([tracks[k].track_id for k in ks], np.int64)
+        lo, hi = np.minimum(ids[a], ids[b]), np.maximum(ids[a], ids[b])
+        dt, cov = self._dt, self._covisible
+        for key in (lo << 32 | hi).tolist():
             cov[key] = cov.get(key, 0.0) + dt
 
     def _resume_lost(self, confirmed_now: list[GroundTrack], t: float) -> None:
@@ -748,7 +751,7 @@ class FusedAssociator:
         if p.handover_views:
             self._take_over(t)
         seen_by = {tracks[k].track_id: {c for c, _ in m} for k, m in assigned.items()}
-        if p.covisible_veto_s is not None:
+        if p.covisible_s is not None:
             self._count_covisible(tracks, assigned)
         self._merge_duplicates(t, seen_by)
         for cam, (xyxy, scores, pts, covs, cut, e, det_track) in per_cam.items():
@@ -778,7 +781,7 @@ class FusedAssociator:
             p.max_lost_s if tr.global_id is not None else p.tentative_lost_s)]
         if self._covisible and self.counters["steps"] % 50 == 0:  # forget pairs with an ended track now and then
             alive = {tr.track_id for tr in self.book.tracks}
-            self._covisible = {k: v for k, v in self._covisible.items() if k[0] in alive and k[1] in alive}
+            self._covisible = {k: v for k, v in self._covisible.items() if k >> 32 in alive and k & 0xFFFFFFFF in alive}
         return out
 
     def live_identities(self) -> list[tuple[int, np.ndarray]]:
