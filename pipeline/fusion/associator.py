@@ -381,7 +381,10 @@ class FusedAssociator:
         the count. A pair that one camera saw both of at one moment in at least duplicate_veto_frac of the steps of
         the last duplicate_veto_s seconds is not joined at all (two people standing close, whom each camera sees
         apart now and then: a true duplicate is seen twice by one camera only by a rare false positive or a second
-        box)."""
+        box). A pair that cameras saw as two boxes at one moment for covisible_s seconds in all of their lives is
+        known to be two people: it must look like one person for covisible_duplicate_s in a row, not duplicate_s
+        (two people walking close while each is hidden in one view part again soon; a track dragged onto someone
+        else's person stays a duplicate and is still joined)."""
         p = self.p
         recent = 0.5 * p.duplicate_s
         live = [tr for tr in self.book.tracks if tr.global_id is not None and t - tr.last_update_t <= recent]
