@@ -232,26 +232,33 @@ def test_one_camera_flickering_between_two_people_never_merges_them():
     assert assoc.counters["merges"] == 0
 
 
+def _ids_per_view(params: FusionParams, steps: int, where, seen, from_s: float = 1.0) -> dict:
+    """Two-camera scene: at step i (t = i / 25 s) people stand at where(t) = {person: ground xy (2,) m} and each camera
+    sees the people seen(i, t) = {camera: [person, ...]}. Returns {(camera, person): set of ids from from_s on}."""
+    cams = two_camera_scene()
+    assoc = FusedAssociator(cams, params)
+    ids: dict = {}
+    for i in range(steps):
+        t = i / 25.0
+        at, who_sees = where(t), seen(i, t)
+        views = {cam: (np.array([person_box(cams[cam], at[p]) for p in who]), np.full(len(who), 0.9), None)
+                 for cam, who in who_sees.items()}
+        out = assoc.update(t, views)
+        for cam, who in who_sees.items():
+            for j, p in enumerate(who):
+                if t >= from_s:
+                    ids.setdefault((cam, p), set()).add(int(out.ids[cam][j]))
+    return ids
+
+
 def _side_by_side_bursts(params: FusionParams, steps: int = 150) -> dict:
     """Two people walk side by side 0.6 m apart. Camera a sees only person 0 (person 1 is hidden behind them there);
     camera b sees person 1 always and person 0 only in bursts: 11 steps of every 30 (the two separate in b's image,
     then one hides the other again for 0.76 s). Returns {(camera, person): set of ids from 1 s on}."""
-    cams = two_camera_scene()
-    assoc = FusedAssociator(cams, params)
     start = {0: np.array([-2.0, -1.0]), 1: np.array([-2.0, -0.4])}
     vel = np.array([0.5, 0.2])
-    ids: dict = {}
-    for i in range(steps):
-        t = i / 25.0
-        seen = {"a": [0], "b": [0, 1] if i % 30 < 11 else [1]}
-        views = {cam: (np.array([person_box(cams[cam], start[p] + vel * t) for p in who]), np.full(len(who), 0.9),
-                       None) for cam, who in seen.items()}
-        out = assoc.update(t, views)
-        for cam, who in seen.items():
-            for j, p in enumerate(who):
-                if t >= 1.0:
-                    ids.setdefault((cam, p), set()).add(int(out.ids[cam][j]))
-    return ids
+    return _ids_per_view(params, steps, lambda t: {p: xy + vel * t for p, xy in start.items()},
+                         lambda i, t: {"a": [0], "b": [0, 1] if i % 30 < 11 else [1]})
 
 
 def test_two_people_one_camera_sees_apart_in_bursts_keep_two_identities():
@@ -272,23 +279,14 @@ def _known_pair_each_hidden_in_one_view(params: FusionParams) -> dict:
     """Two people walk 2 m apart, both cameras seeing both, for 6 s. From 6 s each is hidden in one view (camera a sees
     only person 0, camera b only person 1); they close to 0.6 m by 7 s, walk side by side until 8.3 s, part to 2 m
     again by 9.3 s, and both cameras see both from 8.3 s on. Returns {(camera, person): set of ids from 1 s on}."""
-    cams = two_camera_scene()
-    assoc = FusedAssociator(cams, params)
     vel = np.array([0.3, 0.0])
-    ids: dict = {}
-    for i in range(300):
-        t = i / 25.0
+
+    def where(t: float) -> dict:
         gap = 2.0 - 1.4 * float(np.clip(t - 6.0, 0.0, 1.0)) + 1.4 * float(np.clip(t - 8.3, 0.0, 1.0))
-        at = {0: np.array([-2.0, -1.0]) + vel * t, 1: np.array([-2.0, -1.0 + gap]) + vel * t}
-        seen = {"a": [0], "b": [1]} if 6.0 <= t < 8.3 else {"a": [0, 1], "b": [0, 1]}
-        views = {cam: (np.array([person_box(cams[cam], at[p]) for p in who]), np.full(len(who), 0.9), None)
-                 for cam, who in seen.items()}
-        out = assoc.update(t, views)
-        for cam, who in seen.items():
-            for j, p in enumerate(who):
-                if t >= 1.0:
-                    ids.setdefault((cam, p), set()).add(int(out.ids[cam][j]))
-    return ids
+        return {0: np.array([-2.0, -1.0]) + vel * t, 1: np.array([-2.0, -1.0 + gap]) + vel * t}
+
+    return _ids_per_view(params, 300, where,
+                         lambda i, t: {"a": [0], "b": [1]} if 6.0 <= t < 8.3 else {"a": [0, 1], "b": [0, 1]})
 
 
 def test_two_people_long_seen_apart_need_longer_evidence_to_be_joined():
