@@ -302,6 +302,9 @@ class FusionConfig(_Strict):
                                       "lasting-duplicate rule joins them only after covisible_duplicate_s (None: off)")
     covisible_duplicate_s: float = Field(default=2.0, gt=0, description="s in a row that two people known apart "
                                          "(covisible_s) must look like one person held twice before they are joined")
+    provisional_alias: bool = Field(default=True, description="a young track that so far looks like a duplicate of "
+                                    "exactly one older track (near it, in other views, since birth) reports the older "
+                                    "identity until it is merged or parts")
     handover_views: int | None = Field(default=1, ge=1, description="a confirmed track every view has lost for "
                                        "handover_lost_s, whose person at least this many views passed to one younger "
                                        "track in the last handover_window_s (that view's next box overlapping its "

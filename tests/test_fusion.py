@@ -200,6 +200,21 @@ def test_a_person_tracked_twice_becomes_one_identity():
     assert late("a") != late("b"), "the scene must hold a lasting duplicate without the rule"
 
 
+def test_a_young_duplicate_reports_the_older_identity_until_merged():
+    """Camera b puts person 0 0.7 m off and only sees them from 2 s on: b's boxes start a second ground track, which
+    the young-duplicate merge joins after merge_s. Until then that young track looks like a duplicate of exactly one
+    older track, so b's boxes are reported with the older identity from the first one that has an identity
+    (`provisional_alias`); without it b reports a new identity for a few steps first."""
+    person = {0: (np.array([-2.0, -1.0]), np.array([0.5, 0.2]), {"a": 0.0, "b": 2.0})}
+    base = dict(align=False, new_view_gate_m=0.5, predict_boxes=False)
+    for alias in (False, True):
+        ids = _duplicate_scene(FusionParams(**base, provisional_alias=alias), person, np.array([0.7, 0.0]), fp_at=-1.0)
+        first = {g for t, g in ids[("a", 0)] if g >= 0}
+        b_ids = {g for t, g in ids[("b", 0)] if g >= 0}
+        assert len(first) == 1 and first <= b_ids, ids
+        assert (b_ids == first) == alias, (alias, b_ids, first)
+
+
 def test_two_people_side_by_side_are_never_merged():
     """Two people walk side by side 0.6 m apart for 6 s; camera b misses one of them in most steps (occlusion), but
     every tenth step it sees both: they keep two identities in both views."""

@@ -93,6 +93,7 @@ class FusionParams:
     duplicate_veto_s: float = 2.0
     covisible_s: float | None = 4.0
     covisible_duplicate_s: float = 2.0
+    provisional_alias: bool = True
     handover_views: int | None = 1
     handover_gap_s: float = 0.12
     handover_window_s: float = 2.0
@@ -370,6 +371,21 @@ class FusedAssociator:
             self.book.tracks = [tr for tr in self.book.tracks if tr.track_id not in gone]
         if p.duplicate_s is not None:
             self._merge_lasting_duplicates(t, seen_by)
+
+    def _provisional_aliases(self, t: float) -> dict[int, int]:
+        """Young confirmed tracks that, so far, look like a duplicate of exactly one older track seen now (near it in
+        disjoint views in every step since birth, still inside the young-merge window) -> that track's global id:
+        their boxes are reported with it until the merge, or until they part."""
+        alias = {}
+        by_id = {tr.track_id: tr for tr in self.book.tracks}
+        for young in self.book.tracks:
+            if young.global_id is None or not young.close_steps or young.last_update_t != t \
+                    or t - young.first_t > self.p.merge_s + 1.0:
+                continue
+            cands = [k for k, n in young.close_steps.items() if n > 0 and k in by_id]
+            if len(cands) == 1 and by_id[cands[0]].global_id is not None and by_id[cands[0]].last_update_t == t:
+                alias[young.global_id] = by_id[cands[0]].global_id
+        return alias
 
     def _merge_lasting_duplicates(self, t: float, seen_by: dict[int, set[str]]) -> None:
         """A person held by two confirmed tracks at any age (the views split between them, or take turns, e.g. a view
@@ -757,9 +773,12 @@ class FusedAssociator:
         if p.covisible_s is not None:
             self._count_covisible(tracks, assigned)
         self._merge_duplicates(t, seen_by)
+        alias = self._provisional_aliases(t) if p.provisional_alias else {}
         for cam, (xyxy, scores, pts, covs, cut, e, det_track) in per_cam.items():
             for j in np.flatnonzero(det_track >= 0):
                 gid = tracks[int(det_track[j])].global_id
+                if gid is not None:
+                    gid = alias.get(gid, gid)
                 out.ids[cam][j] = self.merged.get(gid, gid) if gid is not None else -1
         # 6. predicted boxes for views that missed a person another view sees now
         if p.predict_boxes:
