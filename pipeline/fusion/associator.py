@@ -28,6 +28,7 @@ Latency: none beyond the step itself (online).
 from __future__ import annotations
 
 import logging
+from itertools import combinations
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -203,7 +204,7 @@ class FusedAssociator:
         self._dup: dict[tuple[int, int], list] = {}  # (older, younger) track ids -> [s together, updates, updates]
         self._together: dict[tuple[int, int], list[float]] = {}  # (older, younger) -> recent times one camera saw both
         self._handover: dict[tuple[int, int], dict[str, float]] = {}  # (older, younger) -> camera -> time it passed
-        self._covisible: dict[int, float] = {}  # lower track id << 32 | higher -> s one camera saw both at once
+        self._covisible: dict[tuple[int, int], float] = {}  # (lower, higher) track ids -> s one camera saw both at once
 
     # -- helpers -------------------------------------------------------------------------------------------------
     def _view_box(self, cam: str, tr: GroundTrack, t: float, max_age_s: float) -> np.ndarray | None:
@@ -444,7 +445,7 @@ class FusedAssociator:
                     continue  # one camera often saw both of late: two people standing close, not one held twice
                 need = p.duplicate_s
                 if p.covisible_s is not None and self._covisible.get(
-                        min(key) << 32 | max(key), 0.0) >= p.covisible_s - 1e-9:
+                        (min(key), max(key)), 0.0) >= p.covisible_s - 1e-9:
                     need = max(need, p.covisible_duplicate_s)  # known to be two people: longer evidence needed
                 if acc[0] >= need - 1e-9 and min(acc[1], acc[2]) >= 2 and acc[3] >= 1:
                     self._join(old, young)
@@ -455,25 +456,17 @@ class FusedAssociator:
         if gone:
             self.book.tracks = [tr for tr in self.book.tracks if tr.track_id not in gone]
 
-    def _count_covisible(self, tracks: list[GroundTrack], assigned: dict) -> None:
+    def _count_covisible(self, seen_by: dict[int, set[str]], confirmed: set[int]) -> None:
         """Add this step's duration to every pair of confirmed tracks that one camera gave a box each now (two
-        boxes at one moment in one view: two people). Pairs are keyed lower id * 2^32 + higher id."""
-        ks = [k for k in assigned if tracks[k].global_id is not None]
-        if len(ks) < 2:
-            return
-        cams = {c: i for i, c in enumerate(self.cameras)}
-        seen = np.zeros((len(ks), len(cams)), np.float32)
-        for row, k in enumerate(ks):
-            for c, _ in assigned[k]:
-                seen[row, cams[c]] = 1.0
-        a, b = np.nonzero(np.triu(seen @ seen.T, 1))
-        if not len(a):
-            return
-        ids = np.array([tracks[k].track_id for k in ks], np.int64)
-        lo, hi = np.minimum(ids[a], ids[b]), np.maximum(ids[a], ids[b])
-        dt, cov = self._dt, self._covisible
-        for key in (lo << 32 | hi).tolist():
-            cov[key] = cov.get(key, 0.0) + dt
+        boxes at one moment in one view: two people)."""
+        by_cam: dict[str, list[int]] = {}
+        for tid, cams in seen_by.items():
+            if tid in confirmed:
+                for c in cams:
+                    by_cam.setdefault(c, []).append(tid)
+        pairs = {pair for ids in by_cam.values() for pair in combinations(sorted(ids), 2)}
+        for pair in pairs:
+            self._covisible[pair] = self._covisible.get(pair, 0.0) + self._dt
 
     def _resume_lost(self, confirmed_now: list[GroundTrack], t: float) -> None:
         """A person every view lost and then found again as a new track (e.g. a crossing dragged their track off, or
@@ -771,7 +764,7 @@ class FusedAssociator:
             self._take_over(t)
         seen_by = {tracks[k].track_id: {c for c, _ in m} for k, m in assigned.items()}
         if p.covisible_s is not None:
-            self._count_covisible(tracks, assigned)
+            self._count_covisible(seen_by, {tr.track_id for tr in tracks if tr.global_id is not None})
         self._merge_duplicates(t, seen_by)
         alias = self._provisional_aliases(t) if p.provisional_alias else {}
         for cam, (xyxy, scores, pts, covs, cut, e, det_track) in per_cam.items():
@@ -803,7 +796,7 @@ class FusedAssociator:
             p.max_lost_s if tr.global_id is not None else p.tentative_lost_s)]
         if self._covisible and self.counters["steps"] % 50 == 0:  # forget pairs with an ended track now and then
             alive = {tr.track_id for tr in self.book.tracks}
-            self._covisible = {k: v for k, v in self._covisible.items() if k >> 32 in alive and k & 0xFFFFFFFF in alive}
+            self._covisible = {k: v for k, v in self._covisible.items() if k[0] in alive and k[1] in alive}
         return out
 
     def live_identities(self) -> list[tuple[int, np.ndarray]]:
