@@ -351,6 +351,11 @@ class FusionConfig(_Strict):
                                     "widened about its centre")
     disagreement_warn_m: float = Field(default=1.5, gt=0, description="warn when two views' mean offsets for one "
                                        "person differ by more than this (recalibrate), m")
+    offline_rewrite_s: float | None = Field(default=2.0, ge=0, description="offline pass (association.offline, "
+                                            "recorded files): when the fusion joined a track at most this old into "
+                                            "an older identity (a duplicate, a person found again, a handover), the "
+                                            "boxes it sent out before the join take the older identity in mot/ "
+                                            "(mot_online/ keeps them as sent), s; null: no offline pass")
     groups: list[list[str]] | None = Field(default=None, description="groups of overlapping cameras, each tracked "
                                            "on its own ground plane, e.g. [[c0, c1], [c2, c3]] (default: one group "
                                            "of every camera with a homography); the groups and the cameras outside "

@@ -20,20 +20,29 @@ LOCAL_DIR, GLOBAL_DIR, ONLINE_DIR = "mot_local", "mot", "mot_online"
 
 def relabel_mot_file(src: Path, dst: Path, camera_id: str, ids: dict[tuple[str, int], int]) -> int:
     """Copy a MOT file replacing each local id (column 2) by `ids[(camera_id, id)]`; ids without a global one get
-    fresh ids above all others. Returns the number of lines written."""
+    fresh ids above all others. A flagged predicted box (score 0, written after the frame's own boxes) whose identity
+    the frame already has is left out: the view's own box of that person is there (the fused mode's offline pass can
+    give a view's box the identity a predicted box showed). Returns the number of lines written."""
     fresh: dict[int, int] = {}
     top = max(list(ids.values()) + [0])
     n = 0
+    shown: set[int] = set()  # identities written in the current frame
+    frame = None
     dst.parent.mkdir(parents=True, exist_ok=True)
     with open(src, encoding="ascii") as fin, open(dst, "w", encoding="ascii") as fout:
         for line in fin:
             parts = line.rstrip("\n").split(",")
             if len(parts) < 6:
                 continue
+            if parts[0] != frame:
+                frame, shown = parts[0], set()
             local = int(float(parts[1]))
             gid = ids.get((camera_id, local))
             if gid is None:
                 gid = fresh.setdefault(local, top + len(fresh) + 1)
+            if gid in shown and len(parts) > 6 and float(parts[6]) == 0.0:
+                continue
+            shown.add(gid)
             parts[1] = str(gid)
             fout.write(",".join(parts) + "\n")
             n += 1

@@ -1027,3 +1027,106 @@ def test_a_stray_box_never_bends_the_assignment_of_the_others():
         c = rng.uniform(0, 1.4, (int(rng.integers(1, 6)), int(rng.integers(1, 6))))
         assert len(_assign(c, 0.75)) == min(c.shape)
         assert sum(c[k, j] for k, j in _assign(c, 0.75)) == pytest.approx(sum(c[k, j] for k, j in _assign(c, None)))
+
+
+def test_offline_pass_rewrites_only_young_joined_tracks_and_never_doubles_an_identity_in_a_frame():
+    """`pipeline.fusion.hindsight`: a join rewrites the joined identity's past only when its track was young (the
+    chain stops at the first old one); a camera segment keeps its online id where that camera showed the new identity
+    at one of its steps."""
+    from pipeline.fusion.hindsight import Join, add_step, offline_ids, rewritten_ids
+
+    joins = {5: Join(into=3, t=10.0, age_s=0.8),   # young duplicate of 3
+             3: Join(into=1, t=20.0, age_s=15.0),  # an old track joined late: its past stays
+             7: Join(into=5, t=12.0, age_s=1.5),   # young, joined into 5, which was itself young when joined to 3
+             9: Join(into=1, t=30.0, age_s=2.5)}
+    assert rewritten_ids(joins, 2.0) == {5: 3, 7: 3}
+    assert rewritten_ids(joins, 3.0) == {5: 3, 7: 3, 9: 1}
+    assert rewritten_ids(joins, None) == {}
+    runs: dict = {}
+    for key, steps in {("a", 50): range(100, 120), ("a", 30): [*range(80, 101), *range(125, 200)],
+                       ("b", 51): range(102, 121), ("b", 31): range(130, 200), ("a", 70): range(140, 150)}.items():
+        for s in steps:
+            add_step(runs.setdefault(key, []), s)
+    assert runs[("a", 30)] == [[80, 100], [125, 199]]
+    add_step(runs[("a", 30)], 202)  # two steps missed: still one run
+    assert runs[("a", 30)] == [[80, 100], [125, 202]]
+    online = {("a", 50): 5, ("a", 30): 3, ("b", 51): 5, ("b", 31): 3, ("a", 70): 7}
+    final = offline_ids(online, {5: 3, 7: 3}, runs)
+    # camera a showed 3 (segment 30) at step 100, which segment 50 also covers: it keeps 5; camera b never overlapped;
+    # segment 70 (steps 140-149) overlaps segment 30's second run: it keeps 7
+    assert final == {("a", 50): 5, ("a", 30): 3, ("b", 51): 3, ("b", 31): 3, ("a", 70): 7}
+    runs[("a", 50)] = [[101, 120]]
+    assert offline_ids(online, {5: 3}, runs)[("a", 50)] == 3
+
+
+def test_fused_stage_offline_gives_a_young_duplicate_s_early_boxes_the_identity_it_joined(tmp_path):
+    """Camera b puts the one person 0.7 m off (alignment off) and sees them only from 2 s on, and camera a has a false
+    positive at b's spot at 2.4 s, so b's boxes start a second ground identity (the young-duplicate merge is ruled
+    out) that the lasting-duplicate rule joins into the first one within a second. Online (`mot_online/`) b's first
+    boxes carry the young identity; offline (`mot/`, a completed run of recorded files) every box of the person
+    carries the first one, in both cameras, and `end.links` tells each rewritten segment. With
+    `offline_rewrite_s: null` mot/ keeps the online ids."""
+    from core.types import Detections, Frame, Tracks
+    from pipeline.stages.base import Step, drive_step
+
+    truth = two_camera_scene()
+    shifted = dict(truth, b=CameraGeometry("b", np.array([[1, 0, 0.7], [0, 1, 0], [0, 0, 1.0]]) @ truth["b"].h_m,
+                                           1.0, FRAME))
+    pos = lambda t: np.array([-2.0, -1.0]) + np.array([0.5, 0.2]) * t
+    image = np.zeros((FRAME[1], FRAME[0], 3), np.uint8)
+    for rewrite in (2.0, None):
+        out = tmp_path / f"rewrite_{rewrite}"
+        out.mkdir()
+        stages = fused_stages(out, shifted, {"align": False, "new_view_gate_m": 0.5, "predict_boxes": False,
+                                             "offline_rewrite_s": rewrite})
+        for i in range(150):
+            t = i / 25.0
+            step = Step(i, t)
+            for cam in ("a", "b"):
+                boxes, tids = [], []
+                if cam == "a" or t >= 2.0:
+                    boxes.append(person_box(truth[cam], pos(t)))
+                    tids.append(1)
+                if cam == "a" and i == 60:  # a's false positive where b puts the person, once b's track is confirmed
+                    boxes.append(person_box(truth["a"], pos(t) + np.array([0.7, 0.0])))
+                    tids.append(99)
+                xyxy = np.array(boxes, np.float32).reshape(-1, 4)
+                tracks = Tracks(np.array(tids), xyxy, np.full(len(tids), 0.9), np.zeros(len(tids)))
+                tracks.detections = Detections(xyxy, np.full(len(tids), 0.9, np.float32), np.zeros(len(tids), np.int32))
+                step.frames.append((Frame(cam, i, t, image), tracks))
+            drive_step(stages, step)
+        end = close_stages(stages, shifted, 150)
+        mot = {c: np.loadtxt(out / "run" / "mot" / f"{c}.txt", delimiter=",", ndmin=2) for c in ("a", "b")}
+        for rows in mot.values():
+            assert len({(r[0], r[1]) for r in rows.tolist()}) == len(rows), "an identity twice in one frame"
+        person_a = mot["a"][(mot["a"][:, 0] > 20) & (mot["a"][:, 0] != 61)]  # frame 61: a's false positive too
+        a_id = set(person_a[:, 1].tolist())
+        b_ids = set(mot["b"][:, 1].tolist())
+        assert len(a_id) == 1, a_id
+        if rewrite is None:
+            assert "offline" not in end.identities and not (out / "run" / "mot_online").exists()
+            assert len(b_ids) == 2 and a_id < b_ids, b_ids  # the young identity first, then the joined one
+            continue
+        online_b = np.loadtxt(out / "run" / "mot_online" / "b.txt", delimiter=",", ndmin=2)
+        b_ids_online = set(online_b[:, 1].tolist())
+        assert len(b_ids_online) == 2
+        assert b_ids == a_id, (b_ids, a_id)
+        moved = [e for e in end.links if e.reason == "offline"]
+        assert moved and all(e.camera_id == "b" and e.global_id in a_id for e in moved)
+        # a's false positive had the young identity at a step a also showed the person: it keeps it
+        young = b_ids_online - a_id
+        assert set(mot["a"][mot["a"][:, 0] == 61][:, 1].tolist()) == a_id | young
+        assert stages[0].counters()["offline_rewritten_segments"] == len(moved)
+
+
+def test_mot_relabel_leaves_out_a_predicted_box_that_repeats_an_identity_in_its_frame(tmp_path):
+    """When the offline ids give a view's own box the identity a predicted box (score 0) of that frame shows, the
+    predicted box is left out of the relabelled file; the view's own boxes are never dropped."""
+    from pipeline.outputs import relabel_mot_file
+
+    src = tmp_path / "local.txt"
+    src.write_text("1,5,10,10,20,40,0.9,-1,-1,-1\n1,7,12,10,20,40,0.0,-1,-1,-1\n"
+                   "2,5,11,10,20,40,0.9,-1,-1,-1\n2,8,50,10,20,40,0.8,-1,-1,-1\n2,7,13,10,20,40,0.0,-1,-1,-1\n")
+    n = relabel_mot_file(src, tmp_path / "out.txt", "c", {("c", 5): 3, ("c", 7): 3, ("c", 8): 3})
+    rows = [line.split(",")[:2] for line in (tmp_path / "out.txt").read_text().splitlines()]
+    assert n == 3 and rows == [["1", "3"], ["2", "3"], ["2", "3"]], rows

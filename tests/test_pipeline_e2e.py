@@ -167,7 +167,7 @@ def test_recorded_run_gives_the_same_outputs_every_time(shared, yolo_weights, tm
         outs.append(out)
     a, b = outs
     files = sorted(p.relative_to(a) for p in a.rglob("*.txt")) + [Path("tracks.jsonl")]
-    expected = {"mot", "mot_local", "tracks.jsonl"} | ({"mot_online"} if cfg.association.mode == "tracks" else set())
+    expected = {"mot", "mot_local", "mot_online", "tracks.jsonl"}  # both modes refine files offline
     assert {p.parts[0] for p in files} >= expected
     for rel in files:
         assert (a / rel).read_bytes() == (b / rel).read_bytes(), f"{rel} differs between two runs"

@@ -22,7 +22,8 @@ One step, all in metres and seconds:
 5. optionally, a confirmed track seen by some view now is projected into each other view whose detector missed it
    (inside the frame only), with the size of the box that view last had for it, or else the camera's learnt box size
    at that image position.
-Latency: none beyond the step itself (online).
+Latency: none beyond the step itself (online). `assoc.joins` records every join (the joined id, the id it joined, when,
+and how old its track was) for the offline pass (`pipeline.fusion.hindsight`).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from scipy.optimize import linear_sum_assignment
 from pipeline.fusion.alignment import ViewAlignment
 from pipeline.fusion.clustering import ViewDetection, cluster_detections, fuse_groups, fuse_points, inv2
 from pipeline.fusion.ground import CameraGeometry, foot_points
+from pipeline.fusion.hindsight import Join
 from pipeline.fusion.tracker import GroundTrack, TrackBook, ViewMemory
 from pipeline.tracking.utils import linear_assignment
 
@@ -199,6 +201,7 @@ class FusedAssociator:
         self.counters = {"steps": 0, "tracks": 0, "identities": 0, "merges": 0, "resumed": 0,
                          "predicted_boxes": 0, "inconsistent_views": 0, "handovers": 0}
         self.merged: dict[int, int] = {}  # global id merged away -> the id it joined
+        self.joins: dict[int, Join] = {}  # global id merged away -> when, into what, and how old its track was
         self._dt = 0.0  # running step duration, s
         self.disagreements: dict[tuple[str, str], float] = {}  # camera pair -> metres, warned once
         self._dup: dict[tuple[int, int], list] = {}  # (older, younger) track ids -> [s together, updates, updates]
@@ -539,6 +542,7 @@ class FusedAssociator:
                 old.embedding, old.n_embeddings = young.embedding.copy(), young.n_embeddings
             if young.global_id is not None:
                 self.merged[young.global_id] = old.global_id
+                self.joins[young.global_id] = Join(old.global_id, t, t - young.first_t)
             self.counters["handovers"] += 1
             gone.add(b)
         if gone:
@@ -557,6 +561,7 @@ class FusedAssociator:
         old.kf.P[:2, 2:] = old.kf.P[2:, :2] = 0.0  # keep P positive definite: the new position owes nothing to v
         old.last_update_t = max(old.last_update_t, young.last_update_t)
         self.merged[young.global_id] = old.global_id
+        self.joins[young.global_id] = Join(old.global_id, self.t, self.t - young.first_t)
 
     def _join_gate(self, cam: str) -> float:
         """Metres within which a view may join a track it has no recent box of: once the views are aligned,

@@ -17,7 +17,13 @@ another (the ground tracks disagree), the track is cut there. Its first identity
 identity of it gets a segment id (from `SEGMENT_BASE` up, unique per camera), written to `tracks.track_ids`, with the
 tracker's own id kept in `tracks.view_ids` (action episodes follow the view, as with tracklets). `end.identities
 ['online']` maps (camera, segment) -> ground identity, so `mot/` holds each box's ground identity at that moment;
-`step.links` tells each new segment (and the outside cameras' links). There is no offline pass in this mode.
+`step.links` tells each new segment (and the outside cameras' links).
+
+Offline (`association.offline`, every camera a recorded file, a completed run; `pipeline.fusion.hindsight`): a segment
+whose identity the fusion later joined into an older one, while the joined track was at most `fusion.offline_rewrite_s`
+old, takes the older identity (`end.identities['offline']`, so `mot/`; `mot_online/` keeps the online ids), unless
+the camera had its own box (not a predicted one) with the older identity at one of the segment's steps; a predicted
+box that then repeats an identity in a frame is left out of `mot/` (`relabel_mot_file`).
 
 Rows left out: a box of the camera's tracker that the fusion did not identify at this step (its detection was gated
 out of every ground track, or belongs to a track the fusion has not confirmed) is dropped from the camera's tracks,
@@ -43,6 +49,7 @@ from core.geometry import load_homography
 from pipeline.association.online import LinkEvent
 from pipeline.fusion.associator import FusedAssociator, _iou_matrix
 from pipeline.fusion.ground import CameraGeometry
+from pipeline.fusion.hindsight import add_step, offline_ids, rewritten_ids
 from pipeline.fusion.links import GROUP_STRIDE, GroupLinks
 from pipeline.stages.base import CameraInfo, RunEnd, RunInfo, Stage, Step, register_stage
 
@@ -94,6 +101,8 @@ class FusedAssociationStage(Stage):
         self.next_segment: dict[str, int] = {}  # camera -> next segment id
         self.leading: dict[tuple[str, int], int] = {}  # (camera, segment) -> ground id
         self.spans: dict[tuple[str, int], list[float]] = {}
+        self.runs: dict[tuple[str, int], list[list[int]]] | None = None  # (camera, segment) -> steps with own boxes
+        self.offline_moved = 0  # segments the offline pass gave an older identity
         self.unfused: list[str] = []
         self.unidentified = 0  # tracker boxes left out: the fusion did not identify them (report_unidentified off)
 
@@ -104,6 +113,8 @@ class FusedAssociationStage(Stage):
 
     def open(self, run: RunInfo) -> None:
         self.embedding_dim = run.embedding_dim
+        if self.cfg.offline and run.all_files and self.cfg.fusion.offline_rewrite_s is not None:
+            self.runs = {}  # kept for the offline pass only (recorded files: a live run's memory stays bounded)
 
     def _group(self, cam: str) -> str | None:
         if self.cfg.fusion.groups is None:
@@ -260,7 +271,7 @@ class FusedAssociationStage(Stage):
             self.first_seen.setdefault((cam, int(tid)), step.index)
             self.seen_at[(cam, int(tid))] = step.time_s
         for seg in seg_ids.tolist():
-            self._touch(cam, seg, step.time_s)
+            self._touch(cam, seg, step)
         if tracks.view_ids is None:
             tracks.view_ids = local
         tracks.track_ids = seg_ids
@@ -274,10 +285,13 @@ class FusedAssociationStage(Stage):
             for d in (self.seen_at, self.current, self.first_seen):
                 d.pop(k, None)
 
-    def _touch(self, cam: str, seg: int, t: float) -> None:
-        """Extend the time span (s) of a segment to t."""
-        span = self.spans.setdefault((cam, seg), [t, t])
-        span[1] = t
+    def _touch(self, cam: str, seg: int, step: Step, own_box: bool = True) -> None:
+        """Extend the time span (s) of a segment to this step; own_box (not a predicted box): also its step runs, for
+        the offline pass."""
+        span = self.spans.setdefault((cam, seg), [step.time_s, step.time_s])
+        span[1] = step.time_s
+        if self.runs is not None and own_box:
+            add_step(self.runs.setdefault((cam, seg), []), step.index)
 
     def _new_segment(self, cam: str) -> int:
         seg = self.next_segment.get(cam, SEGMENT_BASE)
@@ -318,7 +332,7 @@ class FusedAssociationStage(Stage):
                 self.leading[(cam, seg)] = gid
                 self.last_segment[(cam, gid)] = seg
                 step.links.append(LinkEvent(cam, seg, gid, None, step.time_s, "new", None, "online"))
-            self._touch(cam, seg, step.time_s)
+            self._touch(cam, seg, step, own_box=not predicted)
             seg_ids.append(seg)
 
         def grow(a, fill):
@@ -338,19 +352,46 @@ class FusedAssociationStage(Stage):
         flags = np.full(m, predicted, bool)
         tracks.predicted = np.r_[np.zeros(n, bool) if tracks.predicted is None else tracks.predicted, flags]
 
+    def _offline_leading(self) -> dict[tuple[str, int], int]:
+        """(camera, segment) -> ground identity after the offline pass (`pipeline.fusion.hindsight`)."""
+        moved: dict[int, int] = {}
+        for k, name in enumerate(self.group_names):
+            if name in self.associators:
+                offset = k * GROUP_STRIDE
+                moved.update({g + offset: to + offset for g, to in rewritten_ids(
+                    self.associators[name].joins, self.cfg.fusion.offline_rewrite_s).items()})
+        return offline_ids(self.leading, moved, self.runs or {})
+
     def close(self, end: RunEnd) -> None:
-        ids = dict(self.leading)
+        leading = {"online": dict(self.leading)}
+        if self.runs is not None and end.status == "completed":
+            leading["offline"] = self._offline_leading()
+            self.offline_moved = sum(leading["offline"][k] != g for k, g in self.leading.items())
         end.identity_spans.update({k: (float(a), float(b)) for k, (a, b) in self.spans.items() if k in self.leading})
+        outside: dict = {}
         if self.links is not None:
             self._route_appearance(end.appearance)
             end.links.extend(self.links.finish())
-            ids = {(cam, seg): self.links.final_id(self.group_of[cam], gid) for (cam, seg), gid in ids.items()}
             outside = self.links.final_outside()
-            ids.update(outside)
             end.identity_spans.update({k: (float(a), float(b)) for k, (a, b) in self.links.outside_spans.items()
                                        if k in outside})
-        end.identities["online"] = ids
-        log.info("fused association: %d tracks -> %d global identities", len(ids), len(set(ids.values())))
+        for mode, ground in leading.items():
+            ids = ground
+            if self.links is not None:
+                ids = {(cam, seg): self.links.final_id(self.group_of[cam], gid) for (cam, seg), gid in ground.items()}
+                ids.update(outside)
+            end.identities[mode] = ids
+        if "offline" in end.identities:
+            online, offline = end.identities["online"], end.identities["offline"]
+            t_end = max((b for _, b in self.spans.values()), default=0.0)
+            for key, gid in offline.items():
+                if online.get(key) != gid:
+                    end.links.append(LinkEvent(key[0], key[1], gid, online.get(key), t_end, "offline", None,
+                                               "offline"))
+        final = end.final_identities
+        log.info("fused association: %d tracks -> %d global identities (%s)", len(final), len(set(final.values())),
+                 f"offline: {self.offline_moved} segments given an older identity" if "offline" in end.identities
+                 else "online")
 
     def counters(self) -> dict:
         c: dict = {}
@@ -359,6 +400,7 @@ class FusedAssociationStage(Stage):
                 c[k] = c.get(k, 0) + v
         c["tracks"] = len(self.leading)
         c["unidentified_left_out"] = self.unidentified
+        c["offline_rewritten_segments"] = self.offline_moved
         if self.links is not None:
             c["outside_tracks"] = len(self.links.outside_spans)
         return c
@@ -372,6 +414,8 @@ class FusedAssociationStage(Stage):
                 f"{c['handovers']} passed on from a dragged-off track, "
                 f"{c['predicted_boxes']} predicted boxes, {c['unidentified_left_out']} tracker boxes the fusion did "
                 f"not identify left out)")
+        if self.runs is not None and c["offline_rewritten_segments"]:
+            line += f"; offline: {c['offline_rewritten_segments']} camera segments took the identity they were joined into"
         if self.links is not None:
             line += (f"; {len(self.associators)} group(s) and {c['outside_tracks']} tracks of "
                      f"{len(self.unfused)} outside camera(s) linked by appearance")
