@@ -29,7 +29,13 @@ Methods (all online unless said)
     camera's frame rate), then `pipeline.association` replayed on its tracks (ground plane only, no Re-ID: the
     pipeline's Re-ID is not run here), and its offline refinement;
   fused: `pipeline.fusion.FusedAssociator` on the detections; fused+pred: the same with predicted boxes for views
-    whose detector missed a person that another view sees.
+    whose detector missed a person that another view sees; fused+pred offline: that output after the fused mode's
+    offline pass (`pipeline.fusion.hindsight`: the boxes of a track joined young into an older identity take the
+    older one; `--set offline_rewrite_s=X`, `none` for off), a camera's rows of one id standing for a segment;
+  fused pipeline / pipeline+pred / pipeline+pred+dets: the real `fused_association` and `mot` stages on the mcsa
+    tracker's boxes with the detections attached, online ids (`mot_online/`), without predicted boxes, with them, and
+    also with the identified detections the tracker had not taken (the shipped config); pipeline offline: the last
+    one's `mot/` (the offline pass, with the stage's own segments).
 Scores: `evaluate_mtmc` (cameras concatenated, ids global): cross-camera IDF1 and each camera's IDF1.
 Homography units of the EPFL files: 2.5 cm (40 units per metre; the Terrace grid is 300 x 440 units = 7.5 x 11 m).
 """
@@ -272,14 +278,43 @@ def write_rows(rows: dict[str, list], out: Path) -> dict[str, str]:
     return paths
 
 
+def offline_rows(rows: dict[str, list], predicted: dict[str, list[bool]], joins: dict, rewrite_s: float | None
+                 ) -> dict[str, list]:
+    """The fused mode's offline pass (`pipeline.fusion.hindsight`, as the stage and `relabel_mot_file` run it) on
+    rows (frame, id, box...) of each camera, a camera's rows of one identity standing for the stage's segments;
+    predicted[cam]: per row, a flagged predicted box (left out where the frame then has its identity already)."""
+    from pipeline.fusion.hindsight import add_step, offline_ids, rewritten_ids
+
+    runs: dict[tuple[str, int], list] = {}
+    for cam, rs in rows.items():
+        runs.update({(cam, r[1]): [] for r in rs})
+        for r, pred in sorted(zip(rs, predicted[cam]), key=lambda rp: rp[0][0]):
+            if not pred:
+                add_step(runs[(cam, r[1])], r[0])
+    final = offline_ids({k: k[1] for k in runs}, rewritten_ids(joins, rewrite_s), runs)
+    out = {}
+    for cam, rs in rows.items():
+        out[cam], shown = [], set()
+        for r, pred in sorted(zip(rs, predicted[cam]), key=lambda rp: (rp[0][0], rp[1])):  # own boxes first
+            gid = final[(cam, r[1])]
+            if pred and (r[0], gid) in shown:
+                continue
+            shown.add((r[0], gid))
+            out[cam].append((r[0], gid, *r[2:]))
+    return out
+
+
 def run_fused(dets: dict[str, list[Detections]], embs: dict[str, list], geoms: dict[str, CameraGeometry],
-              params: FusionParams, fps: float) -> tuple[dict[str, list], dict[str, list], float]:
-    """Fused association over all frames. Returns (rows without predicted boxes, rows with them, ms per step)."""
+              params: FusionParams, fps: float, rewrite_s: float | None = None
+              ) -> tuple[dict[str, list], dict[str, list], float, dict[str, list]]:
+    """Fused association over all frames. Returns (rows without predicted boxes, rows with them, ms per step, rows
+    with them after the offline pass with rewrite_s, `fusion.offline_rewrite_s`)."""
     from dataclasses import replace
 
     assoc = FusedAssociator(geoms, replace(params, predict_boxes=True))  # predicted boxes never feed back
     plain = {c: [] for c in dets}
     pred = {c: [] for c in dets}
+    flags = {c: [] for c in dets}  # per row of pred: a predicted box
     n = min(len(v) for v in dets.values())
     t_total = 0.0
     for i in range(n):
@@ -293,10 +328,12 @@ def run_fused(dets: dict[str, list[Detections]], embs: dict[str, list], geoms: d
                 r = (i + 1, int(ids[j]), *dets[c][i].xyxy[j].tolist())
                 plain[c].append(r)
                 pred[c].append(r)
+                flags[c].append(False)
             if c in out.predicted:
                 for box, gid in zip(*out.predicted[c]):
                     pred[c].append((i + 1, int(gid), *box.tolist()))
-    return plain, pred, 1000 * t_total / max(n, 1)
+                    flags[c].append(True)
+    return plain, pred, 1000 * t_total / max(n, 1), offline_rows(pred, flags, assoc.joins, rewrite_s)
 
 
 def run_tracks(dets: dict[str, list[Detections]], homographies: dict[str, str], fps: float, ground_gate: float
@@ -332,10 +369,11 @@ def run_tracks(dets: dict[str, list[Detections]], homographies: dict[str, str], 
 
 
 def run_fused_pipeline(dets: dict[str, list[Detections]], homographies: dict[str, str], fps: float, size,
-                       overrides: dict, out: Path) -> dict[str, list]:
+                       overrides: dict, out: Path) -> dict[str, dict[str, list]]:
     """What `run_pipeline.py run` does in fused mode, on the same detections: the mcsa tracker per camera (YAML
     defaults, the camera's frame rate), each frame's detections attached (`Tracks.detections`), then the real stages
-    `fused_association` and `mot` through the stage protocol; returns the rows of the `mot/` files it wrote."""
+    `fused_association` and `mot` through the stage protocol; returns {"online": rows, "offline": rows} of the
+    `mot_online/` and `mot/` files it wrote (the same rows twice when the offline pass is off)."""
     from core.types import Frame
     from pipeline.config import parse_config
     from pipeline.fusion.stage import FusedAssociationStage
@@ -367,11 +405,13 @@ def run_fused_pipeline(dets: dict[str, list[Detections]], homographies: dict[str
         for cam_end in end.cameras:
             st.on_camera_end(cam_end)
         st.close(end)
-    rows = {}
-    for c in cams:
-        a = np.loadtxt(out / "mot" / f"{c}.txt", delimiter=",", ndmin=2)
-        rows[c] = [(int(r[0]), int(r[1]), r[2], r[3], r[2] + r[4], r[3] + r[5]) for r in a]
-    return rows
+    found = {}
+    for mode, folder in (("online", "mot_online" if (out / "mot_online").is_dir() else "mot"), ("offline", "mot")):
+        found[mode] = rows = {}
+        for c in cams:
+            a = np.loadtxt(out / folder / f"{c}.txt", delimiter=",", ndmin=2)
+            rows[c] = [(int(r[0]), int(r[1]), r[2], r[3], r[2] + r[4], r[3] + r[5]) for r in a]
+    return found
 
 
 def dedupe(rows: dict[str, list]) -> tuple[dict[str, list], int]:
@@ -404,24 +444,18 @@ def scene(name: str, dets, embs, geoms, homographies, gt_paths, params, fps, gro
     res = {}
     res.update({k: evaluate(gt_paths, v, out / k.replace(" ", "_"))
                 for k, v in run_tracks(dets, homographies, fps, ground_gate).items()})
-    plain, pred, ms = run_fused(dets, embs, geoms, params, fps)
+    plain, pred, ms, pred_offline = run_fused(dets, embs, geoms, params, fps, rewrite_s(overrides))
     res["fused"] = evaluate(gt_paths, plain, out / "fused")
     size = next(iter(geoms.values())).frame_size
-    res["fused pipeline"] = evaluate(gt_paths, run_fused_pipeline(dets, homographies, fps, size,
-                                                                  {**overrides, "predict_boxes": False,
-                                                                   "report_detections": False},
-                                                                  out / "fused_pipeline_run"), out / "fused_pipeline")
-    res["pipeline+pred"] = evaluate(gt_paths, run_fused_pipeline(dets, homographies, fps, size,
-                                                                 {**overrides, "predict_boxes": True,
-                                                                  "report_detections": False},
-                                                                 out / "fused_pipeline_pred_run"),
-                                    out / "fused_pipeline_pred")
-    res["pipeline+pred+dets"] = evaluate(gt_paths, run_fused_pipeline(dets, homographies, fps, size,
-                                                                      {**overrides, "predict_boxes": True,
-                                                                       "report_detections": True},
-                                                                      out / "fused_pipeline_dets_run"),
-                                         out / "fused_pipeline_dets")
+    for name, fusion in (("fused pipeline", {"predict_boxes": False, "report_detections": False}),
+                         ("pipeline+pred", {"predict_boxes": True, "report_detections": False}),
+                         ("pipeline+pred+dets", {"predict_boxes": True, "report_detections": True})):
+        found = run_fused_pipeline(dets, homographies, fps, size, {**overrides, **fusion},
+                                   out / f"{name.replace(' ', '_').replace('+', '_')}_run")
+        res[name] = evaluate(gt_paths, found["online"], out / name.replace(" ", "_"))
+    res["pipeline offline"] = evaluate(gt_paths, found["offline"], out / "pipeline_offline")
     res["fused+pred"] = evaluate(gt_paths, pred, out / "fused_pred")
+    res["fused+pred offline"] = evaluate(gt_paths, pred_offline, out / "fused_pred_offline")
     res["fused"]["ms"] = res["fused+pred"]["ms"] = ms
     return res
 
@@ -437,14 +471,16 @@ def table(title: str, results: dict[str, dict]) -> str:
     """results[sequence][method] -> metrics; rows per sequence: cross-camera IDF1, each camera's IDF1, and each
     camera's detection F1 ("det", the ceiling of its IDF1)."""
     methods = list(next(iter(results.values())))
-    lines = [title, f"{'sequence':<22}{'IDF1 of':<9}" + "".join(f"{m:>16}" for m in methods)]
+    w = {m: max(16, len(m) + 2) for m in methods}
+    lines = [title, f"{'sequence':<22}{'IDF1 of':<9}" + "".join(f"{m:>{w[m]}}" for m in methods)]
     for seq, res in results.items():
-        lines.append(f"{seq:<22}{'cross':<9}" + "".join(f"{res[m]['IDF1']:>16.3f}" for m in methods))
+        lines.append(f"{seq:<22}{'cross':<9}" + "".join(f"{res[m]['IDF1']:>{w[m]}.3f}" for m in methods))
         for cam in res[methods[0]]["per_camera"]:
-            lines.append(f"{'':<22}{cam:<9}" + "".join(f"{res[m]['per_camera'][cam]['IDF1']:>16.3f}" for m in methods))
+            lines.append(f"{'':<22}{cam:<9}" + "".join(f"{res[m]['per_camera'][cam]['IDF1']:>{w[m]}.3f}"
+                                                     for m in methods))
         # the boxes alone bound IDF1: with every identity right it equals the detection F1 at IoU 0.5
         for cam in res[methods[0]]["per_camera"]:
-            lines.append(f"{'':<22}{cam + ' det':<9}" + "".join(f"{det_f1(res[m]['per_camera'][cam]):>16.3f}"
+            lines.append(f"{'':<22}{cam + ' det':<9}" + "".join(f"{det_f1(res[m]['per_camera'][cam]):>{w[m]}.3f}"
                                                               for m in methods))
     for m in methods:
         vals = [r[m]["IDF1"] for r in results.values()]
@@ -469,11 +505,18 @@ def parse_tracker_sets(items: list[str]) -> dict:
     return out
 
 
+def rewrite_s(overrides: dict) -> float | None:
+    """`fusion.offline_rewrite_s` of the --set overrides, else the config's default."""
+    from pipeline.config import FusionConfig
+
+    return overrides.get("offline_rewrite_s", FusionConfig().offline_rewrite_s)
+
+
 def parse_sets(items: list[str]) -> dict:
     out = {}
     for item in items:
         k, _, v = item.partition("=")
-        if k not in FusionParams.__dataclass_fields__:
+        if k not in FusionParams.__dataclass_fields__ and k != "offline_rewrite_s":
             raise SystemExit(f"--set {item}: unknown fusion parameter {k!r}; valid: {sorted(FusionParams.__dataclass_fields__)}")
         out[k] = (v.lower() == "true") if v.lower() in ("true", "false") else (None if v == "none" else float(v))
         if isinstance(out[k], float) and out[k].is_integer() and k in ("view_min_hits", "handover_views"):
@@ -569,7 +612,7 @@ def main() -> int:
     args = ap.parse_args()
     overrides = parse_sets(args.set)
     TRACKER_PARAMS.update(parse_tracker_sets(args.tracker_set))
-    params = FusionParams(**overrides)
+    params = FusionParams(**{k: v for k, v in overrides.items() if k in FusionParams.__dataclass_fields__})
     print(f"fusion parameters: {params}")
     out = Path(args.out)
     shared = shared_dir()
@@ -611,9 +654,11 @@ def main() -> int:
             results[name] = scene("lab", dets, {}, geoms, homs, gt_paths, params, 25.0 / step, 60.0,
                                   out / f"laboratory_s{seed}", overrides)
             if embs is not None:
-                _, pred, ms = run_fused(dets, embs, geoms, params, 25.0 / step)
+                _, pred, ms, pred_offline = run_fused(dets, embs, geoms, params, 25.0 / step, rewrite_s(overrides))
                 results[name]["fused+pred app"] = evaluate(gt_paths, pred, out / f"laboratory_s{seed}" / "fused_app")
                 results[name]["fused+pred app"]["ms"] = ms
+                results[name]["fused+pred app offline"] = evaluate(gt_paths, pred_offline,
+                                                                   out / f"laboratory_s{seed}" / "fused_app_offline")
             print(table("", {name: results[name]}), flush=True)
         print(table(f"EPFL Laboratory{f' at {25.0 / step:g} fps' if step > 1 else ''}, simulated detector "
                     f"(random drop {drop:.1%}"
