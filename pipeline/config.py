@@ -403,7 +403,9 @@ class AssociationConfig(_Strict):
                                              "dropped from the gallery")
     max_identities: int | None = Field(default=100_000, ge=1, description="gallery size bound (oldest dropped)")
     offline: bool = Field(default=True, description="refine ids after the run (recorded files only): mot/ gets the "
-                          "refined ids, mot_online/ keeps the online ones")
+                          "refined ids, mot_online/ keeps the online ones (mode tracks: clustering of the tracks, "
+                          "offline_threshold; mode fused: a track joined young gives its earlier boxes the identity "
+                          "it joined, fusion.offline_rewrite_s)")
     offline_threshold: float = Field(default=0.55, description="lowest average-linkage score merging two clusters")
     topology: list[CameraLinkConfig] = Field(default_factory=list, description="camera pairs and how they relate")
     default_link: DefaultLinkConfig = Field(default_factory=DefaultLinkConfig, description="pairs not listed")
