@@ -13,7 +13,7 @@ import logging
 import numpy as np
 
 from pipeline.association.offline import refine
-from pipeline.association.online import LinkEvent, OnlineAssociator
+from pipeline.association.online import OnlineAssociator, offline_link_events
 from pipeline.association.topology import build_topology
 from pipeline.stages.base import CameraInfo, RunEnd, RunInfo, Stage, Step, register_stage
 
@@ -85,11 +85,7 @@ class AssociationStage(Stage):
             tracks = self.associator.all_tracks()
             offline = refine(tracks, self.topology, self.cfg, online)
             end.identities["offline"] = final = offline
-            t_end = max((st.last_t for st in tracks), default=0.0)
-            for key, gid in offline.items():
-                if online.get(key) != gid:
-                    end.links.append(LinkEvent(key[0], key[1], gid, online.get(key), t_end, "offline", None,
-                                               "offline"))
+            end.links.extend(offline_link_events(online, offline, max((st.last_t for st in tracks), default=0.0)))
         self._final = final
         self._mode = "offline-refined" if "offline" in end.identities else "online"
         end.identity_spans.update({st.key: (float(st.first_t), float(st.last_t))

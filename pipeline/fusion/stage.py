@@ -46,7 +46,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from core.geometry import load_homography
-from pipeline.association.online import LinkEvent
+from pipeline.association.online import LinkEvent, offline_link_events
 from pipeline.fusion.associator import FusedAssociator, _iou_matrix
 from pipeline.fusion.ground import CameraGeometry
 from pipeline.fusion.hindsight import add_step, offline_ids, rewritten_ids
@@ -102,7 +102,7 @@ class FusedAssociationStage(Stage):
         self.leading: dict[tuple[str, int], int] = {}  # (camera, segment) -> ground id
         self.spans: dict[tuple[str, int], list[float]] = {}
         self.runs: dict[tuple[str, int], list[list[int]]] | None = None  # (camera, segment) -> steps with own boxes
-        self.offline_moved = 0  # segments the offline pass gave an older identity
+        self.offline_moved = 0  # camera segments the offline pass gave another identity
         self.unfused: list[str] = []
         self.unidentified = 0  # tracker boxes left out: the fusion did not identify them (report_unidentified off)
 
@@ -366,7 +366,6 @@ class FusedAssociationStage(Stage):
         leading = {"online": dict(self.leading)}
         if self.runs is not None and end.status == "completed":
             leading["offline"] = self._offline_leading()
-            self.offline_moved = sum(leading["offline"][k] != g for k, g in self.leading.items())
         end.identity_spans.update({k: (float(a), float(b)) for k, (a, b) in self.spans.items() if k in self.leading})
         outside: dict = {}
         if self.links is not None:
@@ -382,12 +381,10 @@ class FusedAssociationStage(Stage):
                 ids.update(outside)
             end.identities[mode] = ids
         if "offline" in end.identities:
-            online, offline = end.identities["online"], end.identities["offline"]
-            t_end = max((b for _, b in self.spans.values()), default=0.0)
-            for key, gid in offline.items():
-                if online.get(key) != gid:
-                    end.links.append(LinkEvent(key[0], key[1], gid, online.get(key), t_end, "offline", None,
-                                               "offline"))
+            moved = offline_link_events(end.identities["online"], end.identities["offline"],
+                                        max((b for _, b in self.spans.values()), default=0.0))
+            end.links.extend(moved)
+            self.offline_moved = len(moved)
         final = end.final_identities
         log.info("fused association: %d tracks -> %d global identities (%s)", len(final), len(set(final.values())),
                  f"offline: {self.offline_moved} segments given an older identity" if "offline" in end.identities
@@ -415,7 +412,8 @@ class FusedAssociationStage(Stage):
                 f"{c['predicted_boxes']} predicted boxes, {c['unidentified_left_out']} tracker boxes the fusion did "
                 f"not identify left out)")
         if self.runs is not None and c["offline_rewritten_segments"]:
-            line += f"; offline: {c['offline_rewritten_segments']} camera segments took the identity they were joined into"
+            line += (f"; offline: {c['offline_rewritten_segments']} camera segments took the identity they were "
+                     "joined into")
         if self.links is not None:
             line += (f"; {len(self.associators)} group(s) and {c['outside_tracks']} tracks of "
                      f"{len(self.unfused)} outside camera(s) linked by appearance")
