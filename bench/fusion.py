@@ -6,6 +6,7 @@
     python bench/fusion.py --speed                  # ms per fused step, 4 cameras x 10 people (first 30 s, 2 min)
     python bench/fusion.py --skip-terrace --drop-total 0.3 --lab-appearance   # the issue's setting, with appearance
     python bench/fusion.py --skip-terrace --drop-total 0.3 --lab-frame-step 2   # the Laboratory at 12.5 fps
+    python bench/fusion.py --skip-laboratory --perturb 0 --crowd --crowd-draws 7 --appearance   # occluded crowds
 
 Sequences
   Laboratory (EPFL, 4 overlapping cameras, 6 people, 2955 frames at 25 fps, boxes only): a simulated detector on the
@@ -23,7 +24,11 @@ Sequences
   Terrace crowded (`--crowd`): a denser stand-in for the later, more crowded Terrace recordings: the two halves of
     the sequence laid over each other (frame i and frame i + 750 in one frame, both cameras alike; ground truth ids
     of the second half + 100), 750 frames with up to twice the people; the views stay consistent (the same
-    homographies), but the two halves' people do not hide each other.
+    homographies), but the two halves' people do not hide each other. "Terrace crowded, occluded" adds that: a box
+    more than half covered by a box of the other half whose bottom is lower (a person in front) is dropped with
+    probability 0.8, as the Laboratory's detector drops occluded boxes, while the ground truth keeps the hidden person
+    (as Terrace's does); `--crowd-draws K` adds K more such crowds, other frame shifts and other occlusion draws.
+    With `--appearance` the crowds carry the detections' embeddings too (the shipped pipeline has them).
 Methods (all online unless said)
   tracks online / offline: the current mode: the mcsa tracker per camera on the same detections (YAML defaults, the
     camera's frame rate), then `pipeline.association` replayed on its tracks (ground plane only, no Re-ID: the
@@ -61,6 +66,7 @@ from pipeline.fusion.ground import CameraGeometry  # noqa: E402
 from pipeline.evaluation.mot import evaluate_mtmc  # noqa: E402
 
 EPFL_UNITS_PER_M = 40.0
+CROWD_SHIFTS = (600, 650, 700, 750, 800, 850, 900)  # frames between the two layers of the crowded stand-in's draws
 
 
 # -- data ------------------------------------------------------------------------------------------------------------
@@ -111,23 +117,51 @@ def simulate_detector(gt: np.ndarray, frame_size: tuple[int, int], rng: np.rando
     return frames
 
 
-def crowd_overlay(dets: dict[str, list[Detections]], gt_paths: dict[str, str], out: Path, half: int = 750
-                  ) -> tuple[dict[str, list[Detections]], dict[str, str]]:
-    """Frames i and i + half of every camera in one frame (detections concatenated; ground truth of the second half
-    with ids + 100, written under out); returns (detections, ground-truth paths) of `half` frames."""
+def crowd_overlay(dets: dict[str, list[Detections]], gt_paths: dict[str, str], out: Path, half: int = 750,
+                  occlusion: float = 0.0, rng: np.random.Generator | None = None, embs: dict | None = None
+                  ) -> tuple[dict[str, list[Detections]], dict[str, str], dict[str, list]]:
+    """Frames i and i + half of every camera in one frame (detections concatenated; ground truth of the later frame
+    with ids + 100, written under out), for i while both exist (Terrace's 1500 frames: 750 frames at half=750, 900 at
+    half=600: another crowd of the same people); returns (detections, ground-truth paths, embeddings: per camera per frame
+    (N, D) or None, laid over the same way when embs has them).
+
+    occlusion: the probability that a detection more than half covered by a detection of the other half whose bottom
+    is lower in the image (a person nearer the camera, standing in front) is dropped, as the Laboratory's simulated
+    detector drops occluded boxes (0: the two halves never hide each other). The ground truth keeps the hidden person,
+    as Terrace's own ground truth does."""
     out.mkdir(parents=True, exist_ok=True)
-    merged, paths = {}, {}
+    rng = rng or np.random.default_rng(0)
+    merged, paths, merged_embs = {}, {}, {}
     for cam, frames in dets.items():
-        merged[cam] = [Detections(np.r_[a.xyxy, b.xyxy], np.r_[a.scores, b.scores], np.r_[a.class_ids, b.class_ids])
-                       for a, b in zip(frames[:half], frames[half:2 * half])]
+        merged[cam], merged_embs[cam] = [], []
+        cam_embs = (embs or {}).get(cam) or [None] * len(frames)
+        n = len(frames) - half
+        for a, b, ea, eb in zip(frames[:n], frames[half:half + n], cam_embs[:n], cam_embs[half:half + n]):
+            xyxy = np.r_[a.xyxy, b.xyxy]
+            keep = np.ones(len(xyxy), bool)
+            if occlusion > 0 and len(a) and len(b):
+                half_of = np.r_[np.zeros(len(a), int), np.ones(len(b), int)]
+                x1 = np.maximum(xyxy[:, None, 0], xyxy[None, :, 0])
+                y1 = np.maximum(xyxy[:, None, 1], xyxy[None, :, 1])
+                x2 = np.minimum(xyxy[:, None, 2], xyxy[None, :, 2])
+                y2 = np.minimum(xyxy[:, None, 3], xyxy[None, :, 3])
+                inter = np.maximum(x2 - x1, 0) * np.maximum(y2 - y1, 0)  # (N, N)
+                area = (xyxy[:, 2] - xyxy[:, 0]) * (xyxy[:, 3] - xyxy[:, 1])
+                front = (xyxy[None, :, 3] > xyxy[:, None, 3]) & (half_of[None, :] != half_of[:, None])
+                covered = (front & (inter > 0.5 * area[:, None])).any(axis=1)
+                keep = ~(covered & (rng.random(len(xyxy)) < occlusion))
+            merged[cam].append(Detections(xyxy[keep], np.r_[a.scores, b.scores][keep],
+                                          np.r_[a.class_ids, b.class_ids][keep]))
+            merged_embs[cam].append(np.r_[ea, eb][keep] if ea is not None and eb is not None else None)
         g = np.loadtxt(gt_paths[cam], delimiter=",", ndmin=2)
-        first, second = g[g[:, 0] <= half], g[(g[:, 0] > half) & (g[:, 0] <= 2 * half)].copy()
+        n = len(frames) - half
+        first, second = g[g[:, 0] <= n], g[(g[:, 0] > half) & (g[:, 0] <= half + n)].copy()
         second[:, 0] -= half
         second[:, 1] += 100
         both = np.r_[first, second]
         paths[cam] = str(out / f"gt_crowd_{cam}.txt")
         np.savetxt(paths[cam], both[np.argsort(both[:, 0], kind="stable")], delimiter=",", fmt="%g")
-    return merged, paths
+    return merged, paths, merged_embs
 
 
 def thin_gt(gt_paths: dict[str, str], step: int, out: Path) -> dict[str, str]:
@@ -473,16 +507,17 @@ def table(title: str, results: dict[str, dict]) -> str:
     camera's detection F1 ("det", the ceiling of its IDF1)."""
     methods = list(next(iter(results.values())))
     w = {m: max(16, len(m) + 2) for m in methods}
-    lines = [title, f"{'sequence':<22}{'IDF1 of':<9}" + "".join(f"{m:>{w[m]}}" for m in methods)]
+    sw = max([22] + [len(seq) + 2 for seq in results])  # the sequence column
+    lines = [title, f"{'sequence':<{sw}}{'IDF1 of':<9}" + "".join(f"{m:>{w[m]}}" for m in methods)]
     for seq, res in results.items():
-        lines.append(f"{seq:<22}{'cross':<9}" + "".join(f"{res[m]['IDF1']:>{w[m]}.3f}" for m in methods))
+        lines.append(f"{seq:<{sw}}{'cross':<9}" + "".join(f"{res[m]['IDF1']:>{w[m]}.3f}" for m in methods))
         for cam in res[methods[0]]["per_camera"]:
-            lines.append(f"{'':<22}{cam:<9}" + "".join(f"{res[m]['per_camera'][cam]['IDF1']:>{w[m]}.3f}"
-                                                     for m in methods))
+            lines.append(f"{'':<{sw}}{cam:<9}" + "".join(f"{res[m]['per_camera'][cam]['IDF1']:>{w[m]}.3f}"
+                                                       for m in methods))
         # the boxes alone bound IDF1: with every identity right it equals the detection F1 at IoU 0.5
         for cam in res[methods[0]]["per_camera"]:
-            lines.append(f"{'':<22}{cam + ' det':<9}" + "".join(f"{det_f1(res[m]['per_camera'][cam]):>{w[m]}.3f}"
-                                                              for m in methods))
+            lines.append(f"{'':<{sw}}{cam + ' det':<9}" + "".join(f"{det_f1(res[m]['per_camera'][cam]):>{w[m]}.3f}"
+                                                                for m in methods))
     for m in methods:
         vals = [r[m]["IDF1"] for r in results.values()]
         cams = [c["IDF1"] for r in results.values() for c in r[m]["per_camera"].values()]
@@ -601,6 +636,9 @@ def main() -> int:
     ap.add_argument("--appearance", action="store_true", help="Terrace: per-detection OSNet embeddings for fusion")
     ap.add_argument("--crowd", action="store_true", help="Terrace: also the crowded stand-in (the two halves laid "
                     "over each other)")
+    ap.add_argument("--crowd-draws", type=int, default=0, help="Terrace: with --crowd, also K more occluded crowds "
+                    "(draw k lays frame i + shift over frame i, the shifts cycling through %s frames, and draws "
+                    "its occlusions from seed k)" % ", ".join(map(str, CROWD_SHIFTS)))
     ap.add_argument("--set", action="append", default=[], help="fusion parameter override NAME=VALUE")
     ap.add_argument("--tracker-set", action="append", default=[], help="mcsa tracker parameter override NAME=VALUE "
                     "(configs/trackers/mcsa.yaml), for every method that runs the per-camera tracker")
@@ -681,11 +719,17 @@ def main() -> int:
                                   out / f"terrace_{k}", overrides)
             print(table("", {name: results[name]}), flush=True)
         if args.crowd:
-            dets, _ = terrace_detections(None)
-            dets, crowd_gt = crowd_overlay(dets, gt_paths, out / "terrace_crowd_gt")
-            results["Terrace crowded"] = scene("terrace", dets, {}, geoms, homs, crowd_gt, params, 25.0, 100.0,
-                                               out / "terrace_crowd", overrides)
-            print(table("", {"Terrace crowded": results["Terrace crowded"]}), flush=True)
+            dets, embs = terrace_detections(None, args.appearance)
+            draws = [(0.0, 750, 0, "Terrace crowded"), (0.8, 750, 0, "Terrace crowded, occluded")]
+            draws += [(0.8, half, k, f"Terrace crowded, occluded {half}/{k}") for k, half in
+                      ((k, CROWD_SHIFTS[(k - 1) % len(CROWD_SHIFTS)]) for k in range(1, args.crowd_draws + 1))]
+            for occ, half, k, name in draws:
+                crowd, crowd_gt, crowd_embs = crowd_overlay(dets, gt_paths, out / f"terrace_crowd_gt_{half}_{k}",
+                                                            half=half, occlusion=occ, rng=np.random.default_rng(k),
+                                                            embs=embs)
+                results[name] = scene("terrace", crowd, crowd_embs, geoms, homs, crowd_gt, params, 25.0, 100.0,
+                                      out / name.replace(" ", "_").replace(",", ""), overrides)
+                print(table("", {name: results[name]}), flush=True)
         print(table("EPFL Terrace (cached YOLO11n detections), IDF1", results))
     return 0
 
