@@ -122,8 +122,8 @@ def crowd_overlay(dets: dict[str, list[Detections]], gt_paths: dict[str, str], o
                   ) -> tuple[dict[str, list[Detections]], dict[str, str], dict[str, list]]:
     """Frames i and i + half of every camera in one frame (detections concatenated; ground truth of the later frame
     with ids + 100, written under out), for i while both exist (Terrace's 1500 frames: 750 frames at half=750, 900 at
-    half=600: another crowd of the same people); returns (detections, ground-truth paths, embeddings: per camera per frame
-    (N, D) or None, laid over the same way when embs has them).
+    half=600: another crowd of the same people); returns (detections, ground-truth paths, embeddings: per camera per
+    frame (N, D) or None, laid over the same way when embs has them).
 
     occlusion: the probability that a detection more than half covered by a detection of the other half whose bottom
     is lower in the image (a person nearer the camera, standing in front) is dropped, as the Laboratory's simulated
