@@ -64,6 +64,7 @@ from core.types import Detections  # noqa: E402
 from pipeline.fusion import FusedAssociator, FusionParams  # noqa: E402
 from pipeline.fusion.ground import CameraGeometry  # noqa: E402
 from pipeline.evaluation.mot import evaluate_mtmc  # noqa: E402
+from pipeline.reid.cropper import covered_matrix  # noqa: E402
 
 EPFL_UNITS_PER_M = 40.0
 CROWD_SHIFTS = (600, 650, 700, 750, 800, 850, 900)  # frames between the two layers of the crowded stand-in's draws
@@ -135,26 +136,19 @@ def crowd_overlay(dets: dict[str, list[Detections]], gt_paths: dict[str, str], o
     for cam, frames in dets.items():
         merged[cam], merged_embs[cam] = [], []
         cam_embs = (embs or {}).get(cam) or [None] * len(frames)
-        n = len(frames) - half
+        n = len(frames) - half  # frames in the crowd
         for a, b, ea, eb in zip(frames[:n], frames[half:half + n], cam_embs[:n], cam_embs[half:half + n]):
             xyxy = np.r_[a.xyxy, b.xyxy]
             keep = np.ones(len(xyxy), bool)
             if occlusion > 0 and len(a) and len(b):
                 half_of = np.r_[np.zeros(len(a), int), np.ones(len(b), int)]
-                x1 = np.maximum(xyxy[:, None, 0], xyxy[None, :, 0])
-                y1 = np.maximum(xyxy[:, None, 1], xyxy[None, :, 1])
-                x2 = np.minimum(xyxy[:, None, 2], xyxy[None, :, 2])
-                y2 = np.minimum(xyxy[:, None, 3], xyxy[None, :, 3])
-                inter = np.maximum(x2 - x1, 0) * np.maximum(y2 - y1, 0)  # (N, N)
-                area = (xyxy[:, 2] - xyxy[:, 0]) * (xyxy[:, 3] - xyxy[:, 1])
                 front = (xyxy[None, :, 3] > xyxy[:, None, 3]) & (half_of[None, :] != half_of[:, None])
-                covered = (front & (inter > 0.5 * area[:, None])).any(axis=1)
+                covered = (front & (covered_matrix(xyxy) > 0.5)).any(axis=1)
                 keep = ~(covered & (rng.random(len(xyxy)) < occlusion))
             merged[cam].append(Detections(xyxy[keep], np.r_[a.scores, b.scores][keep],
                                           np.r_[a.class_ids, b.class_ids][keep]))
             merged_embs[cam].append(np.r_[ea, eb][keep] if ea is not None and eb is not None else None)
         g = np.loadtxt(gt_paths[cam], delimiter=",", ndmin=2)
-        n = len(frames) - half
         first, second = g[g[:, 0] <= n], g[(g[:, 0] > half) & (g[:, 0] <= half + n)].copy()
         second[:, 0] -= half
         second[:, 1] += 100

@@ -49,11 +49,11 @@ class LinkEvent:
     mode: str = "online"
 
 
-
 def offline_link_events(online: dict[TrackKey, int], offline: dict[TrackKey, int], t: float) -> list[LinkEvent]:
     """One `offline` event per track (or segment) whose offline id differs from its online one, at time t (s)."""
     return [LinkEvent(key[0], key[1], gid, online.get(key), t, "offline", None, "offline")
             for key, gid in offline.items() if online.get(key) != gid]
+
 
 class TrackState:
     """What the associator knows of one local track. Ground points are kept at most `max_points` (decimated by 2 when

@@ -34,18 +34,23 @@ class _TrackBuffer:
     new_since_emit: int = 0
 
 
-def covered_fraction(xyxy: np.ndarray) -> np.ndarray:
-    """For each box (N, 4), the largest fraction of its area covered by any one other box -> (N,)."""
-    n = len(xyxy)
-    if n < 2:
-        return np.zeros(n, np.float32)
+def covered_matrix(xyxy: np.ndarray) -> np.ndarray:
+    """(N, N): the fraction of box i's area (boxes (N, 4) xyxy) that box j covers (1 on the diagonal)."""
     x1 = np.maximum(xyxy[:, None, 0], xyxy[None, :, 0])
     y1 = np.maximum(xyxy[:, None, 1], xyxy[None, :, 1])
     x2 = np.minimum(xyxy[:, None, 2], xyxy[None, :, 2])
     y2 = np.minimum(xyxy[:, None, 3], xyxy[None, :, 3])
     inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
     area = np.maximum((xyxy[:, 2] - xyxy[:, 0]) * (xyxy[:, 3] - xyxy[:, 1]), 1e-6)
-    frac = inter / area[:, None]
+    return inter / area[:, None]
+
+
+def covered_fraction(xyxy: np.ndarray) -> np.ndarray:
+    """For each box (N, 4), the largest fraction of its area covered by any one other box -> (N,)."""
+    n = len(xyxy)
+    if n < 2:
+        return np.zeros(n, np.float32)
+    frac = covered_matrix(xyxy)
     np.fill_diagonal(frac, 0.0)
     return frac.max(axis=1).astype(np.float32)
 
