@@ -72,7 +72,10 @@ def test_rtsp_reconnects_while_file_camera_continues(shared, yolo_weights, tmp_p
     live, file = (next(c for c in summary.cameras if c.camera_id == k) for k in ("live", "file"))
     assert live.reconnects >= 1
     assert live.dropped > 0  # the stream (25 fps) outpaces the CPU detector: old frames are dropped, not queued
-    assert live.max_lag_s < 2.0, f"live lag grew to {live.max_lag_s:.2f} s"
+    # lag bounded by a few processing steps, not growing with the run: queued frames would lag by their count over
+    # the processing rate (>10 s here); the bound widens on a machine so busy that one step takes more than 0.4 s
+    step_s = 1.0 / max(live.fps, 1e-3)
+    assert live.max_lag_s < max(2.0, 5.0 * step_s), f"live lag grew to {live.max_lag_s:.2f} s ({step_s:.2f} s/step)"
     assert file.status in ("stopped", "completed") and file.error is None and file.frames > 40
     con = sqlite3.connect(tmp_path / "events.db")
     frames = dict(con.execute("select camera_id, frames from cameras"))

@@ -273,7 +273,9 @@ def test_detector_on_ray_serve_merges_cameras_and_matches_per_camera_detectors(s
     data["output"]["video"] = "off"
 
     def config(service: bool):
-        data["detector"].update(service=service, max_batch=8, max_wait_ms=50)
+        # a batch is full at 2 frames (2 cameras, 1 replica) and runs at once; the long wait makes the first camera's
+        # frame wait for the other's, so the merge does not hinge on the two actors' timing on a busy CI machine
+        data["detector"].update(service=service, max_batch=8, max_wait_ms=2000)
         return type(base).model_validate(data)
 
     served = RayEngine(config(True), tmp_path / "served").run()
