@@ -349,6 +349,10 @@ class FusionConfig(_Strict):
                                     "person size at its image position: a box remembered from a partly hidden person "
                                     "(cut at the bottom by an occluder, or narrowed) is extended down from its top and "
                                     "widened about its centre")
+    predict_min_inside: float | None = Field(default=0.8, gt=0, le=1, description="a predicted box whose "
+                                             "full size lies less than this fraction inside the frame is not given "
+                                             "(a person walking out of the view, or cut by its bottom edge, whom the "
+                                             "projection places least well); null: any box whose foot point is in view")
     disagreement_warn_m: float = Field(default=1.5, gt=0, description="warn when two views' mean offsets for one "
                                        "person differ by more than this (recalibrate), m")
     offline_rewrite_s: float | None = Field(default=2.0, ge=0, description="offline pass (association.offline, "

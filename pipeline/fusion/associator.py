@@ -84,6 +84,7 @@ class FusionParams:
     predict_memory_s: float = 2.0
     predict_unseen_s: float | None = 1.25
     predict_full_size: bool = True
+    predict_min_inside: float | None = 0.8
     disagreement_warn_m: float = 1.5
     align: bool = True
     align_min_samples: int = 50
@@ -322,9 +323,13 @@ class FusedAssociator:
                 half = max(x2 - x1, wh[0]) / 2
                 box = np.array([(x1 + x2) / 2 - half, y1, (x1 + x2) / 2 + half, y1 + max(y2 - y1, wh[1])])
         w, h = geom.frame_size
+        full = box
         box = box.copy()
         box[[0, 2]] = np.clip(box[[0, 2]], 0, w)
         box[[1, 3]] = np.clip(box[[1, 3]], 0, h)
+        if self.p.predict_min_inside is not None and (box[2] - box[0]) * (box[3] - box[1]) < \
+                self.p.predict_min_inside * (full[2] - full[0]) * (full[3] - full[1]):
+            return None
         if box[2] - box[0] < 2 or box[3] - box[1] < 4:
             return None
         return box.astype(np.float32)
