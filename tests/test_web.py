@@ -396,6 +396,11 @@ def test_browser_identity_timeline_and_search(live_server, web_run, review, tmp_
             page.screenshot(path=str(tmp_path / "1_identities.png"), full_page=True)
             page.check("input[name=min_cameras]")  # "seen by 2+ cameras"
             page.wait_for_url("**min_cameras=2**")
+            # the URL changes before the filtered grid is fetched and drawn: wait for it, or the card read below may
+            # be replaced under the click (a flake seen once on a busy machine)
+            page.wait_for_load_state("networkidle")
+            page.wait_for_function("() => [...document.querySelectorAll('#grid .card')].every("
+                                   "c => c.dataset.cameras.includes(','))")
             card = page.locator('#grid .card[data-cameras="c0,c1"]').first
             card.wait_for()
             label = card.get_attribute("data-label")
