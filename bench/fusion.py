@@ -549,7 +549,8 @@ def parse_sets(items: list[str]) -> dict:
         if k not in FusionParams.__dataclass_fields__ and k != "offline_rewrite_s":
             raise SystemExit(f"--set {item}: unknown fusion parameter {k!r}; valid: {sorted(FusionParams.__dataclass_fields__)}")
         out[k] = (v.lower() == "true") if v.lower() in ("true", "false") else (None if v == "none" else float(v))
-        if isinstance(out[k], float) and out[k].is_integer() and k in ("view_min_hits", "handover_views"):
+        if isinstance(out[k], float) and out[k].is_integer() and k in ("view_min_hits", "handover_views",
+                                                                        "split_app_min"):
             out[k] = int(out[k])
     return out
 

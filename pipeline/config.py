@@ -279,6 +279,11 @@ class FusionConfig(_Strict):
     view_memory_s: float = Field(default=1.0, gt=0, description="how long a view's last box of a track guides it, s")
     app_weight: float = Field(default=1.0, ge=0, description="cost weight of the embedding cosine distance")
     max_app_dist: float | None = Field(default=0.6, ge=0, description="cosine distance vetoing a match (None: off)")
+    split_app_dist: float | None = Field(default=0.5, ge=0, description="cosine distance above which two views' new "
+                                         "boxes never start one person together, and two tracks (split_app_min "
+                                         "embeddings each) are never joined as duplicates: two people (None: off)")
+    split_app_min: int = Field(default=3, ge=1, description="embeddings each track needs before split_app_dist "
+                               "vetoes a duplicate merge")
     view_consistency: bool = Field(default=True, description="with 3+ views on a person, a view whose detection is "
                                    "farther than its join gate from where the other views put them leaves the track "
                                    "for that step")

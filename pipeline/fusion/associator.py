@@ -14,7 +14,8 @@ One step, all in metres and seconds:
    pairs. Low-score detections then continue tracks this view saw just before (IoU) - the two-stage idea of
    ByteTrack, per view;
 3. each track's assigned detections (<= 1 per view) are fused into one ground measurement and update its filter;
-4. the confident detections left over are clustered across views (`clustering`) and start tentative tracks, which
+4. the confident detections left over are clustered across views (`clustering`; with embeddings, two farther apart
+   than `split_app_dist` are two people) and start tentative tracks, which
    get a global id once seen for `confirm_s`; a track confirmed where exactly one lost track should be now resumes
    that identity (`resume_lost`: a person every view lost, found again); a confirmed track every view has lost for
    `handover_lost_s`, whose person a view passed to one younger track (box continuity in that view), continues on
@@ -78,6 +79,8 @@ class FusionParams:
     view_memory_s: float = 1.0
     app_weight: float = 1.0
     max_app_dist: float | None = 0.6
+    split_app_dist: float | None = 0.5
+    split_app_min: int = 3
     predict_boxes: bool = True
     report_detections: bool = True  # read by the stage (fused_association) only
     report_unidentified: bool = False  # read by the stage (fused_association) only
@@ -349,6 +352,15 @@ class FusedAssociator:
                                 "%.2f m): check their homographies (run_pipeline.py calibrate --points CSV)",
                                 pair[0], pair[1], gap, self.p.disagreement_warn_m)
 
+    def _look_apart(self, a: GroundTrack, b: GroundTrack) -> bool:
+        """Two tracks whose running appearances (split_app_min embeddings each, at least) are farther apart than
+        split_app_dist (cosine distance): two people, whom no duplicate merge may join."""
+        p = self.p
+        if p.split_app_dist is None or a.embedding is None or b.embedding is None \
+                or min(a.n_embeddings, b.n_embeddings) < p.split_app_min:
+            return False
+        return 1.0 - float(a.embedding @ b.embedding) > p.split_app_dist
+
     def _merge_duplicates(self, t: float, seen_by: dict[int, set[str]]) -> None:
         """A person tracked twice from its first moments (its views disagreed by more than the gate when it appeared):
         a young confirmed track that, in every step since its birth, was seen by views disjoint from those of an
@@ -371,7 +383,7 @@ class FusedAssociator:
                     young.close_steps[old.track_id] = -1
                     continue
                 young.close_steps[old.track_id] = n + 1
-                if (n + 1) * self._dt >= p.merge_s and young.hits <= n + 2:
+                if (n + 1) * self._dt >= p.merge_s and young.hits <= n + 2 and not self._look_apart(old, young):
                     self._join(old, young)
                     self.counters["merges"] += 1
                     gone.add(young.track_id)
@@ -392,7 +404,8 @@ class FusedAssociator:
                     or t - young.first_t > self.p.merge_s + 1.0:
                 continue
             cands = [k for k, n in young.close_steps.items() if n > 0 and k in by_id]
-            if len(cands) == 1 and by_id[cands[0]].global_id is not None and by_id[cands[0]].last_update_t == t:
+            if len(cands) == 1 and by_id[cands[0]].global_id is not None and by_id[cands[0]].last_update_t == t \
+                    and not self._look_apart(by_id[cands[0]], young):
                 alias[young.global_id] = by_id[cands[0]].global_id
         return alias
 
@@ -455,7 +468,8 @@ class FusedAssociator:
                 if p.covisible_s is not None and self._covisible.get(
                         (min(key), max(key)), 0.0) >= p.covisible_s - 1e-9:
                     need = max(need, p.covisible_duplicate_s)  # known to be two people: longer evidence needed
-                if acc[0] >= need - 1e-9 and min(acc[1], acc[2]) >= 2 and acc[3] >= 1:
+                if acc[0] >= need - 1e-9 and min(acc[1], acc[2]) >= 2 and acc[3] >= 1 \
+                        and not self._look_apart(old, young):
                     self._join(old, young)
                     joined = True
                     self.counters["merges"] += 1
@@ -742,7 +756,9 @@ class FusedAssociator:
                 emb = e[j] if e is not None and np.isfinite(e[j]).all() else None
                 leftovers.append(ViewDetection(cam, int(j), pts[j], covs[j], float(scores[j]), emb))
         confirmed_pos = [tr.position for tr in tracks if tr.global_id is not None and tr.last_update_t == t]
-        for cluster in cluster_detections(leftovers, p.gate_sigma, p.gate_m, p.max_app_dist):
+        birth_app = p.max_app_dist if p.split_app_dist is None else (
+            p.split_app_dist if p.max_app_dist is None else min(p.max_app_dist, p.split_app_dist))
+        for cluster in cluster_detections(leftovers, p.gate_sigma, p.gate_m, birth_app):
             z, r = fuse_points(np.stack([d.point for d in cluster]), np.stack([d.cov for d in cluster]))
             if confirmed_pos and min(np.linalg.norm(z - q) for q in confirmed_pos) < p.birth_min_sep_m:
                 continue
