@@ -81,6 +81,7 @@ class FusionParams:
     max_app_dist: float | None = 0.6
     split_app_dist: float | None = 0.5
     split_app_min: int = 3
+    keep_shown_identity: bool = True
     predict_boxes: bool = True
     report_detections: bool = True  # read by the stage (fused_association) only
     report_unidentified: bool = False  # read by the stage (fused_association) only
@@ -205,6 +206,7 @@ class FusedAssociator:
         self.counters = {"steps": 0, "tracks": 0, "identities": 0, "merges": 0, "resumed": 0,
                          "predicted_boxes": 0, "inconsistent_views": 0, "handovers": 0}
         self.merged: dict[int, int] = {}  # global id merged away -> the id it joined
+        self._shown: dict[int, int] = {}  # global id -> boxes reported with it so far
         self.joins: dict[int, Join] = {}  # global id merged away -> when, into what, and how old its track was
         self._dt = 0.0  # running step duration, s
         self.disagreements: dict[tuple[str, str], float] = {}  # camera pair -> metres, warned once
@@ -569,8 +571,10 @@ class FusedAssociator:
             self._handover = {k: v for k, v in self._handover.items() if k[0] not in gone and k[1] not in gone}
 
     def _join(self, old: GroundTrack, young: GroundTrack) -> None:
-        """Fold track `young` into `old` (views, position); young's identity maps to old's from now on. The caller
-        counts the join (a merge of duplicates, or a lost identity resumed)."""
+        """Fold track `young` into `old` (views, position); young's identity maps to old's from now on, or, with
+        keep_shown_identity, when young's identity was on more reported boxes so far than old's, old's maps to young's
+        and the track goes on with young's (the identity people saw most stays). The caller counts the join (a merge
+        of duplicates, or a lost identity resumed)."""
         for cam, mem in young.views.items():
             if cam not in old.views or old.views[cam].t < mem.t:
                 old.views[cam] = mem
@@ -579,6 +583,11 @@ class FusedAssociator:
         old.kf.x[:2], old.kf.P[:2, :2] = z, r
         old.kf.P[:2, 2:] = old.kf.P[2:, :2] = 0.0  # keep P positive definite: the new position owes nothing to v
         old.last_update_t = max(old.last_update_t, young.last_update_t)
+        if self.p.keep_shown_identity and self._shown.get(young.global_id, 0) > self._shown.get(old.global_id, 0):
+            self.merged[old.global_id] = young.global_id
+            self.joins[old.global_id] = Join(young.global_id, self.t, self.t - old.first_t)
+            old.global_id = young.global_id
+            return
         self.merged[young.global_id] = old.global_id
         self.joins[young.global_id] = Join(old.global_id, self.t, self.t - young.first_t)
 
@@ -799,6 +808,8 @@ class FusedAssociator:
                 if gid is not None:
                     gid = alias.get(gid, gid)
                 out.ids[cam][j] = self.merged.get(gid, gid) if gid is not None else -1
+                if gid is not None:
+                    self._shown[out.ids[cam][j]] = self._shown.get(out.ids[cam][j], 0) + 1
         # 6. predicted boxes for views that missed a person another view sees now
         if p.predict_boxes:
             for cam in per_cam:
