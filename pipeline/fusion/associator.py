@@ -206,7 +206,7 @@ class FusedAssociator:
         self.counters = {"steps": 0, "tracks": 0, "identities": 0, "merges": 0, "resumed": 0,
                          "predicted_boxes": 0, "inconsistent_views": 0, "handovers": 0}
         self.merged: dict[int, int] = {}  # global id merged away -> the id it joined
-        self._shown: dict[int, int] = {}  # global id -> boxes reported with it so far
+        self._shown: dict[int, int] = {}  # global id -> detections reported with it so far (predicted ones not counted)
         self.joins: dict[int, Join] = {}  # global id merged away -> when, into what, and how old its track was
         self._dt = 0.0  # running step duration, s
         self.disagreements: dict[tuple[str, str], float] = {}  # camera pair -> metres, warned once
@@ -809,7 +809,8 @@ class FusedAssociator:
                     gid = alias.get(gid, gid)
                 out.ids[cam][j] = self.merged.get(gid, gid) if gid is not None else -1
                 if gid is not None:
-                    self._shown[out.ids[cam][j]] = self._shown.get(out.ids[cam][j], 0) + 1
+                    shown = int(out.ids[cam][j])
+                    self._shown[shown] = self._shown.get(shown, 0) + 1
         # 6. predicted boxes for views that missed a person another view sees now
         if p.predict_boxes:
             for cam in per_cam:
