@@ -285,7 +285,7 @@ class FusionConfig(_Strict):
     split_app_min: int = Field(default=3, ge=1, description="embeddings each track needs before split_app_dist "
                                "vetoes a duplicate merge")
     keep_shown_identity: bool = Field(default=True, description="two tracks of one person joined: the identity "
-                                      "whose boxes were reported more often so far is kept (False: the older one)")
+                                      "whose detections were reported more often so far is kept (False: the older one)")
     view_consistency: bool = Field(default=True, description="with 3+ views on a person, a view whose detection is "
                                    "farther than its join gate from where the other views put them leaves the track "
                                    "for that step")
