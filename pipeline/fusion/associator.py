@@ -572,9 +572,9 @@ class FusedAssociator:
 
     def _join(self, old: GroundTrack, young: GroundTrack) -> None:
         """Fold track `young` into `old` (views, position); young's identity maps to old's from now on, or, with
-        keep_shown_identity, when young's identity was on more reported boxes so far than old's, old's maps to young's
-        and the track goes on with young's (the identity people saw most stays). The caller counts the join (a merge
-        of duplicates, or a lost identity resumed)."""
+        keep_shown_identity, when young's identity was on more reported detections so far than old's, old's maps to
+        young's and the track goes on with young's (the identity people saw most stays). The caller counts the join
+        (a merge of duplicates, or a lost identity resumed)."""
         for cam, mem in young.views.items():
             if cam not in old.views or old.views[cam].t < mem.t:
                 old.views[cam] = mem
@@ -765,8 +765,7 @@ class FusedAssociator:
                 emb = e[j] if e is not None and np.isfinite(e[j]).all() else None
                 leftovers.append(ViewDetection(cam, int(j), pts[j], covs[j], float(scores[j]), emb))
         confirmed_pos = [tr.position for tr in tracks if tr.global_id is not None and tr.last_update_t == t]
-        birth_app = p.max_app_dist if p.split_app_dist is None else (
-            p.split_app_dist if p.max_app_dist is None else min(p.max_app_dist, p.split_app_dist))
+        birth_app = min((d for d in (p.max_app_dist, p.split_app_dist) if d is not None), default=None)
         for cluster in cluster_detections(leftovers, p.gate_sigma, p.gate_m, birth_app):
             z, r = fuse_points(np.stack([d.point for d in cluster]), np.stack([d.cov for d in cluster]))
             if confirmed_pos and min(np.linalg.norm(z - q) for q in confirmed_pos) < p.birth_min_sep_m:
@@ -808,9 +807,8 @@ class FusedAssociator:
                 if gid is not None:
                     gid = alias.get(gid, gid)
                 out.ids[cam][j] = self.merged.get(gid, gid) if gid is not None else -1
-                if gid is not None:
-                    shown = int(out.ids[cam][j])
-                    self._shown[shown] = self._shown.get(shown, 0) + 1
+            for gid, n in zip(*np.unique(out.ids[cam][out.ids[cam] >= 0], return_counts=True)):
+                self._shown[int(gid)] = self._shown.get(int(gid), 0) + int(n)
         # 6. predicted boxes for views that missed a person another view sees now
         if p.predict_boxes:
             for cam in per_cam:
