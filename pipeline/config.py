@@ -322,6 +322,10 @@ class FusionConfig(_Strict):
     handover_gap_s: float = Field(default=0.12, gt=0, description="see handover_views, s")
     resume_lost: bool = Field(default=True, description="a new track confirmed inside the grown gate of a track every "
                               "view lost (one-to-one, nothing else in either's gate) continues the lost identity")
+    resume_app_margin: float | None = Field(default=0.1, ge=0, description="Re-ID on: where two lost tracks (or "
+                                            "two new ones) share a gate, the pair that looks alike by this much "
+                                            "(cosine distance) more than every rival pair resumes all the same "
+                                            "(None: ambiguity resumes nothing)")
     offset_rate: float = Field(default=0.0, ge=0, le=1, description="update rate of each view's per-person offset "
                                "(0: off; per-person offsets let one track hold two people in two views; the "
                                "per-camera alignment corrects the homographies instead)")

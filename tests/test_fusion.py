@@ -457,17 +457,26 @@ def test_a_view_far_from_where_the_other_views_put_a_person_is_not_that_person()
     assert person & set(stand_in_off), "without the rule the scene must hand the person's identity to the stand-in"
 
 
-def _hide_and_walk(params: FusionParams, people: dict, hidden, steps: int = 150) -> tuple[dict, FusedAssociator]:
+def _hide_and_walk(params: FusionParams, people: dict, hidden, steps: int = 150, looks: dict | None = None
+                   ) -> tuple[dict, FusedAssociator]:
     """Two cameras see people walking along people[p](t) -> ground xy (2,) m, except where hidden(t, p) (both views
-    miss them). Returns ({(camera, person): [(t, id)]}, the associator)."""
+    miss them); with looks (person -> unit embedding (D,)), each box carries its person's embedding plus a little
+    noise. Returns ({(camera, person): [(t, id)]}, the associator)."""
     cams = two_camera_scene()
     assoc = FusedAssociator(cams, params)
+    rng = np.random.default_rng(3)
     ids: dict = {}
     for i in range(steps):
         t = i / 25.0
         who = [p for p in people if not hidden(t, p)]
-        views = {cam: (np.array([person_box(geom, people[p](t)) for p in who]).reshape(-1, 4), np.full(len(who), 0.9),
-                       None) for cam, geom in cams.items()}
+        views = {}
+        for cam, geom in cams.items():
+            emb = None
+            if looks is not None:
+                dim = len(next(iter(looks.values())))
+                emb = np.array([looks[p] + rng.normal(0, 0.05 / np.sqrt(dim), dim) for p in who]).reshape(len(who), dim)
+            views[cam] = (np.array([person_box(geom, people[p](t)) for p in who]).reshape(-1, 4),
+                          np.full(len(who), 0.9), emb)
         out = assoc.update(t, views)
         for cam in cams:
             for j, p in enumerate(who):
@@ -521,6 +530,39 @@ def test_a_found_person_never_resumes_an_ambiguous_or_distant_identity():
     first = {g for t, g in ids[("a", 0)] if 1.0 <= t < 2.0}
     second = {g for t, g in ids[("a", 1)] if t >= 3.0}
     assert len(second) == 1 and second.isdisjoint(first) and assoc.counters["resumed"] == 0, (first, second)
+
+
+def _looks_apart(dist: float, dim: int = 64) -> dict:
+    """Two unit embeddings (dim,) at cosine distance dist."""
+    rng = np.random.default_rng(11)
+    a, b = rng.normal(size=(2, dim))
+    a /= np.linalg.norm(a)
+    b -= (b @ a) * a
+    b /= np.linalg.norm(b)
+    cos = 1.0 - dist
+    return {0: a, 1: cos * a + np.sqrt(1 - cos ** 2) * b}
+
+
+def test_appearance_settles_a_resume_that_geometry_leaves_ambiguous():
+    """Two people walk +x 0.7 m apart and both vanish at 2 s; one turns away (-y) while hidden and comes back 0.8 s
+    later, 1.7 m from where their own track coasted and 2.2 m from the other's: both lost tracks' gates hold the new
+    track, so on geometry alone (`resume_app_margin` None) it gets a new identity. With Re-ID, the two people looking
+    0.5 apart, the new track looks like the returning person's own lost track by far more than the margin, and they
+    resume their identity (never the other person's). When the two look alike (0.05 apart, less than the margin) the
+    ambiguity stands and the identity is new, as on geometry alone."""
+    def turner(t):
+        return np.array([-2.0 + 1.2 * t, -1.0]) if t < 2.0 else np.array([0.4, -1.0 - 1.2 * (t - 2.0)])
+
+    side = {0: turner, 1: lambda t: np.array([-2.0 + 1.2 * t, -0.3])}
+    for margin, dist, resumes in ((0.1, 0.5, True), (None, 0.5, False), (0.1, 0.05, False)):
+        ids, assoc = _hide_and_walk(FusionParams(predict_boxes=False, handover_views=None, resume_app_margin=margin),
+                                    side, lambda t, p: 2.0 <= t < (2.8 if p == 0 else 99.0), looks=_looks_apart(dist))
+        own = {g for t, g in ids[("a", 0)] if 1.0 <= t < 2.0}
+        other = {g for t, g in ids[("a", 1)] if 1.0 <= t < 2.0}
+        after = {g for t, g in ids[("a", 0)] + ids[("b", 0)] if t >= 3.4}
+        assert len(own) == len(other) == len(after) == 1 and own != other, (margin, dist, own, other, after)
+        assert assoc.counters["resumed"] == int(resumes), (margin, dist, assoc.counters)
+        assert after == own if resumes else after.isdisjoint(own | other), (margin, dist, own, other, after)
 
 
 def test_fusion_config_and_bad_camera():

@@ -107,6 +107,7 @@ class FusionParams:
     handover_window_s: float = 2.0
     handover_lost_s: float = 0.5
     unpaired_cost: float | None = 0.75
+    resume_app_margin: float | None = 0.1
 
 
 @dataclass
@@ -498,7 +499,7 @@ class FusedAssociator:
         before that birth) and inside that lost track's gate now (its predicted position and grown covariance within
         gate_sigma, and within gate_m + reacquire_mps x time lost), continues the lost identity. Only one-to-one:
         two lost tracks (lost at any time) in one new track's gate, or two new tracks in one lost track's gate,
-        resume nothing."""
+        resume nothing, unless appearance settles it (`_clearly_closest`, resume_app_margin)."""
         p = self.p
         lost = [tr for tr in self.book.tracks if tr.global_id is not None and tr.last_update_t < t]
         pairs = []
@@ -512,7 +513,11 @@ class FusedAssociator:
         gone = set()
         for old, young in pairs:
             unique = sum(o is old for o, _ in pairs) == 1 and sum(y is young for _, y in pairs) == 1
-            if unique and old.last_update_t < young.first_t:
+            if not unique and p.resume_app_margin is not None:
+                rivals = [(o, young) for o, y in pairs if y is young and o is not old] \
+                    + [(old, y) for o, y in pairs if o is old and y is not young]
+                unique = self._clearly_closest(old, young, rivals)
+            if unique and old.last_update_t < young.first_t and young.track_id not in gone:
                 self._join(old, young)
                 old.kf.x[2:] = young.kf.x[2:]  # the found person's motion, not the lost track's coasting
                 old.kf.P[2:, 2:] = young.kf.P[2:, 2:]
@@ -520,6 +525,26 @@ class FusedAssociator:
                 gone.add(young.track_id)
         if gone:
             self.book.tracks = [tr for tr in self.book.tracks if tr.track_id not in gone]
+
+    def _app_dist(self, a: GroundTrack, b: GroundTrack) -> float | None:
+        """Cosine distance of two tracks' running appearances; None unless both have split_app_min embeddings."""
+        if a.embedding is None or b.embedding is None or min(a.n_embeddings, b.n_embeddings) < self.p.split_app_min:
+            return None
+        return 1.0 - float(a.embedding @ b.embedding)
+
+    def _clearly_closest(self, old: GroundTrack, young: GroundTrack, rivals: list[tuple[GroundTrack, GroundTrack]]
+                         ) -> bool:
+        """A resume that geometry leaves ambiguous, settled by appearance: old and young look alike by a cosine
+        distance at least resume_app_margin smaller than every rival pair (another lost track for young, another new
+        track for old); False when any of them lacks embeddings."""
+        d = self._app_dist(old, young)
+        if d is None:
+            return False
+        for a, b in rivals:
+            dr = self._app_dist(a, b)
+            if dr is None or dr < d + self.p.resume_app_margin:
+                return False
+        return True
 
     def _record_handover(self, cam: str, tracks: list[GroundTrack], xyxy: np.ndarray, det_track: np.ndarray,
                          t: float) -> None:
@@ -590,6 +615,33 @@ class FusedAssociator:
             return
         self.merged[young.global_id] = old.global_id
         self.joins[young.global_id] = Join(old.global_id, self.t, self.t - young.first_t)
+
+    def _assign_view(self, cam: str, tracks: list[GroundTrack], view_boxes: list, xyxy: np.ndarray,
+                     scores: np.ndarray, pts: np.ndarray, covs: np.ndarray, e: np.ndarray | None, t: float,
+                     state: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
+        """Track index (N,) of each of this view's detections (-1: none): the confident ones by `_costs` and
+        `_assign`, then the low-score ones to the confirmed tracks left that this view saw just before (IoU)."""
+        p = self.p
+        det_track = np.full(len(xyxy), -1)
+        high = np.flatnonzero(scores >= p.high_score)
+        low = np.flatnonzero((scores >= p.low_score) & (scores < p.high_score))
+        if len(high) and tracks:
+            cost = self._costs(cam, tracks, view_boxes, pts[high], covs[high], xyxy[high],
+                               e[high] if e is not None else None, t, state)
+            for k, j in _assign(cost, p.unpaired_cost):
+                det_track[high[j]] = k
+        taken = set(det_track[det_track >= 0].tolist())
+        rest = [k for k, tr in enumerate(tracks) if k not in taken and tr.global_id is not None
+                and view_boxes[k] is not None]
+        if len(low) and rest:
+            vb = [view_boxes[k] for k in rest]
+            iou = _iou_matrix(np.stack(vb), xyxy[low])
+            cost = self._costs(cam, [tracks[k] for k in rest], vb, pts[low], covs[low], xyxy[low],
+                               e[low] if e is not None else None, t, tuple(a[rest] for a in state))
+            cost[iou < p.low_iou] = _BIG
+            for k, j in _assign(cost, p.unpaired_cost):
+                det_track[low[j]] = rest[k]
+        return det_track
 
     def _join_gate(self, cam: str) -> float:
         """Metres within which a view may join a track it has no recent box of: once the views are aligned,
@@ -695,35 +747,19 @@ class FusedAssociator:
                 e = np.asarray(embs, np.float32).reshape(len(xyxy), -1)
                 e = e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
             out.ids[cam] = np.full(len(xyxy), -1, np.int64)
-            det_track = np.full(len(xyxy), -1)
             view_boxes = self._view_boxes(cam, tracks, t, p.view_memory_s, p.view_min_hits)
-            high = np.flatnonzero(scores >= p.high_score)
-            low = np.flatnonzero((scores >= p.low_score) & (scores < p.high_score))
-            if len(high) and tracks:
-                cost = self._costs(cam, tracks, view_boxes, pts[high], covs[high], xyxy[high],
-                                   e[high] if e is not None else None, t, state)
-                for k, j in _assign(cost, p.unpaired_cost):
-                    det_track[high[j]] = k
-            taken = set(det_track[det_track >= 0].tolist())
-            rest = [k for k, tr in enumerate(tracks) if k not in taken and tr.global_id is not None
-                    and view_boxes[k] is not None]
-            if len(low) and rest:
-                vb = [view_boxes[k] for k in rest]
-                iou = _iou_matrix(np.stack(vb), xyxy[low])
-                cost = self._costs(cam, [tracks[k] for k in rest], vb, pts[low], covs[low], xyxy[low],
-                                   e[low] if e is not None else None, t, tuple(a[rest] for a in state))
-                cost[iou < p.low_iou] = _BIG
-                for k, j in _assign(cost, p.unpaired_cost):
-                    det_track[low[j]] = rest[k]
+            det_track = self._assign_view(cam, tracks, view_boxes, xyxy, scores, pts, covs, e, t, state)
+            per_cam[cam] = (xyxy, scores, pts, covs, cut, e, det_track)
+            raw_of[cam] = raw_pts
+        for cam, (xyxy, scores, pts, covs, cut, e, det_track) in per_cam.items():
             for j in np.flatnonzero(det_track >= 0):
                 assigned.setdefault(int(det_track[j]), []).append((cam, int(j)))
-            good = high[~cut[high]]
-            if len(good):
+            high = scores >= p.high_score
+            good = high & ~cut
+            if good.any():
                 self.sizes[cam].add(xyxy[good])
             if p.handover_views:
                 self._record_handover(cam, tracks, xyxy, det_track, t)
-            per_cam[cam] = (xyxy, scores, pts, covs, cut, e, det_track)
-            raw_of[cam] = raw_pts
         # 3. fuse each track's detections into one measurement
         if p.view_consistency:
             self._drop_inconsistent_views(tracks, assigned, per_cam)
