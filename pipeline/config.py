@@ -326,6 +326,10 @@ class FusionConfig(_Strict):
                                             "two new ones) share a gate, the pair that looks alike by this much "
                                             "(cosine distance) more than every rival pair resumes all the same "
                                             "(None: ambiguity resumes nothing)")
+    resume_app_dist: float | None = Field(default=0.3, ge=0, description="Re-ID on: a new track within this cosine "
+                                          "distance of a lost track's appearance may resume it outside gate_sigma, "
+                                          "still within gate_m + reacquire_mps x the time lost (None: the sigma "
+                                          "gate always)")
     offset_rate: float = Field(default=0.0, ge=0, le=1, description="update rate of each view's per-person offset "
                                "(0: off; per-person offsets let one track hold two people in two views; the "
                                "per-camera alignment corrects the homographies instead)")

@@ -565,6 +565,32 @@ def test_appearance_settles_a_resume_that_geometry_leaves_ambiguous():
         assert after == own if resumes else after.isdisjoint(own | other), (margin, dist, own, other, after)
 
 
+def test_a_found_person_who_looks_like_the_lost_one_resumes_beyond_the_sigma_gate():
+    """A person walking +x is hidden from both views for 0.2 s and found again 1.8 m from where their lost track
+    coasted (the track had their position wrong, as a track pulled by a crossing does): 7 sigma, outside the lost
+    track's gate, inside its reach in metres (2.5 m + 1 m/s x 0.2 s). On geometry alone (`resume_app_dist` None) they
+    come back under a new identity; with Re-ID, looking like the lost track (cosine distance under 0.3), they resume
+    it. Someone else appearing at that spot (0.5 apart in appearance) gets a new identity either way."""
+    looks = _looks_apart(0.5)
+    looks[2] = looks[1]  # the stranger looks like person 1, who stands far away
+
+    def walker(t):
+        return np.array([-2.0 + 1.2 * t, -1.0]) + (np.array([-1.5, 1.0]) if t >= 2.0 else 0.0)
+
+    far = lambda t: np.array([2.5, 2.5])  # noqa: E731
+    for app_dist, who, resumes in ((0.3, 0, True), (None, 0, False), (0.3, 2, False)):
+        people = {0: walker, 1: far} if who == 0 else {0: walker, 1: far, 2: walker}
+        hidden = (lambda t, p: p == 0 and 2.0 <= t < 2.2) if who == 0 else \
+            (lambda t, p: (p == 0 and t >= 2.0) or (p == 2 and t < 2.2))
+        ids, assoc = _hide_and_walk(FusionParams(predict_boxes=False, resume_app_dist=app_dist), people, hidden,
+                                    looks=looks)
+        before = {g for t, g in ids[("a", 0)] if 1.0 <= t < 2.0}
+        after = {g for t, g in ids[("a", who)] + ids[("b", who)] if t >= 3.0}
+        assert len(before) == len(after) == 1, (app_dist, who, before, after)
+        assert (after == before) == resumes and assoc.counters["resumed"] == int(resumes), (app_dist, who, before,
+                                                                                             after, assoc.counters)
+
+
 def test_fusion_config_and_bad_camera():
     from pipeline.config import AssociationConfig, ConfigError, parse_config
 

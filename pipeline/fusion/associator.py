@@ -108,6 +108,7 @@ class FusionParams:
     handover_lost_s: float = 0.5
     unpaired_cost: float | None = 0.75
     resume_app_margin: float | None = 0.1
+    resume_app_dist: float | None = 0.3
 
 
 @dataclass
@@ -499,7 +500,9 @@ class FusedAssociator:
         before that birth) and inside that lost track's gate now (its predicted position and grown covariance within
         gate_sigma, and within gate_m + reacquire_mps x time lost), continues the lost identity. Only one-to-one:
         two lost tracks (lost at any time) in one new track's gate, or two new tracks in one lost track's gate,
-        resume nothing, unless appearance settles it (`_clearly_closest`, resume_app_margin)."""
+        resume nothing, unless appearance settles it (`_clearly_closest`, resume_app_margin). With Re-ID, a new track
+        within resume_app_dist (cosine) of a lost track's appearance may pair with it outside gate_sigma (its position
+        was wrong, e.g. pulled by a crossing), still within the reach in metres."""
         p = self.p
         lost = [tr for tr in self.book.tracks if tr.global_id is not None and tr.last_update_t < t]
         pairs = []
@@ -508,8 +511,14 @@ class FusedAssociator:
                 d = young.position - old.position
                 m2 = float(d @ np.linalg.solve(old.kf.P[:2, :2] + young.kf.P[:2, :2], d))
                 reach = p.gate_m + p.reacquire_mps * min(t - old.last_update_t, p.max_lost_s)
-                if m2 <= p.gate_sigma ** 2 and float(np.linalg.norm(d)) <= reach:
+                if float(np.linalg.norm(d)) > reach:
+                    continue
+                if m2 <= p.gate_sigma ** 2:
                     pairs.append((old, young))
+                elif p.resume_app_dist is not None:  # outside the sigma gate, but looking like the lost person
+                    a = self._app_dist(old, young)
+                    if a is not None and a <= p.resume_app_dist:
+                        pairs.append((old, young))
         gone = set()
         for old, young in pairs:
             unique = sum(o is old for o, _ in pairs) == 1 and sum(y is young for _, y in pairs) == 1
