@@ -758,17 +758,15 @@ class FusedAssociator:
             out.ids[cam] = np.full(len(xyxy), -1, np.int64)
             view_boxes = self._view_boxes(cam, tracks, t, p.view_memory_s, p.view_min_hits)
             det_track = self._assign_view(cam, tracks, view_boxes, xyxy, scores, pts, covs, e, t, state)
-            per_cam[cam] = (xyxy, scores, pts, covs, cut, e, det_track)
-            raw_of[cam] = raw_pts
-        for cam, (xyxy, scores, pts, covs, cut, e, det_track) in per_cam.items():
             for j in np.flatnonzero(det_track >= 0):
                 assigned.setdefault(int(det_track[j]), []).append((cam, int(j)))
-            high = scores >= p.high_score
-            good = high & ~cut
+            good = (scores >= p.high_score) & ~cut
             if good.any():
                 self.sizes[cam].add(xyxy[good])
             if p.handover_views:
                 self._record_handover(cam, tracks, xyxy, det_track, t)
+            per_cam[cam] = (xyxy, scores, pts, covs, cut, e, det_track)
+            raw_of[cam] = raw_pts
         # 3. fuse each track's detections into one measurement
         if p.view_consistency:
             self._drop_inconsistent_views(tracks, assigned, per_cam)
