@@ -7,6 +7,7 @@
     python bench/fusion.py --skip-terrace --drop-total 0.3 --lab-appearance   # the issue's setting, with appearance
     python bench/fusion.py --skip-terrace --drop-total 0.3 --lab-frame-step 2   # the Laboratory at 12.5 fps
     python bench/fusion.py --skip-laboratory --perturb 0 --crowd --crowd-draws 7 --appearance   # occluded crowds
+    python bench/fusion.py --skip-laboratory --perturb 2 --crowd --crowd-draws 7 --appearance --terrace-frame-step 2
 
 Sequences
   Laboratory (EPFL, 4 overlapping cameras, 6 people, 2955 frames at 25 fps, boxes only): a simulated detector on the
@@ -627,6 +628,9 @@ def main() -> int:
     ap.add_argument("--lab-frame-step", type=int, default=1, help="Laboratory: keep every K-th frame (K=2: 12.5 fps, "
                     "K=5: 5 fps; the detector is simulated at 25 fps first, so the draws match, and the ground truth "
                     "is thinned to match)")
+    ap.add_argument("--terrace-frame-step", type=int, default=1, help="Terrace (and its copies and crowds): keep every "
+                    "K-th frame (K=2: 12.5 fps; the copies and crowds are made at 25 fps first, then thinned, and the "
+                    "ground truth with them)")
     ap.add_argument("--perturb", type=int, default=0, help="Terrace: also N perturbed copies of the detections")
     ap.add_argument("--appearance", action="store_true", help="Terrace: per-detection OSNet embeddings for fusion")
     ap.add_argument("--crowd", action="store_true", help="Terrace: also the crowded stand-in (the two halves laid "
@@ -707,10 +711,19 @@ def main() -> int:
         geoms = {c: CameraGeometry(c, load_homography(homs[c]), EPFL_UNITS_PER_M, (360, 288)) for c in cams}
         gt_paths = {c: str(terrace / f"gt_{c}/gt.txt") for c in cams}
         results = {}
+        step = max(1, args.terrace_frame_step)
+
+        def thinned(dets, embs, gts, where):
+            """Every step-th frame of the detections, embeddings and ground truth (made at 25 fps first)."""
+            if step == 1:
+                return dets, embs, gts
+            return ({c: v[::step] for c, v in dets.items()}, {c: v[::step] for c, v in embs.items()},
+                    thin_gt(gts, step, out / where))
+
         for k in [None] + list(range(args.perturb)):
-            dets, embs = terrace_detections(k, args.appearance)
+            dets, embs, gts_k = thinned(*terrace_detections(k, args.appearance), gt_paths, f"terrace_gt_step{step}")
             name = "Terrace" if k is None else f"Terrace perturbed {k}"
-            results[name] = scene("terrace", dets, embs, geoms, homs, gt_paths, params, 25.0, 100.0,
+            results[name] = scene("terrace", dets, embs, geoms, homs, gts_k, params, 25.0 / step, 100.0,
                                   out / f"terrace_{k}", overrides)
             print(table("", {name: results[name]}), flush=True)
         if args.crowd:
@@ -722,10 +735,13 @@ def main() -> int:
                 crowd, crowd_gt, crowd_embs = crowd_overlay(dets, gt_paths, out / f"terrace_crowd_gt_{half}_{k}",
                                                             half=half, occlusion=occ, rng=np.random.default_rng(k),
                                                             embs=embs)
-                results[name] = scene("terrace", crowd, crowd_embs, geoms, homs, crowd_gt, params, 25.0, 100.0,
-                                      out / name.replace(" ", "_").replace(",", ""), overrides)
+                crowd, crowd_embs, crowd_gt = thinned(crowd, crowd_embs, crowd_gt,
+                                                      f"terrace_crowd_gt_{half}_{k}_step{step}")
+                results[name] = scene("terrace", crowd, crowd_embs, geoms, homs, crowd_gt, params, 25.0 / step,
+                                      100.0, out / name.replace(" ", "_").replace(",", ""), overrides)
                 print(table("", {name: results[name]}), flush=True)
-        print(table("EPFL Terrace (cached YOLO11n detections), IDF1", results))
+        print(table(f"EPFL Terrace (cached YOLO11n detections){f' at {25.0 / step:g} fps' if step > 1 else ''}, IDF1",
+                    results))
     return 0
 
 
