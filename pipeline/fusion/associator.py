@@ -356,14 +356,19 @@ class FusedAssociator:
                                 "%.2f m): check their homographies (run_pipeline.py calibrate --points CSV)",
                                 pair[0], pair[1], gap, self.p.disagreement_warn_m)
 
+    def _app_dist(self, a: GroundTrack, b: GroundTrack) -> float | None:
+        """Cosine distance of two tracks' running appearances; None unless both have split_app_min embeddings."""
+        if a.embedding is None or b.embedding is None or min(a.n_embeddings, b.n_embeddings) < self.p.split_app_min:
+            return None
+        return 1.0 - float(a.embedding @ b.embedding)
+
     def _look_apart(self, a: GroundTrack, b: GroundTrack) -> bool:
         """Two tracks whose running appearances (split_app_min embeddings each, at least) are farther apart than
         split_app_dist (cosine distance): two people, whom no duplicate merge may join."""
-        p = self.p
-        if p.split_app_dist is None or a.embedding is None or b.embedding is None \
-                or min(a.n_embeddings, b.n_embeddings) < p.split_app_min:
+        if self.p.split_app_dist is None:
             return False
-        return 1.0 - float(a.embedding @ b.embedding) > p.split_app_dist
+        d = self._app_dist(a, b)
+        return d is not None and d > self.p.split_app_dist
 
     def _merge_duplicates(self, t: float, seen_by: dict[int, set[str]]) -> None:
         """A person tracked twice from its first moments (its views disagreed by more than the gate when it appeared):
@@ -535,12 +540,6 @@ class FusedAssociator:
         if gone:
             self.book.tracks = [tr for tr in self.book.tracks if tr.track_id not in gone]
 
-    def _app_dist(self, a: GroundTrack, b: GroundTrack) -> float | None:
-        """Cosine distance of two tracks' running appearances; None unless both have split_app_min embeddings."""
-        if a.embedding is None or b.embedding is None or min(a.n_embeddings, b.n_embeddings) < self.p.split_app_min:
-            return None
-        return 1.0 - float(a.embedding @ b.embedding)
-
     def _clearly_closest(self, old: GroundTrack, young: GroundTrack, rivals: list[tuple[GroundTrack, GroundTrack]]
                          ) -> bool:
         """A resume that geometry leaves ambiguous, settled by appearance: old and young look alike by a cosine
@@ -624,33 +623,6 @@ class FusedAssociator:
             return
         self.merged[young.global_id] = old.global_id
         self.joins[young.global_id] = Join(old.global_id, self.t, self.t - young.first_t)
-
-    def _assign_view(self, cam: str, tracks: list[GroundTrack], view_boxes: list, xyxy: np.ndarray,
-                     scores: np.ndarray, pts: np.ndarray, covs: np.ndarray, e: np.ndarray | None, t: float,
-                     state: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
-        """Track index (N,) of each of this view's detections (-1: none): the confident ones by `_costs` and
-        `_assign`, then the low-score ones to the confirmed tracks left that this view saw just before (IoU)."""
-        p = self.p
-        det_track = np.full(len(xyxy), -1)
-        high = np.flatnonzero(scores >= p.high_score)
-        low = np.flatnonzero((scores >= p.low_score) & (scores < p.high_score))
-        if len(high) and tracks:
-            cost = self._costs(cam, tracks, view_boxes, pts[high], covs[high], xyxy[high],
-                               e[high] if e is not None else None, t, state)
-            for k, j in _assign(cost, p.unpaired_cost):
-                det_track[high[j]] = k
-        taken = set(det_track[det_track >= 0].tolist())
-        rest = [k for k, tr in enumerate(tracks) if k not in taken and tr.global_id is not None
-                and view_boxes[k] is not None]
-        if len(low) and rest:
-            vb = [view_boxes[k] for k in rest]
-            iou = _iou_matrix(np.stack(vb), xyxy[low])
-            cost = self._costs(cam, [tracks[k] for k in rest], vb, pts[low], covs[low], xyxy[low],
-                               e[low] if e is not None else None, t, tuple(a[rest] for a in state))
-            cost[iou < p.low_iou] = _BIG
-            for k, j in _assign(cost, p.unpaired_cost):
-                det_track[low[j]] = rest[k]
-        return det_track
 
     def _join_gate(self, cam: str) -> float:
         """Metres within which a view may join a track it has no recent box of: once the views are aligned,
@@ -756,12 +728,30 @@ class FusedAssociator:
                 e = np.asarray(embs, np.float32).reshape(len(xyxy), -1)
                 e = e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
             out.ids[cam] = np.full(len(xyxy), -1, np.int64)
+            det_track = np.full(len(xyxy), -1)
             view_boxes = self._view_boxes(cam, tracks, t, p.view_memory_s, p.view_min_hits)
-            det_track = self._assign_view(cam, tracks, view_boxes, xyxy, scores, pts, covs, e, t, state)
+            high = np.flatnonzero(scores >= p.high_score)
+            low = np.flatnonzero((scores >= p.low_score) & (scores < p.high_score))
+            if len(high) and tracks:
+                cost = self._costs(cam, tracks, view_boxes, pts[high], covs[high], xyxy[high],
+                                   e[high] if e is not None else None, t, state)
+                for k, j in _assign(cost, p.unpaired_cost):
+                    det_track[high[j]] = k
+            taken = set(det_track[det_track >= 0].tolist())
+            rest = [k for k, tr in enumerate(tracks) if k not in taken and tr.global_id is not None
+                    and view_boxes[k] is not None]
+            if len(low) and rest:
+                vb = [view_boxes[k] for k in rest]
+                iou = _iou_matrix(np.stack(vb), xyxy[low])
+                cost = self._costs(cam, [tracks[k] for k in rest], vb, pts[low], covs[low], xyxy[low],
+                                   e[low] if e is not None else None, t, tuple(a[rest] for a in state))
+                cost[iou < p.low_iou] = _BIG
+                for k, j in _assign(cost, p.unpaired_cost):
+                    det_track[low[j]] = rest[k]
             for j in np.flatnonzero(det_track >= 0):
                 assigned.setdefault(int(det_track[j]), []).append((cam, int(j)))
-            good = (scores >= p.high_score) & ~cut
-            if good.any():
+            good = high[~cut[high]]
+            if len(good):
                 self.sizes[cam].add(xyxy[good])
             if p.handover_views:
                 self._record_handover(cam, tracks, xyxy, det_track, t)
