@@ -291,6 +291,10 @@ class FusionConfig(_Strict):
                                    "for that step")
     confirm_s: float = Field(default=0.2, ge=0, description="a new ground track gets an identity after this long")
     confirm_frac: float = Field(default=0.6, ge=0, le=1, description="... seen in at least this fraction of its steps")
+    confirm_steady: int | None = Field(default=2, ge=1, description="... and given by one view at least this many "
+                                       "boxes in a row, each overlapping the one before (IoU >= min_view_iou): "
+                                       "isolated boxes of several views that merely land near each other on the "
+                                       "ground (false positives) are not a person (None: off)")
     max_lost_s: float = Field(default=2.0, gt=0, description="a track unseen by every view this long ends, s")
     tentative_lost_s: float = Field(default=0.3, gt=0, description="an unconfirmed track unseen this long ends, s")
     birth_min_sep_m: float = Field(default=0.5, ge=0, description="no new track closer than this to a live one, m")

@@ -16,8 +16,9 @@ One step, all in metres and seconds:
 3. each track's assigned detections (<= 1 per view) are fused into one ground measurement and update its filter;
 4. the confident detections left over are clustered across views (`clustering`; with embeddings, two farther apart
    than `split_app_dist` are two people) and start tentative tracks, which
-   get a global id once seen for `confirm_s`; a track confirmed where exactly one lost track should be now resumes
-   that identity (`resume_lost`: a person every view lost, found again); a confirmed track every view has lost for
+   get a global id once seen for `confirm_s`, one view at least having given `confirm_steady` boxes in a row that
+   overlap (box continuity: false positives of several views landing near each other are no person); a track
+   confirmed where exactly one lost track should be now resumes that identity (`resume_lost`: a person every view lost, found again); a confirmed track every view has lost for
    `handover_lost_s`, whose person a view passed to one younger track (box continuity in that view), continues on
    that track (`handover_views`: the older track had been dragged off its person); tracks unseen `max_lost_s` end;
 5. optionally, a confirmed track seen by some view now is projected into each other view whose detector missed it
@@ -109,6 +110,7 @@ class FusionParams:
     unpaired_cost: float | None = 0.75
     resume_app_margin: float | None = 0.1
     resume_app_dist: float | None = 0.3
+    confirm_steady: int | None = 2
 
 
 @dataclass
@@ -132,6 +134,16 @@ def _iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
     area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
     return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
+
+
+def _box_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """IoU of two boxes (4,) xyxy (scalar arithmetic: cheaper than `_iou_matrix` for one pair)."""
+    iw = min(a[2], b[2]) - max(a[0], b[0])
+    ih = min(a[3], b[3]) - max(a[1], b[1])
+    if iw <= 0 or ih <= 0:
+        return 0.0
+    inter = float(iw * ih)
+    return inter / max(float((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1])) - inter, 1e-9)
 
 
 def _assign(cost: np.ndarray, unpaired: float | None) -> list[tuple[int, int]]:
@@ -784,8 +796,13 @@ class FusedAssociator:
                 self._check_disagreement(members, offsets, tr)
             for (c, j), o in zip(members, offsets):
                 old = tr.views.get(c)
+                box = per_cam[c][0][j]
                 hits = old.hits + 1 if old is not None and t - old.t <= p.view_memory_s else 1
-                tr.views[c] = ViewMemory(t, per_cam[c][0][j].copy(), tr.position, o, hits)
+                steady = 1
+                if hits > 1:  # box continuity in this view, counted until confirmation (all it is read for)
+                    steady = old.steady if tr.global_id is not None else \
+                        old.steady + 1 if _box_iou(old.xyxy, box) >= p.min_view_iou else 1
+                tr.views[c] = ViewMemory(t, box.copy(), tr.position, o, hits, steady)
                 e = per_cam[c][5]
                 if e is not None and per_cam[c][1][j] >= p.high_score and np.isfinite(e[j]).all():
                     tr.add_embedding(e[j])
@@ -818,7 +835,8 @@ class FusedAssociator:
         # 5. confirm (seen in most steps of its first confirm_s), merge duplicates, then write ids
         confirmed_now = []
         for tr in tracks:
-            if tr.global_id is None and tr.last_update_t == t and t - tr.first_t >= p.confirm_s - 1e-9:
+            if tr.global_id is None and tr.last_update_t == t and t - tr.first_t >= p.confirm_s - 1e-9 and (
+                    p.confirm_steady is None or any(m.steady >= p.confirm_steady for m in tr.views.values())):
                 steps = (t - tr.first_t) / self._dt + 1 if self._dt else tr.hits
                 if tr.hits >= 2 and tr.hits >= p.confirm_frac * steps:
                     tr.global_id = self.book.next_global_id

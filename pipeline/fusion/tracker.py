@@ -59,6 +59,7 @@ class ViewMemory:
     ground: np.ndarray
     offset: np.ndarray = field(default_factory=lambda: np.zeros(2))  # this view's bias for this person (2,) m
     hits: int = 1  # consecutive boxes of this view in this track (a gap over the view memory restarts the count)
+    steady: int = 1  # boxes in a row of this view each overlapping the one before (box continuity; until confirmed)
 
 
 class GroundTrack:
