@@ -15,12 +15,13 @@ One step, all in metres and seconds:
    ByteTrack, per view;
 3. each track's assigned detections (<= 1 per view) are fused into one ground measurement and update its filter;
 4. the confident detections left over are clustered across views (`clustering`; with embeddings, two farther apart
-   than `split_app_dist` are two people) and start tentative tracks, which
-   get a global id once seen for `confirm_s`, one view at least having given `confirm_steady` boxes in a row that
-   overlap (box continuity: false positives of several views landing near each other are no person); a track
-   confirmed where exactly one lost track should be now resumes that identity (`resume_lost`: a person every view lost, found again); a confirmed track every view has lost for
-   `handover_lost_s`, whose person a view passed to one younger track (box continuity in that view), continues on
-   that track (`handover_views`: the older track had been dragged off its person); tracks unseen `max_lost_s` end;
+   than `split_app_dist` are two people) and start tentative tracks, which get a global id once seen for `confirm_s`,
+   one view at least having given `confirm_steady` boxes in a row that overlap (box continuity: false positives of
+   several views landing near each other are no person); a track confirmed where exactly one lost track should be
+   now resumes that identity (`resume_lost`: a person every view lost, found again); a confirmed track every view
+   has lost for `handover_lost_s`, whose person a view passed to one younger track (box continuity in that view),
+   continues on that track (`handover_views`: the older track had been dragged off its person); tracks unseen
+   `max_lost_s` end;
 5. optionally, a confirmed track seen by some view now is projected into each other view whose detector missed it
    (inside the frame only), with the size of the box that view last had for it, or else the camera's learnt box size
    at that image position.
