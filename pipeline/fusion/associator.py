@@ -137,16 +137,6 @@ def _iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
 
 
-def _box_iou(a: np.ndarray, b: np.ndarray) -> float:
-    """IoU of two boxes (4,) xyxy (scalar arithmetic: cheaper than `_iou_matrix` for one pair)."""
-    iw = min(a[2], b[2]) - max(a[0], b[0])
-    ih = min(a[3], b[3]) - max(a[1], b[1])
-    if iw <= 0 or ih <= 0:
-        return 0.0
-    inter = float(iw * ih)
-    return inter / max(float((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1])) - inter, 1e-9)
-
-
 def _assign(cost: np.ndarray, unpaired: float | None) -> list[tuple[int, int]]:
     """Pairs (row, column) of a minimum-cost assignment of cost (R, C), pairs gated out (>= _BIG) never formed. With
     unpaired, a row or a column may stay unpaired at that cost each, so a pair forms only where it costs less than
@@ -799,10 +789,9 @@ class FusedAssociator:
                 old = tr.views.get(c)
                 box = per_cam[c][0][j]
                 hits = old.hits + 1 if old is not None and t - old.t <= p.view_memory_s else 1
-                steady = 1
-                if hits > 1:  # box continuity in this view, counted until confirmation (all it is read for)
-                    steady = old.steady if tr.global_id is not None else \
-                        old.steady + 1 if _box_iou(old.xyxy, box) >= p.min_view_iou else 1
+                steady = 1  # box continuity in this view, counted until confirmation (all it is read for)
+                if hits > 1 and tr.global_id is None:
+                    steady = old.steady + 1 if _iou_matrix(old.xyxy[None], box[None])[0, 0] >= p.min_view_iou else 1
                 tr.views[c] = ViewMemory(t, box.copy(), tr.position, o, hits, steady)
                 e = per_cam[c][5]
                 if e is not None and per_cam[c][1][j] >= p.high_score and np.isfinite(e[j]).all():
