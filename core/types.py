@@ -45,17 +45,25 @@ class Detections:
     """Detections of one frame.
 
     xyxy: float32 (N, 4) pixel boxes; scores: float32 (N,) confidences in [0, 1]; class_ids: int32 (N,).
+    embeddings: optional float32 (N, D) appearance of each box (NaN rows: not embedded), attached by the engine when
+    the tracker or the ground-plane fusion uses per-detection appearance; None otherwise.
     """
 
     xyxy: np.ndarray
     scores: np.ndarray
     class_ids: np.ndarray
+    embeddings: np.ndarray | None = field(default=None)
 
     def __post_init__(self) -> None:
         self.xyxy = _as_boxes(self.xyxy)
         n = len(self.xyxy)
         self.scores = np.asarray(self.scores, dtype=np.float32).reshape(n)
         self.class_ids = np.asarray(self.class_ids, dtype=np.int32).reshape(n)
+        if self.embeddings is not None:
+            self.embeddings = np.asarray(self.embeddings, dtype=np.float32)
+            if self.embeddings.ndim != 2 or len(self.embeddings) != n:
+                raise ValueError(f"Detections.embeddings must be (N, D) with N = {n} boxes, got "
+                                 f"{self.embeddings.shape}")
 
     @classmethod
     def empty(cls) -> "Detections":
@@ -66,7 +74,8 @@ class Detections:
 
     def __getitem__(self, index) -> "Detections":
         """Select rows with a boolean mask, an index array or a slice."""
-        return Detections(self.xyxy[index], self.scores[index], self.class_ids[index])
+        return Detections(self.xyxy[index], self.scores[index], self.class_ids[index],
+                          self.embeddings[index] if self.embeddings is not None else None)
 
     @classmethod
     def from_xywh(cls, xywh: np.ndarray, scores: np.ndarray, class_ids: np.ndarray | None = None) -> "Detections":

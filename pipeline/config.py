@@ -277,6 +277,12 @@ class FusionConfig(_Strict):
                                "this many in a row (one stray false positive must not steer the view)")
     iou_weight: float = Field(default=0.5, ge=0, description="cost weight of (1 - IoU) with the view's expected box")
     view_memory_s: float = Field(default=1.0, gt=0, description="how long a view's last box of a track guides it, s")
+    appearance: Literal["detections", "tracks", "none"] = Field(
+        default="detections", description="what the fusion's appearance terms read (needs reid.enabled): detections: "
+        "each detection from high_score up embedded on its own, every frame, in one Re-ID batch for all cameras; "
+        "tracks: the camera tracker's running clip embedding of the track a detection continues (no extra Re-ID, but "
+        "a local track that swapped people carries both: occluded crowds 0.76 IDF1 against 0.88, below none's 0.79, "
+        "docs/fusion.md); none: geometry only")
     app_weight: float = Field(default=1.0, ge=0, description="cost weight of the embedding cosine distance")
     max_app_dist: float | None = Field(default=0.6, ge=0, description="cosine distance vetoing a match (None: off)")
     split_app_dist: float | None = Field(default=0.5, ge=0, description="cosine distance above which two views' new "

@@ -144,7 +144,7 @@ class Pipeline:
         self.summaries: dict[str, CameraSummary] = {}
         self._stop = threading.Event()
         self._interrupted = False  # a stop signal arrived (Ctrl-C / SIGTERM)
-        self._det_embedder = None  # built on first use when the tracker has an appearance cost
+        self._det_embedder = None  # built on first use: the tracker or the fusion reads detections' embeddings
         self.loop_started: float | None = None  # monotonic s when the cameras started decoding (benchmarks)
 
     def stop(self) -> None:
@@ -263,7 +263,8 @@ class Pipeline:
             end_holder["status"] = status
         return RunSummary(built.run.run_id, status, list(self.summaries.values()), time.monotonic() - started,
                           self.output_dir, {s.name: s.counters() for s in stages},
-                          [line for s in stages if (line := s.summary_line())], error=end_holder.get("error"))
+                          [line for s in stages if (line := s.summary_line())] + self._detection_embedding_line(),
+                          error=end_holder.get("error"))
 
     def _record_failed_run(self, infos: list[CameraInfo]) -> int | None:
         """No camera could be opened: record the run and its cameras as failed in the store (nothing else runs)."""
@@ -301,16 +302,26 @@ class Pipeline:
                                                     position=pos, dynamic_ncols=True, leave=True))
         return bars
 
+    def _detection_embedding_line(self) -> list[str]:
+        """The summary's line on single detections embedded (for the tracker's or the fusion's appearance)."""
+        if self._det_embedder is None:
+            return []
+        return [f"Re-ID of single detections (tracker / fusion appearance): {self._det_embedder.crops_embedded} crops "
+                f"from score {self._det_embedder.min_score:g}"]
+
     def _embed_detections(self, reid, trackers, batch: list[Frame], detections) -> list | None:
-        """Per-detection embeddings for trackers that use an appearance cost (one batch for all cameras), else None."""
-        if reid is None or not any(trackers[f.camera_id].wants_embeddings for f in batch):
+        """Per-detection embeddings (one Re-ID batch for all cameras) for trackers that use an appearance cost and for
+        ground-plane fusion reading detections' appearance (`association.fusion.appearance: detections`), else None."""
+        from pipeline.reid.detection_embedder import fusion_embeds_detections
+
+        tracker_wants = any(trackers[f.camera_id].wants_embeddings for f in batch)
+        if reid is None or not (tracker_wants or fusion_embeds_detections(self.config)):
             return None
         if self._det_embedder is None:
-            from pipeline.reid.detection_embedder import DetectionEmbedder
+            from pipeline.reid.detection_embedder import DetectionEmbedder, detection_embedding_min_score
 
-            min_score = next(iter(trackers.values())).embedding_min_score
-            self._det_embedder = DetectionEmbedder(reid.encoder, min_score=min_score,
-                                                   max_batch=self.config.reid.max_batch)
+            self._det_embedder = DetectionEmbedder(reid.encoder, min_score=detection_embedding_min_score(
+                self.config, next(iter(trackers.values()))), max_batch=self.config.reid.max_batch)
         return self._det_embedder.embed(batch, detections)
 
     def _next_frame(self, reader) -> Frame | None:
@@ -366,6 +377,8 @@ class Pipeline:
             for k, (frame, dets) in enumerate(zip(batch, detections)):
                 tracker = trackers[frame.camera_id]
                 if det_embeddings is not None:
+                    dets.embeddings = det_embeddings[k]  # the fusion reads them with the detections
+                if det_embeddings is not None and tracker.wants_embeddings:
                     tracks = tracker.update(dets, frame.image, embeddings=det_embeddings[k])
                 else:
                     tracks = tracker.update(dets, frame.image)

@@ -770,6 +770,68 @@ def test_fused_stage_cuts_a_local_track_that_jumps_to_another_person(tmp_path):
             assert len(mine) > 100 and len(set(mine[:, 1].tolist())) == 1, (cam, person, set(mine[:, 1].tolist()))
 
 
+def test_detections_carry_their_embeddings_through_selection():
+    """`Detections.embeddings` (N, D) follow the rows a mask or index keeps; a wrong shape is named."""
+    from core.types import Detections
+
+    emb = np.arange(12, dtype=np.float32).reshape(3, 4)
+    dets = Detections(np.zeros((3, 4)), [0.9, 0.2, 0.7], [0, 0, 0], emb)
+    kept = dets[dets.scores > 0.5]
+    assert kept.embeddings.shape == (2, 4) and np.array_equal(kept.embeddings, emb[[0, 2]])
+    assert Detections(np.zeros((3, 4)), [0.9, 0.2, 0.7], [0, 0, 0])[[1]].embeddings is None
+    with pytest.raises(ValueError, match=r"Detections.embeddings must be \(N, D\) with N = 3 boxes"):
+        Detections(np.zeros((3, 4)), [0.9, 0.2, 0.7], [0, 0, 0], emb[:2])
+
+
+def test_fused_stage_reads_each_detections_own_appearance_not_a_swapped_local_tracks(tmp_path):
+    """`fusion.appearance`: camera b's tracker carries local track 7 from person 0 to person 1 at 2 s, so its running
+    clip embedding (`Tracks.embeddings`) keeps showing person 0 on person 1's box. With `detections` (the default) the
+    fusion reads each detection's own embedding (`Detections.embeddings`): b's boxes of person 1 keep the identity
+    camera a gives person 1, and each ground track has its person's look; with `tracks` the stale look vetoes b's
+    boxes of person 1 (they lose that identity); with `none` no ground track has a look."""
+    from core.types import Detections, Frame, Tracks
+    from pipeline.stages.base import Step, drive_step
+
+    cams = two_camera_scene()
+    look = np.eye(8, dtype=np.float32)[:2]  # persons 0 and 1: orthogonal unit embeddings
+    pos = {0: lambda t: np.array([-2.0, -1.0]) + np.array([0.5, 0.0]) * t,
+           1: lambda t: np.array([1.5, 1.5]) - np.array([0.4, 0.1]) * t}
+    image = np.zeros((FRAME[1], FRAME[0], 3), np.uint8)
+    shared_id, looks = {}, {}
+    for source in ("detections", "tracks", "none"):
+        (tmp_path / source).mkdir()
+        stages = fused_stages(tmp_path / source, cams, {"predict_boxes": False, "appearance": source})
+        agree = []
+        for i in range(125):
+            t = i / 25.0
+            step, person_1 = Step(i, t), {}
+            for cam, geom in cams.items():
+                boxes = np.array([person_box(geom, pos[p](t)) for p in (0, 1)], np.float32)
+                person_1[cam] = boxes[1]
+                tids = [7, 8] if cam == "a" or t < 2.0 else [9, 7]
+                tracks = Tracks(np.array(tids), boxes, np.full(2, 0.9), np.zeros(2))
+                tracks.embeddings = look[[0 if tid == 7 else 1 for tid in tids]] if cam == "b" else look.copy()
+                tracks.detections = Detections(boxes + 1.0, np.full(2, 0.9), np.zeros(2), look.copy())
+                step.frames.append((Frame(cam, i, t, image), tracks))
+            drive_step(stages, step)
+            if t >= 2.5:  # the identity each camera shows on person 1's box (-1: none)
+                gid = {}
+                for frame, tracks in step.frames:
+                    at = np.abs(tracks.xyxy - person_1[frame.camera_id]).max(axis=1) < 0.5
+                    gid[frame.camera_id] = int(tracks.global_ids[at][0]) if at.any() else -1
+                agree.append(gid["a"] >= 0 and gid["a"] == gid["b"])
+        shared_id[source] = float(np.mean(agree))
+        assoc = next(iter(stages[0].associators.values()))
+        looks[source] = {}
+        for tr in assoc.book.tracks:
+            person = int(np.argmin([np.linalg.norm(tr.position - pos[p](124 / 25.0)) for p in (0, 1)]))
+            looks[source][person] = None if tr.embedding is None else float(tr.embedding @ look[person])
+        close_stages(stages, cams, 125)
+    assert shared_id["detections"] == 1.0 and shared_id["tracks"] < 0.5, shared_id
+    assert set(looks["detections"]) == {0, 1} and min(looks["detections"].values()) > 0.99, looks
+    assert set(looks["none"].values()) == {None}, looks
+
+
 def test_views_align_themselves_and_a_bad_calibration_is_named(caplog):
     """Camera b's homography puts everyone 0.8 m off (a shift and a slight rotation of its floor): while two people
     walk, the fusion learns b's correction from its own confident two-view moments (no labels), after which both

@@ -344,6 +344,9 @@ def test_stages_in_one_named_actor_match_the_local_engine(shared, yolo_weights, 
     assert engine.stages_proxy.actor_name.startswith("mcsa-stages-")
     assert remote.reid["processed"] == local.reid["processed"] > 0
     assert remote.counters["fused_association"] == local.counters["fused_association"]
+    # the fusion read each detection's own embedding, cut on the camera actors and embedded by the driver
+    embedded = [[x for x in s.stage_lines if x.startswith("Re-ID of single detections")] for s in (local, remote)]
+    assert embedded[0] == embedded[1] and len(embedded[0]) == 1 and " 0 crops" not in embedded[0][0], embedded
     compared = _same_mot_files(tmp_path / "local", tmp_path / "ray")
     assert compared > 20  # tracks were written
     for sql in ("select camera_id, track_id, mode, global_id from identities order by 1, 2, 3",

@@ -54,6 +54,7 @@ class CameraWorker:
         self.id_offset = int(id_offset)
         self.queue_size = int(queue_size)
         self.source = self.reader = self.detector = self.tracker = self.cropper = None
+        self.det_crop_rule: tuple[float, float] | None = None  # (min score, min box height px) of detection crops
         self.frames = 0
         self.lagging_dropped = 0  # live: messages dropped because the driver fell behind
         self._stop = threading.Event()
@@ -114,6 +115,11 @@ class CameraWorker:
                              "are not supported yet; set appearance_weight: 0 or run.engine: local")
         if self.reid_input_size is not None:
             from pipeline.reid.cropper import TrackletCropper
+            from pipeline.reid.detection_embedder import (MIN_BOX_HEIGHT_PX, detection_embedding_min_score,
+                                                          fusion_embeds_detections)
+
+            if fusion_embeds_detections(self.config):  # the driver embeds them, one Re-ID batch per step
+                self.det_crop_rule = (detection_embedding_min_score(self.config, self.tracker), MIN_BOX_HEIGHT_PX)
 
             r = self.config.reid
             self.cropper = TrackletCropper(
@@ -286,6 +292,12 @@ class CameraWorker:
                 dets = self.detector.detect([frame.image])[0]
                 tracks = self.tracker.update(dets, frame.image)
                 tracks.detections = dets
+                det_crops = None
+                if self.det_crop_rule is not None:
+                    from pipeline.reid.detection_embedder import detection_crops
+
+                    det_crops = detection_crops(frame.image, dets, tuple(self.reid_input_size), self.reid_resize,
+                                                *self.det_crop_rule)
                 clips = []
                 if self.cropper is not None:
                     self._fold_results(frame)
@@ -298,7 +310,7 @@ class CameraWorker:
                 self.frames += 1
                 self._put(CameraFrame(self.cam.id, frame.index, frame.timestamp_s, (frame.width, frame.height),
                                       frame.image if self.send_images else None, tracks, clips, len(dets),
-                                      received))
+                                      received, det_crops))
         except Exception as err:  # noqa: BLE001 - one camera's failure is reported, the others go on
             log.exception("camera %s failed", self.cam.id)
             status, error = "failed", f"camera {self.cam.id}: {type(err).__name__}: {err}"

@@ -20,7 +20,9 @@ class CameraFrame:
     index: 0-based frame number of the camera; timestamp_s: run clock (s); size: (width, height) px;
     image: BGR uint8 (H, W, 3) when the driver's stages need pixels (annotated video, sinks), else None;
     tracks: the tracker's output; clips: the Re-ID `ClipRequest`s due at this frame (crops uint8 (T, H, W, 3));
-    n_detections: detector boxes; received_wall_s: wall clock when the frame was decoded (live lag).
+    n_detections: detector boxes; received_wall_s: wall clock when the frame was decoded (live lag);
+    det_crops: (indices (K,) into tracks.detections, crops uint8 (K, H, W, 3)) of the detections the driver embeds one
+    by one for the ground-plane fusion (`association.fusion.appearance: detections`), else None.
     """
 
     camera_id: str
@@ -32,6 +34,7 @@ class CameraFrame:
     clips: list = field(default_factory=list)
     n_detections: int = 0
     received_wall_s: float = 0.0
+    det_crops: tuple | None = None
 
 
 @dataclass

@@ -376,6 +376,7 @@ class RayEngine(Pipeline):
             lines.append(summary_line(self.detector_counters))
         lines.append(f"Ray: {self.handoff['messages']} frame messages in {self.handoff['calls']} calls, driver waited "
                      f"{self.handoff['wait_s']:.1f} s for cameras")
+        lines += self._detection_embedding_line()
         return RunSummary(built.run.run_id, status, list(self.summaries.values()), time.monotonic() - started,
                           self.output_dir, counters, lines, error=end_holder.get("error"))
 
@@ -573,9 +574,25 @@ class RayEngine(Pipeline):
         for stage in stages:
             stage.on_camera_end(end)
 
+    def _embed_detections(self, batch: list[CameraFrame], reid) -> None:
+        """The crops the cameras cut of their detections (`CameraFrame.det_crops`), embedded in one Re-ID batch for
+        the step, attached as `Detections.embeddings` (ground-plane fusion, `fusion.appearance: detections`)."""
+        with_crops = [m for m in batch if m.det_crops is not None and m.tracks.detections is not None]
+        if reid is None or not with_crops:
+            return
+        if self._det_embedder is None:  # the cameras chose the crops; the score is for the summary's line
+            from pipeline.reid.detection_embedder import DetectionEmbedder, detection_embedding_min_score
+
+            self._det_embedder = DetectionEmbedder(reid.encoder, detection_embedding_min_score(self.config, None),
+                                                   max_batch=self.config.reid.max_batch)
+        embs = self._det_embedder.embed_crops([(len(m.tracks.detections), *m.det_crops) for m in with_crops])
+        for m, e in zip(with_crops, embs):
+            m.tracks.detections.embeddings = e
+
     def _step(self, state: "_LoopState", batch: list[CameraFrame], stages, reid, bars) -> None:
         step = Step(state.index, max(m.timestamp_s for m in batch))
         now = time.monotonic()
+        self._embed_detections(batch, reid)
         for m in batch:
             image = m.image if m.image is not None else _placeholder(m.size)
             frame = Frame(m.camera_id, m.index, m.timestamp_s, image)

@@ -5,7 +5,8 @@ camera's tracker has not confirmed yet still counts; the tracker's boxes when an
 `FusedAssociator` of its group (`fusion.groups`; by default one group of every camera with a homography), then hands
 each ground identity to the tracker box of the detection it was given for (IoU >= 0.5, one to one):
 `tracks.global_ids` (-1: not part of a confirmed ground track yet). Ground ids of the k-th group (k >= 1) are offset
-by k * `GROUP_STRIDE`.
+by k * `GROUP_STRIDE`. Appearance (`fusion.appearance`): each detection's own embedding (`Detections.embeddings`,
+made by the engine's `DetectionEmbedder`), the running clip embedding of the tracker box a detection became, or none.
 
 With several groups, or cameras outside every group, `GroupLinks` (pipeline/fusion/links.py) links the groups' ground
 identities and the outside cameras' local tracks by Re-ID appearance and transit time: outside cameras' boxes get the
@@ -162,13 +163,17 @@ class FusedAssociationStage(Stage):
                 outside.append((cam, tracks))
                 continue
             dets = tracks.detections
+            source = self.cfg.fusion.appearance
             if dets is None:  # no detector output attached: fuse the tracker's boxes
-                views[cam] = (tracks.xyxy, tracks.scores, tracks.embeddings)
+                views[cam] = (tracks.xyxy, tracks.scores, tracks.embeddings if source != "none" else None)
                 dets_of[cam] = np.arange(len(tracks))
             else:
                 det_of = match_boxes(tracks.xyxy, dets.xyxy)
                 emb = None
-                if tracks.embeddings is not None and len(dets):  # a detection carries its tracker box's embedding
+                if source == "detections":  # each detection's own embedding (None: the engine made none)
+                    emb = dets.embeddings
+                elif source == "tracks" and tracks.embeddings is not None and len(dets):
+                    # a detection carries the running clip embedding of the tracker box it became
                     emb = np.full((len(dets), tracks.embeddings.shape[1]), np.nan, np.float32)
                     emb[det_of[det_of >= 0]] = tracks.embeddings[det_of >= 0]
                 views[cam] = (dets.xyxy, dets.scores, emb)
