@@ -20,7 +20,8 @@ Sequences
     x0.25 embeddings from bench/tracking.py's `--appearance` cache, `borrowed_appearance`), since the ground truth
     has no video.
   Terrace (EPFL, 2 overlapping cameras, the shared 1500 frames): the cached YOLO11n INT8 detections of
-    bench/tracking.py (bench/cache/, made once), optionally their per-detection OSNet embeddings (`--appearance`), and
+    bench/tracking.py (bench/cache/, made once), optionally their per-detection OSNet embeddings (`--appearance`; from
+    the fusion's high_score up, as the engine's DetectionEmbedder gives them to the fusion), and
     `--perturb N` perturbed copies (2 % of boxes dropped, corners N(0, 0.5 px), scores N(0, 0.02)).
   Terrace crowded (`--crowd`): a denser stand-in for the later, more crowded Terrace recordings: the two halves of
     the sequence laid over each other (frame i and frame i + 750 in one frame, both cameras alike; ground truth ids
@@ -41,7 +42,10 @@ Methods (all online unless said)
   fused pipeline / pipeline+pred / pipeline+pred+dets: the real `fused_association` and `mot` stages on the mcsa
     tracker's boxes with the detections attached, online ids (`mot_online/`), without predicted boxes, with them, and
     also with the identified detections the tracker had not taken (the shipped config); pipeline offline: the last
-    one's `mot/` (the offline pass, with the stage's own segments).
+    one's `mot/` (the offline pass, with the stage's own segments). With `--appearance` the detections carry their
+    embeddings, as the engine attaches them (`fusion.appearance: detections`); `--track-appearance` adds "pipeline,
+    tracks' look": the shipped config reading instead the running clip look of each detection's local track
+    (`fusion.appearance: tracks`, the Re-ID stage emulated by `ClipLooks`), online.
 Scores: `evaluate_mtmc` (cameras concatenated, ids global): cross-camera IDF1 and each camera's IDF1.
 Homography units of the EPFL files: 2.5 cm (40 units per metre; the Terrace grid is 300 x 440 units = 7.5 x 11 m).
 """
@@ -397,12 +401,75 @@ def run_tracks(dets: dict[str, list[Detections]], homographies: dict[str, str], 
     return res
 
 
+class ClipLooks:
+    """The Re-ID stage's running look of each local track of one camera (`Tracks.embeddings`), emulated from the
+    cache's per-detection embeddings (the bench has no pixels): every `clip_every` frames of a track, a clip of
+    `clip_len` of its last `window` usable crops (`frame_crop_quality` > 0, the cropper's rule), the clip's embedding
+    the mean of theirs, applied `file_result_lag_steps` steps later; the track's look is the quality-weighted mean of
+    all its clips (`TrackAppearance`). The clip schedule's skips are left out (every due clip is cut), so the looks
+    are if anything fresher than the stage's. reid.* defaults of `ReIDStageConfig`."""
+
+    def __init__(self, size: tuple[int, int]) -> None:
+        from collections import deque
+
+        from pipeline.config import ReIDStageConfig
+
+        cfg = ReIDStageConfig()
+        self.size, self.clip_len, self.clip_every, self.lag = size, cfg.clip_len, cfg.clip_every, \
+            cfg.file_result_lag_steps
+        self.window, self.max_overlap, self.min_h = cfg.window, cfg.max_overlap, cfg.min_box_height
+        self.border = cfg.border_margin
+        self._deque = deque
+        self.crops: dict = {}  # track id -> deque of (unit embedding (D,), quality)
+        self.frames: dict = {}  # track id -> frames seen
+        self.looks: dict = {}  # track id -> (weighted sum (D,), weight)
+        self.pending: list = []  # (apply at step, track id, clip embedding, quality)
+
+    def update(self, i: int, tracks, dets: Detections, embs: np.ndarray | None) -> np.ndarray | None:
+        """Step i: fold in the clip results due, cut this frame's clips; returns (N, D) looks of `tracks` (NaN: none
+        yet), or None without embeddings."""
+        from pipeline.fusion.stage import match_boxes
+        from pipeline.reid.cropper import frame_crop_quality
+
+        if embs is None:
+            return None
+        for item in [p for p in self.pending if p[0] <= i]:
+            _, tid, e, q = item
+            total, w = self.looks.get(tid, (0.0, 0.0))
+            self.looks[tid] = (total + e * q, w + q)
+        self.pending = [p for p in self.pending if p[0] > i]
+        det_of = match_boxes(tracks.xyxy, dets.xyxy)
+        quality = frame_crop_quality(tracks.xyxy.astype(np.float64), *self.size, self.min_h, self.border,
+                                     self.max_overlap)
+        for k, tid in enumerate(tracks.track_ids.tolist()):
+            buf = self.crops.setdefault(tid, self._deque(maxlen=self.window))
+            self.frames[tid] = self.frames.get(tid, 0) + 1
+            j = det_of[k]
+            if quality[k] > 0 and j >= 0 and np.isfinite(embs[j]).all():
+                buf.append((embs[j] / np.linalg.norm(embs[j]), quality[k]))
+            if self.frames[tid] % self.clip_every == 0 and buf:
+                pick = np.linspace(0, len(buf) - 1, min(self.clip_len, len(buf))).round().astype(int)
+                e = np.mean([buf[t][0] for t in pick], axis=0)
+                self.pending.append((i + self.lag, tid, e / np.linalg.norm(e),
+                                     max(float(np.mean([buf[t][1] for t in pick])), 1e-3)))
+        out = np.full((len(tracks), embs.shape[1]), np.nan, np.float32)
+        for k, tid in enumerate(tracks.track_ids.tolist()):
+            if tid in self.looks:
+                total, _ = self.looks[tid]
+                out[k] = total / np.linalg.norm(total)
+        return out
+
+
 def run_fused_pipeline(dets: dict[str, list[Detections]], homographies: dict[str, str], fps: float, size,
-                       overrides: dict, out: Path) -> dict[str, dict[str, list]]:
+                       overrides: dict, out: Path, embs: dict | None = None, track_looks: dict | None = None
+                       ) -> dict[str, dict[str, list]]:
     """What `run_pipeline.py run` does in fused mode, on the same detections: the mcsa tracker per camera (YAML
-    defaults, the camera's frame rate), each frame's detections attached (`Tracks.detections`), then the real stages
-    `fused_association` and `mot` through the stage protocol; returns {"online": rows, "offline": rows} of the
-    `mot_online/` and `mot/` files it wrote (the same rows twice when the offline pass is off)."""
+    defaults, the camera's frame rate), each frame's detections attached (`Tracks.detections`) with their embeddings
+    where embs has them (as the engine's `DetectionEmbedder` attaches them: from the fusion's high_score up), then the
+    real stages `fused_association` and `mot` through the stage protocol; returns {"online": rows, "offline": rows} of
+    the `mot_online/` and `mot/` files it wrote (the same rows twice when the offline pass is off). track_looks: the
+    cache's per-detection embeddings (every detection from 0.3) from which `ClipLooks` emulates the Re-ID stage's
+    running look of each local track (`Tracks.embeddings`, what `fusion.appearance: tracks` reads)."""
     from core.types import Frame
     from pipeline.config import parse_config
     from pipeline.fusion.stage import FusedAssociationStage
@@ -421,12 +488,19 @@ def run_fused_pipeline(dets: dict[str, list[Detections]], homographies: dict[str
         for c in cams:
             st.open_camera(CameraInfo(c, f"{c}.mp4", fps, size))
     trackers = {c: build_tracker_from_config("mcsa", dict(TRACKER_PARAMS), frame_rate=fps) for c in cams}
+    looks = {c: ClipLooks(size) for c in cams} if track_looks else {}
     image = np.zeros((1, 1, 3), np.uint8)  # no stage here reads pixels
     for i in range(min(len(v) for v in dets.values())):
         step = Step(i, i / fps)
         for c in cams:
-            tracks = trackers[c].update(dets[c][i], None)
-            tracks.detections = dets[c][i]
+            d = dets[c][i]
+            e = (embs or {}).get(c)
+            if e and e[i] is not None:
+                d = Detections(d.xyxy, d.scores, d.class_ids, e[i])
+            tracks = trackers[c].update(d, None)
+            tracks.detections = d
+            if looks:
+                tracks.embeddings = looks[c].update(i, tracks, d, (track_looks.get(c) or [None] * (i + 1))[i])
             step.frames.append((Frame(c, i, i / fps, image), tracks))
         drive_step(stages, step)
     end = RunEnd("completed", [CameraEnd(c, "completed", frames=len(dets[c])) for c in cams])
@@ -467,9 +541,18 @@ def evaluate(gt_paths: dict[str, str], rows: dict[str, list], out: Path) -> dict
     return res
 
 
+def engine_embeddings(dets: dict[str, list[Detections]], embs: dict, high_score: float) -> dict:
+    """The cache's embeddings (every detection from score 0.3) as the engine's `DetectionEmbedder` gives them to the
+    fusion: NaN below the fusion's high_score."""
+    return {c: [np.where((d.scores >= high_score)[:, None], e, np.nan).astype(np.float32) if e is not None else None
+                for d, e in zip(dets[c], v)] for c, v in embs.items() if v}
+
+
 def scene(name: str, dets, embs, geoms, homographies, gt_paths, params, fps, ground_gate, out: Path,
           overrides: dict | None = None) -> dict:
     overrides = overrides or {}
+    raw_embs = embs
+    embs = engine_embeddings(dets, embs, params.high_score)
     res = {}
     res.update({k: evaluate(gt_paths, v, out / k.replace(" ", "_"))
                 for k, v in run_tracks(dets, homographies, fps, ground_gate).items()})
@@ -480,10 +563,14 @@ def scene(name: str, dets, embs, geoms, homographies, gt_paths, params, fps, gro
                          ("pipeline+pred", {"predict_boxes": True, "report_detections": False}),
                          ("pipeline+pred+dets", {"predict_boxes": True, "report_detections": True})):
         found = run_fused_pipeline(dets, homographies, fps, size, {**overrides, **fusion},
-                                   out / f"{name.replace(' ', '_').replace('+', '_')}_run")
+                                   out / f"{name.replace(' ', '_').replace('+', '_')}_run", embs)
         res[name] = evaluate(gt_paths, found["online"], out / name.replace(" ", "_"))
         if name == "pipeline+pred+dets":  # the shipped config: its offline pass too
             res["pipeline offline"] = evaluate(gt_paths, found["offline"], out / "pipeline_offline")
+    if TRACK_LOOKS and any(raw_embs.values()):  # the shipped config reading the local tracks' running clip looks
+        found = run_fused_pipeline(dets, homographies, fps, size, {**overrides, "appearance": "tracks"},
+                                   out / "pipeline_track_looks_run", track_looks=raw_embs)
+        res["pipeline, tracks' look"] = evaluate(gt_paths, found["online"], out / "pipeline_track_looks")
     res["fused+pred"] = evaluate(gt_paths, pred, out / "fused_pred")
     res["fused+pred offline"] = evaluate(gt_paths, pred_offline, out / "fused_pred_offline")
     res["fused"]["ms"] = res["fused+pred"]["ms"] = ms
@@ -522,6 +609,7 @@ def table(title: str, results: dict[str, dict]) -> str:
 
 
 TRACKER_PARAMS: dict = {}  # --tracker-set: mcsa tracker parameters for every method that runs the tracker
+TRACK_LOOKS = False  # --track-appearance: also the pipeline reading the local tracks' running looks
 
 
 def parse_tracker_sets(items: list[str]) -> dict:
@@ -633,6 +721,10 @@ def main() -> int:
                     "ground truth with them)")
     ap.add_argument("--perturb", type=int, default=0, help="Terrace: also N perturbed copies of the detections")
     ap.add_argument("--appearance", action="store_true", help="Terrace: per-detection OSNet embeddings for fusion")
+    ap.add_argument("--track-appearance", action="store_true", help="Terrace, with --appearance: also \"pipeline, "
+                    "tracks' look\": the pipeline's stages with `fusion.appearance: tracks` (each detection carries "
+                    "the running clip embedding of its local track, the Re-ID stage emulated by `ClipLooks`) instead "
+                    "of each detection's own embedding (the shipped `detections`)")
     ap.add_argument("--crowd", action="store_true", help="Terrace: also the crowded stand-in (the two halves laid "
                     "over each other)")
     ap.add_argument("--crowd-draws", type=int, default=0, help="Terrace: with --crowd, also K more occluded crowds "
@@ -650,6 +742,8 @@ def main() -> int:
     args = ap.parse_args()
     overrides = parse_sets(args.set)
     TRACKER_PARAMS.update(parse_tracker_sets(args.tracker_set))
+    global TRACK_LOOKS
+    TRACK_LOOKS = args.track_appearance
     params = FusionParams(**{k: v for k, v in overrides.items() if k in FusionParams.__dataclass_fields__})
     print(f"fusion parameters: {params}")
     out = Path(args.out)
