@@ -110,7 +110,12 @@ class FusedAssociationStage(Stage):
     @classmethod
     def from_config(cls, config, params: dict) -> "FusedAssociationStage | None":
         a = config.association
-        return cls(a) if a.enabled and a.mode == "fused" else None
+        if not (a.enabled and a.mode == "fused"):
+            return None
+        if a.fusion.appearance != "none" and not config.reid.enabled:
+            log.info("fused association without Re-ID (reid.enabled: false): geometry only; in crowds of overlapping "
+                     "views each detection's look keeps people apart (docs/fusion.md), set reid.enabled: true")
+        return cls(a)
 
     def open(self, run: RunInfo) -> None:
         self.embedding_dim = run.embedding_dim
