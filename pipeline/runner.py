@@ -145,6 +145,7 @@ class Pipeline:
         self._stop = threading.Event()
         self._interrupted = False  # a stop signal arrived (Ctrl-C / SIGTERM)
         self._det_embedder = None  # built on first use: the tracker or the fusion reads detections' embeddings
+        self._det_embed_failures = 0  # steps whose detections could not be embedded (engine ray: the service failed)
         self.loop_started: float | None = None  # monotonic s when the cameras started decoding (benchmarks)
 
     def stop(self) -> None:
@@ -306,8 +307,9 @@ class Pipeline:
         """The summary's line on single detections embedded (for the tracker's or the fusion's appearance)."""
         if self._det_embedder is None:
             return []
+        failed = f", {self._det_embed_failures} steps without (Re-ID failed)" if self._det_embed_failures else ""
         return [f"Re-ID of single detections (tracker / fusion appearance): {self._det_embedder.crops_embedded} crops "
-                f"from score {self._det_embedder.min_score:g}"]
+                f"from score {self._det_embedder.min_score:g}{failed}"]
 
     def _embed_detections(self, reid, trackers, batch: list[Frame], detections) -> list | None:
         """Per-detection embeddings (one Re-ID batch for all cameras) for trackers that use an appearance cost and for

@@ -585,7 +585,14 @@ class RayEngine(Pipeline):
 
             self._det_embedder = DetectionEmbedder(reid.encoder, detection_embedding_min_score(self.config, None),
                                                    max_batch=self.config.reid.max_batch)
-        embs = self._det_embedder.embed_crops([(len(m.tracks.detections), *m.det_crops) for m in with_crops])
+        try:
+            embs = self._det_embedder.embed_crops([(len(m.tracks.detections), *m.det_crops) for m in with_crops])
+        except Exception as err:  # noqa: BLE001 - a lost Re-ID service costs this step its looks, not the run
+            self._det_embed_failures += 1
+            if self._det_embed_failures == 1:
+                log.warning("Re-ID of single detections failed (%s: %s): the fusion uses geometry only at such steps",
+                            type(err).__name__, err)
+            return
         for m, e in zip(with_crops, embs):
             m.tracks.detections.embeddings = e
 
