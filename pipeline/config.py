@@ -459,6 +459,14 @@ class AssociationConfig(_Strict):
                 seen.add(cam)
         return self
 
+    @property
+    def fused_cameras(self) -> set[str]:
+        """The cameras tracked on a ground plane in mode fused: those of `fusion.groups`, or every camera with a
+        homography when no groups are given (the others are linked by appearance)."""
+        if self.fusion.groups is not None:
+            return {cam for group in self.fusion.groups for cam in group}
+        return set(self.homographies)
+
 
 class MotionConfig(_Strict):
     """Motion-based action source (standing / walking / running from speed), used without a trained action branch."""

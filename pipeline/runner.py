@@ -145,6 +145,7 @@ class Pipeline:
         self._stop = threading.Event()
         self._interrupted = False  # a stop signal arrived (Ctrl-C / SIGTERM)
         self._det_embedder = None  # built on first use: the tracker or the fusion reads detections' embeddings
+        self._fusion_embedded: set[str] | None = None  # cameras whose detections the fusion reads with their looks
         self._det_embed_failures = 0  # steps whose detections could not be embedded (engine ray: the service failed)
         self.loop_started: float | None = None  # monotonic s when the cameras started decoding (benchmarks)
 
@@ -312,19 +313,27 @@ class Pipeline:
                 f"from score {self._det_embedder.min_score:g}{failed}"]
 
     def _embed_detections(self, reid, trackers, batch: list[Frame], detections) -> list | None:
-        """Per-detection embeddings (one Re-ID batch for all cameras) for trackers that use an appearance cost and for
-        ground-plane fusion reading detections' appearance (`association.fusion.appearance: detections`), else None."""
-        from pipeline.reid.detection_embedder import fusion_embeds_detections
+        """Per-detection embeddings, in one Re-ID batch for all cameras, of the frames whose camera's tracker has an
+        appearance cost or whose detections the ground-plane fusion reads with their own look
+        (`fusion_embedded_cameras`); None for every other frame of the batch, or None when no frame needs them."""
+        from pipeline.reid.detection_embedder import (DetectionEmbedder, detection_embedding_min_score,
+                                                      fusion_embedded_cameras)
 
-        tracker_wants = any(trackers[f.camera_id].wants_embeddings for f in batch)
-        if reid is None or not (tracker_wants or fusion_embeds_detections(self.config)):
+        if reid is None:
+            return None
+        if self._fusion_embedded is None:
+            self._fusion_embedded = fusion_embedded_cameras(self.config)
+        wanted = [k for k, f in enumerate(batch)
+                  if f.camera_id in self._fusion_embedded or trackers[f.camera_id].wants_embeddings]
+        if not wanted:
             return None
         if self._det_embedder is None:
-            from pipeline.reid.detection_embedder import DetectionEmbedder, detection_embedding_min_score
-
             self._det_embedder = DetectionEmbedder(reid.encoder, min_score=detection_embedding_min_score(
                 self.config, next(iter(trackers.values()))), max_batch=self.config.reid.max_batch)
-        return self._det_embedder.embed(batch, detections)
+        out: list = [None] * len(batch)
+        for k, e in zip(wanted, self._det_embedder.embed([batch[k] for k in wanted], [detections[k] for k in wanted])):
+            out[k] = e
+        return out
 
     def _next_frame(self, reader) -> Frame | None:
         """Live: the newest frame if one is ready (never waits). File: the next frame, waiting for the decoder, so
@@ -378,10 +387,11 @@ class Pipeline:
             now = time.monotonic()
             for k, (frame, dets) in enumerate(zip(batch, detections)):
                 tracker = trackers[frame.camera_id]
-                if det_embeddings is not None:
-                    dets.embeddings = det_embeddings[k]  # the fusion reads them with the detections
-                if det_embeddings is not None and tracker.wants_embeddings:
-                    tracks = tracker.update(dets, frame.image, embeddings=det_embeddings[k])
+                emb = det_embeddings[k] if det_embeddings is not None else None
+                if emb is not None:
+                    dets.embeddings = emb  # the fusion reads them with the detections
+                if emb is not None and tracker.wants_embeddings:
+                    tracks = tracker.update(dets, frame.image, embeddings=emb)
                 else:
                     tracks = tracker.update(dets, frame.image)
                 tracks.detections = dets

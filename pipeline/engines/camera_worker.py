@@ -116,9 +116,9 @@ class CameraWorker:
         if self.reid_input_size is not None:
             from pipeline.reid.cropper import TrackletCropper
             from pipeline.reid.detection_embedder import (MIN_BOX_HEIGHT_PX, detection_embedding_min_score,
-                                                          fusion_embeds_detections)
+                                                          fusion_embedded_cameras)
 
-            if fusion_embeds_detections(self.config):  # the driver embeds them, one Re-ID batch per step
+            if cam.id in fusion_embedded_cameras(self.config):  # the driver embeds them, one Re-ID batch per step
                 self.det_crop_rule = (detection_embedding_min_score(self.config, self.tracker), MIN_BOX_HEIGHT_PX)
 
             r = self.config.reid
@@ -282,6 +282,8 @@ class CameraWorker:
         return clips
 
     def _work(self) -> None:
+        from pipeline.reid.detection_embedder import detection_crops
+
         status, error = "completed", None
         try:
             while not self._stop.is_set():
@@ -294,8 +296,6 @@ class CameraWorker:
                 tracks.detections = dets
                 det_crops = None
                 if self.det_crop_rule is not None:
-                    from pipeline.reid.detection_embedder import detection_crops
-
                     det_crops = detection_crops(frame.image, dets, tuple(self.reid_input_size), self.reid_resize,
                                                 *self.det_crop_rule)
                 clips = []

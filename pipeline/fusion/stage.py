@@ -123,8 +123,10 @@ class FusedAssociationStage(Stage):
             self.runs = {}  # kept for the offline pass only (recorded files: a live run's memory stays bounded)
 
     def _group(self, cam: str) -> str | None:
+        if cam not in self.cfg.fused_cameras:
+            return None
         if self.cfg.fusion.groups is None:
-            return self.group_names[0] if cam in self.homographies else None
+            return self.group_names[0]
         for name, group in zip(self.group_names, self.cfg.fusion.groups):
             if cam in group:
                 return name
@@ -161,6 +163,7 @@ class FusedAssociationStage(Stage):
         if self.links is not None:
             self._route_appearance(step.appearance)
         views, rows, dets_of, outside = {}, {}, {}, []
+        source = self.cfg.fusion.appearance
         for frame, tracks in step.frames:
             cam = frame.camera_id
             tracks.global_ids = np.full(len(tracks), -1, np.int64)
@@ -168,7 +171,6 @@ class FusedAssociationStage(Stage):
                 outside.append((cam, tracks))
                 continue
             dets = tracks.detections
-            source = self.cfg.fusion.appearance
             if dets is None:  # no detector output attached: fuse the tracker's boxes
                 views[cam] = (tracks.xyxy, tracks.scores, tracks.embeddings if source != "none" else None)
                 dets_of[cam] = np.arange(len(tracks))

@@ -2,7 +2,7 @@
 
 Used only when someone reads them: a tracker with an appearance cost (`Tracker.wants_embeddings`, e.g. mcsa with
 `appearance_weight` > 0), or the ground-plane fusion with `association.fusion.appearance: detections`, the default
-of `association.mode: fused` (`fusion_embeds_detections`). The detections of every camera's current frame go through
+of `association.mode: fused`, for the fused cameras (`fusion_embedded_cameras`). The detections of every camera's current frame go through
 the Re-ID-AR model in ONE batch as single-frame clips (T = 1); detections below `min_score` or `min_box_height` get a
 NaN row (their costs keep the geometric terms only). Under Ray the camera actors cut the crops (`detection_crops`) and
 the driver embeds them (`DetectionEmbedder.embed_crops`).
@@ -19,11 +19,13 @@ from core.types import Detections, Frame
 MIN_BOX_HEIGHT_PX = 24.0  # shorter boxes get no embedding (too few pixels for the model's input)
 
 
-def fusion_embeds_detections(config) -> bool:
-    """True when the ground-plane fusion reads each detection's own embedding (`association.mode: fused` with
-    `fusion.appearance: detections` and Re-ID on)."""
+def fusion_embedded_cameras(config) -> set[str]:
+    """The cameras whose detections the ground-plane fusion reads each with its own embedding (`association.mode:
+    fused` with `fusion.appearance: detections` and Re-ID on): the fused cameras, none otherwise."""
     a = config.association
-    return bool(config.reid.enabled and a.enabled and a.mode == "fused" and a.fusion.appearance == "detections")
+    if config.reid.enabled and a.enabled and a.mode == "fused" and a.fusion.appearance == "detections":
+        return a.fused_cameras
+    return set()
 
 
 def detection_embedding_min_score(config, tracker) -> float:
@@ -33,7 +35,7 @@ def detection_embedding_min_score(config, tracker) -> float:
     scores = []
     if tracker is not None and tracker.wants_embeddings:
         scores.append(float(tracker.embedding_min_score))
-    if fusion_embeds_detections(config):
+    if fusion_embedded_cameras(config):
         scores.append(float(config.association.fusion.high_score))
     return min(scores) if scores else 1.0
 
