@@ -404,60 +404,52 @@ def run_tracks(dets: dict[str, list[Detections]], homographies: dict[str, str], 
 class ClipLooks:
     """The Re-ID stage's running look of each local track of one camera (`Tracks.embeddings`), emulated from the
     cache's per-detection embeddings (the bench has no pixels): every `clip_every` frames of a track, a clip of
-    `clip_len` of its last `window` usable crops (`frame_crop_quality` > 0, the cropper's rule), the clip's embedding
-    the mean of theirs, applied `file_result_lag_steps` steps later; the track's look is the quality-weighted mean of
-    all its clips (`TrackAppearance`). The clip schedule's skips are left out (every due clip is cut), so the looks
-    are if anything fresher than the stage's. reid.* defaults of `ReIDStageConfig`."""
+    `clip_len` of its last `window` usable crops (`frame_crop_quality` > 0 and `sample_indices`, the cropper's rules),
+    the clip's embedding the mean of theirs, applied `file_result_lag_steps` steps later to the camera's
+    `TrackAppearance` (the stage's quality-weighted running mean). The clip schedule's skips are left out (every due
+    clip is cut), so the looks are if anything fresher than the stage's. reid.* defaults of `ReIDStageConfig`."""
 
-    def __init__(self, size: tuple[int, int]) -> None:
-        from collections import deque
-
+    def __init__(self, camera_id: str, size: tuple[int, int]) -> None:
         from pipeline.config import ReIDStageConfig
+        from pipeline.reid.appearance import TrackAppearance
 
-        cfg = ReIDStageConfig()
-        self.size, self.clip_len, self.clip_every, self.lag = size, cfg.clip_len, cfg.clip_every, \
-            cfg.file_result_lag_steps
-        self.window, self.max_overlap, self.min_h = cfg.window, cfg.max_overlap, cfg.min_box_height
-        self.border = cfg.border_margin
-        self._deque = deque
+        self.cfg, self.size = ReIDStageConfig(), size
+        self.appearance = TrackAppearance(camera_id)
         self.crops: dict = {}  # track id -> deque of (unit embedding (D,), quality)
         self.frames: dict = {}  # track id -> frames seen
-        self.looks: dict = {}  # track id -> (weighted sum (D,), weight)
-        self.pending: list = []  # (apply at step, track id, clip embedding, quality)
+        self.pending: list = []  # (apply at step, ClipResult)
 
     def update(self, i: int, tracks, dets: Detections, embs: np.ndarray | None) -> np.ndarray | None:
         """Step i: fold in the clip results due, cut this frame's clips; returns (N, D) looks of `tracks` (NaN: none
         yet), or None without embeddings."""
+        from collections import deque
+
         from pipeline.fusion.stage import match_boxes
-        from pipeline.reid.cropper import frame_crop_quality
+        from pipeline.reid.clips import ClipResult
+        from pipeline.reid.cropper import frame_crop_quality, sample_indices
 
         if embs is None:
             return None
-        for item in [p for p in self.pending if p[0] <= i]:
-            _, tid, e, q = item
-            total, w = self.looks.get(tid, (0.0, 0.0))
-            self.looks[tid] = (total + e * q, w + q)
+        c = self.cfg
+        for _, result in [p for p in self.pending if p[0] <= i]:
+            self.appearance.update(result)
         self.pending = [p for p in self.pending if p[0] > i]
         det_of = match_boxes(tracks.xyxy, dets.xyxy)
-        quality = frame_crop_quality(tracks.xyxy.astype(np.float64), *self.size, self.min_h, self.border,
-                                     self.max_overlap)
+        quality = frame_crop_quality(tracks.xyxy.astype(np.float64), *self.size, c.min_box_height, c.border_margin,
+                                     c.max_overlap)
         for k, tid in enumerate(tracks.track_ids.tolist()):
-            buf = self.crops.setdefault(tid, self._deque(maxlen=self.window))
+            buf = self.crops.setdefault(tid, deque(maxlen=c.window))
             self.frames[tid] = self.frames.get(tid, 0) + 1
             j = det_of[k]
             if quality[k] > 0 and j >= 0 and np.isfinite(embs[j]).all():
                 buf.append((embs[j] / np.linalg.norm(embs[j]), quality[k]))
-            if self.frames[tid] % self.clip_every == 0 and buf:
-                pick = np.linspace(0, len(buf) - 1, min(self.clip_len, len(buf))).round().astype(int)
+            if self.frames[tid] % c.clip_every == 0 and buf:
+                pick = sample_indices(len(buf), c.clip_len)
                 e = np.mean([buf[t][0] for t in pick], axis=0)
-                self.pending.append((i + self.lag, tid, e / np.linalg.norm(e),
-                                     max(float(np.mean([buf[t][1] for t in pick])), 1e-3)))
-        out = np.full((len(tracks), embs.shape[1]), np.nan, np.float32)
-        for k, tid in enumerate(tracks.track_ids.tolist()):
-            if tid in self.looks:
-                total, _ = self.looks[tid]
-                out[k] = total / np.linalg.norm(total)
-        return out
+                q = float(np.mean([buf[t][1] for t in pick]))
+                self.pending.append((i + c.file_result_lag_steps, ClipResult(
+                    self.appearance.camera_id, tid, e.astype(np.float32), np.zeros(0, np.float32), i, i, q)))
+        return self.appearance.embeddings_for(tracks.track_ids, embs.shape[1])
 
 
 def run_fused_pipeline(dets: dict[str, list[Detections]], homographies: dict[str, str], fps: float, size,
@@ -488,7 +480,7 @@ def run_fused_pipeline(dets: dict[str, list[Detections]], homographies: dict[str
         for c in cams:
             st.open_camera(CameraInfo(c, f"{c}.mp4", fps, size))
     trackers = {c: build_tracker_from_config("mcsa", dict(TRACKER_PARAMS), frame_rate=fps) for c in cams}
-    looks = {c: ClipLooks(size) for c in cams} if track_looks else {}
+    looks = {c: ClipLooks(c, size) for c in cams} if track_looks else {}
     image = np.zeros((1, 1, 3), np.uint8)  # no stage here reads pixels
     for i in range(min(len(v) for v in dets.values())):
         step = Step(i, i / fps)
