@@ -556,8 +556,11 @@ class OutputConfig(_Strict):
     video: Literal["off", "per_camera", "mosaic"] = Field(
         default="off", description="annotated video: video/<camera_id>.mp4, or one video/mosaic.mp4")
     video_fps: float | None = Field(default=None, gt=0, description="annotated video frame rate (default: camera's)")
-    overwrite: bool = Field(default=False, description="replace an earlier run's mot*/ and video/ files in the same "
-                            "folder (default: refuse; the store and events.jsonl always keep every run)")
+    ground: bool = Field(default=True, description="association.mode fused: ground/tracks.csv (every identified "
+                         "person's position in metres, per step) and ground/map.png (bird's-eye view of their paths "
+                         "and of each camera's view of the floor)")
+    overwrite: bool = Field(default=False, description="replace an earlier run's mot*/, video/ and ground/ files in "
+                            "the same folder (default: refuse; the store and events.jsonl always keep every run)")
 
 
 class RunConfig(_Strict):

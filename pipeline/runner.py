@@ -59,7 +59,7 @@ def _graceful_signals(pipeline: "Pipeline"):
             signal.signal(sig, old)
 
 
-REPLACED_OUTPUTS = ("mot", "mot_local", "mot_online", "video")  # per-run files a new run would replace
+REPLACED_OUTPUTS = ("mot", "mot_local", "mot_online", "video", "ground")  # per-run files a new run would replace
 
 
 def prepare_output_dir(path: Path, overwrite: bool = False) -> Path:

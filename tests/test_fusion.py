@@ -692,9 +692,11 @@ def test_fused_association_stage_links_a_view_track_broken_by_occlusion(tmp_path
     assert stage.counters()["identities"] == 2
 
 
-def fused_stages(tmp_path, cams: dict, fusion: dict | None = None) -> list:
-    """The real `fused_association` and `mot` stages for scripted cameras `cams`, opened on tmp_path / "run"."""
+def fused_stages(tmp_path, cams: dict, fusion: dict | None = None, ground: bool = False) -> list:
+    """The real `fused_association` and `mot` stages for scripted cameras `cams` (and `ground_map` with `ground`),
+    opened on tmp_path / "run"."""
     from pipeline.config import parse_config
+    from pipeline.fusion.ground_map import GroundMapStage
     from pipeline.fusion.stage import FusedAssociationStage
     from pipeline.outputs import MotStage
     from pipeline.stages.base import CameraInfo, RunInfo
@@ -707,6 +709,8 @@ def fused_stages(tmp_path, cams: dict, fusion: dict | None = None) -> list:
                            "association": {"enabled": True, "mode": "fused", "homographies": homs,
                                            "fusion": fusion or {}}})
     stages = [FusedAssociationStage.from_config(config, {}), MotStage.from_config(config, {})]
+    if ground:
+        stages.append(GroundMapStage.from_config(config, {}))
     for st in stages:
         st.open(RunInfo(run_id=None, output_dir=tmp_path / "run"))
         for cam in cams:
@@ -768,6 +772,66 @@ def test_fused_stage_cuts_a_local_track_that_jumps_to_another_person(tmp_path):
             got = np.c_[rows[:, 2:4], rows[:, 2:4] + rows[:, 4:6]]
             mine = rows[(np.abs(got - want).max(axis=1) < 0.5) & (rows[:, 0] > 13)]
             assert len(mine) > 100 and len(set(mine[:, 1].tolist())) == 1, (cam, person, set(mine[:, 1].tolist()))
+
+
+def test_ground_map_writes_where_each_identified_person_stands_and_draws_their_paths(tmp_path):
+    """Two people cross the scripted scene for 6 s; camera b loses person 0 from 2 s to 3.5 s. The ground output
+    has one row per identified person per step, under the id their boxes carry at that step, at their true position
+    (within 0.25 m) and speed, with the views that saw them; the map shows each person's path in their colour."""
+    import csv
+
+    import cv2
+
+    from core.types import Detections, Frame, Tracks
+    from pipeline.stages.base import Step, drive_step
+    from pipeline.video_output import _colour
+
+    cams = two_camera_scene()
+    stages = fused_stages(tmp_path, cams, {"predict_boxes": False}, ground=True)
+    image = np.zeros((FRAME[1], FRAME[0], 3), np.uint8)
+    vel = {0: np.array([0.7, 0.3]), 1: np.array([-0.6, -0.2])}
+    pos = {0: lambda t: np.array([-2.0, -1.5]) + vel[0] * t, 1: lambda t: np.array([2.0, 1.0]) + vel[1] * t}
+    person_of: dict[int, set[int]] = {}  # ground id -> the people whose boxes carried it
+    for i in range(150):
+        t = i / 25.0
+        step = Step(i, t)
+        for cam, geom in cams.items():
+            who = [p for p in (0, 1) if not (cam == "b" and p == 0 and 2.0 <= t < 3.5)]
+            boxes = np.array([person_box(geom, pos[p](t)) for p in who], np.float32).reshape(-1, 4)
+            tracks = Tracks(np.array([10 + p for p in who]), boxes, np.full(len(who), 0.9), np.zeros(len(who)))
+            tracks.detections = Detections(boxes.copy(), np.full(len(who), 0.9, np.float32), np.zeros(len(who),
+                                                                                                     np.int32))
+            step.frames.append((Frame(cam, i, t, image), tracks))
+        drive_step(stages, step)
+        for frame, tracks in step.frames:
+            for tid, gid in zip(tracks.view_ids.tolist() if tracks.view_ids is not None else tracks.track_ids.tolist(),
+                                tracks.global_ids.tolist()):
+                person_of.setdefault(gid, set()).add(tid - 10)
+    close_stages(stages, cams, 150)
+    out = tmp_path / "run" / "ground"
+    with open(out / "tracks.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    gids = {int(r["global_id"]) for r in rows}
+    assert len(gids) == 2 and all(len(person_of[g]) == 1 for g in gids), (gids, person_of)
+    per_step: dict[int, list[int]] = {}
+    for r in rows:
+        gid, t = int(r["global_id"]), float(r["time_s"])
+        per_step.setdefault(int(r["step"]), []).append(gid)
+        p = next(iter(person_of[gid]))
+        assert np.hypot(float(r["x_m"]) - pos[p](t)[0], float(r["y_m"]) - pos[p](t)[1]) < 0.25, r
+        if t >= 1.0:
+            assert np.abs(np.array([float(r["vx_mps"]), float(r["vy_mps"])]) - vel[p]).max() < 0.3, r
+        hidden_in_b = p == 0 and 2.0 <= t < 3.5
+        assert r["cameras"] == ("a" if hidden_in_b else "a b"), r
+    assert all(len(v) == len(set(v)) for v in per_step.values()), "one row per person and step"
+    assert sum(len(v) == 2 for v in per_step.values()) > 120, "both people are placed at nearly every step"
+    img = cv2.imread(str(out / "map.png"))
+    assert img is not None and img.shape[0] >= 400
+    for gid in gids:  # each path is drawn in the colour the annotated video gives that id
+        colour = np.array(_colour(gid))
+        assert (np.abs(img.astype(int) - colour).max(axis=2) <= 2).sum() > 100, gid
+    line = stages[-1].summary_line()
+    assert "ground/tracks.csv" in line and "ground/map.png" in line and f"{len(rows)} positions of 2 people" in line
 
 
 def test_detections_carry_their_embeddings_through_selection():

@@ -64,6 +64,38 @@ def test_terrace_two_cameras_tracks_files_and_store(shared, yolo_weights, tmp_pa
         assert gids and gids <= mot_ids, (gids, mot_ids)
         n_tracks = con.execute("select count(*) from tracks where camera_id=?", (cam,)).fetchone()[0]
         assert n_tracks >= len(mot_ids)
+    _check_ground_output(tmp_path, shared)
+
+
+def _check_ground_output(out: Path, shared: Path) -> None:
+    """ground/tracks.csv: every row's person stands where each view it names sees the floor (its ground point maps
+    into that camera's frame), under an id a box of that frame carries in mot_online/; ground/map.png is a picture."""
+    import csv
+
+    import cv2
+
+    from core.geometry import load_homography
+    from pipeline.fusion.ground import CameraGeometry
+
+    shown = set()
+    for cam in ("c0", "c1"):
+        rows = _mot_rows(out / "mot_online" / f"{cam}.txt")
+        shown |= {(int(f), int(i)) for f, i in rows[:, :2]}
+    geoms = {}
+    for cam in ("c0", "c1"):
+        h = load_homography(shared / "data" / "epfl_terrace1" / f"gt_{cam}" / "Homography.txt")
+        geoms[cam] = CameraGeometry(cam, h, 40.0, (360, 288))
+        geoms[cam].image_to_ground(np.array([[180.0, 287.0]]))
+    with open(out / "ground" / "tracks.csv", newline="") as f:
+        ground = list(csv.DictReader(f))
+    assert len(ground) > 50, "the fused people are placed on the ground"
+    for r in ground:
+        assert (int(r["step"]) + 1, int(r["global_id"])) in shown, r
+        for cam in r["cameras"].split():
+            px, ok = geoms[cam].ground_to_image(np.array([[float(r["x_m"]), float(r["y_m"])]]))
+            assert ok[0] and -60 < px[0, 0] < 420 and -60 < px[0, 1] < 348, (r, px)
+    img = cv2.imread(str(out / "ground" / "map.png"))
+    assert img is not None and min(img.shape[:2]) > 200
 
 
 def test_pets09_tracks_cover_ground_truth(shared, yolo_weights, tmp_path):

@@ -44,10 +44,11 @@ def ray_cluster():
 
 
 def _same_mot_files(a: Path, b: Path) -> int:
-    """Every MOT file of run a (mot/, mot_local/, mot_online/) equals run b's; returns the lines compared."""
+    """Every MOT file of run a (mot/, mot_local/, mot_online/) and its ground positions (ground/tracks.csv, fused
+    mode) equal run b's; returns the lines compared."""
     compared = 0
-    for folder in ("mot", "mot_local", "mot_online"):
-        for path in sorted((a / folder).glob("*.txt")):
+    for folder, pattern in (("mot", "*.txt"), ("mot_local", "*.txt"), ("mot_online", "*.txt"), ("ground", "*.csv")):
+        for path in sorted((a / folder).glob(pattern)):
             text = path.read_text()
             assert (b / folder / path.name).read_text() == text, f"{folder}/{path.name} differs"
             compared += len(text.splitlines())

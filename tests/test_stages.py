@@ -53,10 +53,11 @@ def test_builder_declares_one_order_and_builds_the_example_sink_from_the_config(
                   sinks=[{"name": "json_tracks", "params": {"every_s": 0.5}}], output={"dir": str(tmp_path),
                                                                                           "video": "mosaic"})
     assert [cls.name for cls, _ in stage_classes(cfg)] == ["reid", "association", "events", "mot", "video",
-                                                           "thumbnails", "json_tracks", "store"]
+                                                           "ground_map", "thumbnails", "json_tracks", "store"]
     built = build_stages(cfg, tmp_path, all_files=True, redacted_config={})
     names = [s.name for s in built.stages]
-    assert names == ["association", "events", "mot", "video", "thumbnails", "json_tracks", "store"]  # reid is off
+    # reid is off; ground_map writes only what a fused association places on the ground (mode tracks here)
+    assert names == ["association", "events", "mot", "video", "thumbnails", "json_tracks", "store"]
     assert built.run.run_id == 1 and built.run.embedding_dim is None and built.reid is None
     sink = built.stages[names.index("json_tracks")]
     assert sink.every_s == 0.5

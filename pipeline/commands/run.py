@@ -24,8 +24,10 @@ outputs (DIR = --output):
   DIR/events.db             SQLite store: runs, cameras, tracks, track_boxes, action_events, ... (or store.url)
   DIR/events.jsonl          one finished action event per line (events.jsonl); search with `query` (query --help)
   DIR/video/*.mp4           annotated video when output.video is per_camera or mosaic
+  DIR/ground/tracks.csv     association.mode fused: each identified person's ground position per step (metres,
+                            m/s, the views that saw them); ground/map.png draws their paths and the cameras' views
 
-An output folder that already holds a run's mot*/ or video/ files is refused unless --overwrite (then those files
+An output folder that already holds a run's mot*/, video/ or ground/ files is refused unless --overwrite (then those files
 are replaced); the store (events.db) and events.jsonl keep every run, each with its own run id.
 
 exit codes: 0 all cameras finished, 3 some cameras failed or ended early (a truncated file), 1 fatal error (bad

@@ -117,10 +117,13 @@ class FusionParams:
 @dataclass
 class FusedOutput:
     """Per camera: ids (N,) int64 for the input detections (-1: not yet part of a confirmed track) and predicted boxes
-    (xyxy float32 (M, 4), ids int64 (M,)) for confirmed people this view missed."""
+    (xyxy float32 (M, 4), ids int64 (M,)) for confirmed people this view missed. ground: {global id shown at this
+    step: (state float64 (4,) = x, y m and vx, vy m/s after this step's update, the cameras that saw them now)} for
+    every confirmed person a view saw at this step (the ids the boxes carry)."""
 
     ids: dict[str, np.ndarray] = field(default_factory=dict)
     predicted: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    ground: dict[int, tuple[np.ndarray, tuple[str, ...]]] = field(default_factory=dict)
 
 
 def _iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -850,6 +853,7 @@ class FusedAssociator:
                 out.ids[cam][j] = self.merged.get(gid, gid) if gid is not None else -1
             for gid, n in zip(*np.unique(out.ids[cam][out.ids[cam] >= 0], return_counts=True)):
                 self._shown[int(gid)] = self._shown.get(int(gid), 0) + int(n)
+        out.ground = self._ground_states(t, seen_by, alias)
         # 6. predicted boxes for views that missed a person another view sees now
         if p.predict_boxes:
             for cam in per_cam:
@@ -875,6 +879,24 @@ class FusedAssociator:
             alive = {tr.track_id for tr in self.book.tracks}
             self._covisible = {k: v for k, v in self._covisible.items() if k[0] in alive and k[1] in alive}
         return out
+
+    def _ground_states(self, t: float, seen_by: dict[int, set[str]], alias: dict[int, int]
+                       ) -> dict[int, tuple[np.ndarray, tuple[str, ...]]]:
+        """Where each confirmed person a view saw at time t stands, under the id their boxes show (a young track
+        reported under an older one's id gives way to the track more views saw; the cameras are pooled)."""
+        best: dict[int, tuple[int, float, np.ndarray]] = {}
+        cams: dict[int, set[str]] = {}
+        for tr in self.book.tracks:
+            if tr.global_id is None or tr.last_update_t != t:
+                continue
+            gid = alias.get(tr.global_id, tr.global_id)
+            gid = self.merged.get(gid, gid)
+            views = seen_by.get(tr.track_id, set())
+            cams.setdefault(gid, set()).update(views)
+            rank = (len(views), -tr.first_t)
+            if gid not in best or rank > best[gid][:2]:
+                best[gid] = (*rank, tr.kf.x[:4].astype(np.float64).copy())
+        return {gid: (state, tuple(sorted(cams[gid]))) for gid, (_, _, state) in best.items()}
 
     def live_identities(self) -> list[tuple[int, np.ndarray]]:
         """(global id, ground position (2,) m) of the confirmed tracks alive now."""

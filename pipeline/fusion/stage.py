@@ -41,6 +41,7 @@ id (view_ids -1), embedding or action probabilities.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -74,12 +75,28 @@ def match_boxes(track_xyxy: np.ndarray, det_xyxy: np.ndarray, min_iou: float = M
     return out
 
 
+@dataclass(frozen=True)
+class GroundPoint:
+    """One person on the ground plane at one step (`Step.ground`): group: the fused group's name (cameras joined by
+    '+', or 'fused' for one group); global_id: the id their boxes carry at this step (online); x_m, y_m: position in
+    metres in the group's homography frame; vx_mps, vy_mps: velocity, m/s; cameras: the views that saw them now."""
+
+    group: str
+    global_id: int
+    time_s: float
+    x_m: float
+    y_m: float
+    vx_mps: float
+    vy_mps: float
+    cameras: tuple[str, ...]
+
+
 @register_stage("fused_association")
 class FusedAssociationStage(Stage):
     """Identities from ground-plane tracks shared by overlapping cameras."""
 
     writes = ("tracks.global_ids", "tracks.track_ids", "tracks.view_ids", "tracks.predicted", "step.links",
-              "end.links", "end.identities", "end.identity_spans")
+              "step.ground", "end.links", "end.identities", "end.identity_spans")
 
     def __init__(self, cfg) -> None:
         if not cfg.homographies:
@@ -196,6 +213,8 @@ class FusedAssociationStage(Stage):
                                                           if self.group_of[c] == name}, self.cfg.fusion.params())
             out = self.associators[name].update(step.time_s, group_views)
             offset = k * GROUP_STRIDE  # ground ids unique across groups (the first group's are its own)
+            step.ground.extend(GroundPoint(name, int(gid) + offset, float(step.time_s), float(x[0]), float(x[1]),
+                                           float(x[2]), float(x[3]), cams) for gid, (x, cams) in out.ground.items())
             for c in group_views:
                 ids[c] = np.where(out.ids[c] >= 0, out.ids[c] + offset, -1)
                 if c in out.predicted:

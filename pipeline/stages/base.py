@@ -89,6 +89,8 @@ class Step:
     action_events: action episodes that finished in this step (`pipeline.events.ActionEvent`), written by events.
     thumbnails: the best views of tracks handed on in this step (`pipeline.web.thumbnails.Thumbnail`), written by
     the thumbnails stage.
+    ground: where each person the ground-plane fusion identified stands at this step
+    (`pipeline.fusion.stage.GroundPoint`, metres), written by the fused association.
     """
 
     index: int
@@ -98,6 +100,7 @@ class Step:
     links: list[Any] = field(default_factory=list)
     action_events: list[Any] = field(default_factory=list)
     thumbnails: list[Any] = field(default_factory=list)
+    ground: list[Any] = field(default_factory=list)
 
 
 @dataclass

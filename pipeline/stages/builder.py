@@ -7,9 +7,10 @@
 | 3 | `events` (pipeline/events/stage.py) | tracks.action_probs, view_ids, global_ids | tracks.current_actions, step/end.action_events |
 | 4 | `mot` (pipeline/outputs.py) | tracks, end.identities | files |
 | 5 | `video` (pipeline/video_output.py) | frame, tracks.global_ids, current_actions | files |
-| 6 | `thumbnails` (pipeline/web/thumbnails.py) | frame, tracks | step/end.thumbnails |
-| 7 | the config's `sinks:` (pipeline/sinks/), in their order | anything above | their own outputs |
-| 8 | `store` (pipeline/store/stage.py) | everything above | the database |
+| 6 | `ground_map` (pipeline/fusion/ground_map.py; fused mode) | step.ground | ground/tracks.csv, ground/map.png |
+| 7 | `thumbnails` (pipeline/web/thumbnails.py) | frame, tracks | step/end.thumbnails |
+| 8 | the config's `sinks:` (pipeline/sinks/), in their order | anything above | their own outputs |
+| 9 | `store` (pipeline/store/stage.py) | everything above | the database |
 
 A stage whose config turns it off is not built (`from_config` returns None).
 """
@@ -29,10 +30,11 @@ BUILTIN_MODULES = {
     "events": "pipeline.events.stage",
     "mot": "pipeline.outputs",
     "video": "pipeline.video_output",
+    "ground_map": "pipeline.fusion.ground_map",
     "thumbnails": "pipeline.web.thumbnails",
     "store": "pipeline.store.stage",
 }
-STAGE_ORDER = ("reid", "association", "events", "mot", "video", "thumbnails", "sinks", "store")
+STAGE_ORDER = ("reid", "association", "events", "mot", "video", "ground_map", "thumbnails", "sinks", "store")
 
 
 class StageConfigError(ValueError):

@@ -1,0 +1,230 @@
+"""`ground_map`: the fused identities on the ground plane, as a table and as a picture (`output.ground`).
+
+With `association.mode: fused` every person the fusion identifies has a position in metres at each step
+(`Step.ground`, written by the fused association). This stage writes them where people look for them:
+
+- `DIR/ground/tracks.csv`: one row per person per step: `step,time_s,group,global_id,x_m,y_m,vx_mps,vy_mps,cameras`
+  (metres and m/s in the group's homography frame; `cameras`: the views that saw the person then, space-separated;
+  `global_id`: the id the person's boxes carry in `mot_online/` at that step). Flushed at every map refresh, so a
+  live run's table can be read while it grows.
+- `DIR/ground/map.png` (`map_<group>.png` for each group when there are several): a bird's-eye view of the ground
+  with a 1 m grid, each camera's view of the floor (the part of the ground its frame shows, outlined and tinted in
+  the camera's colour), and every identity's path in the colour the annotated video gives it, ending in a dot and
+  its `G<id>` label. Written when the run ends and every `every_s` seconds of the run's clock before that.
+
+Memory stays bounded in a 24/7 run: a path keeps a point every 0.1 m or 1 s of a person's movement, at most
+`max_points` points in all (the oldest are dropped first).
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import re
+from collections import deque
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from core.geometry import load_homography
+from pipeline.fusion.ground import CameraGeometry
+from pipeline.stages.base import CameraInfo, RunEnd, RunInfo, Stage, Step, register_stage
+from pipeline.video_output import _colour
+
+log = logging.getLogger("mcsa.fusion")
+
+CSV_HEADER = ("step", "time_s", "group", "global_id", "x_m", "y_m", "vx_mps", "vy_mps", "cameras")
+KEEP_EVERY_M = 0.1  # a path keeps a new point once the person moved this far (m) ...
+KEEP_EVERY_S = 1.0  # ... or this long after the last kept point (s)
+_CAMERA_COLOURS = [(200, 120, 40), (40, 150, 230), (60, 170, 60), (170, 60, 170), (40, 40, 200), (150, 150, 40)]
+
+
+def group_names(config) -> dict[str, str]:
+    """Fused camera -> the name of its group, as the fused association names them ('+'-joined cameras, or 'fused'
+    when `fusion.groups` is not set)."""
+    a = config.association
+    if a.fusion.groups is None:
+        return {cam: "fused" for cam in a.fused_cameras}
+    return {cam: "+".join(g) for g in a.fusion.groups for cam in g if cam in a.fused_cameras}
+
+
+def draw_ground_map(paths: dict[int, np.ndarray], cameras: list[CameraGeometry], size_px: int = 900,
+                    title: str = "") -> np.ndarray | None:
+    """A bird's-eye view (BGR uint8 image) of identity paths {global id: points (P, 2) m, oldest first} and of each
+    camera's view of the floor (cameras with a known `frame_size`); the longer side of the paths' extent (plus 1 m)
+    spans about `size_px` px. None when there is no point to draw."""
+    pts = [p for p in paths.values() if len(p)]
+    if not pts:
+        return None
+    allp = np.concatenate(pts)
+    lo = np.percentile(allp, 0.5, axis=0) - 1.0  # a stray far point (a track's last guess) does not shrink the rest
+    hi = np.percentile(allp, 99.5, axis=0) + 1.0
+    span = np.maximum(hi - lo, 1.0)
+    short = int(np.argmin(span))  # a narrow scene gets room on its short side (for the title and the labels)
+    grow = max(0.0, 0.6 * span.max() - span[short])
+    lo[short] -= grow / 2
+    hi[short] += grow / 2
+    span = hi - lo
+    pad = 48
+    scale = (size_px - 2 * pad) / float(span.max())  # px per metre
+    w, h = (np.ceil(span * scale).astype(int) + 2 * pad).tolist()
+    img = np.full((h, w, 3), 255, np.uint8)
+
+    def to_px(g: np.ndarray) -> np.ndarray:
+        return np.round((np.asarray(g, np.float64).reshape(-1, 2) - lo) * scale + pad).astype(np.int32)
+
+    # each camera's view of the floor: ground cells whose image point lies inside its frame, on its side of the horizon
+    cell = 2
+    gx, gy = np.meshgrid(np.arange(0, w, cell) + cell / 2, np.arange(0, h, cell) + cell / 2)
+    ground = (np.stack([gx.ravel(), gy.ravel()], axis=1) - pad) / scale + lo
+    for k, geom in enumerate(cameras):
+        if geom.frame_size is None:
+            continue
+        colour = _CAMERA_COLOURS[k % len(_CAMERA_COLOURS)]
+        px, ok = geom.ground_to_image(ground)
+        fw, fh = geom.frame_size
+        inside = ok & (px[:, 0] >= 0) & (px[:, 0] < fw) & (px[:, 1] >= 0) & (px[:, 1] < fh)
+        mask = cv2.resize(inside.reshape(gx.shape).astype(np.uint8) * 255, (w, h), interpolation=cv2.INTER_NEAREST)
+        if not mask.any():
+            continue
+        tint = img.copy()
+        tint[mask > 0] = colour
+        img = cv2.addWeighted(tint, 0.10, img, 0.90, 0)
+        contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        cv2.drawContours(img, contours, -1, colour, 1, cv2.LINE_AA)
+        ys, xs = np.nonzero(mask)
+        cv2.putText(img, geom.camera_id, (int(xs.mean()), int(ys.mean())), cv2.FONT_HERSHEY_SIMPLEX, 0.6, colour, 2,
+                    cv2.LINE_AA)
+    # 1 m grid, labelled every 5 m
+    for axis in (0, 1):
+        for m in range(int(np.ceil(lo[axis])), int(np.floor(hi[axis])) + 1):
+            at = int(round((m - lo[axis]) * scale + pad))
+            strong = m % 5 == 0
+            grey = (170, 170, 170) if strong else (225, 225, 225)
+            if axis == 0:
+                cv2.line(img, (at, pad), (at, h - pad), grey, 1)
+                if strong:
+                    cv2.putText(img, f"{m} m", (at - 12, h - pad + 18), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (90, 90, 90), 1)
+            else:
+                cv2.line(img, (pad, at), (w - pad, at), grey, 1)
+                if strong:
+                    cv2.putText(img, f"{m} m", (4, at + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (90, 90, 90), 1)
+    for gid, p in paths.items():
+        if not len(p):
+            continue
+        colour = tuple(int(c) for c in _colour(gid))
+        q = to_px(p)
+        if len(q) > 1:
+            cv2.polylines(img, [q.reshape(-1, 1, 2)], False, colour, 2, cv2.LINE_AA)
+        x, y = q[-1].tolist()
+        cv2.circle(img, (x, y), 5, colour, -1, cv2.LINE_AA)
+        cv2.putText(img, f"G{gid}", (x + 6, y - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.45, colour, 1, cv2.LINE_AA)
+    cv2.putText(img, title or "ground plane", (pad, 30), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (40, 40, 40), 1, cv2.LINE_AA)
+    return img
+
+
+@register_stage("ground_map")
+class GroundMapStage(Stage):
+    """Writes the fused identities' ground positions (`Step.ground`) to `ground/tracks.csv` and draws
+    `ground/map*.png` (module docstring). homographies: camera -> (3, 3) image -> ground; units_per_m: ground units
+    per metre; groups: fused camera -> group name; every_s: map refresh period on the run's clock (s)."""
+
+    def __init__(self, homographies: dict[str, np.ndarray], units_per_m: float, groups: dict[str, str],
+                 every_s: float = 60.0, max_points: int = 200_000, size_px: int = 900) -> None:
+        self.homographies = homographies
+        self.units_per_m = float(units_per_m)
+        self.groups = groups
+        self.every_s = float(every_s)
+        self.size_px = int(size_px)
+        self.geoms: dict[str, CameraGeometry] = {}
+        self.points: deque = deque(maxlen=int(max_points))  # (group, global id, x m, y m), oldest first
+        self._last_kept: dict[tuple[str, int], tuple[float, float, float]] = {}  # (group, id) -> x, y, t
+        self.directory: Path | None = None
+        self._file = None
+        self._csv = None
+        self._last_map_t: float | None = None
+        self.rows = 0
+        self.people: set[tuple[str, int]] = set()
+        self.maps: list[Path] = []
+
+    @classmethod
+    def from_config(cls, config, params: dict) -> "GroundMapStage | None":
+        a = config.association
+        if not (a.enabled and a.mode == "fused" and config.output.ground):
+            return None
+        groups = group_names(config)
+        return cls({cam: load_homography(a.homographies[cam]) for cam in groups}, a.fusion.ground_units_per_m,
+                   groups, **params)
+
+    def open(self, run: RunInfo) -> None:
+        self.directory = Path(run.output_dir) / "ground"
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.directory / "tracks.csv", "w", newline="", encoding="utf-8")
+        self._csv = csv.writer(self._file)
+        self._csv.writerow(CSV_HEADER)
+
+    def open_camera(self, camera: CameraInfo) -> None:
+        if camera.camera_id not in self.groups or camera.error is not None:
+            return
+        geom = CameraGeometry(camera.camera_id, self.homographies[camera.camera_id], self.units_per_m, camera.size)
+        if camera.size is not None:  # learn which side of the horizon the floor is on from the frame's bottom centre
+            geom.image_to_ground(np.array([[camera.size[0] / 2.0, camera.size[1] - 1.0]]))
+        self.geoms[camera.camera_id] = geom
+
+    def on_step(self, step: Step) -> None:
+        for g in step.ground:
+            self._csv.writerow((step.index, f"{g.time_s:.3f}", g.group, g.global_id, f"{g.x_m:.3f}", f"{g.y_m:.3f}",
+                                f"{g.vx_mps:.3f}", f"{g.vy_mps:.3f}", " ".join(g.cameras)))
+            self.rows += 1
+            key = (g.group, g.global_id)
+            self.people.add(key)
+            last = self._last_kept.get(key)
+            if last is None or np.hypot(g.x_m - last[0], g.y_m - last[1]) >= KEEP_EVERY_M \
+                    or g.time_s - last[2] >= KEEP_EVERY_S:
+                self.points.append((g.group, g.global_id, g.x_m, g.y_m))
+                self._last_kept[key] = (g.x_m, g.y_m, g.time_s)
+        if self._last_map_t is None:
+            self._last_map_t = step.time_s
+        elif step.time_s - self._last_map_t >= self.every_s:
+            self._last_map_t = step.time_s
+            self._file.flush()
+            self._write_maps()
+        if len(self._last_kept) > 10_000:  # people gone for a minute need no "last kept point" any more
+            self._last_kept = {k: v for k, v in self._last_kept.items() if step.time_s - v[2] < 60.0}
+
+    def close(self, end: RunEnd) -> None:
+        if self._file is None:
+            return
+        self._file.close()
+        self._file = None
+        self._write_maps()
+
+    def _write_maps(self) -> None:
+        names = sorted(set(self.groups.values()))
+        for name in names:
+            paths: dict[int, list] = {}
+            for group, gid, x, y in self.points:
+                if group == name:
+                    paths.setdefault(gid, []).append((x, y))
+            cams = [g for c, g in self.geoms.items() if self.groups[c] == name]
+            n = len({k for k in self.people if k[0] == name})
+            img = draw_ground_map({k: np.asarray(v) for k, v in paths.items()}, cams, self.size_px,
+                                  f"{name if len(names) > 1 else 'ground plane'}: {n} people (1 m grid)")
+            if img is None:
+                continue
+            safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+            path = self.directory / ("map.png" if len(names) == 1 else f"map_{safe}.png")
+            if not cv2.imwrite(str(path), img):
+                raise OSError(f"cannot write {path}")
+            if path not in self.maps:
+                self.maps.append(path)
+
+    def counters(self) -> dict:
+        return {"positions": self.rows, "people": len(self.people)}
+
+    def summary_line(self) -> str | None:
+        if self.directory is None:
+            return None
+        maps = ", ".join(str(p.relative_to(self.directory.parent)) for p in self.maps) or "no map (nobody identified)"
+        return (f"Ground plane: {self.rows} positions of {len(self.people)} people -> ground/tracks.csv, {maps}")
