@@ -3,7 +3,10 @@ camera's frames, read from the tracks (`tracks.global_ids` from the association,
 events stage).
 
 `per_camera` writes `DIR/video/<camera_id>.mp4`; `mosaic` writes one `DIR/video/mosaic.mp4` whose tiles hold every
-camera's latest annotated frame (a mosaic frame is written for each frame of the first camera still running).
+camera's latest annotated frame (a mosaic frame is written for each frame of the first camera still running); with
+`association.mode: fused` (and `output.ground`) one more tile per fused group shows the ground plane from above:
+where each identified person stands, the last 3 s of their path, in their box colour
+(`pipeline.fusion.ground_map.GroundView`).
 Labels: `G<global id>` once the track is linked across cameras, else `<camera>:<local id>`; then the confirmed
 current action and its smoothed score. Encoding is OpenCV's `mp4v` (readable by ffmpeg and browsers via re-mux).
 """
@@ -18,7 +21,7 @@ import cv2
 import numpy as np
 
 from core.types import Frame, Tracks
-from pipeline.stages.base import CameraEnd, CameraInfo, RunEnd, RunInfo, Stage, register_stage
+from pipeline.stages.base import CameraEnd, CameraInfo, RunEnd, RunInfo, Stage, Step, register_stage
 
 log = logging.getLogger("mcsa.video")
 
@@ -33,12 +36,15 @@ class AnnotatedVideoStage(Stage):
     """Draws tracks on frames and writes MP4 files (one per camera, or one mosaic) under `directory` (default: the
     run's `DIR/video`); fps: the videos' frame rate (default: each camera's)."""
 
-    def __init__(self, mode: str = "per_camera", fps: float | None = None, directory: str | Path | None = None) -> None:
+    def __init__(self, mode: str = "per_camera", fps: float | None = None, directory: str | Path | None = None,
+                 ground_views: dict | None = None) -> None:
         if mode not in ("per_camera", "mosaic"):
             raise ValueError(f"output.video {mode!r}: expected per_camera or mosaic")
         self.directory = Path(directory) if directory is not None else None
         self.mode = mode
         self.fps = fps
+        # mosaic + fused mode: one bird's-eye tile per fused group after the camera tiles (group name -> GroundView)
+        self.ground_views = dict(ground_views or {}) if mode == "mosaic" else {}
         self._fps: dict[str, float] = {}
         self._writers: dict[str, cv2.VideoWriter] = {}
         self._latest: dict[str, np.ndarray] = {}
@@ -50,7 +56,12 @@ class AnnotatedVideoStage(Stage):
     def from_config(cls, config, params: dict) -> "AnnotatedVideoStage | None":
         if config.output.video == "off":
             return None
-        return cls(config.output.video, config.output.video_fps)
+        views = {}
+        if config.output.video == "mosaic":
+            from pipeline.fusion.ground_map import ground_views
+
+            views = ground_views(config)
+        return cls(config.output.video, config.output.video_fps, ground_views=views)
 
     def open(self, run: RunInfo) -> None:
         if self.directory is None:
@@ -61,6 +72,8 @@ class AnnotatedVideoStage(Stage):
         if camera.camera_id not in self._order:
             self._order.append(camera.camera_id)
         self._fps[camera.camera_id] = float(self.fps or camera.fps or 25.0)
+        for view in self.ground_views.values():
+            view.set_frame_size(camera.camera_id, camera.size)
 
     def annotate(self, frame: Frame, tracks: Tracks) -> np.ndarray:
         """A copy of the frame with boxes and labels."""
@@ -100,7 +113,7 @@ class AnnotatedVideoStage(Stage):
     def _mosaic(self) -> np.ndarray:
         ref = self._latest[self._order[0]] if self._order[0] in self._latest else next(iter(self._latest.values()))
         th, tw = ref.shape[:2]
-        n = len(self._order)
+        n = len(self._order) + len(self.ground_views)
         cols = math.ceil(math.sqrt(n))
         rows = math.ceil(n / cols)
         canvas = np.zeros((rows * th, cols * tw, 3), np.uint8)
@@ -112,6 +125,9 @@ class AnnotatedVideoStage(Stage):
                 tile = cv2.resize(tile, (tw, th))
             r, c = divmod(k, cols)
             canvas[r * th:(r + 1) * th, c * tw:(c + 1) * tw] = tile
+        for k, view in enumerate(self.ground_views.values(), start=len(self._order)):
+            r, c = divmod(k, cols)
+            canvas[r * th:(r + 1) * th, c * tw:(c + 1) * tw] = view.render(tw, th)
         return canvas
 
     def on_frame(self, frame: Frame, tracks: Tracks) -> None:
@@ -129,6 +145,13 @@ class AnnotatedVideoStage(Stage):
             mosaic = self._mosaic()
             self._writer("mosaic", (mosaic.shape[1], mosaic.shape[0]), self._fps[cam]).write(mosaic)
             self.frames_written += 1
+
+    def on_step(self, step: Step) -> None:
+        """The fused people of this step go to the bird's-eye tiles (shown from the next mosaic frame on)."""
+        for point in step.ground:
+            view = self.ground_views.get(point.group)
+            if view is not None:
+                view.add([point])
 
     def on_camera_end(self, end: CameraEnd) -> None:
         self._ended.add(end.camera_id)

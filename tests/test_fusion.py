@@ -692,14 +692,16 @@ def test_fused_association_stage_links_a_view_track_broken_by_occlusion(tmp_path
     assert stage.counters()["identities"] == 2
 
 
-def fused_stages(tmp_path, cams: dict, fusion: dict | None = None, ground: bool = False) -> list:
-    """The real `fused_association` and `mot` stages for scripted cameras `cams` (and `ground_map` with `ground`),
-    opened on tmp_path / "run"."""
+def fused_stages(tmp_path, cams: dict, fusion: dict | None = None, ground: bool = False,
+                 mosaic: bool = False) -> list:
+    """The real `fused_association` and `mot` stages for scripted cameras `cams` (and `ground_map` with `ground`, the
+    mosaic `video` stage with `mosaic`), opened on tmp_path / "run"."""
     from pipeline.config import parse_config
     from pipeline.fusion.ground_map import GroundMapStage
     from pipeline.fusion.stage import FusedAssociationStage
     from pipeline.outputs import MotStage
     from pipeline.stages.base import CameraInfo, RunInfo
+    from pipeline.video_output import AnnotatedVideoStage
 
     homs = {}
     for cam, geom in cams.items():
@@ -707,8 +709,11 @@ def fused_stages(tmp_path, cams: dict, fusion: dict | None = None, ground: bool 
         np.savetxt(homs[cam], geom.h)
     config = parse_config({"cameras": [{"id": c, "source": f"{c}.mp4"} for c in cams],
                            "association": {"enabled": True, "mode": "fused", "homographies": homs,
-                                           "fusion": fusion or {}}})
+                                           "fusion": fusion or {}},
+                           "output": {"video": "mosaic" if mosaic else "off"}})
     stages = [FusedAssociationStage.from_config(config, {}), MotStage.from_config(config, {})]
+    if mosaic:
+        stages.append(AnnotatedVideoStage.from_config(config, {}))
     if ground:
         stages.append(GroundMapStage.from_config(config, {}))
     for st in stages:
@@ -777,7 +782,8 @@ def test_fused_stage_cuts_a_local_track_that_jumps_to_another_person(tmp_path):
 def test_ground_map_writes_where_each_identified_person_stands_and_draws_their_paths(tmp_path):
     """Two people cross the scripted scene for 6 s; camera b loses person 0 from 2 s to 3.5 s. The ground output
     has one row per identified person per step, under the id their boxes carry at that step, at their true position
-    (within 0.25 m) and speed, with the views that saw them; the map shows each person's path in their colour."""
+    (within 0.25 m) and speed, with the views that saw them; the map shows each person's path in their colour, and
+    so does the mosaic video's ground-plane tile."""
     import csv
 
     import cv2
@@ -787,7 +793,7 @@ def test_ground_map_writes_where_each_identified_person_stands_and_draws_their_p
     from pipeline.video_output import _colour
 
     cams = two_camera_scene()
-    stages = fused_stages(tmp_path, cams, {"predict_boxes": False}, ground=True)
+    stages = fused_stages(tmp_path, cams, {"predict_boxes": False}, ground=True, mosaic=True)
     image = np.zeros((FRAME[1], FRAME[0], 3), np.uint8)
     vel = {0: np.array([0.7, 0.3]), 1: np.array([-0.6, -0.2])}
     pos = {0: lambda t: np.array([-2.0, -1.5]) + vel[0] * t, 1: lambda t: np.array([2.0, 1.0]) + vel[1] * t}
@@ -832,6 +838,21 @@ def test_ground_map_writes_where_each_identified_person_stands_and_draws_their_p
         assert (np.abs(img.astype(int) - colour).max(axis=2) <= 2).sum() > 100, gid
     line = stages[-1].summary_line()
     assert "ground/tracks.csv" in line and "ground/map.png" in line and f"{len(rows)} positions of 2 people" in line
+    # the mosaic video: the two camera tiles, then the ground plane seen from above, each person a dot in their colour
+    cap = cv2.VideoCapture(str(tmp_path / "run" / "video" / "mosaic.mp4"))
+    frames = []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        frames.append(frame)
+    cap.release()
+    assert len(frames) == 150 and frames[-1].shape[:2] == (2 * FRAME[1], 2 * FRAME[0])  # 2 x 2 tiles
+    tile = frames[-1][FRAME[1]:, :FRAME[0]].astype(int)
+    assert tile.mean() > 150, "a light ground-plane tile below the first camera"
+    for gid in gids:
+        near = np.abs(tile - np.array(_colour(gid))).max(axis=2) <= 30
+        assert near.sum() > 30, (gid, near.sum())
 
 
 def test_detections_carry_their_embeddings_through_selection():

@@ -40,6 +40,10 @@ KEEP_EVERY_S = 1.0  # ... or this long after the last kept point (s)
 _CAMERA_COLOURS = [(200, 120, 40), (40, 150, 230), (60, 170, 60), (170, 60, 170), (40, 40, 200), (150, 150, 40)]
 
 
+def _people(n: int) -> str:
+    return f"{n} person" if n == 1 else f"{n} people"
+
+
 def group_names(config) -> dict[str, str]:
     """Fused camera -> the name of its group, as the fused association names them ('+'-joined cameras, or 'fused'
     when `fusion.groups` is not set)."""
@@ -47,6 +51,88 @@ def group_names(config) -> dict[str, str]:
     if a.fusion.groups is None:
         return {cam: "fused" for cam in a.fused_cameras}
     return {cam: "+".join(g) for g in a.fusion.groups for cam in g if cam in a.fused_cameras}
+
+
+def map_extent(points: np.ndarray, aspect_min: float = 0.6) -> tuple[np.ndarray, np.ndarray]:
+    """Ground extent (lo (2,), hi (2,)) m to draw points (P, 2) m: their 0.5-99.5 percentile box (a stray far point,
+    a track's last guess, does not shrink the rest) plus 1 m, its short side grown to at least `aspect_min` of the
+    long one."""
+    lo = np.percentile(points, 0.5, axis=0) - 1.0
+    hi = np.percentile(points, 99.5, axis=0) + 1.0
+    span = np.maximum(hi - lo, 1.0)
+    short = int(np.argmin(span))
+    grow = max(0.0, aspect_min * span.max() - span[short])
+    lo[short] -= grow / 2
+    hi[short] += grow / 2
+    return lo, lo + np.maximum(hi - lo, 1.0)
+
+
+class _Canvas:
+    """Metres -> pixels for a ground extent drawn in an image of (w, h) px with `pad` px left for the axis labels."""
+
+    def __init__(self, lo: np.ndarray, hi: np.ndarray, w: int, h: int, pad: int) -> None:
+        self.lo, self.hi, self.w, self.h, self.pad = np.asarray(lo, float), np.asarray(hi, float), w, h, pad
+        self.scale = min((w - 2 * pad) / (self.hi[0] - self.lo[0]), (h - 2 * pad) / (self.hi[1] - self.lo[1]))
+
+    def to_px(self, g: np.ndarray) -> np.ndarray:
+        return np.round((np.asarray(g, np.float64).reshape(-1, 2) - self.lo) * self.scale + self.pad).astype(np.int32)
+
+    def background(self, cameras: list[CameraGeometry], font: float = 0.4) -> np.ndarray:
+        """White image with each camera's view of the floor (ground cells whose image point lies inside its frame,
+        on its side of the horizon: tinted and outlined in the camera's colour, labelled) and a 1 m grid, labelled
+        every 5 m."""
+        w, h, pad = self.w, self.h, self.pad
+        img = np.full((h, w, 3), 255, np.uint8)
+        cell = 2
+        gx, gy = np.meshgrid(np.arange(0, w, cell) + cell / 2, np.arange(0, h, cell) + cell / 2)
+        ground = (np.stack([gx.ravel(), gy.ravel()], axis=1) - pad) / self.scale + self.lo
+        for k, geom in enumerate(cameras):
+            if geom.frame_size is None:
+                continue
+            colour = _CAMERA_COLOURS[k % len(_CAMERA_COLOURS)]
+            px, ok = geom.ground_to_image(ground)
+            fw, fh = geom.frame_size
+            inside = ok & (px[:, 0] >= 0) & (px[:, 0] < fw) & (px[:, 1] >= 0) & (px[:, 1] < fh)
+            mask = cv2.resize(inside.reshape(gx.shape).astype(np.uint8) * 255, (w, h),
+                              interpolation=cv2.INTER_NEAREST)
+            if not mask.any():
+                continue
+            tint = img.copy()
+            tint[mask > 0] = colour
+            img = cv2.addWeighted(tint, 0.10, img, 0.90, 0)
+            contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+            cv2.drawContours(img, contours, -1, colour, 1, cv2.LINE_AA)
+            ys, xs = np.nonzero(mask)
+            cv2.putText(img, geom.camera_id, (int(xs.mean()), int(ys.mean())), cv2.FONT_HERSHEY_SIMPLEX,
+                        1.5 * font, colour, 2, cv2.LINE_AA)
+        for axis in (0, 1):
+            for m in range(int(np.ceil(self.lo[axis])), int(np.floor(self.hi[axis])) + 1):
+                at = int(round((m - self.lo[axis]) * self.scale + pad))
+                strong = m % 5 == 0
+                grey = (170, 170, 170) if strong else (225, 225, 225)
+                if axis == 0:
+                    cv2.line(img, (at, pad), (at, h - pad), grey, 1)
+                    if strong:
+                        cv2.putText(img, f"{m} m", (at - 12, h - pad + 18), cv2.FONT_HERSHEY_SIMPLEX, font,
+                                    (90, 90, 90), 1)
+                else:
+                    cv2.line(img, (pad, at), (w - pad, at), grey, 1)
+                    if strong:
+                        cv2.putText(img, f"{m} m", (4, at + 4), cv2.FONT_HERSHEY_SIMPLEX, font, (90, 90, 90), 1)
+        return img
+
+    def draw_paths(self, img: np.ndarray, paths: dict[int, np.ndarray], font: float = 0.45) -> None:
+        """Each identity's path (P, 2) m, oldest first, in its video colour, ending in a dot labelled G<id>."""
+        for gid, p in paths.items():
+            if not len(p):
+                continue
+            colour = tuple(int(c) for c in _colour(gid))
+            q = self.to_px(p)
+            if len(q) > 1:
+                cv2.polylines(img, [q.reshape(-1, 1, 2)], False, colour, 2, cv2.LINE_AA)
+            x, y = q[-1].tolist()
+            cv2.circle(img, (x, y), 5, colour, -1, cv2.LINE_AA)
+            cv2.putText(img, f"G{gid}", (x + 6, y - 6), cv2.FONT_HERSHEY_SIMPLEX, font, colour, 1, cv2.LINE_AA)
 
 
 def draw_ground_map(paths: dict[int, np.ndarray], cameras: list[CameraGeometry], size_px: int = 900,
@@ -57,71 +143,107 @@ def draw_ground_map(paths: dict[int, np.ndarray], cameras: list[CameraGeometry],
     pts = [p for p in paths.values() if len(p)]
     if not pts:
         return None
-    allp = np.concatenate(pts)
-    lo = np.percentile(allp, 0.5, axis=0) - 1.0  # a stray far point (a track's last guess) does not shrink the rest
-    hi = np.percentile(allp, 99.5, axis=0) + 1.0
-    span = np.maximum(hi - lo, 1.0)
-    short = int(np.argmin(span))  # a narrow scene gets room on its short side (for the title and the labels)
-    grow = max(0.0, 0.6 * span.max() - span[short])
-    lo[short] -= grow / 2
-    hi[short] += grow / 2
-    span = hi - lo
+    lo, hi = map_extent(np.concatenate(pts))
     pad = 48
-    scale = (size_px - 2 * pad) / float(span.max())  # px per metre
-    w, h = (np.ceil(span * scale).astype(int) + 2 * pad).tolist()
-    img = np.full((h, w, 3), 255, np.uint8)
-
-    def to_px(g: np.ndarray) -> np.ndarray:
-        return np.round((np.asarray(g, np.float64).reshape(-1, 2) - lo) * scale + pad).astype(np.int32)
-
-    # each camera's view of the floor: ground cells whose image point lies inside its frame, on its side of the horizon
-    cell = 2
-    gx, gy = np.meshgrid(np.arange(0, w, cell) + cell / 2, np.arange(0, h, cell) + cell / 2)
-    ground = (np.stack([gx.ravel(), gy.ravel()], axis=1) - pad) / scale + lo
-    for k, geom in enumerate(cameras):
-        if geom.frame_size is None:
-            continue
-        colour = _CAMERA_COLOURS[k % len(_CAMERA_COLOURS)]
-        px, ok = geom.ground_to_image(ground)
-        fw, fh = geom.frame_size
-        inside = ok & (px[:, 0] >= 0) & (px[:, 0] < fw) & (px[:, 1] >= 0) & (px[:, 1] < fh)
-        mask = cv2.resize(inside.reshape(gx.shape).astype(np.uint8) * 255, (w, h), interpolation=cv2.INTER_NEAREST)
-        if not mask.any():
-            continue
-        tint = img.copy()
-        tint[mask > 0] = colour
-        img = cv2.addWeighted(tint, 0.10, img, 0.90, 0)
-        contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-        cv2.drawContours(img, contours, -1, colour, 1, cv2.LINE_AA)
-        ys, xs = np.nonzero(mask)
-        cv2.putText(img, geom.camera_id, (int(xs.mean()), int(ys.mean())), cv2.FONT_HERSHEY_SIMPLEX, 0.6, colour, 2,
-                    cv2.LINE_AA)
-    # 1 m grid, labelled every 5 m
-    for axis in (0, 1):
-        for m in range(int(np.ceil(lo[axis])), int(np.floor(hi[axis])) + 1):
-            at = int(round((m - lo[axis]) * scale + pad))
-            strong = m % 5 == 0
-            grey = (170, 170, 170) if strong else (225, 225, 225)
-            if axis == 0:
-                cv2.line(img, (at, pad), (at, h - pad), grey, 1)
-                if strong:
-                    cv2.putText(img, f"{m} m", (at - 12, h - pad + 18), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (90, 90, 90), 1)
-            else:
-                cv2.line(img, (pad, at), (w - pad, at), grey, 1)
-                if strong:
-                    cv2.putText(img, f"{m} m", (4, at + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (90, 90, 90), 1)
-    for gid, p in paths.items():
-        if not len(p):
-            continue
-        colour = tuple(int(c) for c in _colour(gid))
-        q = to_px(p)
-        if len(q) > 1:
-            cv2.polylines(img, [q.reshape(-1, 1, 2)], False, colour, 2, cv2.LINE_AA)
-        x, y = q[-1].tolist()
-        cv2.circle(img, (x, y), 5, colour, -1, cv2.LINE_AA)
-        cv2.putText(img, f"G{gid}", (x + 6, y - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.45, colour, 1, cv2.LINE_AA)
+    scale = (size_px - 2 * pad) / float((hi - lo).max())  # px per metre
+    w, h = (np.ceil((hi - lo) * scale).astype(int) + 2 * pad).tolist()
+    canvas = _Canvas(lo, hi, w, h, pad)
+    img = canvas.background(cameras)
+    canvas.draw_paths(img, paths)
     cv2.putText(img, title or "ground plane", (pad, 30), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (40, 40, 40), 1, cv2.LINE_AA)
     return img
+
+
+class GroundView:
+    """The live bird's-eye tile of the annotated mosaic video (`output.video: mosaic` with the fused mode): where
+    everyone stands now, with the last `trail_s` seconds of their path, over the cameras' views of the floor.
+
+    The extent follows the people seen so far (percentiles of a bounded sample of their positions, refreshed every
+    `refit_s` seconds and only redrawn when it moves by 0.5 m or more), so the tile settles once the site's walkways
+    have been walked. cameras: the group's `CameraGeometry` (with frame sizes, for the floor views)."""
+
+    SAMPLE = 4000  # positions kept for the extent (a reservoir sample of everything seen)
+
+    def __init__(self, name: str, cameras: list[CameraGeometry], trail_s: float = 3.0, refit_s: float = 2.0) -> None:
+        self.name = name
+        self.cameras = cameras
+        self.trail_s, self.refit_s = float(trail_s), float(refit_s)
+        self.trails: dict[int, deque] = {}  # id -> (t, x, y), the last trail_s seconds
+        self.now = 0.0
+        self._sample: list[tuple[float, float]] = []
+        self._seen = 0
+        self._rng = np.random.default_rng(0)
+        self._extent: tuple[np.ndarray, np.ndarray] | None = None
+        self._extent_t = -np.inf
+        self._background: tuple[tuple, np.ndarray, _Canvas] | None = None
+
+    def set_frame_size(self, camera_id: str, size: tuple[int, int] | None) -> None:
+        """A camera of the group opened with frame size (width, height) px: its view of the floor can be drawn."""
+        for geom in self.cameras:
+            if geom.camera_id == camera_id and size is not None:
+                geom.frame_size = (int(size[0]), int(size[1]))
+                geom.image_to_ground(np.array([[size[0] / 2.0, size[1] - 1.0]]))  # the floor's side of the horizon
+                self._background = None
+
+    def add(self, points: list) -> None:
+        """This step's `GroundPoint`s of this view's group."""
+        for g in points:
+            self.now = max(self.now, g.time_s)
+            self.trails.setdefault(g.global_id, deque()).append((g.time_s, g.x_m, g.y_m))
+            self._seen += 1
+            if len(self._sample) < self.SAMPLE:
+                self._sample.append((g.x_m, g.y_m))
+            else:
+                k = int(self._rng.integers(self._seen))
+                if k < self.SAMPLE:
+                    self._sample[k] = (g.x_m, g.y_m)
+        for gid in list(self.trails):
+            trail = self.trails[gid]
+            while trail and trail[0][0] < self.now - self.trail_s:
+                trail.popleft()
+            if not trail:
+                del self.trails[gid]
+        if self._sample and self.now - self._extent_t >= self.refit_s:
+            self._extent_t = self.now
+            lo, hi = map_extent(np.asarray(self._sample))
+            if self._extent is None or max(np.abs(lo - self._extent[0]).max(),
+                                           np.abs(hi - self._extent[1]).max()) >= 0.5:
+                self._extent = (lo, hi)
+
+    def render(self, w: int, h: int) -> np.ndarray:
+        """The tile, BGR (h, w, 3): grey with a note until someone has been placed."""
+        if self._extent is None:
+            img = np.full((h, w, 3), 235, np.uint8)
+            cv2.putText(img, f"{self.name}: nobody placed yet", (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (60, 60, 60),
+                        1, cv2.LINE_AA)
+            return img
+        key = (w, h, *self._extent[0].tolist(), *self._extent[1].tolist())
+        if self._background is None or self._background[0] != key:
+            canvas = _Canvas(*self._extent, w, h, 24)
+            self._background = (key, canvas.background(self.cameras, font=0.35), canvas)
+        _, background, canvas = self._background
+        img = background.copy()
+        live = {gid: np.array([(x, y) for _, x, y in trail]) for gid, trail in self.trails.items()
+                if trail[-1][0] >= self.now - 0.5}  # people placed within the last 0.5 s
+        canvas.draw_paths(img, live, font=0.4)
+        cv2.putText(img, f"{self.name}  t={self.now:.2f}s  {_people(len(live))}", (8, 16), cv2.FONT_HERSHEY_SIMPLEX,
+                    0.4, (40, 40, 40), 1, cv2.LINE_AA)
+        return img
+
+
+def ground_views(config) -> dict[str, GroundView]:
+    """Group name -> its `GroundView`, for every fused group of the config (empty unless `association.mode: fused`
+    and `output.ground`); the cameras' frame sizes come later (`GroundView.set_frame_size`)."""
+    a = config.association
+    if not (a.enabled and a.mode == "fused" and config.output.ground):
+        return {}
+    groups = group_names(config)
+    views = {}
+    for name in sorted(set(groups.values())):
+        geoms = [CameraGeometry(cam, load_homography(a.homographies[cam]), a.fusion.ground_units_per_m)
+                 for cam in sorted(c for c, g in groups.items() if g == name)]
+        views[name] = GroundView("ground plane" if name == "fused" else name, geoms)
+    return views
 
 
 @register_stage("ground_map")
@@ -210,7 +332,7 @@ class GroundMapStage(Stage):
             cams = [g for c, g in self.geoms.items() if self.groups[c] == name]
             n = len({k for k in self.people if k[0] == name})
             img = draw_ground_map({k: np.asarray(v) for k, v in paths.items()}, cams, self.size_px,
-                                  f"{name if len(names) > 1 else 'ground plane'}: {n} people (1 m grid)")
+                                  f"{name if len(names) > 1 else 'ground plane'}: {_people(n)} (1 m grid)")
             if img is None:
                 continue
             safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
@@ -227,4 +349,4 @@ class GroundMapStage(Stage):
         if self.directory is None:
             return None
         maps = ", ".join(str(p.relative_to(self.directory.parent)) for p in self.maps) or "no map (nobody identified)"
-        return (f"Ground plane: {self.rows} positions of {len(self.people)} people -> ground/tracks.csv, {maps}")
+        return f"Ground plane: {self.rows} positions of {_people(len(self.people))} -> ground/tracks.csv, {maps}"
