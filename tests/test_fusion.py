@@ -89,6 +89,40 @@ def test_calibrate_command_prints_matrix_and_error(tmp_path, capsys):
     assert np.allclose(h / h[2, 2], h_true / h_true[2, 2], rtol=1e-6, atol=1e-9)
 
 
+def test_calibrate_draws_the_fitted_floor_grid_on_the_cameras_frame(tmp_path, capsys):
+    """`calibrate --image`: the check picture has the fitted 1 m grid where the true floor's grid lines fall (a
+    grid crossing seen by the camera is drawn at its true pixel), and each pair's marks; a bad --image is one line."""
+    import cv2
+
+    from pipeline.cli import main
+
+    h_true = pinhole_ground_homography((1.0, -5.0), 80.0)
+    img = np.array([[30, 160], [330, 170], [300, 270], [50, 275], [180, 210], [120, 250]], float)
+    gnd = apply_homography(h_true, img)
+    csv = tmp_path / "pts.csv"
+    csv.write_text("x,y,X,Y\n" + "".join(f"{a},{b},{c},{d}\n" for (a, b), (c, d) in zip(img, gnd)))
+    frame = tmp_path / "frame.png"
+    cv2.imwrite(str(frame), np.full((FRAME[1], FRAME[0], 3), 90, np.uint8))
+    assert main(["calibrate", "--points", str(csv), "--image", str(frame), "--output", str(tmp_path / "h.txt")]) == 0
+    assert "check picture:" in capsys.readouterr().out
+    check = cv2.imread(str(tmp_path / "h_check.png")).astype(int)
+    assert check.shape[:2] == (FRAME[1], FRAME[0])
+    h_inv = np.linalg.inv(h_true)
+    lo, hi = np.ceil(gnd.min(axis=0)).astype(int), np.floor(gnd.max(axis=0)).astype(int)  # crossings amid the pairs
+    crossings = np.array([(x, y) for x in range(lo[0], hi[0] + 1) for y in range(lo[1], hi[1] + 1)], float)
+    p = np.c_[crossings, np.ones(len(crossings))] @ h_inv.T
+    px = p[:, :2] / p[:, 2:3]
+    inside = (px[:, 0] > 10) & (px[:, 0] < FRAME[0] - 10) & (px[:, 1] > 40) & (px[:, 1] < FRAME[1] - 10)
+    assert inside.sum() >= 4
+    for x, y in px[inside].round().astype(int):  # a grid line passes within 1 px of every true crossing in view
+        patch = check[y - 1:y + 2, x - 1:x + 2]
+        assert (np.abs(patch - 90).max(axis=2) > 60).any(), (x, y)
+    assert (np.abs(check - [0, 0, 255]).max(axis=2) < 40).sum() > 20, "red crosses where the fit puts the pairs"
+    assert main(["calibrate", "--points", str(csv), "--image", str(tmp_path / "nope.mp4")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--image" in err[0] and "not found" in err[0]
+
+
 # -- foot points -----------------------------------------------------------------------------------------------------
 def test_foot_point_uncertainty_grows_with_distance_and_cut_boxes():
     geom = CameraGeometry("a", pinhole_ground_homography((0.0, -6.0), 90.0), 1.0, FRAME)
