@@ -769,6 +769,27 @@ def close_stages(stages: list, cams: dict, frames: int):
     return end
 
 
+def hidden_in_b_step(cams: dict, i: int, pos: dict, image: np.ndarray, embeddings: bool = False):
+    """Step i (25 fps) of the scripted two-person walk `pos` {person: t -> (2,) m}: each camera's tracker boxes are
+    its detections, track id 10 + person; camera b misses person 0 from 2 s to 3.5 s. embeddings: tracks carry a
+    constant (N, 4) look."""
+    from core.types import Detections, Frame, Tracks
+    from pipeline.stages.base import Step
+
+    t = i / 25.0
+    step = Step(i, t)
+    for cam, geom in cams.items():
+        people = [p for p in (0, 1) if not (cam == "b" and p == 0 and 2.0 <= t < 3.5)]
+        n = len(people)
+        boxes = np.array([person_box(geom, pos[p](t)) for p in people], np.float32).reshape(-1, 4)
+        tracks = Tracks(np.array([10 + p for p in people]), boxes, np.full(n, 0.9), np.zeros(n))
+        if embeddings:
+            tracks.embeddings = np.ones((n, 4), np.float32)
+        tracks.detections = Detections(boxes.copy(), np.full(n, 0.9, np.float32), np.zeros(n, np.int32))
+        step.frames.append((Frame(cam, i, t, image), tracks))
+    return step
+
+
 def test_fused_stage_cuts_a_local_track_that_jumps_to_another_person(tmp_path):
     """Camera b's tracker carries local track 7 from person 0 to person 1 at 3 s (an id switch), and the frames carry
     the detector output (`Tracks.detections`): the stage gives each box its person's ground identity by cutting track
@@ -822,8 +843,7 @@ def test_ground_map_writes_where_each_identified_person_stands_and_draws_their_p
 
     import cv2
 
-    from core.types import Detections, Frame, Tracks
-    from pipeline.stages.base import Step, drive_step
+    from pipeline.stages.base import drive_step
     from pipeline.video_output import _colour
 
     cams = two_camera_scene()
@@ -833,15 +853,7 @@ def test_ground_map_writes_where_each_identified_person_stands_and_draws_their_p
     pos = {0: lambda t: np.array([-2.0, -1.5]) + vel[0] * t, 1: lambda t: np.array([2.0, 1.0]) + vel[1] * t}
     person_of: dict[int, set[int]] = {}  # ground id -> the people whose boxes carried it
     for i in range(150):
-        t = i / 25.0
-        step = Step(i, t)
-        for cam, geom in cams.items():
-            who = [p for p in (0, 1) if not (cam == "b" and p == 0 and 2.0 <= t < 3.5)]
-            boxes = np.array([person_box(geom, pos[p](t)) for p in who], np.float32).reshape(-1, 4)
-            tracks = Tracks(np.array([10 + p for p in who]), boxes, np.full(len(who), 0.9), np.zeros(len(who)))
-            tracks.detections = Detections(boxes.copy(), np.full(len(who), 0.9, np.float32), np.zeros(len(who),
-                                                                                                     np.int32))
-            step.frames.append((Frame(cam, i, t, image), tracks))
+        step = hidden_in_b_step(cams, i, pos, image)
         drive_step(stages, step)
         for frame, tracks in step.frames:
             for tid, gid in zip(tracks.view_ids.tolist() if tracks.view_ids is not None else tracks.track_ids.tolist(),
@@ -988,8 +1000,7 @@ def test_fused_stage_writes_flagged_predicted_boxes_for_a_missed_person(tmp_path
     """With `fusion.predict_boxes`, while camera b's detector misses person 0 (2-3.5 s) and camera a sees it, b's
     tracks get a flagged row (predicted True, score 0) with person 0's identity near where b would see it; the rows
     grow every per-row field, and b's MOT file holds them."""
-    from core.types import Detections, Frame, Tracks
-    from pipeline.stages.base import Step, drive_step
+    from pipeline.stages.base import drive_step
 
     cams = two_camera_scene()
     stages = fused_stages(tmp_path, cams, {"predict_boxes": True})
@@ -999,14 +1010,7 @@ def test_fused_stage_writes_flagged_predicted_boxes_for_a_missed_person(tmp_path
     flagged = []
     for i in range(125):
         t = i / 25.0
-        step = Step(i, t)
-        for cam, geom in cams.items():
-            people = [p for p in (0, 1) if not (cam == "b" and p == 0 and 2.0 <= t < 3.5)]
-            boxes = np.array([person_box(geom, pos[p](t)) for p in people], np.float32).reshape(-1, 4)
-            tracks = Tracks(np.array([10 + p for p in people]), boxes, np.full(len(people), 0.9), np.zeros(len(people)))
-            tracks.embeddings = np.ones((len(people), 4), np.float32)
-            tracks.detections = Detections(boxes, np.full(len(people), 0.9, np.float32), np.zeros(len(people), np.int32))
-            step.frames.append((Frame(cam, i, t, image), tracks))
+        step = hidden_in_b_step(cams, i, pos, image, embeddings=True)
         drive_step(stages, step)
         for frame, tracks in step.frames:
             assert len(tracks.embeddings) == len(tracks.track_ids) == len(tracks.global_ids) == len(tracks.xyxy)
