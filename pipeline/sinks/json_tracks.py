@@ -1,7 +1,10 @@
 """`json_tracks`: one JSON line per track per `every_s` seconds of the camera's clock (an example sink).
 
 Each line: `{"camera_id", "frame", "t", "track_id", "global_id", "box": [x1, y1, x2, y2], "action"}`, written to
-`DIR/<filename>` (default `tracks.jsonl`), or to standard output with `filename: "-"`.
+`DIR/<filename>` (default `tracks.jsonl`), or to standard output with `filename: "-"`. With `association.mode:
+fused` a line whose identity the ground-plane fusion placed at that step also has `"ground": {"x_m", "y_m",
+"group"}` (where the person stands, metres; `Step.ground`). Lines are written once the step is complete, in the
+order of the step's frames.
 
     sinks:
       - name: json_tracks
@@ -15,7 +18,7 @@ import sys
 from pathlib import Path
 
 from core.types import Frame, Tracks
-from pipeline.stages.base import RunEnd, RunInfo, Stage, register_stage
+from pipeline.stages.base import RunEnd, RunInfo, Stage, Step, register_stage
 
 
 @register_stage("json_tracks")
@@ -30,6 +33,7 @@ class JsonTracksSink(Stage):
         self.every_s, self.filename = float(every_s), filename
         self._out = None
         self._last: dict[tuple[str, int], float] = {}  # (camera, track) -> time of its last line
+        self._pending: list[dict] = []  # this step's lines, written in on_step (with the step's ground positions)
         self.lines = 0
 
     def open(self, run: RunInfo) -> None:
@@ -45,14 +49,29 @@ class JsonTracksSink(Stage):
             self._last[key] = frame.timestamp_s
             gid = int(tracks.global_ids[i]) if tracks.global_ids is not None and tracks.global_ids[i] >= 0 else None
             action = tracks.current_actions[i] if tracks.current_actions is not None else None
-            self._out.write(json.dumps(dict(
+            self._pending.append(dict(
                 camera_id=frame.camera_id, frame=frame.index, t=round(frame.timestamp_s, 3), track_id=tid,
-                global_id=gid, box=[round(v, 1) for v in tracks.xyxy[i].tolist()], action=action)) + "\n")
-            self.lines += 1
+                global_id=gid, box=[round(v, 1) for v in tracks.xyxy[i].tolist()], action=action))
+
+    def on_step(self, step: Step) -> None:
+        ground = {g.global_id: g for g in step.ground}
+        for line in self._pending:
+            g = ground.get(line["global_id"]) if line["global_id"] is not None else None
+            if g is not None:
+                line["ground"] = {"x_m": round(g.x_m, 3), "y_m": round(g.y_m, 3), "group": g.group}
+        self._write()
+
+    def _write(self) -> None:
+        for line in self._pending:
+            self._out.write(json.dumps(line) + "\n")
+        self.lines += len(self._pending)
+        self._pending = []
 
     def close(self, end: RunEnd) -> None:
-        if self._out is not None and self._out is not sys.stdout:
-            self._out.close()
+        if self._out is not None:
+            self._write()  # a step cut short (never in the loop's normal order) still gets its lines
+            if self._out is not sys.stdout:
+                self._out.close()
         self._out = None
 
     def counters(self) -> dict:
