@@ -532,6 +532,9 @@ class StoreConfig(_Strict):
     flush_interval_s: float = Field(default=1.0, gt=0, description="longest time rows wait before being written")
     thumbnails: bool = Field(default=True, description="keep each track's best view as a JPEG (track_thumbnails)")
     thumbnail_height: int = Field(default=128, ge=16, le=512, description="thumbnail height in px")
+    ground_every_s: float | None = Field(default=0.2, gt=0, description="association.mode fused: store where each "
+                                         "identity stands (ground_positions) at most once per this many seconds; "
+                                         "null: not stored")
 
     @field_validator("url")
     @classmethod

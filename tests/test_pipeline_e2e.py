@@ -67,6 +67,17 @@ def test_terrace_two_cameras_tracks_files_and_store(shared, yolo_weights, tmp_pa
     _check_ground_output(tmp_path, shared)
 
 
+def _json_output(main, argv: list[str]):
+    """The JSON a CLI command prints (its exit code 0)."""
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert main(argv) == 0
+    return json.loads(buf.getvalue())
+
+
 def _check_ground_output(out: Path, shared: Path) -> None:
     """ground/tracks.csv: every row's person stands where each view it names sees the floor (its ground point maps
     into that camera's frame), under an id a box of that frame carries in mot_online/; ground/map.png is a picture."""
@@ -96,6 +107,18 @@ def _check_ground_output(out: Path, shared: Path) -> None:
             assert ok[0] and -60 < px[0, 0] < 420 and -60 < px[0, 1] < 348, (r, px)
     img = cv2.imread(str(out / "ground" / "map.png"))
     assert img is not None and min(img.shape[:2]) > 200
+    # the store holds the same people's positions (one per 0.2 s), and `query ground --near` finds them
+    con = sqlite3.connect(out / "events.db")
+    stored = con.execute("select global_id, ts, x_m, y_m from ground_positions order by ts").fetchall()
+    con.close()
+    csv_ids = {int(r["global_id"]) for r in ground}
+    assert stored and {r[0] for r in stored} == csv_ids
+    gid, ts, x, y = stored[len(stored) // 2]
+    from pipeline.cli import main
+
+    rows = _json_output(main, ["query", "ground", "--output", str(out), "--near", f"{x},{y}", "--radius", "0.3",
+                               "--json"])
+    assert any(r["closest_m"] <= 0.3 for r in rows) and rows
 
 
 def test_pets09_tracks_cover_ground_truth(shared, yolo_weights, tmp_path):

@@ -45,6 +45,50 @@ def _query(capsys, url, *args):
     return out.out
 
 
+def _fill_ground(url: str) -> None:
+    """A fused run stored through the real store stage at 25 fps for 4 s: online ground id 9 (the offline pass
+    gave its tracks identity 7) walks from (0, 0) m along x at 1 m/s; id 4 stands still at (5, 5) m; the store keeps
+    one position per identity per 0.2 s."""
+    from pipeline.fusion.stage import GroundPoint
+    from pipeline.stages.base import RunEnd, Step
+    from pipeline.store.stage import StoreStage
+
+    stage = StoreStage(StoreWriter(open_engine(url), flush_interval_s=0.05), ground_every_s=0.2)
+    stage.begin_run({}, "out")
+    for i in range(100):
+        t = i / 25
+        step = Step(i, t, ground=[GroundPoint("fused", 9, t, t * 1.0, 0.0, 1.0, 0.0, ("c0", "c1")),
+                                  GroundPoint("fused", 4, t, 5.0, 5.0, 0.0, 0.0, ("c1",))])
+        stage.on_step(step)
+    rows = [dict(camera_id="c0", track_id=1, global_id=9, first_ts=0.0, last_ts=3.96),
+            dict(camera_id="c1", track_id=2, global_id=4, first_ts=0.0, last_ts=3.96)]
+    stage.writer.set_identities("online", rows)
+    stage.writer.set_identities("offline", [dict(rows[0], global_id=7), rows[1]])
+    stage.close(RunEnd("completed"))
+
+
+def test_ground_query_says_who_came_near_a_floor_point_and_how_far_they_walked(store_url, capsys):
+    _fill_ground(store_url)
+    rows = json.loads(_query(capsys, store_url, "ground", "--json"))
+    assert [(r["identity"], r["positions"]) for r in rows] == [(4, 20), (7, 20)]  # final ids; 4 s at one per 0.2 s
+    walker = rows[1]
+    assert abs(walker["walked_m"] - 3.8) < 0.05 and abs(walker["mean_speed_mps"] - 1.0) < 0.02
+    assert rows[0]["walked_m"] == 0.0
+    near = json.loads(_query(capsys, store_url, "ground", "--near", "2,0.5", "--radius", "0.6", "--json"))
+    assert [(r["identity"], r["closest_m"], r["closest_ts"]) for r in near] == [(7, 0.5, 2.0)]
+    assert json.loads(_query(capsys, store_url, "ground", "--near", "40,40", "--json")) == []
+    seen_by_c0 = json.loads(_query(capsys, store_url, "ground", "--camera", "c0", "--since", "1", "--json"))
+    assert [(r["identity"], r["first_ts"]) for r in seen_by_c0] == [(7, 1.0)]
+    path = json.loads(_query(capsys, store_url, "ground", "--identity", "7", "--json"))[0]["path"]
+    assert len(path) == 20 and path[0] == [0.0, 0.0, 0.0] and path[-1][0] == 3.8
+    out = _query(capsys, store_url, "ground", "--near", "2,0")
+    assert out.splitlines()[0] == "run 1: 1 people placed on the ground" and "closest m" in out.splitlines()[1]
+    assert main(["query", "ground", "--near", "2", "--store", store_url]) == 2
+    assert "expected a floor point X,Y in metres" in capsys.readouterr().err
+    assert main(["query", "events", "--near", "2,0", "--store", store_url]) == 2
+    assert "--near works with `query ground` only" in capsys.readouterr().err
+
+
 def test_identities_table(store_url, capsys):
     _fill(store_url)
     out = _query(capsys, store_url, "identities")

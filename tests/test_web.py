@@ -280,7 +280,7 @@ def test_older_store_without_thumbnails_opens(tmp_path):
     open_engine(url).dispose()
     engine = create_engine(url)
     with engine.connect() as conn:
-        assert conn.execute(text("select value from schema_info")).scalar() == str(SCHEMA_VERSION) == "3"
+        assert conn.execute(text("select value from schema_info")).scalar() == str(SCHEMA_VERSION) == "4"
         assert conn.execute(text("select count(*) from track_thumbnails")).scalar() == 0
     engine.dispose()
 

@@ -3,6 +3,7 @@
     python run_pipeline.py query identities [--output DIR | --store URL] [--run N] [--camera C] [--since T] [--json]
     python run_pipeline.py query events     [...] [--identity N] [--action A]
     python run_pipeline.py query timeline   [...] [--identity N]
+    python run_pipeline.py query ground     [...] [--identity N] [--near X,Y [--radius M]]   (fused mode)
 
 Identity of a local track: its final global id from the `identities` table (offline-refined ids when present, else
 online), else the id its action events carried, else none (shown as `camera:track`). Times are seconds on the run
@@ -17,6 +18,8 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
+
 ORDER = 30
 
 EPILOG = """\
@@ -24,6 +27,9 @@ examples:
   python run_pipeline.py query identities --output out
   python run_pipeline.py query events --output out --camera c0 --since 30 --action walking
   python run_pipeline.py query timeline --output out --identity 3
+  # fused mode: who came within 1.5 m of the floor point (4, 8) m, and when; one identity's path with --json
+  python run_pipeline.py query ground --output out --near 4,8 --radius 1.5
+  python run_pipeline.py query ground --output out --identity 3 --json
   python run_pipeline.py query events --store postgresql+psycopg://user@host/db --json
 
 The store is opened read-only: a query never creates, migrates or writes a database (a missing one is an error).
@@ -35,13 +41,14 @@ exit codes: 0 ok (also when nothing matches), 2 bad arguments (e.g. --limit < 0)
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "query",
-        help="search the store: identities, action events, per-identity timeline (tables or --json)",
+        help="search the store: identities, action events, per-identity timeline, where people stood (tables or "
+             "--json)",
         description="Print identities, action events or a per-identity timeline of a run from the event store "
         "(SQLite DIR/events.db or any store URL).",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("what", choices=["identities", "events", "timeline"])
+    p.add_argument("what", choices=["identities", "events", "timeline", "ground"])
     p.add_argument("--output", "-o", metavar="DIR", default="out", help="run folder holding events.db (default out)")
     p.add_argument("--store", metavar="URL", help="store URL instead of DIR/events.db")
     p.add_argument("--run", type=int, metavar="N", help="run id (default: the latest run)")
@@ -50,6 +57,9 @@ def register(subparsers) -> None:
     p.add_argument("--since", metavar="T", help="only from this time on: run-clock seconds or an ISO date-time")
     p.add_argument("--until", metavar="T", help="only up to this time")
     p.add_argument("--action", metavar="A", help="events: only this action")
+    p.add_argument("--near", metavar="X,Y", help="ground: only people who came within --radius of this floor point "
+                   "(metres, the homographies' frame)")
+    p.add_argument("--radius", type=float, default=1.0, metavar="M", help="ground: metres around --near (default 1)")
     p.add_argument("--limit", type=int, default=None, metavar="N", help="print at most N rows (N >= 0)")
     p.add_argument("--json", action="store_true", help="JSON (a list of objects) instead of a table")
     p.set_defaults(func=main)
@@ -151,6 +161,24 @@ class Store:
             r["identity"] = ids.get((r["camera_id"], r["track_id"]))
         return rows
 
+    def ground_identity_map(self) -> dict[int, int]:
+        """Online ground id -> the final identity its boxes carry (offline-refined, when the run has offline ids):
+        the identity most of the id's tracks were given (fused mode)."""
+        from sqlalchemy import select
+
+        s = self.s.identities
+        by_mode: dict[str, dict[tuple[str, int], int]] = {"online": {}, "offline": {}}
+        with self.engine.connect() as conn:
+            for mode, cam, tid, gid in conn.execute(select(s.c.mode, s.c.camera_id, s.c.track_id, s.c.global_id)
+                                                    .where(s.c.run_id == self.run_id)):
+                by_mode.setdefault(mode, {})[(cam, int(tid))] = int(gid)
+        votes: dict[int, dict[int, int]] = {}
+        for key, online in by_mode["online"].items():
+            final = by_mode["offline"].get(key, online)
+            votes.setdefault(online, {}).setdefault(final, 0)
+            votes[online][final] += 1
+        return {online: max(v, key=lambda f: (v[f], -f)) for online, v in votes.items()}
+
     def events(self, camera: str | None = None, since: float | None = None, until: float | None = None,
                action: str | None = None) -> list[dict]:
         from sqlalchemy import select
@@ -204,6 +232,65 @@ def identities_rows(store: Store, camera=None, since=None, until=None, identity=
     return sorted(groups.values(), key=lambda g: (g["first_ts"], g["label"]))
 
 
+def parse_point(text: str | None) -> tuple[float, float] | None:
+    """'4,8' -> (4.0, 8.0) metres (raises `QueryError`)."""
+    if text is None:
+        return None
+    try:
+        x, y = (float(v) for v in text.split(","))
+    except ValueError:
+        raise QueryError(f"--near {text!r}: expected a floor point X,Y in metres, e.g. --near 4,8") from None
+    return x, y
+
+
+def ground_rows(store: Store, camera=None, since=None, until=None, identity=None, near=None, radius=1.0,
+                path=False) -> list[dict]:
+    """One row per identity the ground-plane fusion placed (`ground_positions`, fused mode): its group, first and
+    last time placed, stored positions, metres walked, mean speed (m/s); with near (x, y) m: the closest approach
+    (m) and when, only identities that came within radius m; path: the (t, x, y) points too. Ids are the final
+    identities (the offline refinement's over the online ids the positions were stored with)."""
+    from sqlalchemy import select
+
+    g = store.s.ground_positions
+    q = select(g.c.ground_group, g.c.global_id, g.c.ts, g.c.x_m, g.c.y_m, g.c.cameras).where(g.c.run_id == store.run_id)
+    if since is not None:
+        q = q.where(g.c.ts >= since)
+    if until is not None:
+        q = q.where(g.c.ts <= until)
+    final = store.ground_identity_map()
+    with store.engine.connect() as conn:
+        rows = conn.execute(q.order_by(g.c.global_id, g.c.ts)).all()
+    people: dict[int, dict] = {}
+    for group, gid, ts, x, y, cams in rows:
+        if camera and camera not in (cams or "").split():
+            continue
+        ident = final.get(int(gid), int(gid))
+        if identity is not None and ident != identity:
+            continue
+        p = people.setdefault(ident, dict(identity=ident, group=group, first_ts=ts, last_ts=ts, positions=0,
+                                          walked_m=0.0, points=[]))
+        p["points"].append((float(ts), float(x), float(y)))
+    out = []
+    for p in people.values():
+        pts = np.array(sorted(p.pop("points")))
+        steps = np.hypot(*np.diff(pts[:, 1:], axis=0).T) if len(pts) > 1 else np.zeros(0)
+        gaps = np.diff(pts[:, 0]) if len(pts) > 1 else np.zeros(0)
+        walked = float(steps[gaps <= 2.0].sum())  # not across a gap: the person was not placed in between
+        moving_s = float(gaps[gaps <= 2.0].sum())
+        p.update(first_ts=float(pts[0, 0]), last_ts=float(pts[-1, 0]), positions=len(pts), walked_m=round(walked, 2),
+                 mean_speed_mps=round(walked / moving_s, 2) if moving_s > 0 else None)
+        if near is not None:
+            d = np.hypot(pts[:, 1] - near[0], pts[:, 2] - near[1])
+            k = int(np.argmin(d))
+            if d[k] > radius:
+                continue
+            p.update(closest_m=round(float(d[k]), 2), closest_ts=float(pts[k, 0]))
+        if path:
+            p["path"] = [[round(t, 3), round(x, 3), round(y, 3)] for t, x, y in pts.tolist()]
+        out.append(p)
+    return sorted(out, key=lambda r: (r.get("closest_ts", r["first_ts"]), r["identity"]))
+
+
 def events_rows(store: Store, camera=None, since=None, until=None, identity=None, action=None) -> list[dict]:
     rows = []
     for e in store.events(camera, since, until, action):
@@ -250,6 +337,13 @@ def _conf(v) -> str:
 
 
 def render(what: str, rows: list[dict]) -> str:
+    if what == "ground":
+        columns = [("identity", "identity"), ("group", "group"), ("first_ts", "first placed"),
+                   ("last_ts", "last placed"), ("positions", "positions"), ("walked_m", "walked m"),
+                   ("mean_speed_mps", "m/s")]
+        if rows and "closest_m" in rows[0]:
+            columns += [("closest_m", "closest m"), ("closest_ts", "at")]
+        return table(rows, columns, {"first_ts": fmt_time, "last_ts": fmt_time, "closest_ts": fmt_time})
     if what == "identities":
         shown = [dict(r, cameras=",".join(r["cameras"]), tracks=",".join(r["tracks"]),
                       actions=", ".join(f"{n} {a}" for a, n in sorted(r["actions"].items())) or "-") for r in rows]
@@ -277,6 +371,12 @@ def check_args(args: argparse.Namespace) -> None:
         raise QueryError(f"--run {args.run}: run ids start at 1 (omit --run for the latest run)")
     parse_time(args.since)
     parse_time(args.until)
+    if args.what == "ground":
+        parse_point(args.near)
+        if not args.radius > 0:
+            raise QueryError(f"--radius {args.radius}: expected metres > 0")
+    elif args.near is not None:
+        raise QueryError("--near works with `query ground` only (where people stood, fused mode)")
 
 
 def run_query(args: argparse.Namespace) -> tuple[int, list[dict]]:
@@ -291,6 +391,9 @@ def run_query(args: argparse.Namespace) -> tuple[int, list[dict]]:
             rows = identities_rows(store, **common)
         elif args.what == "events":
             rows = events_rows(store, action=args.action, **common)
+        elif args.what == "ground":
+            rows = ground_rows(store, near=parse_point(args.near), radius=args.radius,
+                               path=args.json and args.identity is not None, **common)
         else:
             rows = timeline_rows(store, **common)
     finally:
@@ -311,7 +414,8 @@ def main(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=1, default=str))
         return 0
-    print(f"run {run_id}: {len(rows)} {args.what if args.what != 'timeline' else 'timeline rows'}")
+    noun = {"timeline": "timeline rows", "ground": "people placed on the ground"}.get(args.what, args.what)
+    print(f"run {run_id}: {len(rows)} {noun}")
     if rows:
         print(render(args.what, rows))
     return 0

@@ -1,6 +1,6 @@
 """Store schema (SQLAlchemy Core) and engine set-up.
 
-Tables (schema version 3):
+Tables (schema version 4):
   schema_info   key/value; `version` is the schema version.
   runs          one row per pipeline run: id, started_at, ended_at (unix s), status, config (JSON), output_dir.
   cameras       (run_id, camera_id): source (credentials redacted), fps, width, height, frames, dropped, status, error.
@@ -23,6 +23,10 @@ Tables (schema version 3):
   track_thumbnails (v3) the best view of every track, one row per track: run_id, camera_id, track_id, quality
                 (0..1, higher is better: size, not cut by the border, not covered, sharp), ts (s) and frame of the
                 crop, width, height (px; height `THUMBNAIL_HEIGHT` or less), jpeg (bytes). A better crop replaces it.
+  ground_positions (v4) where each person the ground-plane fusion identified stood (association.mode fused), at
+                most one row per identity per `store.ground_every_s`: run_id, ground_group (the fused group's name),
+                global_id (the online id the boxes carried then), ts (s, run clock), x_m, y_m (metres, the group's
+                homography frame), cameras (the views that saw them then, space-separated).
 Migrations: `MIGRATIONS[v]` upgrades a database from version v to v + 1; `open_engine` applies them in order, so a
 database written by an older release keeps its runs and gains the new columns (NULL for old rows).
 SQLite runs in WAL mode with synchronous=NORMAL: a crash loses at most the last uncommitted batch, never committed rows.
@@ -55,7 +59,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 metadata = MetaData()
 
@@ -206,6 +210,21 @@ track_thumbnails = Table(
 )
 
 
+ground_positions = Table(
+    "ground_positions",
+    metadata,
+    Column("run_id", Integer, nullable=False),
+    Column("ground_group", String(256), nullable=False),
+    Column("global_id", Integer, nullable=False),
+    Column("ts", Float, nullable=False),
+    Column("x_m", Float, nullable=False),
+    Column("y_m", Float, nullable=False),
+    Column("cameras", Text),
+    Index("ix_ground_positions_id", "run_id", "global_id", "ts"),
+    Index("ix_ground_positions_time", "run_id", "ts"),
+)
+
+
 def _migrate_1_to_2(conn) -> None:
     """v2: track appearance columns, run action names (the `track_clips`, `identities`, `identity_links` and
     `action_events` tables are created by `create_all`)."""
@@ -224,7 +243,11 @@ def _migrate_2_to_3(conn) -> None:
     """v3: the `track_thumbnails` table only (created by `create_all`); existing tables are unchanged."""
 
 
-MIGRATIONS = {1: _migrate_1_to_2, 2: _migrate_2_to_3}
+def _migrate_3_to_4(conn) -> None:
+    """v4: the `ground_positions` table only (created by `create_all`); existing tables are unchanged."""
+
+
+MIGRATIONS = {1: _migrate_1_to_2, 2: _migrate_2_to_3, 3: _migrate_3_to_4}
 
 
 class StoreError(RuntimeError):

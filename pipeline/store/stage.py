@@ -1,8 +1,9 @@
 """`StoreStage`: the `store` stage, last in every run: records what all the stages before it produced.
 
 Reads only the messages: each frame's tracks (`track_boxes`, `tracks`), each step's Re-ID results (`track_clips`,
-track appearance), identity links and finished action events, and at the end the final identities and every camera's
-counters. The `StoreWriter` behind it commits on its own thread (`pipeline/store/writer.py`).
+track appearance), identity links, finished action events and the fused identities' ground positions
+(`ground_positions`, one per identity per `store.ground_every_s`), and at the end the final identities and every
+camera's counters. The `StoreWriter` behind it commits on its own thread (`pipeline/store/writer.py`).
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ log = logging.getLogger("mcsa.store")
 class StoreStage(Stage):
     """Records a run into SQLite / PostgreSQL through one `StoreWriter`."""
 
-    def __init__(self, writer: StoreWriter) -> None:
+    def __init__(self, writer: StoreWriter, ground_every_s: float | None = 0.2) -> None:
         self.writer = writer
+        self.ground_every_s = ground_every_s
+        self._ground_last: dict[tuple[str, int], float] = {}  # (group, id) -> time of its last stored position
         self._closed = False
 
     @classmethod
@@ -30,7 +33,8 @@ class StoreStage(Stage):
         from pipeline.store import open_engine
 
         url = store_url(config, params["output_dir"])
-        return cls(StoreWriter(open_engine(url), config.store.batch_rows, config.store.flush_interval_s))
+        return cls(StoreWriter(open_engine(url), config.store.batch_rows, config.store.flush_interval_s),
+                   config.store.ground_every_s)
 
     def begin_run(self, config: dict, output_dir: str) -> int:
         """Create the run's row (the config with credentials already removed); returns the run id."""
@@ -52,6 +56,15 @@ class StoreStage(Stage):
 
     def on_step(self, step: Step) -> None:
         self._record(step.appearance, step.links, step.action_events, step.thumbnails)
+        if self.ground_every_s is not None:
+            for g in step.ground:
+                key = (g.group, g.global_id)
+                last = self._ground_last.get(key)
+                if last is None or g.time_s - last >= self.ground_every_s - 1e-9:
+                    self._ground_last[key] = g.time_s
+                    self.writer.add_ground_position(g.group, g.global_id, g.time_s, g.x_m, g.y_m, g.cameras)
+            if len(self._ground_last) > 10_000:  # people gone for a minute need no last time
+                self._ground_last = {k: t for k, t in self._ground_last.items() if step.time_s - t < 60.0}
 
     def on_camera_end(self, end: CameraEnd) -> None:
         if end.status == "failed":

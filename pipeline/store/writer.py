@@ -186,6 +186,12 @@ class StoreWriter:
             width=int(width), height=int(height), jpeg=bytes(jpeg),
         )))
 
+    def add_ground_position(self, group: str, global_id: int, ts: float, x_m: float, y_m: float,
+                            cameras: tuple[str, ...] = ()) -> None:
+        """Queue where a fused identity stood at ts (s, run clock): x_m, y_m metres in its group's ground frame."""
+        self._put(("ground", dict(run_id=self.run_id, ground_group=str(group), global_id=int(global_id), ts=float(ts),
+                                  x_m=float(x_m), y_m=float(y_m), cameras=" ".join(cameras))))
+
     def update_camera(self, camera_id: str, **values) -> None:
         """Queue new values for this run's camera row (frames, dropped, status, error, fps, width, height)."""
         self._put(("camera_update", camera_id, values))
@@ -259,6 +265,7 @@ class StoreWriter:
         links: list[dict] = []
         idents: list[dict] = []
         events: list[dict] = []
+        ground: list[dict] = []
         thumbs: dict[tuple[str, int], dict] = {}
         run_values: dict = {}
         cameras: dict[str, dict] = {}
@@ -285,6 +292,8 @@ class StoreWriter:
                     idents.extend(item[1])
                 elif kind == "event":
                     events.append(item[1])
+                elif kind == "ground":
+                    ground.append(item[1])
                 elif kind == "thumb":
                     if item[1] not in thumbs or thumbs[item[1]]["quality"] < item[2]["quality"]:
                         thumbs[item[1]] = item[2]
@@ -300,16 +309,18 @@ class StoreWriter:
                 elif kind == "flush":
                     waiters.append(item[1])
             due = time.monotonic() - last_commit >= self.flush_interval_s
-            if stop or waiters or due or len(boxes) + len(clips) >= self.batch_rows:
+            if stop or waiters or due or len(boxes) + len(clips) + len(ground) >= self.batch_rows:
                 if self.error is None and (boxes or clips or cameras or run_values or self._dirty or links or idents
-                                           or events or thumbs):
+                                           or events or thumbs or ground):
                     try:
-                        self._commit(boxes, cameras, clips, run_values, links, idents, events, list(thumbs.values()))
+                        self._commit(boxes, cameras, clips, run_values, links, idents, events, list(thumbs.values()),
+                                     ground)
                     except SQLAlchemyError as err:
                         self._fail(err)
                     except OSError as err:
                         self._fail(err)
                 boxes, clips, cameras, run_values, links, idents, events, thumbs = [], [], {}, {}, [], [], [], {}
+                ground = []
                 last_commit = time.monotonic()
                 for w in waiters:
                     w.set()
@@ -334,7 +345,7 @@ class StoreWriter:
     def _commit(self, boxes: list[dict], cameras: dict[str, dict], clips: list[dict] | None = None,
                 run_values: dict | None = None, links: list[dict] | None = None,
                 idents: list[dict] | None = None, events: list[dict] | None = None,
-                thumbs: list[dict] | None = None) -> None:
+                thumbs: list[dict] | None = None, ground: list[dict] | None = None) -> None:
         track_rows = []
         for key in self._dirty:
             summary = self._tracks.get(key)
@@ -368,5 +379,7 @@ class StoreWriter:
             upsert(conn, schema.tracks, track_rows, ["run_id", "camera_id", "track_id"])
             if thumbs:
                 upsert_better(conn, schema.track_thumbnails, thumbs, ["run_id", "camera_id", "track_id"], "quality")
+            if ground:
+                conn.execute(schema.ground_positions.insert(), ground)
         self.rows_written += len(boxes)
         self._dirty.clear()  # appearance of a track with no boxes yet stays in _appearance until its boxes come
