@@ -151,6 +151,23 @@ def test_identity_timeline_two_cameras(client):
     assert client.get("/api/runs/latest/identities/nobody").status_code == 404
 
 
+def test_identity_has_its_path_on_the_floor(client):
+    """The fused Terrace run stores where people stand: a two-camera identity's page data has its floor path, by
+    time, within its time on camera, at a walking person's speed; every identity's path is its own (disjoint)."""
+    ident = _two_camera_identity(client)
+    d = client.get(f"/api/runs/latest/identities/{ident['label']}").json()
+    path = np.array(d["ground"])
+    assert len(path) >= 5, "no floor positions for an identity both cameras saw"
+    assert (np.diff(path[:, 0]) > 0).all() and d["first_ts"] - 0.5 <= path[0, 0] and path[-1, 0] <= d["last_ts"] + 0.5
+    step = np.hypot(*np.diff(path[:, 1:], axis=0).T) / np.diff(path[:, 0])
+    assert np.median(step) < 3.0, "a person does not move faster than 3 m/s"
+    owner: dict[tuple, str] = {}  # one stored position belongs to one identity (none is shown under two)
+    for item in client.get("/api/runs/latest/identities", params=dict(per_page=200)).json()["items"]:
+        for point in client.get(f"/api/runs/latest/identities/{item['label']}").json()["ground"]:
+            assert owner.setdefault(tuple(point), item["label"]) == item["label"], (point, item["label"])
+    assert len(owner) >= len(path)
+
+
 def test_events_filters(client):
     all_events = client.get("/api/runs/latest/events").json()
     assert all_events["total"] > 0, "150 frames of Terrace produced no action events"
@@ -411,6 +428,8 @@ def test_browser_identity_timeline_and_search(live_server, web_run, review, tmp_
             assert lanes.count() == 2
             assert sorted(lanes.nth(i).get_attribute("data-camera") for i in range(2)) == ["c0", "c1"]
             assert page.locator("svg.timeline rect.span").count() >= 2
+            page.wait_for_selector("svg.floor polyline.floor-path")  # where the identity walked (fused run)
+            assert page.locator("svg.floor circle.start").count() == 1
             page.screenshot(path=str(tmp_path / "2_identity.png"), full_page=True)
             crop_path = tmp_path / "query_crop.png"
             crop_path.write_bytes(_person_crop(web_run, review, label))

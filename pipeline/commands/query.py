@@ -162,22 +162,10 @@ class Store:
         return rows
 
     def ground_identity_map(self) -> dict[int, int]:
-        """Online ground id -> the final identity its boxes carry (offline-refined, when the run has offline ids):
-        the identity most of the id's tracks were given (fused mode)."""
-        from sqlalchemy import select
+        """Online ground id -> the final identity its boxes carry (`pipeline.store.reader.ground_identity_map`)."""
+        from pipeline.store.reader import ground_identity_map
 
-        s = self.s.identities
-        by_mode: dict[str, dict[tuple[str, int], int]] = {"online": {}, "offline": {}}
-        with self.engine.connect() as conn:
-            for mode, cam, tid, gid in conn.execute(select(s.c.mode, s.c.camera_id, s.c.track_id, s.c.global_id)
-                                                    .where(s.c.run_id == self.run_id)):
-                by_mode.setdefault(mode, {})[(cam, int(tid))] = int(gid)
-        votes: dict[int, dict[int, int]] = {}
-        for key, online in by_mode["online"].items():
-            final = by_mode["offline"].get(key, online)
-            votes.setdefault(online, {}).setdefault(final, 0)
-            votes[online][final] += 1
-        return {online: max(v, key=lambda f: (v[f], -f)) for online, v in votes.items()}
+        return ground_identity_map(self.engine, self.run_id)
 
     def events(self, camera: str | None = None, since: float | None = None, until: float | None = None,
                action: str | None = None) -> list[dict]:
@@ -273,10 +261,7 @@ def ground_rows(store: Store, camera=None, since=None, until=None, identity=None
     out = []
     for p in people.values():
         pts = np.array(sorted(p.pop("points")))
-        steps = np.hypot(*np.diff(pts[:, 1:], axis=0).T) if len(pts) > 1 else np.zeros(0)
-        gaps = np.diff(pts[:, 0]) if len(pts) > 1 else np.zeros(0)
-        walked = float(steps[gaps <= 2.0].sum())  # not across a gap: the person was not placed in between
-        moving_s = float(gaps[gaps <= 2.0].sum())
+        walked, moving_s = _walked(pts)
         p.update(first_ts=float(pts[0, 0]), last_ts=float(pts[-1, 0]), positions=len(pts), walked_m=round(walked, 2),
                  mean_speed_mps=round(walked / moving_s, 2) if moving_s > 0 else None)
         if near is not None:
@@ -289,6 +274,25 @@ def ground_rows(store: Store, camera=None, since=None, until=None, identity=None
             p["path"] = [[round(t, 3), round(x, 3), round(y, 3)] for t, x, y in pts.tolist()]
         out.append(p)
     return sorted(out, key=lambda r: (r.get("closest_ts", r["first_ts"]), r["identity"]))
+
+
+def _walked(pts: np.ndarray, every_s: float = 1.0, max_gap_s: float = 2.0) -> tuple[float, float]:
+    """(metres walked, seconds it took) along positions (P, 3) = t, x, y by time: summed between positions at least
+    every_s apart (position noise, larger far from the cameras, would add to a sum over every 0.2 s step), never
+    across a gap longer than max_gap_s (the person was not placed in between)."""
+    walked = moving = 0.0
+    if len(pts) < 2:
+        return walked, moving
+    for run in np.split(pts, np.flatnonzero(np.diff(pts[:, 0]) > max_gap_s) + 1):
+        keep = [0]
+        for k in range(1, len(run)):
+            if run[k, 0] - run[keep[-1], 0] >= every_s - 1e-9 or k == len(run) - 1:
+                keep.append(k)
+        q = run[keep]
+        if len(q) > 1:
+            walked += float(np.hypot(*np.diff(q[:, 1:], axis=0).T).sum())
+            moving += float(q[-1, 0] - q[0, 0])
+    return walked, moving
 
 
 def events_rows(store: Store, camera=None, since=None, until=None, identity=None, action=None) -> list[dict]:

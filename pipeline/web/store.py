@@ -364,7 +364,20 @@ class ReviewStore:
                             .where(k.run_id == run_id, k.camera_id == cam, k.track_id.in_(part)))]
         out["events"].sort(key=lambda r: (r["start_ts"], r["camera_id"]))
         out["links"].sort(key=lambda r: (r["ts"], r["mode"], r["camera_id"], r["track_id"]))
+        out["ground"] = self.ground_path(run_id, ident.global_id)
         return out
+
+    def ground_path(self, run_id: int, global_id: int | None, max_points: int = 2000) -> list[list[float]]:
+        """Where an identity stood on the floor, [t s, x m, y m] by time (fused runs, schema v4; [] otherwise), at
+        most max_points (evenly thinned)."""
+        if global_id is None or not self.has("ground_positions"):
+            return []
+        from pipeline.store.reader import ground_path
+
+        pts = ground_path(self.engine, run_id, int(global_id))
+        if len(pts) > max_points:
+            pts = [pts[int(k)] for k in np.linspace(0, len(pts) - 1, max_points)]
+        return [[round(t, 3), round(x, 3), round(y, 3)] for t, x, y in pts]
 
     # ---- events ---------------------------------------------------------------------------------------------------
     def events(self, run_id: int, camera: str | None = None, action: str | None = None,

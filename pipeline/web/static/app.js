@@ -164,6 +164,28 @@ function timelineSvg(d, opts) {
   return s + `</svg>`;
 }
 
+function floorSvg(d) {
+  const pts = d.ground || [];
+  if (!pts.length) return "";
+  const xs = pts.map((p) => p[1]), ys = pts.map((p) => p[2]);
+  const x0 = Math.floor(Math.min(...xs) - 1), x1 = Math.ceil(Math.max(...xs) + 1);
+  const y0 = Math.floor(Math.min(...ys) - 1), y1 = Math.ceil(Math.max(...ys) + 1);
+  const pad = 30, scale = 520 / Math.max(x1 - x0, y1 - y0, 1);
+  const W = (x1 - x0) * scale + 2 * pad, H = (y1 - y0) * scale + 2 * pad;
+  const X = (x) => (pad + (x - x0) * scale).toFixed(1), Y = (y) => (pad + (y - y0) * scale).toFixed(1);
+  let s = `<svg class="floor" viewBox="0 0 ${W.toFixed(0)} ${H.toFixed(0)}" width="${Math.min(W, 640).toFixed(0)}" role="img" aria-label="where identity ${esc(d.label)} walked on the floor">`;
+  for (let m = x0; m <= x1; m++) s += `<line class="grid${m % 5 === 0 ? " major" : ""}" x1="${X(m)}" x2="${X(m)}" y1="${Y(y0)}" y2="${Y(y1)}"></line>` + (m % 5 === 0 || m === x0 ? `<text class="ticklabel" x="${X(m)}" y="${(H - 10).toFixed(0)}" text-anchor="middle">${m} m</text>` : "");
+  for (let m = y0; m <= y1; m++) s += `<line class="grid${m % 5 === 0 ? " major" : ""}" x1="${X(x0)}" x2="${X(x1)}" y1="${Y(m)}" y2="${Y(m)}"></line>` + (m % 5 === 0 || m === y0 ? `<text class="ticklabel" x="4" y="${Y(m)}">${m} m</text>` : "");
+  let seg = [];
+  const flush = () => { if (seg.length > 1) s += `<polyline class="floor-path" points="${seg.join(" ")}"></polyline>`; seg = []; };
+  pts.forEach((p, i) => { if (i && p[0] - pts[i - 1][0] > 2) flush(); seg.push(`${X(p[1])},${Y(p[2])}`); });
+  flush();
+  const a = pts[0], b = pts[pts.length - 1];
+  s += `<circle class="start" cx="${X(a[1])}" cy="${Y(a[2])}" r="5"><title>first placed ${esc(fmtTime(a[0]))} at (${a[1].toFixed(2)}, ${a[2].toFixed(2)}) m</title></circle>`;
+  s += `<circle class="end" cx="${X(b[1])}" cy="${Y(b[2])}" r="5"><title>last placed ${esc(fmtTime(b[0]))} at (${b[1].toFixed(2)}, ${b[2].toFixed(2)}) m</title></circle>`;
+  return s + `</svg>`;
+}
+
 async function identityPage(main, label) {
   const d = await api(`/api/runs/${RUN.id}/identities/${encodeURIComponent(label)}`);
   const actions = [...new Set(d.events.map((e) => e.action))];
@@ -181,6 +203,7 @@ async function identityPage(main, label) {
     <p>${d.cameras.map((c) => `<span class="cam">${esc(c)}</span>`).join(" ")} · ${d.n_tracks} tracks · ${esc(fmtTime(d.first_ts))} – ${esc(fmtTime(d.last_ts))} · on camera ${esc(fmtDur(d.seconds))}
     · <a href="${link("/events", { identity: d.label })}">events</a></p>
     <h2>Timeline across cameras</h2><div id="timeline">${timelineSvg(d)}</div><div class="legend"><span class="chip span-chip">seen</span> ${legend}</div>
+    ${d.ground && d.ground.length ? `<h2>On the floor</h2><div id="floor">${floorSvg(d)}</div><p class="muted">ground-plane fusion: ${d.ground.length} positions, metres in the cameras' ground frame; green: first placed, red: last</p>` : ""}
     <h2>Best views per camera</h2><div id="thumbs">${thumbs}</div>
     <h2>Action events</h2>${eventsTable(d.events)}
     <h2>Link history</h2>${links ? `<table id="links"><thead><tr><th>time</th><th>mode</th><th>track</th><th>global id</th><th>reason</th><th>score</th></tr></thead><tbody>${links}</tbody></table>` : '<p class="muted">No links recorded (association off).</p>'}`;
