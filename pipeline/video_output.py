@@ -148,10 +148,14 @@ class AnnotatedVideoStage(Stage):
 
     def on_step(self, step: Step) -> None:
         """The fused people of this step go to the bird's-eye tiles (shown from the next mosaic frame on)."""
+        if not self.ground_views:
+            return
+        by_group: dict[str, list] = {}
         for point in step.ground:
-            view = self.ground_views.get(point.group)
-            if view is not None:
-                view.add([point])
+            by_group.setdefault(point.group, []).append(point)
+        for name, points in by_group.items():
+            if name in self.ground_views:
+                self.ground_views[name].add(points)
 
     def on_camera_end(self, end: CameraEnd) -> None:
         self._ended.add(end.camera_id)

@@ -67,15 +67,12 @@ def draw_check(image, h, image_px, ground_m):
     import cv2
     import numpy as np
 
-    out = image.copy()
-    h_inv = np.linalg.inv(h)
-    # ground points on the camera's side of the horizon map with the sign of w that the clicked floor points have
-    seen_sign = np.sign(np.median((np.c_[ground_m, np.ones(len(ground_m))] @ h_inv.T)[:, 2]))
+    from pipeline.fusion.ground import CameraGeometry
 
-    def to_image(g):
-        p = np.c_[g, np.ones(len(g))] @ h_inv.T
-        ok = (np.sign(p[:, 2]) == seen_sign) & (np.abs(p[:, 2]) > 1e-9)
-        return p[:, :2] / np.where(ok, p[:, 2], 1.0)[:, None], ok
+    out = image.copy()
+    geom = CameraGeometry("check", h)
+    geom.image_to_ground(np.asarray(image_px, float))  # the clicked floor points tell the floor's side of the horizon
+    to_image = geom.ground_to_image
 
     span = np.ptp(ground_m, axis=0)
     lo = np.floor(ground_m.min(axis=0) - np.maximum(2.0, 0.5 * span))

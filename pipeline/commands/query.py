@@ -161,12 +161,6 @@ class Store:
             r["identity"] = ids.get((r["camera_id"], r["track_id"]))
         return rows
 
-    def ground_identity_map(self) -> dict[int, int]:
-        """Online ground id -> the final identity its boxes carry (`pipeline.store.reader.ground_identity_map`)."""
-        from pipeline.store.reader import ground_identity_map
-
-        return ground_identity_map(self.engine, self.run_id)
-
     def events(self, camera: str | None = None, since: float | None = None, until: float | None = None,
                action: str | None = None) -> list[dict]:
         from sqlalchemy import select
@@ -245,7 +239,9 @@ def ground_rows(store: Store, camera=None, since=None, until=None, identity=None
         q = q.where(g.c.ts >= since)
     if until is not None:
         q = q.where(g.c.ts <= until)
-    final = store.ground_identity_map()
+    from pipeline.store.reader import ground_identity_map
+
+    final = ground_identity_map(store.engine, store.run_id)
     with store.engine.connect() as conn:
         rows = conn.execute(q.order_by(g.c.global_id, g.c.ts)).all()
     people: dict[int, dict] = {}

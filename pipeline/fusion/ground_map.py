@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import math
 import re
 from collections import deque
 from pathlib import Path
@@ -51,6 +52,26 @@ def group_names(config) -> dict[str, str]:
     if a.fusion.groups is None:
         return {cam: "fused" for cam in a.fused_cameras}
     return {cam: "+".join(g) for g in a.fusion.groups for cam in g if cam in a.fused_cameras}
+
+
+def floor_geometry(camera_id: str, h: np.ndarray, units_per_m: float, size: tuple[int, int] | None
+                   ) -> CameraGeometry:
+    """The camera's `CameraGeometry` for drawing its view of the floor: with a frame size (width, height) px it
+    learns which side of the horizon the floor is on from the frame's bottom centre."""
+    geom = CameraGeometry(camera_id, h, units_per_m, None if size is None else (int(size[0]), int(size[1])))
+    if size is not None:
+        geom.image_to_ground(np.array([[size[0] / 2.0, size[1] - 1.0]]))
+    return geom
+
+
+def fused_homographies(config) -> tuple[dict[str, str], dict[str, np.ndarray]] | None:
+    """(fused camera -> group name, fused camera -> homography (3, 3)) when the run writes ground outputs
+    (`association.mode: fused` and `output.ground`), else None."""
+    a = config.association
+    if not (a.enabled and a.mode == "fused" and config.output.ground):
+        return None
+    groups = group_names(config)
+    return groups, {cam: load_homography(a.homographies[cam]) for cam in groups}
 
 
 def map_extent(points: np.ndarray, aspect_min: float = 0.6) -> tuple[np.ndarray, np.ndarray]:
@@ -179,10 +200,11 @@ class GroundView:
 
     def set_frame_size(self, camera_id: str, size: tuple[int, int] | None) -> None:
         """A camera of the group opened with frame size (width, height) px: its view of the floor can be drawn."""
-        for geom in self.cameras:
-            if geom.camera_id == camera_id and size is not None:
-                geom.frame_size = (int(size[0]), int(size[1]))
-                geom.image_to_ground(np.array([[size[0] / 2.0, size[1] - 1.0]]))  # the floor's side of the horizon
+        if size is None:
+            return
+        for k, geom in enumerate(self.cameras):
+            if geom.camera_id == camera_id:
+                self.cameras[k] = floor_geometry(camera_id, geom.h, geom.units_per_m, size)
                 self._background = None
 
     def add(self, points: list) -> None:
@@ -234,16 +256,15 @@ class GroundView:
 def ground_views(config) -> dict[str, GroundView]:
     """Group name -> its `GroundView`, for every fused group of the config (empty unless `association.mode: fused`
     and `output.ground`); the cameras' frame sizes come later (`GroundView.set_frame_size`)."""
-    a = config.association
-    if not (a.enabled and a.mode == "fused" and config.output.ground):
+    fused = fused_homographies(config)
+    if fused is None:
         return {}
-    groups = group_names(config)
-    views = {}
-    for name in sorted(set(groups.values())):
-        geoms = [CameraGeometry(cam, load_homography(a.homographies[cam]), a.fusion.ground_units_per_m)
-                 for cam in sorted(c for c, g in groups.items() if g == name)]
-        views[name] = GroundView("ground plane" if name == "fused" else name, geoms)
-    return views
+    groups, homs = fused
+    units = config.association.fusion.ground_units_per_m
+    return {name: GroundView("ground plane" if name == "fused" else name,
+                             [floor_geometry(cam, homs[cam], units, None) for cam in sorted(groups)
+                              if groups[cam] == name])
+            for name in sorted(set(groups.values()))}
 
 
 @register_stage("ground_map")
@@ -272,12 +293,11 @@ class GroundMapStage(Stage):
 
     @classmethod
     def from_config(cls, config, params: dict) -> "GroundMapStage | None":
-        a = config.association
-        if not (a.enabled and a.mode == "fused" and config.output.ground):
+        fused = fused_homographies(config)
+        if fused is None:
             return None
-        groups = group_names(config)
-        return cls({cam: load_homography(a.homographies[cam]) for cam in groups}, a.fusion.ground_units_per_m,
-                   groups, **params)
+        groups, homs = fused
+        return cls(homs, config.association.fusion.ground_units_per_m, groups, **params)
 
     def open(self, run: RunInfo) -> None:
         self.directory = Path(run.output_dir) / "ground"
@@ -289,10 +309,8 @@ class GroundMapStage(Stage):
     def open_camera(self, camera: CameraInfo) -> None:
         if camera.camera_id not in self.groups or camera.error is not None:
             return
-        geom = CameraGeometry(camera.camera_id, self.homographies[camera.camera_id], self.units_per_m, camera.size)
-        if camera.size is not None:  # learn which side of the horizon the floor is on from the frame's bottom centre
-            geom.image_to_ground(np.array([[camera.size[0] / 2.0, camera.size[1] - 1.0]]))
-        self.geoms[camera.camera_id] = geom
+        self.geoms[camera.camera_id] = floor_geometry(camera.camera_id, self.homographies[camera.camera_id],
+                                                      self.units_per_m, camera.size)
 
     def on_step(self, step: Step) -> None:
         for g in step.ground:
@@ -302,7 +320,7 @@ class GroundMapStage(Stage):
             key = (g.group, g.global_id)
             self.people.add(key)
             last = self._last_kept.get(key)
-            if last is None or np.hypot(g.x_m - last[0], g.y_m - last[1]) >= KEEP_EVERY_M \
+            if last is None or math.hypot(g.x_m - last[0], g.y_m - last[1]) >= KEEP_EVERY_M \
                     or g.time_s - last[2] >= KEEP_EVERY_S:
                 self.points.append((g.group, g.global_id, g.x_m, g.y_m))
                 self._last_kept[key] = (g.x_m, g.y_m, g.time_s)
