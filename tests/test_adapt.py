@@ -224,6 +224,30 @@ def test_a_track_linked_to_two_unjoined_tracks_of_another_camera_keeps_neither_l
         assert ({1, 2} in groups) == (not exclusive), groups
 
 
+def test_purity_scores_count_wrong_pairs_and_identities_split_in_two(scene):
+    """pair_scores against known truth: a mined identity holding two people lowers the pair precision; one person
+    mined as two identities lowers the precision of the distinct-identity pairs (training treats them as two)."""
+    from pipeline.adapt.mining import MinedIdentities
+    from pipeline.adapt.purity import pair_scores
+
+    _cams, truth = scene
+    # identity 1: P1 in A and B (right) + P2's track of B (wrong); identity 2: P2 in A; identity 3: P1's later track
+    mined = MinedIdentities(identity={("A", 1): 1, ("B", 7): 1, ("B", 8): 1, ("A", 2): 2, ("A", 3): 3},
+                            must_links=[(("A", 1), ("B", 7), "together", 2.0), (("A", 1), ("B", 8), "together", 1.0)],
+                            cannot_links={frozenset((("A", 1), ("A", 2))), frozenset((("B", 7), ("B", 8)))})
+    s = pair_scores(mined, truth)
+    # cross-camera pairs in one identity: (A1, B7) right, (A1, B8) wrong
+    assert s["cross-camera"]["mined_pairs"] == 2 and s["cross-camera"]["precision"] == 0.5
+    # same-camera: (B7, B8) in identity 1, wrong
+    assert s["same-camera"]["mined_pairs"] == 1 and s["same-camera"]["precision"] == 0.0
+    assert s["must-links"]["precision"] == 0.5 and s["cannot-links"]["precision"] == 1.0
+    # identities 1 and 3 are both P1 (majority), identity 2 is P2: one of three distinct-identity pairs is one person
+    assert s["distinct ids"]["mined_pairs"] == 3
+    assert s["distinct ids"]["precision"] == pytest.approx(2 / 3)
+    # recall over every real cross-camera pair of the scene: P1 (A1,B7), (A3,B7); P2, P4, P5 one each; one mined
+    assert s["cross-camera"]["recall"] == pytest.approx(1 / 5)
+
+
 def test_mining_keeps_only_multi_camera_identities_by_default(scene):
     cams, _ = scene
     mined = mine_identities(cams, {frozenset(("A", "B"))}, AdaptMiningConfig())

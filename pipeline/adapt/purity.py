@@ -4,7 +4,10 @@ Each track is given the ground-truth id that most of its boxes match (IoU >= 0.5
 a track matching no ground truth in most of its boxes gets none (a false track: every pair with it is wrong).
 Pairs are counted over the tracks as mined (the stretches, when mining cut the tracks: `cut_tracks`): precision =
 share of the mined same-identity pairs that are one real person; recall = share of the real same-person pairs (both
-tracks matched) that were mined. Reported for cross-camera pairs, same-camera pairs and the must-links themselves.
+tracks matched) that were mined. Reported for cross-camera pairs, same-camera pairs and the must-links themselves,
+the cannot-links (precision: share that are two real people), and the pairs of distinct mined identities (training
+treats them as two people; precision: share that are two real people, each identity taken as its tracks' majority
+person; a pair that is one person is an identity the mining split, e.g. before and after a gap nothing bridged).
 """
 
 from __future__ import annotations
@@ -74,6 +77,20 @@ def pair_scores(mined: MinedIdentities, truth: dict[TrackKey, int | None]) -> di
     wrong = sum(same_real(a, b) for a, b in cl)
     out["cannot-links"] = {"mined_pairs": len(cl), "precision": 1 - wrong / len(cl) if cl else float("nan"),
                            "recall": float("nan"), "real_pairs": 0}
+    person = {}
+    for pid, members in mined.members().items():
+        person[pid] = Counter(truth.get(k) for k in members).most_common(1)[0][0]
+    id_pairs = list(combinations(sorted(person), 2))
+    one = sum(person[a] is not None and person[a] == person[b] for a, b in id_pairs)
+    out["distinct ids"] = {"mined_pairs": len(id_pairs), "precision": 1 - one / len(id_pairs) if id_pairs
+                           else float("nan"), "recall": float("nan"), "real_pairs": 0}
+    apart = {frozenset((mined.identity[a], mined.identity[b])) for a, b in cl
+             if a in mined.identity and b in mined.identity and mined.identity[a] != mined.identity[b]}
+    two = [p for p in id_pairs if not (person[p[0]] is not None and person[p[0]] == person[p[1]])]
+    ok_apart = sum(not (person[a] is not None and person[a] == person[b]) for a, b in map(tuple, apart))
+    out["ids seen apart"] = {"mined_pairs": len(apart), "precision": ok_apart / len(apart) if apart else float("nan"),
+                             "recall": sum(frozenset(p) in apart for p in two) / len(two) if two else float("nan"),
+                             "real_pairs": len(two)}
     return out
 
 
