@@ -168,6 +168,37 @@ def test_identity_has_its_path_on_the_floor(client):
     assert len(owner) >= len(path)
 
 
+def test_floor_shows_everyone_placed_and_who_came_near_a_point(client):
+    """The run on the floor: every placed identity's path is the one its own page shows (same points), metres walked
+    are there; near a person's first position that person is found at ~0 m and when; far away nobody; bad input
+    gets a one-line 400 / 422."""
+    d = client.get("/api/runs/latest/floor").json()
+    assert d["placed"] and len(d["people"]) >= 2, "the fused Terrace run placed fewer than 2 people on the floor"
+    x0, x1, y0, y1 = d["extent"]
+    for p in d["people"]:
+        assert p["label"] is not None, p
+        own = client.get(f"/api/runs/latest/identities/{p['label']}").json()["ground"]
+        assert {tuple(q) for q in p["path"]} <= {tuple(q) for q in own} and len(p["path"]) == len(own)
+        xy = np.array(p["path"])[:, 1:]
+        assert (xy[:, 0] >= x0).all() and (xy[:, 0] <= x1).all() and (xy[:, 1] >= y0).all() and (xy[:, 1] <= y1).all()
+        assert p["walked_m"] >= 0 and p["positions"] == len(own)
+    first = max(d["people"], key=lambda p: len(p["path"]))
+    t, x, y = first["path"][0]
+    near = client.get("/api/runs/latest/floor", params=dict(near=f"{x},{y}", radius=0.5)).json()["near"]
+    hit = [n for n in near if n["label"] == first["label"]]
+    assert hit and hit[0]["closest_m"] < 0.01 and hit[0]["closest_ts"] == pytest.approx(t, abs=1e-3)
+    assert all(n["closest_m"] <= 0.5 for n in near)
+    assert client.get("/api/runs/latest/floor", params=dict(near=f"{x1 + 50},{y1 + 50}")).json()["near"] == []
+    # a time window keeps only the people placed in it
+    t_mid = float(np.median([p["first_ts"] for p in d["people"]]))
+    later = client.get("/api/runs/latest/floor", params=dict(since=t_mid)).json()["people"]
+    assert later and all(p["last_ts"] >= t_mid and p["path"][0][0] >= t_mid for p in later)
+    for bad, status, words in ((dict(near="abc"), 400, "near='abc'"), (dict(near="1,2,3"), 400, "X,Y in metres"),
+                               (dict(near="nan,1"), 400, "X,Y"), (dict(radius=-1), 422, "radius")):
+        r = client.get("/api/runs/latest/floor", params=bad)
+        assert r.status_code == status and words in str(r.json()["detail"]), (bad, r.json())
+
+
 def test_events_filters(client):
     all_events = client.get("/api/runs/latest/events").json()
     assert all_events["total"] > 0, "150 frames of Terrace produced no action events"
@@ -452,10 +483,23 @@ def test_browser_identity_timeline_and_search(live_server, web_run, review, tmp_
             page.goto(f"{live_server}/events?camera=c0")
             page.wait_for_selector("table.events")
             page.screenshot(path=str(tmp_path / "4_events.png"), full_page=True)
+            # the floor: everyone's path; a click on a person's first position asks who came near it
+            page.click("nav a[data-nav=floor]")
+            page.wait_for_selector("svg.floormap a polyline.floor-path")
+            people = page.locator("#placed tbody tr").count()
+            assert people >= 2 and page.locator("svg.floormap circle.start").count() == people
+            dot = page.locator(f'svg.floormap circle.start[data-label="{label}"]')
+            dot.click()
+            page.wait_for_url("**near=**")
+            page.wait_for_selector(f'#near tr[data-label="{label}"]')
+            page.screenshot(path=str(tmp_path / "5_floor.png"), full_page=True)
+            page.click(f'#near tr[data-label="{label}"] a')
+            page.wait_for_url(f"**/identity/{label}?run=*")
+            page.wait_for_selector("svg.floor polyline.floor-path")
             assert not errors, errors
         finally:
             browser.close()
-    for name in ("1_identities.png", "2_identity.png", "3_search.png", "4_events.png"):
+    for name in ("1_identities.png", "2_identity.png", "3_search.png", "4_events.png", "5_floor.png"):
         assert (tmp_path / name).stat().st_size > 5000
 
 

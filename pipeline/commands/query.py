@@ -18,7 +18,6 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-import numpy as np
 
 ORDER = 30
 
@@ -227,68 +226,11 @@ def parse_point(text: str | None) -> tuple[float, float] | None:
 
 def ground_rows(store: Store, camera=None, since=None, until=None, identity=None, near=None, radius=1.0,
                 path=False) -> list[dict]:
-    """One row per identity the ground-plane fusion placed (`ground_positions`, fused mode): its group, first and
-    last time placed, stored positions, metres walked, mean speed (m/s); with near (x, y) m: the closest approach
-    (m) and when, only identities that came within radius m; path: the (t, x, y) points too. Ids are the final
-    identities (the offline refinement's over the online ids the positions were stored with)."""
-    from sqlalchemy import select
+    """One row per identity the ground-plane fusion placed (`pipeline.store.reader.ground_people`)."""
+    from pipeline.store.reader import ground_people
 
-    g = store.s.ground_positions
-    q = select(g.c.ground_group, g.c.global_id, g.c.ts, g.c.x_m, g.c.y_m, g.c.cameras).where(g.c.run_id == store.run_id)
-    if since is not None:
-        q = q.where(g.c.ts >= since)
-    if until is not None:
-        q = q.where(g.c.ts <= until)
-    from pipeline.store.reader import ground_identity_map
-
-    final = ground_identity_map(store.engine, store.run_id)
-    with store.engine.connect() as conn:
-        rows = conn.execute(q.order_by(g.c.global_id, g.c.ts)).all()
-    people: dict[int, dict] = {}
-    for group, gid, ts, x, y, cams in rows:
-        if camera and camera not in (cams or "").split():
-            continue
-        ident = final.get(int(gid), int(gid))
-        if identity is not None and ident != identity:
-            continue
-        p = people.setdefault(ident, dict(identity=ident, group=group, first_ts=ts, last_ts=ts, positions=0,
-                                          walked_m=0.0, points=[]))
-        p["points"].append((float(ts), float(x), float(y)))
-    out = []
-    for p in people.values():
-        pts = np.array(sorted(p.pop("points")))
-        walked, moving_s = _walked(pts)
-        p.update(first_ts=float(pts[0, 0]), last_ts=float(pts[-1, 0]), positions=len(pts), walked_m=round(walked, 2),
-                 mean_speed_mps=round(walked / moving_s, 2) if moving_s > 0 else None)
-        if near is not None:
-            d = np.hypot(pts[:, 1] - near[0], pts[:, 2] - near[1])
-            k = int(np.argmin(d))
-            if d[k] > radius:
-                continue
-            p.update(closest_m=round(float(d[k]), 2), closest_ts=float(pts[k, 0]))
-        if path:
-            p["path"] = [[round(t, 3), round(x, 3), round(y, 3)] for t, x, y in pts.tolist()]
-        out.append(p)
-    return sorted(out, key=lambda r: (r.get("closest_ts", r["first_ts"]), r["identity"]))
-
-
-def _walked(pts: np.ndarray, every_s: float = 1.0, max_gap_s: float = 2.0) -> tuple[float, float]:
-    """(metres walked, seconds it took) along positions (P, 3) = t, x, y by time: summed between positions at least
-    every_s apart (position noise, larger far from the cameras, would add to a sum over every 0.2 s step), never
-    across a gap longer than max_gap_s (the person was not placed in between)."""
-    walked = moving = 0.0
-    if len(pts) < 2:
-        return walked, moving
-    for run in np.split(pts, np.flatnonzero(np.diff(pts[:, 0]) > max_gap_s) + 1):
-        keep = [0]
-        for k in range(1, len(run)):
-            if run[k, 0] - run[keep[-1], 0] >= every_s - 1e-9 or k == len(run) - 1:
-                keep.append(k)
-        q = run[keep]
-        if len(q) > 1:
-            walked += float(np.hypot(*np.diff(q[:, 1:], axis=0).T).sum())
-            moving += float(q[-1, 0] - q[0, 0])
-    return walked, moving
+    return ground_people(store.engine, store.run_id, camera=camera, since=since, until=until, identity=identity,
+                         near=near, radius=radius, path=path)
 
 
 def events_rows(store: Store, camera=None, since=None, until=None, identity=None, action=None) -> list[dict]:

@@ -1,13 +1,14 @@
-"""The review web app (FastAPI): pages for runs, identities, one identity's timeline, events and search by image,
-and the JSON API under `/api/...` they are built on (OpenAPI docs at `/docs`).
+"""The review web app (FastAPI): pages for runs, identities, one identity's timeline, events, the floor (fused runs)
+and search by image, and the JSON API under `/api/...` they are built on (OpenAPI docs at `/docs`).
 
 Pages are one static HTML page with plain JavaScript (`pipeline/web/static/`); every page has its own URL
-(`/identities?run=2&sort=last_seen&page=3`, `/identity/7?run=2`, `/events?run=2&camera=c0`, `/search?run=2`), so a
-link can be shared. Security: the store is opened read-only; with an access token set (required by `serve` when it
-listens on anything but the loopback address) every request must carry it (`Authorization: Bearer`, the `mcsa_token`
-cookie that `?token=` sets, or `?token=`); Host headers are checked against the served names (DNS rebinding); an
-upload is limited in bytes (Content-Length checked before the body is read) and pixels, and validated as an image;
-static files come from a fixed list, no request path reaches the file system.
+(`/identities?run=2&sort=last_seen&page=3`, `/identity/7?run=2`, `/events?run=2&camera=c0`, `/floor?run=2&near=4,8`,
+`/search?run=2`), so a link can be shared. Security: the store is opened read-only; with an access token set
+(required by `serve` when it listens on anything but the loopback address) every request must carry it
+(`Authorization: Bearer`, the `mcsa_token` cookie that `?token=` sets, or `?token=`); Host headers are checked
+against the served names (DNS rebinding); an upload is limited in bytes (Content-Length checked before the body is
+read) and pixels, and validated as an image; static files come from a fixed list, no request path reaches the file
+system.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import logging
 import threading
 from pathlib import Path
 
+import numpy as np
 from fastapi import FastAPI, File, Query, Request, UploadFile
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
@@ -29,7 +31,7 @@ log = logging.getLogger("mcsa.web")
 STATIC_DIR = Path(__file__).parent / "static"
 STATIC_FILES = {"app.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8"}
 TOKEN_COOKIE = "mcsa_token"
-PAGES = ("/", "/runs", "/identities", "/events", "/search")
+PAGES = ("/", "/runs", "/identities", "/events", "/floor", "/search")
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -157,6 +159,20 @@ def create_app(store: ReviewStore, token: str | None = None, allowed_hosts: list
                    since: float | None = None, until: float | None = None, page: int = Query(1, ge=1),
                    per_page: int = Query(100, ge=1, le=1000)):
         return store.events(run_id_of(run), camera, action, identity, since, until, page, per_page)
+
+    @app.get("/api/runs/{run}/floor", summary="The run on the floor (fused runs): every placed identity's path, "
+                                              "metres walked; with near=X,Y who came within radius m and when")
+    def api_floor(run: str, since: float | None = None, until: float | None = None, near: str | None = None,
+                  radius: float = Query(1.0, gt=0, le=1000)):
+        point = None
+        if near is not None:
+            try:
+                point = tuple(float(v) for v in near.split(","))
+            except ValueError:
+                point = ()
+            if len(point) != 2 or not all(np.isfinite(point)):
+                raise ValueError(f"near={near!r}: give a floor point X,Y in metres, e.g. near=4.5,8")
+        return store.floor(run_id_of(run), since, until, point, radius)
 
     @app.get("/api/runs/{run}/thumbnails/{camera_id}/{track_id}.jpg", summary="A track's best-view JPEG",
              response_class=Response)

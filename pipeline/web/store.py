@@ -379,6 +379,41 @@ class ReviewStore:
             pts = [pts[int(k)] for k in np.linspace(0, len(pts) - 1, max_points)]
         return [[round(t, 3), round(x, 3), round(y, 3)] for t, x, y in pts]
 
+    def floor(self, run_id: int, since: float | None = None, until: float | None = None,
+              near: tuple[float, float] | None = None, radius: float = 1.0, max_points: int = 400) -> dict:
+        """The whole run on the floor (fused runs, schema v4): every placed identity in the time window with its
+        path [t s, x m, y m] (at most max_points each, evenly thinned), metres walked and mean speed, its label for
+        the identity page; extent [x0, x1, y0, y1] m of all paths; with near (x, y) m: `near`, the identities that
+        came within radius m, closest approach (m) and when, by time."""
+        if radius <= 0 or not np.isfinite(radius):
+            raise ValueError(f"radius {radius}: give a distance in metres above 0, e.g. radius=1")
+        out = dict(run_id=run_id, people=[], extent=None, near=None, radius=radius,
+                   placed=self.has("ground_positions"))
+        if not out["placed"]:
+            return out
+        from pipeline.store.reader import ground_people
+
+        idx = self.index(run_id)
+        labels = {i.global_id: i.label for i in idx.identities.values() if i.global_id is not None}
+        people = ground_people(self.engine, run_id, since=since, until=until, path=True)
+        lo, hi = np.full(2, np.inf), np.full(2, -np.inf)
+        for p in people:
+            pts = p.pop("path")
+            xy = np.asarray([q[1:] for q in pts])
+            lo, hi = np.minimum(lo, xy.min(axis=0)), np.maximum(hi, xy.max(axis=0))
+            if len(pts) > max_points:
+                pts = [pts[int(k)] for k in np.linspace(0, len(pts) - 1, max_points)]
+            p.update(label=labels.get(p["identity"]), path=pts)
+        out["people"] = people
+        if people:
+            out["extent"] = [round(float(lo[0]), 3), round(float(hi[0]), 3), round(float(lo[1]), 3),
+                             round(float(hi[1]), 3)]
+        if near is not None:
+            found = ground_people(self.engine, run_id, since=since, until=until, near=near, radius=radius)
+            out["near"] = [dict(identity=p["identity"], label=labels.get(p["identity"]), closest_m=p["closest_m"],
+                                closest_ts=p["closest_ts"], group=p["group"]) for p in found]
+        return out
+
     # ---- events ---------------------------------------------------------------------------------------------------
     def events(self, run_id: int, camera: str | None = None, action: str | None = None,
                identity: str | None = None, since: float | None = None, until: float | None = None,

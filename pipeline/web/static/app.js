@@ -164,26 +164,114 @@ function timelineSvg(d, opts) {
   return s + `</svg>`;
 }
 
+// a floor plan in metres: 1 m grid (every 5 m darker, labelled) over [x0, x1] x [y0, y1]; X(), Y() map metres to
+// the SVG's units, M() maps SVG units back to metres (for clicks)
+function floorFrame(x0, x1, y0, y1, cls, label) {
+  const pad = 30, scale = 520 / Math.max(x1 - x0, y1 - y0, 1);
+  const W = (x1 - x0) * scale + 2 * pad, H = (y1 - y0) * scale + 2 * pad;
+  const X = (x) => (pad + (x - x0) * scale).toFixed(1), Y = (y) => (pad + (y - y0) * scale).toFixed(1);
+  const M = (sx, sy) => [x0 + (sx - pad) / scale, y0 + (sy - pad) / scale];
+  let s = `<svg class="${cls}" viewBox="0 0 ${W.toFixed(0)} ${H.toFixed(0)}" width="${Math.min(W, 640).toFixed(0)}" role="img" aria-label="${esc(label)}">`;
+  for (let m = x0; m <= x1; m++) s += `<line class="grid${m % 5 === 0 ? " major" : ""}" x1="${X(m)}" x2="${X(m)}" y1="${Y(y0)}" y2="${Y(y1)}"></line>` + (m % 5 === 0 || m === x0 ? `<text class="ticklabel" x="${X(m)}" y="${(H - 10).toFixed(0)}" text-anchor="middle">${m} m</text>` : "");
+  for (let m = y0; m <= y1; m++) s += `<line class="grid${m % 5 === 0 ? " major" : ""}" x1="${X(x0)}" x2="${X(x1)}" y1="${Y(m)}" y2="${Y(m)}"></line>` + (m % 5 === 0 || m === y0 ? `<text class="ticklabel" x="4" y="${Y(m)}">${m} m</text>` : "");
+  return { s, X, Y, M };
+}
+
+// polylines of a path [[t, x, y], ...], broken where it was not placed for more than 2 s
+function pathLines(pts, X, Y, attrs) {
+  let s = "", seg = [];
+  const flush = () => { if (seg.length > 1) s += `<polyline class="floor-path" ${attrs || ""} points="${seg.join(" ")}"></polyline>`; seg = []; };
+  pts.forEach((p, i) => { if (i && p[0] - pts[i - 1][0] > 2) flush(); seg.push(`${X(p[1])},${Y(p[2])}`); });
+  flush();
+  return s;
+}
+
 function floorSvg(d) {
   const pts = d.ground || [];
   if (!pts.length) return "";
   const xs = pts.map((p) => p[1]), ys = pts.map((p) => p[2]);
-  const x0 = Math.floor(Math.min(...xs) - 1), x1 = Math.ceil(Math.max(...xs) + 1);
-  const y0 = Math.floor(Math.min(...ys) - 1), y1 = Math.ceil(Math.max(...ys) + 1);
-  const pad = 30, scale = 520 / Math.max(x1 - x0, y1 - y0, 1);
-  const W = (x1 - x0) * scale + 2 * pad, H = (y1 - y0) * scale + 2 * pad;
-  const X = (x) => (pad + (x - x0) * scale).toFixed(1), Y = (y) => (pad + (y - y0) * scale).toFixed(1);
-  let s = `<svg class="floor" viewBox="0 0 ${W.toFixed(0)} ${H.toFixed(0)}" width="${Math.min(W, 640).toFixed(0)}" role="img" aria-label="where identity ${esc(d.label)} walked on the floor">`;
-  for (let m = x0; m <= x1; m++) s += `<line class="grid${m % 5 === 0 ? " major" : ""}" x1="${X(m)}" x2="${X(m)}" y1="${Y(y0)}" y2="${Y(y1)}"></line>` + (m % 5 === 0 || m === x0 ? `<text class="ticklabel" x="${X(m)}" y="${(H - 10).toFixed(0)}" text-anchor="middle">${m} m</text>` : "");
-  for (let m = y0; m <= y1; m++) s += `<line class="grid${m % 5 === 0 ? " major" : ""}" x1="${X(x0)}" x2="${X(x1)}" y1="${Y(m)}" y2="${Y(m)}"></line>` + (m % 5 === 0 || m === y0 ? `<text class="ticklabel" x="4" y="${Y(m)}">${m} m</text>` : "");
-  let seg = [];
-  const flush = () => { if (seg.length > 1) s += `<polyline class="floor-path" points="${seg.join(" ")}"></polyline>`; seg = []; };
-  pts.forEach((p, i) => { if (i && p[0] - pts[i - 1][0] > 2) flush(); seg.push(`${X(p[1])},${Y(p[2])}`); });
-  flush();
+  const f = floorFrame(Math.floor(Math.min(...xs) - 1), Math.ceil(Math.max(...xs) + 1), Math.floor(Math.min(...ys) - 1), Math.ceil(Math.max(...ys) + 1),
+    "floor", `where identity ${d.label} walked on the floor`);
+  const { X, Y } = f;
+  let s = f.s + pathLines(pts, X, Y);
   const a = pts[0], b = pts[pts.length - 1];
   s += `<circle class="start" cx="${X(a[1])}" cy="${Y(a[2])}" r="5"><title>first placed ${esc(fmtTime(a[0]))} at (${a[1].toFixed(2)}, ${a[2].toFixed(2)}) m</title></circle>`;
   s += `<circle class="end" cx="${X(b[1])}" cy="${Y(b[2])}" r="5"><title>last placed ${esc(fmtTime(b[0]))} at (${b[1].toFixed(2)}, ${b[2].toFixed(2)}) m</title></circle>`;
   return s + `</svg>`;
+}
+
+const identColour = (id) => ACTION_COLOURS[((id % ACTION_COLOURS.length) + ACTION_COLOURS.length) % ACTION_COLOURS.length];
+
+// the whole run on the floor: every placed identity's path (a link to its page), and who came near a clicked point
+async function floorPage(main) {
+  const q = params();
+  const apiQ = new URLSearchParams();
+  for (const k of ["since", "until"]) if (q.get(k)) apiQ.set(k, parseTimeInput(q.get(k)));
+  for (const k of ["near", "radius"]) if (q.get(k)) apiQ.set(k, q.get(k));
+  const d = await api(`/api/runs/${RUN.id}/floor?${apiQ}`);
+  const form = `<form id="floor-filter" class="filters">
+      <input name="since" placeholder="from (s, m:ss or date)" value="${esc(q.get("since") || "")}">
+      <input name="until" placeholder="to" value="${esc(q.get("until") || "")}">
+      <input name="near" placeholder="near X,Y m (or click the map)" size="24" value="${esc(q.get("near") || "")}">
+      <label>within <input name="radius" size="4" value="${esc(q.get("radius") || "1")}"> m</label>
+      <button>Show</button></form>`;
+  if (!d.placed || !d.people.length) {
+    main.innerHTML = `<h1>Floor</h1>${d.placed ? form : ""}<p class="muted" id="floor-none">${d.placed ? "Nobody was placed on the floor in this time window." : "This run has no floor positions: they come from ground-plane fusion (association.mode: fused, with the cameras' homographies); see the README's fused mode."}</p>`;
+    bindFloorForm();
+    return;
+  }
+  const [ex0, ex1, ey0, ey1] = d.extent;
+  const f = floorFrame(Math.floor(ex0 - 1), Math.ceil(ex1 + 1), Math.floor(ey0 - 1), Math.ceil(ey1 + 1), "floor floormap", "where everyone walked on the floor");
+  const { X, Y } = f;
+  let s = f.s, dots = "";
+  for (const p of d.people) {
+    const who = p.label != null ? p.label : String(p.identity);
+    const title = `<title>identity ${esc(who)}: ${esc(fmtTime(p.first_ts))} – ${esc(fmtTime(p.last_ts))}, ${p.walked_m} m walked</title>`;
+    const lines = pathLines(p.path, X, Y, `style="stroke:${identColour(p.identity)}"`);
+    s += p.label != null ? `<a href="${link("/identity/" + encodeURIComponent(p.label))}" data-label="${esc(p.label)}">${title}${lines}</a>` : `<g>${title}${lines}</g>`;
+    const a = p.path[0];
+    dots += `<circle class="start" data-label="${esc(who)}" cx="${X(a[1])}" cy="${Y(a[2])}" r="4"><title>identity ${esc(who)} first placed ${esc(fmtTime(a[0]))}</title></circle>`;
+  }
+  s += dots;  // above every path: a dot is where to click to ask who else passed there
+  if (d.near) {
+    const [nx, ny] = q.get("near").split(",").map(parseFloat);
+    s += `<circle class="near" cx="${X(nx)}" cy="${Y(ny)}" r="${(parseFloat(X(nx + d.radius)) - parseFloat(X(nx))).toFixed(1)}"></circle>`;
+  }
+  s += "</svg>";
+  const rows = d.people.map((p) => {
+    const who = p.label != null ? `<a href="${link("/identity/" + encodeURIComponent(p.label))}">${esc(p.label)}</a>` : esc(p.identity);
+    return `<tr><td><span class="swatch" style="background:${identColour(p.identity)}"></span>${who}</td><td>${esc(fmtTime(p.first_ts))}</td><td>${esc(fmtTime(p.last_ts))}</td><td>${p.walked_m.toFixed(1)}</td><td>${p.mean_speed_mps != null ? p.mean_speed_mps.toFixed(2) : "-"}</td></tr>`;
+  }).join("");
+  const near = !d.near ? "" : `<h2>Who came within ${d.radius} m of (${esc(q.get("near"))}) m</h2>` + (d.near.length
+    ? `<table id="near"><thead><tr><th>identity</th><th>closest</th><th>when</th></tr></thead><tbody>${d.near.map((n) => `<tr data-label="${esc(n.label != null ? n.label : n.identity)}"><td>${n.label != null ? `<a href="${link("/identity/" + encodeURIComponent(n.label))}">${esc(n.label)}</a>` : esc(n.identity)}</td><td>${n.closest_m.toFixed(2)} m</td><td>${esc(fmtTime(n.closest_ts))}</td></tr>`).join("")}</tbody></table>`
+    : `<p class="muted" id="near-none">Nobody came that close.</p>`);
+  main.innerHTML = `<h1>Floor <span class="muted">${d.people.length} people placed</span></h1>${form}
+    <div class="floorwrap"><div>${s}<p class="muted">ground-plane fusion, metres in the cameras' ground frame; a path links to its identity, a click elsewhere asks who came near that point; dots: first placed</p></div>
+    <div>${near}<h2>Everyone placed</h2><table id="placed"><thead><tr><th>identity</th><th>first placed</th><th>last</th><th>m walked</th><th>m/s</th></tr></thead><tbody>${rows}</tbody></table></div></div>`;
+  bindFloorForm();
+  const svg = $("svg.floormap");
+  svg.addEventListener("click", (ev) => {
+    if (ev.target.closest("a")) return;
+    const pt = svg.createSVGPoint();
+    pt.x = ev.clientX; pt.y = ev.clientY;
+    const loc = pt.matrixTransform(svg.getScreenCTM().inverse());
+    const [mx, my] = f.M(loc.x, loc.y);
+    const nq = params();
+    nq.set("run", RUN.id); nq.set("near", `${mx.toFixed(2)},${my.toFixed(2)}`);
+    navigate(`/floor?${nq}`);
+  });
+}
+
+function bindFloorForm() {
+  const form = $("#floor-filter");
+  if (!form) return;
+  form.onsubmit = (ev) => {
+    ev.preventDefault();
+    const nq = new URLSearchParams({ run: RUN.id });
+    for (const [k, v] of new FormData(ev.currentTarget).entries()) if (v) nq.set(k, v);
+    try { for (const k of ["since", "until"]) if (nq.get(k)) parseTimeInput(nq.get(k)); } catch (err) { showError(err); return; }
+    navigate(`/floor?${nq}`);
+  };
 }
 
 async function identityPage(main, label) {
@@ -298,6 +386,7 @@ async function route() {
     if (path.startsWith("/identity/")) await identityPage(main, decodeURIComponent(path.slice("/identity/".length)));
     else if (path.startsWith("/identities")) await identitiesPage(main);
     else if (path.startsWith("/events")) await eventsPage(main);
+    else if (path.startsWith("/floor")) await floorPage(main);
     else if (path.startsWith("/search")) await searchPage(main);
     else await runsPage(main);
     for (const a of document.querySelectorAll("nav a[data-nav]")) a.href = link("/" + a.dataset.nav);
