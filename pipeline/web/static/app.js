@@ -166,15 +166,18 @@ function timelineSvg(d, opts) {
 
 // a floor plan in metres: 1 m grid (every 5 m darker, labelled) over [x0, x1] x [y0, y1]; X(), Y() map metres to
 // the SVG's units, M() maps SVG units back to metres (for clicks)
-function floorFrame(x0, x1, y0, y1, cls, label) {
-  const pad = 30, scale = 520 / Math.max(x1 - x0, y1 - y0, 1);
+function floorFrame(x0, x1, y0, y1, cls, label, size) {
+  const pad = 30, scale = (size || 520) / Math.max(x1 - x0, y1 - y0, 1);
   const W = (x1 - x0) * scale + 2 * pad, H = (y1 - y0) * scale + 2 * pad;
   const X = (x) => (pad + (x - x0) * scale).toFixed(1), Y = (y) => (pad + (y - y0) * scale).toFixed(1);
   const M = (sx, sy) => [x0 + (sx - pad) / scale, y0 + (sy - pad) / scale];
-  let s = `<svg class="${cls}" viewBox="0 0 ${W.toFixed(0)} ${H.toFixed(0)}" width="${Math.min(W, 640).toFixed(0)}" role="img" aria-label="${esc(label)}">`;
-  for (let m = x0; m <= x1; m++) s += `<line class="grid${m % 5 === 0 ? " major" : ""}" x1="${X(m)}" x2="${X(m)}" y1="${Y(y0)}" y2="${Y(y1)}"></line>` + (m % 5 === 0 || m === x0 ? `<text class="ticklabel" x="${X(m)}" y="${(H - 10).toFixed(0)}" text-anchor="middle">${m} m</text>` : "");
-  for (let m = y0; m <= y1; m++) s += `<line class="grid${m % 5 === 0 ? " major" : ""}" x1="${X(x0)}" x2="${X(x1)}" y1="${Y(m)}" y2="${Y(m)}"></line>` + (m % 5 === 0 || m === y0 ? `<text class="ticklabel" x="4" y="${Y(m)}">${m} m</text>` : "");
-  return { s, X, Y, M };
+  const width = Math.min(W, (size || 520) + 120);
+  let s = `<svg class="${cls}" viewBox="0 0 ${W.toFixed(0)} ${H.toFixed(0)}" width="${width.toFixed(0)}" role="img" aria-label="${esc(label)}">`;
+  // every 5th metre labelled, and the first line when no labelled one is within 2 m of it
+  const labelled = (m, m0) => m % 5 === 0 || (m === m0 && ((m % 5) + 5) % 5 <= 2);
+  for (let m = x0; m <= x1; m++) s += `<line class="grid${m % 5 === 0 ? " major" : ""}" x1="${X(m)}" x2="${X(m)}" y1="${Y(y0)}" y2="${Y(y1)}"></line>` + (labelled(m, x0) ? `<text class="ticklabel" x="${X(m)}" y="${(H - 10).toFixed(0)}" text-anchor="middle">${m} m</text>` : "");
+  for (let m = y0; m <= y1; m++) s += `<line class="grid${m % 5 === 0 ? " major" : ""}" x1="${X(x0)}" x2="${X(x1)}" y1="${Y(m)}" y2="${Y(m)}"></line>` + (labelled(m, y0) ? `<text class="ticklabel" x="4" y="${Y(m)}">${m} m</text>` : "");
+  return { s, X, Y, M, width };
 }
 
 // polylines of a path [[t, x, y], ...], broken where it was not placed for more than 2 s
@@ -221,7 +224,7 @@ async function floorPage(main) {
     return;
   }
   const [ex0, ex1, ey0, ey1] = d.extent;
-  const f = floorFrame(Math.floor(ex0 - 1), Math.ceil(ex1 + 1), Math.floor(ey0 - 1), Math.ceil(ey1 + 1), "floor floormap", "where everyone walked on the floor");
+  const f = floorFrame(Math.floor(ex0 - 1), Math.ceil(ex1 + 1), Math.floor(ey0 - 1), Math.ceil(ey1 + 1), "floor floormap", "where everyone walked on the floor", 680);
   const { X, Y } = f;
   let s = f.s, dots = "";
   for (const p of d.people) {
@@ -246,7 +249,7 @@ async function floorPage(main) {
     ? `<table id="near"><thead><tr><th>identity</th><th>closest</th><th>when</th></tr></thead><tbody>${d.near.map((n) => `<tr data-label="${esc(n.label != null ? n.label : n.identity)}"><td>${n.label != null ? `<a href="${link("/identity/" + encodeURIComponent(n.label))}">${esc(n.label)}</a>` : esc(n.identity)}</td><td>${n.closest_m.toFixed(2)} m</td><td>${esc(fmtTime(n.closest_ts))}</td></tr>`).join("")}</tbody></table>`
     : `<p class="muted" id="near-none">Nobody came that close.</p>`);
   main.innerHTML = `<h1>Floor <span class="muted">${d.people.length} people placed</span></h1>${form}
-    <div class="floorwrap"><div>${s}<p class="muted">ground-plane fusion, metres in the cameras' ground frame; a path links to its identity, a click elsewhere asks who came near that point; dots: first placed</p></div>
+    <div class="floorwrap"><div style="max-width:${Math.max(f.width, 360).toFixed(0)}px">${s}<p class="muted">ground-plane fusion, metres in the cameras' ground frame; a path links to its identity, a click elsewhere asks who came near that point; dots: first placed</p></div>
     <div>${near}<h2>Everyone placed</h2><table id="placed"><thead><tr><th>identity</th><th>first placed</th><th>last</th><th>m walked</th><th>m/s</th></tr></thead><tbody>${rows}</tbody></table></div></div>`;
   bindFloorForm();
   const svg = $("svg.floormap");
