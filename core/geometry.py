@@ -6,6 +6,11 @@ from pathlib import Path
 
 import numpy as np
 
+RELIABLE_SIGMA_M = 1.0  # a floor position less sure than this (sigma, metres) is approximate: shown so, and left out of
+# metres walked, speeds and "who came near" (a step is ~0.7 m, a person's shoulders ~0.5 m wide); on Terrace the foot
+# points of people in the calibrated area are sure to 0.3-0.4 m (median), those of a person walking away beyond it
+# to 9 m
+
 
 def load_homography(path: str | Path) -> np.ndarray:
     """Read a 3x3 image -> ground homography (9 numbers, row-major, whitespace- or comma-separated)."""

@@ -147,6 +147,32 @@ def two_camera_scene():
     return cams
 
 
+def test_placement_sigma_grows_far_from_the_cameras_and_shrinks_with_a_second_view():
+    """How surely a position is placed (`placement_sigma`): near camera a a few centimetres of foot point floor are
+    added to the measurement's own sigma; 40 m out along its view, where one pixel covers more than a metre, the
+    position is approximate (> core.geometry.RELIABLE_SIGMA_M); a second view that sees the point from the side
+    brings it back under a metre."""
+    from core.geometry import RELIABLE_SIGMA_M
+    from pipeline.fusion.ground import placement_sigma
+
+    cams = two_camera_scene()
+    measured = np.diag([0.2, 0.2]) ** 2
+
+    def sigma(point, views):
+        return float(placement_sigma([cams["a"], cams["b"]], np.array([point]), measured[None],
+                                     np.array([[c in views for c in "ab"]]))[0])
+
+    near = sigma((0.0, -3.0), "a")
+    assert 0.2 <= near < 0.3, near
+    far = np.array([0.0, 33.0])  # 40 m in front of camera a (at (0, -7) m, looking along +y)
+    alone = sigma(far, "a")
+    assert alone > RELIABLE_SIGMA_M, alone
+    assert sigma(far, "") == pytest.approx(0.2)  # no view: the measurement's own sigma
+    both = sigma(far, "ab")
+    assert cams["b"].ground_to_image(far[None])[1][0], "camera b sees the far point from the side"
+    assert 0.2 <= both < RELIABLE_SIGMA_M < alone, (both, alone)
+
+
 def test_fused_identity_survives_an_occlusion_in_one_view():
     """Two people cross the floor for 6 s at 25 fps; from 2 s to 3.5 s camera b loses person 0 behind an occluder
     (no detections) and both views see the other person near them. Person 0 keeps one identity in both views."""
@@ -866,6 +892,7 @@ def test_ground_map_writes_where_each_identified_person_stands_and_draws_their_p
     gids = {int(r["global_id"]) for r in rows}
     assert len(gids) == 2 and all(len(person_of[g]) == 1 for g in gids), (gids, person_of)
     per_step: dict[int, list[int]] = {}
+    sigma_of: dict[bool, list[float]] = {}  # person 0's sigma, hidden in b or not
     for r in rows:
         gid, t = int(r["global_id"]), float(r["time_s"])
         per_step.setdefault(int(r["step"]), []).append(gid)
@@ -875,6 +902,11 @@ def test_ground_map_writes_where_each_identified_person_stands_and_draws_their_p
             assert np.abs(np.array([float(r["vx_mps"]), float(r["vy_mps"])]) - vel[p]).max() < 0.3, r
         hidden_in_b = p == 0 and 2.0 <= t < 3.5
         assert r["cameras"] == ("a" if hidden_in_b else "a b"), r
+        assert 0.0 < float(r["sigma_m"]) < 1.0, r  # placed (core.geometry.RELIABLE_SIGMA_M) in this near scene
+        if p == 0 and t >= 1.0:
+            sigma_of.setdefault(hidden_in_b, []).append(float(r["sigma_m"]))
+    # one view places a person less surely than two (the Kalman filter's position sigma)
+    assert np.median(sigma_of[True]) > 1.2 * np.median(sigma_of[False]), {k: np.median(v) for k, v in sigma_of.items()}
     assert all(len(v) == len(set(v)) for v in per_step.values()), "one row per person and step"
     assert sum(len(v) == 2 for v in per_step.values()) > 120, "both people are placed at nearly every step"
     img = cv2.imread(str(out / "map.png"))

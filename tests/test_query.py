@@ -47,8 +47,9 @@ def _query(capsys, url, *args):
 
 def _fill_ground(url: str) -> None:
     """A fused run stored through the real store stage at 25 fps for 4 s: online ground id 9 (the offline pass
-    gave its tracks identity 7) walks from (0, 0) m along x at 1 m/s; id 4 stands still at (5, 5) m; the store keeps
-    one position per identity per 0.2 s."""
+    gave its tracks identity 7) walks from (0, 0) m along x at 1 m/s; id 4 stands still at (5, 5) m; id 12 walks
+    from (0, 3) m along x at 1 m/s placed to 0.3 m for 2 s, then far from every camera: placed to only 5 m, its
+    positions jumping 4 m a step; the store keeps one position per identity per 0.2 s."""
     from pipeline.fusion.stage import GroundPoint
     from pipeline.stages.base import RunEnd, Step
     from pipeline.store.stage import StoreStage
@@ -57,30 +58,45 @@ def _fill_ground(url: str) -> None:
     stage.begin_run({}, "out")
     for i in range(100):
         t = i / 25
+        far = t >= 2.0 - 1e-9
         step = Step(i, t, ground=[GroundPoint("fused", 9, t, t * 1.0, 0.0, 1.0, 0.0, ("c0", "c1")),
-                                  GroundPoint("fused", 4, t, 5.0, 5.0, 0.0, 0.0, ("c1",))])
+                                  GroundPoint("fused", 4, t, 5.0, 5.0, 0.0, 0.0, ("c1",)),
+                                  GroundPoint("fused", 12, t, t + (4.0 * (i % 2) if far else 0.0), 3.0, 1.0, 0.0,
+                                              ("c0",), 5.0 if far else 0.3)])
         stage.on_step(step)
     rows = [dict(camera_id="c0", track_id=1, global_id=9, first_ts=0.0, last_ts=3.96),
-            dict(camera_id="c1", track_id=2, global_id=4, first_ts=0.0, last_ts=3.96)]
+            dict(camera_id="c1", track_id=2, global_id=4, first_ts=0.0, last_ts=3.96),
+            dict(camera_id="c0", track_id=3, global_id=12, first_ts=0.0, last_ts=3.96)]
     stage.writer.set_identities("online", rows)
-    stage.writer.set_identities("offline", [dict(rows[0], global_id=7), rows[1]])
+    stage.writer.set_identities("offline", [dict(rows[0], global_id=7), rows[1], rows[2]])
     stage.close(RunEnd("completed"))
 
 
 def test_ground_query_says_who_came_near_a_floor_point_and_how_far_they_walked(store_url, capsys):
     _fill_ground(store_url)
     rows = json.loads(_query(capsys, store_url, "ground", "--json"))
-    assert [(r["identity"], r["positions"]) for r in rows] == [(4, 20), (7, 20)]  # final ids; 4 s at one per 0.2 s
+    # final ids; 4 s at one per 0.2 s
+    assert [(r["identity"], r["positions"]) for r in rows] == [(4, 20), (7, 20), (12, 20)]
     walker = rows[1]
     assert abs(walker["walked_m"] - 3.8) < 0.05 and abs(walker["mean_speed_mps"] - 1.0) < 0.02
-    assert rows[0]["walked_m"] == 0.0
+    assert rows[0]["walked_m"] == 0.0 and rows[0]["approximate"] == walker["approximate"] == 0
+    # the far walker: only its 10 positions placed to 0.3 m count (1.8 m in 1.8 s), not the jumping ones
+    far = rows[2]
+    assert far["approximate"] == 10 and abs(far["walked_m"] - 1.8) < 0.05 and abs(far["mean_speed_mps"] - 1.0) < 0.02
     near = json.loads(_query(capsys, store_url, "ground", "--near", "2,0.5", "--radius", "0.6", "--json"))
     assert [(r["identity"], r["closest_m"], r["closest_ts"]) for r in near] == [(7, 0.5, 2.0)]
+    # an approximate position is no evidence of having been near: (7.2, 3) m lies 0.2 m from two of 12's approximate
+    # positions (7.0 and 7.4 m at 3.0 and 3.4 s) and over 5 m from its placed ones
+    assert json.loads(_query(capsys, store_url, "ground", "--near", "7.2,3", "--radius", "0.3", "--json")) == []
+    assert [r["identity"] for r in json.loads(_query(capsys, store_url, "ground", "--near", "1,3", "--radius", "0.3",
+                                                     "--json"))] == [12]
     assert json.loads(_query(capsys, store_url, "ground", "--near", "40,40", "--json")) == []
     seen_by_c0 = json.loads(_query(capsys, store_url, "ground", "--camera", "c0", "--since", "1", "--json"))
-    assert [(r["identity"], r["first_ts"]) for r in seen_by_c0] == [(7, 1.0)]
+    assert [(r["identity"], r["first_ts"]) for r in seen_by_c0] == [(7, 1.0), (12, 1.0)]
     path = json.loads(_query(capsys, store_url, "ground", "--identity", "7", "--json"))[0]["path"]
-    assert len(path) == 20 and path[0] == [0.0, 0.0, 0.0] and path[-1][0] == 3.8
+    assert len(path) == 20 and path[0] == [0.0, 0.0, 0.0, None] and path[-1][0] == 3.8  # sigma unknown: placed
+    far_path = json.loads(_query(capsys, store_url, "ground", "--identity", "12", "--json"))[0]["path"]
+    assert [q[3] for q in far_path] == [0.3] * 10 + [5.0] * 10
     out = _query(capsys, store_url, "ground", "--near", "2,0")
     assert out.splitlines()[0] == "run 1: 1 people placed on the ground" and "closest m" in out.splitlines()[1]
     assert main(["query", "ground", "--near", "2", "--store", store_url]) == 2

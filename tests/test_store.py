@@ -153,6 +153,32 @@ def test_migration_from_v1_keeps_old_runs_and_adds_v2_tables(store_url):
         assert _rows(store_url, select(func.count()).select_from(schema.metadata.tables[table])) is not None
 
 
+def test_migration_from_v4_adds_ground_sigma_and_keeps_old_positions(store_url):
+    """A v4 store (ground_positions without sigma_m) is readable as it is (sigma unknown = placed) and migrated in
+    place by the next writer: the old rows keep NULL, new rows carry how surely they were placed."""
+    from pipeline.store.reader import ground_path
+
+    writer = StoreWriter(open_engine(store_url))
+    run = writer.begin_run()
+    writer.add_ground_position("fused", 3, 0.0, 1.0, 2.0, ("c0",), 0.4)
+    writer.close()
+    engine = create_engine(store_url)
+    with engine.begin() as conn:  # make it a v4 store
+        conn.execute(text("alter table ground_positions drop column sigma_m"))
+        conn.execute(text("update schema_info set value='4' where key='version'"))
+    assert ground_path(engine, run, 3) == [(0.0, 1.0, 2.0, None)]  # read as it is, before any migration
+    engine.dispose()
+    writer = StoreWriter(open_engine(store_url))  # migrates v4 -> v5
+    run2 = writer.begin_run()
+    writer.add_ground_position("fused", 3, 0.0, 5.0, 6.0, ("c1",), 7.5)
+    writer.close()
+    s = schema.schema_info.c
+    assert _rows(store_url, select(s.value).where(s.key == "version")) == [(str(SCHEMA_VERSION),)] == [("5",)]
+    g = schema.ground_positions.c
+    assert _rows(store_url, select(g.run_id, g.x_m, g.sigma_m).order_by(g.run_id)) == [(run, 1.0, None),
+                                                                                      (run2, 5.0, 7.5)]
+
+
 def test_close_flushes_pending_rows_quickly(store_url):
     writer = StoreWriter(open_engine(store_url), batch_rows=10**6, flush_interval_s=60)
     writer.begin_run()

@@ -159,7 +159,8 @@ def test_identity_has_its_path_on_the_floor(client):
     path = np.array(d["ground"])
     assert len(path) >= 5, "no floor positions for an identity both cameras saw"
     assert (np.diff(path[:, 0]) > 0).all() and d["first_ts"] - 0.5 <= path[0, 0] and path[-1, 0] <= d["last_ts"] + 0.5
-    step = np.hypot(*np.diff(path[:, 1:], axis=0).T) / np.diff(path[:, 0])
+    step = np.hypot(*np.diff(path[:, 1:3], axis=0).T) / np.diff(path[:, 0])
+    assert (path[:, 3] > 0).all(), "every position says how surely it was placed (sigma m, schema v5)"
     assert np.median(step) < 3.0, "a person does not move faster than 3 m/s"
     owner: dict[tuple, str] = {}  # one stored position belongs to one identity (none is shown under two)
     for item in client.get("/api/runs/latest/identities", params=dict(per_page=200)).json()["items"]:
@@ -172,6 +173,8 @@ def test_floor_shows_everyone_placed_and_who_came_near_a_point(client):
     """The run on the floor: every placed identity's path is the one its own page shows (same points), metres walked
     are there; near a person's first position that person is found at ~0 m and when; far away nobody; bad input
     gets a one-line 400 / 422."""
+    from core.geometry import RELIABLE_SIGMA_M
+
     d = client.get("/api/runs/latest/floor").json()
     assert d["placed"] and len(d["people"]) >= 2, "the fused Terrace run placed fewer than 2 people on the floor"
     x0, x1, y0, y1 = d["extent"]
@@ -179,11 +182,12 @@ def test_floor_shows_everyone_placed_and_who_came_near_a_point(client):
         assert p["label"] is not None, p
         own = client.get(f"/api/runs/latest/identities/{p['label']}").json()["ground"]
         assert {tuple(q) for q in p["path"]} <= {tuple(q) for q in own} and len(p["path"]) == len(own)
-        xy = np.array(p["path"])[:, 1:]
+        pts = np.array(p["path"], dtype=float)  # sigma None (unknown) -> nan: placed
+        xy = pts[~(pts[:, 3] > RELIABLE_SIGMA_M), 1:3]  # the extent holds the placed positions (approximate may not)
         assert (xy[:, 0] >= x0).all() and (xy[:, 0] <= x1).all() and (xy[:, 1] >= y0).all() and (xy[:, 1] <= y1).all()
-        assert p["walked_m"] >= 0 and p["positions"] == len(own)
+        assert p["walked_m"] >= 0 and p["positions"] == len(own) and 0 <= p["approximate"] <= len(own)
     first = max(d["people"], key=lambda p: len(p["path"]))
-    t, x, y = first["path"][0]
+    t, x, y, _sigma = first["path"][0]
     near = client.get("/api/runs/latest/floor", params=dict(near=f"{x},{y}", radius=0.5)).json()["near"]
     hit = [n for n in near if n["label"] == first["label"]]
     assert hit and hit[0]["closest_m"] < 0.01 and hit[0]["closest_ts"] == pytest.approx(t, abs=1e-3)
@@ -328,7 +332,7 @@ def test_older_store_without_thumbnails_opens(tmp_path):
     open_engine(url).dispose()
     engine = create_engine(url)
     with engine.connect() as conn:
-        assert conn.execute(text("select value from schema_info")).scalar() == str(SCHEMA_VERSION) == "4"
+        assert conn.execute(text("select value from schema_info")).scalar() == str(SCHEMA_VERSION) == "5"
         assert conn.execute(text("select count(*) from track_thumbnails")).scalar() == 0
     engine.dispose()
 

@@ -281,8 +281,8 @@ def _conf(v) -> str:
 def render(what: str, rows: list[dict]) -> str:
     if what == "ground":
         columns = [("identity", "identity"), ("group", "group"), ("first_ts", "first placed"),
-                   ("last_ts", "last placed"), ("positions", "positions"), ("walked_m", "walked m"),
-                   ("mean_speed_mps", "m/s")]
+                   ("last_ts", "last placed"), ("positions", "positions"), ("approximate", "approx."),
+                   ("walked_m", "walked m"), ("mean_speed_mps", "m/s")]
         if rows and "closest_m" in rows[0]:
             columns += [("closest_m", "closest m"), ("closest_ts", "at")]
         return table(rows, columns, {"first_ts": fmt_time, "last_ts": fmt_time, "closest_ts": fmt_time})

@@ -40,7 +40,7 @@ from scipy.optimize import linear_sum_assignment
 
 from pipeline.fusion.alignment import ViewAlignment
 from pipeline.fusion.clustering import ViewDetection, cluster_detections, fuse_groups, fuse_points, inv2
-from pipeline.fusion.ground import CameraGeometry, foot_points
+from pipeline.fusion.ground import CameraGeometry, foot_points, placement_sigma
 from pipeline.fusion.hindsight import Join
 from pipeline.fusion.tracker import GroundTrack, TrackBook, ViewMemory
 from pipeline.tracking.utils import linear_assignment
@@ -118,12 +118,16 @@ class FusionParams:
 class FusedOutput:
     """Per camera: ids (N,) int64 for the input detections (-1: not yet part of a confirmed track) and predicted boxes
     (xyxy float32 (M, 4), ids int64 (M,)) for confirmed people this view missed. ground: {global id shown at this
-    step: (state float64 (4,) = x, y m and vx, vy m/s after this step's update, the cameras that saw them now)} for
-    every confirmed person a view saw at this step (the ids the boxes carry)."""
+    step: (state float64 (4,) = x, y m and vx, vy m/s after this step's update, sigma m = how surely this step's
+    views place the person (`ground.placement_sigma`: the step's ground measurement plus a foot point error of at
+    least `MIN_FOOT_PX` in each view, along the least certain direction), the cameras that saw them now)} for every
+    confirmed person a view saw at this step (the ids the boxes carry). The Kalman filter's own position covariance
+    is not used: at 25 Hz it shrinks to ~0.1 m, below the errors it has, since a foot point's errors (box bottom,
+    homography) are not independent from frame to frame."""
 
     ids: dict[str, np.ndarray] = field(default_factory=dict)
     predicted: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
-    ground: dict[int, tuple[np.ndarray, tuple[str, ...]]] = field(default_factory=dict)
+    ground: dict[int, tuple[np.ndarray, float, tuple[str, ...]]] = field(default_factory=dict)
 
 
 def _iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -597,6 +601,7 @@ class FusedAssociator:
             old.views = dict(young.views)
             old.kf.x, old.kf.P = young.kf.x.copy(), young.kf.P.copy()
             old.t, old.last_update_t = young.t, young.last_update_t
+            old.last_measurement_cov = young.last_measurement_cov.copy()
             old.hits = max(old.hits, young.hits)
             if young.embedding is not None:
                 old.embedding, old.n_embeddings = young.embedding.copy(), young.n_embeddings
@@ -621,6 +626,8 @@ class FusedAssociator:
                            np.stack([old.position_cov, young.position_cov]))
         old.kf.x[:2], old.kf.P[:2, :2] = z, r
         old.kf.P[:2, 2:] = old.kf.P[2:, :2] = 0.0  # keep P positive definite: the new position owes nothing to v
+        if young.last_update_t > old.last_update_t:  # the latest measurement is young's
+            old.last_measurement_cov = young.last_measurement_cov.copy()
         old.last_update_t = max(old.last_update_t, young.last_update_t)
         if self.p.keep_shown_identity and self._shown.get(young.global_id, 0) > self._shown.get(old.global_id, 0):
             self.merged[old.global_id] = young.global_id
@@ -881,10 +888,11 @@ class FusedAssociator:
         return out
 
     def _ground_states(self, t: float, seen_by: dict[int, set[str]], alias: dict[int, int]
-                       ) -> dict[int, tuple[np.ndarray, tuple[str, ...]]]:
-        """Where each confirmed person a view saw at time t stands, under the id their boxes show (a young track
-        reported under an older one's id gives way to the track more views saw; the cameras are pooled)."""
-        best: dict[int, tuple[int, float, np.ndarray]] = {}
+                       ) -> dict[int, tuple[np.ndarray, float, tuple[str, ...]]]:
+        """Where each confirmed person a view saw at time t stands, and how surely (sigma m), under the id their
+        boxes show (a young track reported under an older one's id gives way to the track more views saw; the
+        cameras are pooled)."""
+        best: dict[int, tuple[int, float, np.ndarray, np.ndarray, set[str]]] = {}
         cams: dict[int, set[str]] = {}
         for tr in self.book.tracks:
             if tr.global_id is None or tr.last_update_t != t:
@@ -895,8 +903,15 @@ class FusedAssociator:
             cams.setdefault(gid, set()).update(views)
             rank = (len(views), -tr.first_t)
             if gid not in best or rank > best[gid][:2]:
-                best[gid] = (*rank, tr.kf.x[:4].astype(np.float64).copy())
-        return {gid: (state, tuple(sorted(cams[gid]))) for gid, (_, _, state) in best.items()}
+                best[gid] = (*rank, tr.kf.x[:4].astype(np.float64).copy(), tr.last_measurement_cov, views)
+        if not best:
+            return {}
+        names = list(self.cameras)
+        gids = list(best)
+        sigma = placement_sigma([self.cameras[c] for c in names], np.array([best[g][2][:2] for g in gids]),
+                                np.array([best[g][3] for g in gids]),
+                                np.array([[c in best[g][4] for c in names] for g in gids], bool).reshape(len(gids), -1))
+        return {g: (best[g][2], float(s), tuple(sorted(cams[g]))) for g, s in zip(gids, sigma)}
 
     def live_identities(self) -> list[tuple[int, np.ndarray]]:
         """(global id, ground position (2,) m) of the confirmed tracks alive now."""

@@ -102,3 +102,45 @@ def foot_points(geom: CameraGeometry, xyxy: np.ndarray, foot_sigma: float = 0.04
     cov[:, 0, 0] += calib_sigma_m ** 2
     cov[:, 1, 1] += calib_sigma_m ** 2
     return g, cov, cut
+
+
+MIN_FOOT_PX = 2.0  # a detector's box edge wanders by a pixel or two whatever the box's size: the least pixel error of a
+# foot point (4 % of a 30 px box's height, the fusion's model, is 1.2 px)
+
+
+def placement_sigma(geoms: list[CameraGeometry], points_m: np.ndarray, measurement_covs: np.ndarray,
+                    seen: np.ndarray, min_px: float = MIN_FOOT_PX) -> np.ndarray:
+    """How surely the views place people standing at points_m (N, 2) m: sigma (N,) m, the standard deviation along
+    the least certain direction of each step's ground measurement (`measurement_covs` (N, 2, 2) m^2, the fusion's)
+    plus a foot point error of at least min_px pixels in each view that saw the person (`seen` (N, len(geoms))
+    bool), pushed through that view's homography Jacobian and combined over those views (information sum). Near a
+    camera the floor term is centimetres; far from every camera, where one pixel covers metres, it dominates."""
+    pts = np.asarray(points_m, np.float64).reshape(-1, 2)
+    cov = np.array(measurement_covs, np.float64).reshape(-1, 2, 2)
+    seen = np.asarray(seen, bool).reshape(len(pts), len(geoms)).T  # (C, N)
+    h = np.stack([geom.h_m for geom in geoms])  # (C, 3, 3) image px -> ground m
+    h_inv = np.stack([geom.h_inv_m for geom in geoms])
+    # every point in every view at once: image point (C, N, 2), on the floor's side of the horizon, and the Jacobian
+    # d(ground)/d(pixel) there (C, N, 2, 2), as CameraGeometry.ground_to_image / image_to_ground compute them
+    ones = np.ones((len(pts), 1))
+    img = np.concatenate([pts, ones], axis=1) @ h_inv.transpose(0, 2, 1)  # (C, N, 3)
+    w_sign = np.array([geom.w_sign or 1.0 for geom in geoms])
+    seen = seen & (np.sign(img[..., 2]) == w_sign[:, None])
+    px = img[..., :2] / np.where(np.abs(img[..., 2:]) < 1e-12, 1e-12, img[..., 2:])
+    p = np.concatenate([px, np.broadcast_to(ones, px[..., :1].shape)], axis=2) @ h.transpose(0, 2, 1)
+    w = np.where(np.abs(p[..., 2]) < 1e-12, 1e-12, p[..., 2])
+    gnd = p[..., :2] / w[..., None]
+    jac = (h[:, None, :2, :2] - gnd[..., :, None] * h[:, None, 2:3, :2]) / w[..., None, None]
+    a = (jac[..., 0, 0] ** 2 + jac[..., 0, 1] ** 2) * min_px ** 2  # min_px^2 J J^T, written out (C, N)
+    b = (jac[..., 0, 0] * jac[..., 1, 0] + jac[..., 0, 1] * jac[..., 1, 1]) * min_px ** 2
+    d = (jac[..., 1, 0] ** 2 + jac[..., 1, 1] ** 2) * min_px ** 2
+    det = np.maximum(a * d - b * b, 1e-18)
+    info = np.stack([(d / det * seen).sum(0), (-b / det * seen).sum(0), (a / det * seen).sum(0)], axis=1)  # (N, 3)
+    det = info[:, 0] * info[:, 2] - info[:, 1] ** 2
+    has = det > 0
+    cov[has, 0, 0] += info[has, 2] / det[has]
+    cov[has, 0, 1] -= info[has, 1] / det[has]
+    cov[has, 1, 0] -= info[has, 1] / det[has]
+    cov[has, 1, 1] += info[has, 0] / det[has]
+    half_tr, half_diff = (cov[:, 0, 0] + cov[:, 1, 1]) / 2, (cov[:, 0, 0] - cov[:, 1, 1]) / 2
+    return np.sqrt(np.maximum(half_tr + np.sqrt(half_diff ** 2 + cov[:, 0, 1] ** 2), 0.0))

@@ -3,9 +3,11 @@
 With `association.mode: fused` every person the fusion identifies has a position in metres at each step
 (`Step.ground`, written by the fused association). This stage writes them where people look for them:
 
-- `DIR/ground/tracks.csv`: one row per person per step: `step,time_s,group,global_id,x_m,y_m,vx_mps,vy_mps,cameras`
-  (metres and m/s in the group's homography frame; `cameras`: the views that saw the person then, space-separated;
-  `global_id`: the id the person's boxes carry in `mot_online/` at that step). Flushed at every map refresh, so a
+- `DIR/ground/tracks.csv`: one row per person per step:
+  `step,time_s,group,global_id,x_m,y_m,vx_mps,vy_mps,cameras,sigma_m` (metres and m/s in the group's homography
+  frame; `cameras`: the views that saw the person then, space-separated; `global_id`: the id the person's boxes
+  carry in `mot_online/` at that step; `sigma_m`: how surely the position is known, the standard deviation in metres
+  along its least certain direction: far from every camera it reaches metres). Flushed at every map refresh, so a
   live run's table can be read while it grows.
 - `DIR/ground/map.png` (`map_<group>.png` for each group when there are several): a bird's-eye view of the ground
   with a 1 m grid, each camera's view of the floor (the part of the ground its frame shows, outlined and tinted in
@@ -35,7 +37,7 @@ from pipeline.video_output import _colour
 
 log = logging.getLogger("mcsa.fusion")
 
-CSV_HEADER = ("step", "time_s", "group", "global_id", "x_m", "y_m", "vx_mps", "vy_mps", "cameras")
+CSV_HEADER = ("step", "time_s", "group", "global_id", "x_m", "y_m", "vx_mps", "vy_mps", "cameras", "sigma_m")
 KEEP_EVERY_M = 0.1  # a path keeps a new point once the person moved this far (m) ...
 KEEP_EVERY_S = 1.0  # ... or this long after the last kept point (s)
 _CAMERA_COLOURS = [(200, 120, 40), (40, 150, 230), (60, 170, 60), (170, 60, 170), (40, 40, 200), (150, 150, 40)]
@@ -315,7 +317,8 @@ class GroundMapStage(Stage):
     def on_step(self, step: Step) -> None:
         for g in step.ground:
             self._csv.writerow((step.index, f"{g.time_s:.3f}", g.group, g.global_id, f"{g.x_m:.3f}", f"{g.y_m:.3f}",
-                                f"{g.vx_mps:.3f}", f"{g.vy_mps:.3f}", " ".join(g.cameras)))
+                                f"{g.vx_mps:.3f}", f"{g.vy_mps:.3f}", " ".join(g.cameras),
+                                "" if g.sigma_m is None else f"{g.sigma_m:.3f}"))
             self.rows += 1
             key = (g.group, g.global_id)
             self.people.add(key)

@@ -47,7 +47,7 @@ import numpy as np
 
 from scipy.optimize import linear_sum_assignment
 
-from core.geometry import load_homography
+from core.geometry import RELIABLE_SIGMA_M, load_homography
 from pipeline.association.online import LinkEvent, offline_link_events
 from pipeline.fusion.associator import FusedAssociator, _iou_matrix
 from pipeline.fusion.ground import CameraGeometry
@@ -79,7 +79,9 @@ def match_boxes(track_xyxy: np.ndarray, det_xyxy: np.ndarray, min_iou: float = M
 class GroundPoint:
     """One person on the ground plane at one step (`Step.ground`): group: the fused group's name (cameras joined by
     '+', or 'fused' for one group); global_id: the id their boxes carry at this step (online); x_m, y_m: position in
-    metres in the group's homography frame; vx_mps, vy_mps: velocity, m/s; cameras: the views that saw them now."""
+    metres in the group's homography frame; vx_mps, vy_mps: velocity, m/s; cameras: the views that saw them now;
+    sigma_m: the position's standard deviation along its least certain direction, metres (a foot point's pixel error
+    grows with the distance from the camera: far from every view it reaches metres; `reliable()`)."""
 
     group: str
     global_id: int
@@ -89,6 +91,11 @@ class GroundPoint:
     vx_mps: float
     vy_mps: float
     cameras: tuple[str, ...]
+    sigma_m: float | None = None
+
+    def reliable(self, within_m: float | None = None) -> bool:
+        """Placed to within within_m (sigma; default `RELIABLE_SIGMA_M`; unknown counts as placed)."""
+        return self.sigma_m is None or self.sigma_m <= (RELIABLE_SIGMA_M if within_m is None else within_m)
 
 
 @register_stage("fused_association")
@@ -214,7 +221,8 @@ class FusedAssociationStage(Stage):
             out = self.associators[name].update(step.time_s, group_views)
             offset = k * GROUP_STRIDE  # ground ids unique across groups (the first group's are its own)
             step.ground.extend(GroundPoint(name, int(gid) + offset, float(step.time_s), float(x[0]), float(x[1]),
-                                           float(x[2]), float(x[3]), cams) for gid, (x, cams) in out.ground.items())
+                                           float(x[2]), float(x[3]), cams, float(sigma))
+                               for gid, (x, sigma, cams) in out.ground.items())
             for c in group_views:
                 ids[c] = np.where(out.ids[c] >= 0, out.ids[c] + offset, -1)
                 if c in out.predicted:

@@ -79,6 +79,7 @@ class GroundTrack:
         self.t = t  # time of the state, s
         self.first_t = t
         self.last_update_t = t
+        self.last_measurement_cov = np.asarray(cov, np.float64)  # (2, 2) m^2 of the latest ground measurement
         self.hits = 1
         self.views: dict[str, ViewMemory] = {}
         self.embedding: np.ndarray | None = None
@@ -105,6 +106,7 @@ class GroundTrack:
         """Fold in a ground measurement point (2,) m with covariance (2, 2) m^2 taken at time t (s)."""
         self.predict(t)
         self.kf.update(point, R=cov)
+        self.last_measurement_cov = np.asarray(cov, np.float64)
         self.last_update_t = t
         self.hits += 1
 

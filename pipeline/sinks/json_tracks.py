@@ -58,7 +58,8 @@ class JsonTracksSink(Stage):
         for line in self._pending:
             g = ground.get(line["global_id"]) if line["global_id"] is not None else None
             if g is not None:
-                line["ground"] = {"x_m": round(g.x_m, 3), "y_m": round(g.y_m, 3), "group": g.group}
+                line["ground"] = {"x_m": round(g.x_m, 3), "y_m": round(g.y_m, 3), "group": g.group,
+                                  "sigma_m": None if g.sigma_m is None else round(g.sigma_m, 3)}
         self._write()
 
     def _write(self) -> None:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
-from sqlalchemy import func, select
+from sqlalchemy import func, inspect, null, select
 from sqlalchemy.engine import Engine
 
+from core.geometry import RELIABLE_SIGMA_M
 from pipeline.store import schema
 
 
@@ -49,29 +50,47 @@ def ground_identity_map(engine: Engine, run_id: int) -> dict[int, int]:
     return {online: max(v, key=lambda f: (v[f], -f)) for online, v in votes.items()}
 
 
+def _ground_sigma(engine: Engine):
+    """The `ground_positions.sigma_m` column, or NULL for a store written before schema v5 (opened read-only)."""
+    columns = {c["name"] for c in inspect(engine).get_columns("ground_positions")}
+    return schema.ground_positions.c.sigma_m if "sigma_m" in columns else null().label("sigma_m")
+
+
+def _sigma(value) -> float | None:
+    return None if value is None else float(value)
+
+
+def reliable(sigma: float | None) -> bool:
+    """A floor position placed to within `RELIABLE_SIGMA_M` (unknown sigma, a pre-v5 row, counts as placed)."""
+    return sigma is None or sigma <= RELIABLE_SIGMA_M
+
+
 def ground_path(engine: Engine, run_id: int, identity: int, id_map: dict[int, int] | None = None
-                ) -> list[tuple[float, float, float]]:
-    """Where one final identity stood: (t s, x m, y m) of its stored ground positions, by time (fused runs)."""
+                ) -> list[tuple[float, float, float, float | None]]:
+    """Where one final identity stood: (t s, x m, y m, sigma m or None) of its stored ground positions, by time
+    (fused runs)."""
     id_map = ground_identity_map(engine, run_id) if id_map is None else id_map
     online = {o for o, f in id_map.items() if f == identity}
     if identity not in id_map:  # no track row maps it elsewhere (e.g. a running run's identities are not in yet)
         online.add(identity)
     g = schema.ground_positions.c
     with engine.connect() as conn:
-        rows = conn.execute(select(g.ts, g.x_m, g.y_m).where(g.run_id == run_id, g.global_id.in_(sorted(online)))
-                            .order_by(g.ts)).fetchall()
-    return [(float(t), float(x), float(y)) for t, x, y in rows]
+        rows = conn.execute(select(g.ts, g.x_m, g.y_m, _ground_sigma(engine))
+                            .where(g.run_id == run_id, g.global_id.in_(sorted(online))).order_by(g.ts)).fetchall()
+    return [(float(t), float(x), float(y), _sigma(s)) for t, x, y, s in rows]
 
 
 def ground_people(engine: Engine, run_id: int, camera: str | None = None, since: float | None = None,
                   until: float | None = None, identity: int | None = None, near: tuple[float, float] | None = None,
                   radius: float = 1.0, path: bool = False) -> list[dict]:
     """One row per identity the ground-plane fusion placed (`ground_positions`, fused mode): its group, first and
-    last time placed, stored positions, metres walked, mean speed (m/s); with near (x, y) m: the closest approach
-    (m) and when, only identities that came within radius m; path: the (t, x, y) points too. Ids are the final
-    identities (the offline refinement's over the online ids the positions were stored with)."""
+    last time placed, stored positions and how many of them are approximate (sigma above `RELIABLE_SIGMA_M`), metres
+    walked and mean speed (m/s; None under 1 s of placed movement) over the others; with near (x, y) m: the closest approach (m) and when, only
+    identities whose placed (not approximate) positions came within radius m; path: the (t, x, y, sigma) points too.
+    Ids are the final identities (the offline refinement's over the online ids the positions were stored with)."""
     g = schema.ground_positions
-    q = select(g.c.ground_group, g.c.global_id, g.c.ts, g.c.x_m, g.c.y_m, g.c.cameras).where(g.c.run_id == run_id)
+    q = select(g.c.ground_group, g.c.global_id, g.c.ts, g.c.x_m, g.c.y_m, g.c.cameras, _ground_sigma(engine)
+               ).where(g.c.run_id == run_id)
     if since is not None:
         q = q.where(g.c.ts >= since)
     if until is not None:
@@ -80,7 +99,7 @@ def ground_people(engine: Engine, run_id: int, camera: str | None = None, since:
     with engine.connect() as conn:
         rows = conn.execute(q.order_by(g.c.global_id, g.c.ts)).all()
     people: dict[int, dict] = {}
-    for group, gid, ts, x, y, cams in rows:
+    for group, gid, ts, x, y, cams, sigma in rows:
         if camera and camera not in (cams or "").split():
             continue
         ident = final.get(int(gid), int(gid))
@@ -88,21 +107,27 @@ def ground_people(engine: Engine, run_id: int, camera: str | None = None, since:
             continue
         p = people.setdefault(ident, dict(identity=ident, group=group, first_ts=ts, last_ts=ts, positions=0,
                                           walked_m=0.0, points=[]))
-        p["points"].append((float(ts), float(x), float(y)))
+        p["points"].append((float(ts), float(x), float(y), _sigma(sigma)))
     out = []
     for p in people.values():
-        pts = np.array(sorted(p.pop("points")))
-        walked, moving_s = walked_distance(pts)
-        p.update(first_ts=float(pts[0, 0]), last_ts=float(pts[-1, 0]), positions=len(pts), walked_m=round(walked, 2),
-                 mean_speed_mps=round(walked / moving_s, 2) if moving_s > 0 else None)
+        points = sorted(p.pop("points"), key=lambda q: q[0])
+        pts = np.array([q[:3] for q in points])
+        ok = np.array([reliable(q[3]) for q in points])
+        walked, moving_s = walked_distance(pts[ok])
+        p.update(first_ts=float(pts[0, 0]), last_ts=float(pts[-1, 0]), positions=len(pts),
+                 approximate=int((~ok).sum()), walked_m=round(walked, 2),
+                 mean_speed_mps=round(walked / moving_s, 2) if moving_s >= 1.0 - 1e-9 else None)
         if near is not None:
-            d = np.hypot(pts[:, 1] - near[0], pts[:, 2] - near[1])
+            if not ok.any():
+                continue
+            d = np.where(ok, np.hypot(pts[:, 1] - near[0], pts[:, 2] - near[1]), np.inf)
             k = int(np.argmin(d))
             if d[k] > radius:
                 continue
             p.update(closest_m=round(float(d[k]), 2), closest_ts=float(pts[k, 0]))
         if path:
-            p["path"] = [[round(t, 3), round(x, 3), round(y, 3)] for t, x, y in pts.tolist()]
+            p["path"] = [[round(t, 3), round(x, 3), round(y, 3), None if s is None else round(s, 3)]
+                         for t, x, y, s in points]
         out.append(p)
     return sorted(out, key=lambda r: (r.get("closest_ts", r["first_ts"]), r["identity"]))
 

@@ -1,6 +1,6 @@
 """Store schema (SQLAlchemy Core) and engine set-up.
 
-Tables (schema version 4):
+Tables (schema version 5):
   schema_info   key/value; `version` is the schema version.
   runs          one row per pipeline run: id, started_at, ended_at (unix s), status, config (JSON), output_dir.
   cameras       (run_id, camera_id): source (credentials redacted), fps, width, height, frames, dropped, status, error.
@@ -26,7 +26,8 @@ Tables (schema version 4):
   ground_positions (v4) where each person the ground-plane fusion identified stood (association.mode fused), at
                 most one row per identity per `store.ground_every_s`: run_id, ground_group (the fused group's name),
                 global_id (the online id the boxes carried then), ts (s, run clock), x_m, y_m (metres, the group's
-                homography frame), cameras (the views that saw them then, space-separated).
+                homography frame), cameras (the views that saw them then, space-separated); since v5 sigma_m (how
+                surely the position is known: the standard deviation in metres along its least certain direction).
 Migrations: `MIGRATIONS[v]` upgrades a database from version v to v + 1; `open_engine` applies them in order, so a
 database written by an older release keeps its runs and gains the new columns (NULL for old rows).
 SQLite runs in WAL mode with synchronous=NORMAL: a crash loses at most the last uncommitted batch, never committed rows.
@@ -59,7 +60,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 metadata = MetaData()
 
@@ -220,6 +221,7 @@ ground_positions = Table(
     Column("x_m", Float, nullable=False),
     Column("y_m", Float, nullable=False),
     Column("cameras", Text),
+    Column("sigma_m", Float),  # v5: how surely the position is known (m); NULL: unknown (a v4 row)
     Index("ix_ground_positions_id", "run_id", "global_id", "ts"),
     Index("ix_ground_positions_time", "run_id", "ts"),
 )
@@ -247,7 +249,15 @@ def _migrate_3_to_4(conn) -> None:
     """v4: the `ground_positions` table only (created by `create_all`); existing tables are unchanged."""
 
 
-MIGRATIONS = {1: _migrate_1_to_2, 2: _migrate_2_to_3, 3: _migrate_3_to_4}
+def _migrate_4_to_5(conn) -> None:
+    """v5: ground_positions.sigma_m, how surely each floor position is known (NULL for the rows already there)."""
+    found = inspect(conn)
+    if "ground_positions" in found.get_table_names() and \
+            "sigma_m" not in {c["name"] for c in found.get_columns("ground_positions")}:
+        conn.execute(text("ALTER TABLE ground_positions ADD COLUMN sigma_m FLOAT"))
+
+
+MIGRATIONS = {1: _migrate_1_to_2, 2: _migrate_2_to_3, 3: _migrate_3_to_4, 4: _migrate_4_to_5}
 
 
 class StoreError(RuntimeError):

@@ -62,7 +62,8 @@ class StoreStage(Stage):
                 last = self._ground_last.get(key)
                 if last is None or g.time_s - last >= self.ground_every_s - 1e-9:
                     self._ground_last[key] = g.time_s
-                    self.writer.add_ground_position(g.group, g.global_id, g.time_s, g.x_m, g.y_m, g.cameras)
+                    self.writer.add_ground_position(g.group, g.global_id, g.time_s, g.x_m, g.y_m, g.cameras,
+                                                    g.sigma_m)
             if len(self._ground_last) > 10_000:  # people gone for a minute need no last time
                 self._ground_last = {k: t for k, t in self._ground_last.items() if step.time_s - t < 60.0}
 

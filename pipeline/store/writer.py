@@ -187,10 +187,12 @@ class StoreWriter:
         )))
 
     def add_ground_position(self, group: str, global_id: int, ts: float, x_m: float, y_m: float,
-                            cameras: tuple[str, ...] = ()) -> None:
-        """Queue where a fused identity stood at ts (s, run clock): x_m, y_m metres in its group's ground frame."""
+                            cameras: tuple[str, ...] = (), sigma_m: float | None = None) -> None:
+        """Queue where a fused identity stood at ts (s, run clock): x_m, y_m metres in its group's ground frame,
+        sigma_m how surely (metres, the least certain direction's standard deviation; None: unknown)."""
         self._put(("ground", dict(run_id=self.run_id, ground_group=str(group), global_id=int(global_id), ts=float(ts),
-                                  x_m=float(x_m), y_m=float(y_m), cameras=" ".join(cameras))))
+                                  x_m=float(x_m), y_m=float(y_m), cameras=" ".join(cameras),
+                                  sigma_m=None if sigma_m is None else float(sigma_m))))
 
     def update_camera(self, camera_id: str, **values) -> None:
         """Queue new values for this run's camera row (frames, dropped, status, error, fps, width, height)."""

@@ -367,9 +367,9 @@ class ReviewStore:
         out["ground"] = self.ground_path(run_id, ident.global_id)
         return out
 
-    def ground_path(self, run_id: int, global_id: int | None, max_points: int = 2000) -> list[list[float]]:
-        """Where an identity stood on the floor, [t s, x m, y m] by time (fused runs, schema v4; [] otherwise), at
-        most max_points (evenly thinned)."""
+    def ground_path(self, run_id: int, global_id: int | None, max_points: int = 2000) -> list[list]:
+        """Where an identity stood on the floor, [t s, x m, y m, sigma m or None] by time (fused runs, schema v4;
+        sigma since v5; [] otherwise), at most max_points (evenly thinned)."""
         if global_id is None or not self.has("ground_positions"):
             return []
         from pipeline.store.reader import ground_path
@@ -377,30 +377,35 @@ class ReviewStore:
         pts = ground_path(self.engine, run_id, int(global_id))
         if len(pts) > max_points:
             pts = [pts[int(k)] for k in np.linspace(0, len(pts) - 1, max_points)]
-        return [[round(t, 3), round(x, 3), round(y, 3)] for t, x, y in pts]
+        return [[round(t, 3), round(x, 3), round(y, 3), None if sg is None else round(sg, 3)] for t, x, y, sg in pts]
 
     def floor(self, run_id: int, since: float | None = None, until: float | None = None,
               near: tuple[float, float] | None = None, radius: float = 1.0, max_points: int = 400) -> dict:
         """The whole run on the floor (fused runs, schema v4): every placed identity in the time window with its
-        path [t s, x m, y m] (at most max_points each, evenly thinned), metres walked and mean speed, its label for
-        the identity page; extent [x0, x1, y0, y1] m of all paths; with near (x, y) m: `near`, the identities that
-        came within radius m, closest approach (m) and when, by time."""
+        path [t s, x m, y m, sigma m or None] (at most max_points each, evenly thinned), metres walked and mean speed
+        over its placed positions (`reader.reliable`), its label for the identity page; extent [x0, x1, y0, y1] m of
+        the placed positions of all paths (of every position when none is placed: approximate ones far from every
+        camera may lie outside); with near (x, y) m: `near`, the identities whose placed positions came within
+        radius m, closest approach (m) and when, by time."""
         if radius <= 0 or not np.isfinite(radius):
             raise ValueError(f"radius {radius}: give a distance in metres above 0, e.g. radius=1")
         out = dict(run_id=run_id, people=[], extent=None, near=None, radius=radius,
                    placed=self.has("ground_positions"))
         if not out["placed"]:
             return out
-        from pipeline.store.reader import ground_people
+        from pipeline.store.reader import ground_people, reliable
 
         idx = self.index(run_id)
         labels = {i.global_id: i.label for i in idx.identities.values() if i.global_id is not None}
         people = ground_people(self.engine, run_id, since=since, until=until, path=True)
         lo, hi = np.full(2, np.inf), np.full(2, -np.inf)
+        every = [q for p in people for q in p["path"]]
+        placed = [q for q in every if reliable(q[3])] or every
+        if placed:
+            xy = np.asarray([q[1:3] for q in placed])
+            lo, hi = xy.min(axis=0), xy.max(axis=0)
         for p in people:
             pts = p.pop("path")
-            xy = np.asarray([q[1:] for q in pts])
-            lo, hi = np.minimum(lo, xy.min(axis=0)), np.maximum(hi, xy.max(axis=0))
             if len(pts) > max_points:
                 pts = [pts[int(k)] for k in np.linspace(0, len(pts) - 1, max_points)]
             p.update(label=labels.get(p["identity"]), path=pts)
