@@ -32,14 +32,13 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from core.geometry import load_homography  # noqa: E402
+from adapt_mining_laboratory import UNITS_PER_M, mining_config  # noqa: E402
 from core.paths import shared_dir  # noqa: E402
 from pipeline.adapt.mining import cut_into_stretches, mine_identities, read_camera_tracks  # noqa: E402
 from pipeline.adapt.purity import pair_scores, track_truth  # noqa: E402
-from pipeline.config import AdaptMiningConfig  # noqa: E402
 from pipeline.tracking.config import build_tracker_from_config  # noqa: E402
 
 FPS = 25.0
-UNITS_PER_M = 40.0  # EPFL homographies: 2.5 cm grid
 VAL_FRACTION = 0.2  # adapt.val_fraction's default
 
 
@@ -80,11 +79,7 @@ def main() -> int:
     ap.add_argument("--set", action="append", default=[], help="adapt.mining override NAME=VALUE")
     ap.add_argument("--out", default=str(ROOT / "out/bench_adapt_crowds"))
     args = ap.parse_args()
-    over = {}
-    for item in args.set:
-        k, _, v = item.partition("=")
-        over[k] = float(v)
-    cfg = AdaptMiningConfig(ground_units_per_m=UNITS_PER_M, **over)
+    cfg = mining_config(args.set)
     terrace = shared_dir() / "data/epfl_terrace1"
     if not terrace.is_dir():
         raise SystemExit(f"{terrace}: EPFL Terrace missing (../shared/data)")

@@ -35,6 +35,15 @@ FPS = 25.0
 UNITS_PER_M = 40.0  # EPFL homographies: 2.5 cm grid
 
 
+def mining_config(overrides: list[str]) -> AdaptMiningConfig:
+    """The shipped `adapt.mining` settings for the EPFL homographies (UNITS_PER_M), with NAME=VALUE overrides."""
+    over = {}
+    for item in overrides:
+        k, _, v = item.partition("=")
+        over[k] = float(v)
+    return AdaptMiningConfig(ground_units_per_m=UNITS_PER_M, **over)
+
+
 def main() -> int:
     import fusion as bf
 
@@ -45,11 +54,7 @@ def main() -> int:
                     "(tracker.tracklets: TrackletSplitter, contact_iou 0.2, max_gap 5), as the tracks config does")
     ap.add_argument("--out", default=str(ROOT / "out/bench_adapt_lab"))
     args = ap.parse_args()
-    over = {}
-    for item in args.set:
-        k, _, v = item.partition("=")
-        over[k] = float(v)
-    cfg = AdaptMiningConfig(ground_units_per_m=UNITS_PER_M, **over)
+    cfg = mining_config(args.set)
     lab = shared_dir() / "data/epfl_laboratory_gt"
     if not lab.is_dir():
         raise SystemExit(f"{lab}: EPFL Laboratory ground truth missing (../shared/data)")
