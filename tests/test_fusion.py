@@ -963,6 +963,7 @@ def test_json_tracks_lines_say_where_the_fused_person_stands(tmp_path):
         if x["track_id"] in (10, 11):  # the tracker's own ids (a cut track's later segments get other ids)
             truth = pos[x["track_id"] - 10](x["t"])
             assert np.hypot(x["ground"]["x_m"] - truth[0], x["ground"]["y_m"] - truth[1]) < 0.25, x
+            assert 0.0 < x["ground"]["sigma_m"] < 1.0, x  # placed, and says how surely
             checked += 1
     assert checked > 40
     assert {x["camera_id"] for x in placed if 2.0 <= x["t"] < 3.5} == {"a", "b"}
