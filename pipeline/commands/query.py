@@ -7,7 +7,9 @@
 
 Identity of a local track: its final global id from the `identities` table (offline-refined ids when present, else
 online), else the id its action events carried, else none (shown as `camera:track`). Times are seconds on the run
-clock (file cameras: from the start of the video; live cameras: unix time, shown as local date-time).
+clock (file cameras: from the start of the video; live cameras: unix time, shown as local date-time). `ground`:
+positions placed less surely than 1 m (far from every camera) are counted as `approx.` and left out of metres
+walked, speeds and `--near`.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ examples:
   python run_pipeline.py query timeline --output out --identity 3
   # fused mode: who came within 1.5 m of the floor point (4, 8) m, and when; one identity's path with --json
   python run_pipeline.py query ground --output out --near 4,8 --radius 1.5
-  python run_pipeline.py query ground --output out --identity 3 --json
+  python run_pipeline.py query ground --output out --identity 3 --json     # path: [t, x, y, sigma_m] points
   python run_pipeline.py query events --store postgresql+psycopg://user@host/db --json
 
 The store is opened read-only: a query never creates, migrates or writes a database (a missing one is an error).
