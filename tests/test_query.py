@@ -105,6 +105,25 @@ def test_ground_query_says_who_came_near_a_floor_point_and_how_far_they_walked(s
     assert "--near works with `query ground` only" in capsys.readouterr().err
 
 
+def test_query_reads_a_v4_store_as_it_is_and_refuses_older(store_url, capsys):
+    """A store written before positions carried sigma_m (schema v4) is queried without migrating it (a query never
+    writes): every position counts as placed. A v3 store is refused in one line that says how to upgrade it."""
+    from sqlalchemy import create_engine, text
+
+    _fill_ground(store_url)
+    engine = create_engine(store_url)
+    with engine.begin() as conn:
+        conn.execute(text("alter table ground_positions drop column sigma_m"))
+        conn.execute(text("update schema_info set value='4' where key='version'"))
+    rows = json.loads(_query(capsys, store_url, "ground", "--identity", "12", "--json"))
+    assert rows[0]["approximate"] == 0 and rows[0]["path"][0][3] is None and rows[0]["walked_m"] > 5  # v5: 1.8
+    with engine.begin() as conn:
+        conn.execute(text("update schema_info set value='3' where key='version'"))
+    engine.dispose()
+    assert main(["query", "ground", "--store", store_url]) == 2
+    assert "schema version 3, older than this program's 5 (a run on it migrates it in place" in capsys.readouterr().err
+
+
 def test_identities_table(store_url, capsys):
     _fill(store_url)
     out = _query(capsys, store_url, "identities")

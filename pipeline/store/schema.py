@@ -61,6 +61,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 SCHEMA_VERSION = 5
+READABLE_SINCE = 4  # the oldest version read as it is (read-only): a v4 store's floor positions read as sigma unknown
 
 metadata = MetaData()
 
@@ -293,7 +294,7 @@ def _readonly_sqlite_pragmas(dbapi_conn, _record) -> None:
 def open_engine_readonly(url: str) -> Engine:
     """Open an EXISTING store for reading: nothing is created, migrated or written (SQLite opens the file with
     `mode=ro`; PostgreSQL transactions are READ ONLY). A missing file, an unreachable server, a database that is not
-    an mcsa store or one with another schema version is a one-line `StoreError`."""
+    an mcsa store or one with a schema version outside READABLE_SINCE..SCHEMA_VERSION is a one-line `StoreError`."""
     shown = redact_db_url(url)
     try:
         parsed = make_url(url)
@@ -326,7 +327,7 @@ def open_engine_readonly(url: str) -> Engine:
                                  "check the URL")
             row = conn.execute(select(schema_info.c.value).where(schema_info.c.key == "version")).first()
             version = int(row[0]) if row else 0
-        if version != SCHEMA_VERSION:
+        if not READABLE_SINCE <= version <= SCHEMA_VERSION:
             newer = version > SCHEMA_VERSION
             raise StoreError(
                 f"database {shown} has schema version {version}, {'newer' if newer else 'older'} than this program's "
