@@ -118,24 +118,20 @@ def placement_sigma(geoms: list[CameraGeometry], points_m: np.ndarray, measureme
     pts = np.asarray(points_m, np.float64).reshape(-1, 2)
     cov = np.array(measurement_covs, np.float64).reshape(-1, 2, 2)
     seen = np.asarray(seen, bool).reshape(len(pts), len(geoms)).T  # (C, N)
-    h = np.stack([geom.h_m for geom in geoms])  # (C, 3, 3) image px -> ground m
-    h_inv = np.stack([geom.h_inv_m for geom in geoms])
-    # every point in every view at once: image point (C, N, 2), on the floor's side of the horizon, and the Jacobian
-    # d(ground)/d(pixel) there (C, N, 2, 2), as CameraGeometry.ground_to_image / image_to_ground compute them
-    ones = np.ones((len(pts), 1))
-    img = np.concatenate([pts, ones], axis=1) @ h_inv.transpose(0, 2, 1)  # (C, N, 3)
+    h_inv = np.stack([geom.h_inv_m for geom in geoms])  # (C, 3, 3) ground m -> image px
+    # every point in every view at once: the image point's homogeneous w (C, N), on the floor's side of the horizon,
+    # and the Jacobian G = d(pixel)/d(ground) there (C, N, 2, 2); a pixel error s gives the ground covariance
+    # s^2 G^-1 G^-T, whose inverse (the information) is G^T G / s^2: no matrix inverse per view
+    img = np.concatenate([pts, np.ones((len(pts), 1))], axis=1) @ h_inv.transpose(0, 2, 1)  # (C, N, 3)
     w_sign = np.array([geom.w_sign or 1.0 for geom in geoms])
     seen = seen & (np.sign(img[..., 2]) == w_sign[:, None])
-    px = img[..., :2] / np.where(np.abs(img[..., 2:]) < 1e-12, 1e-12, img[..., 2:])
-    p = np.concatenate([px, np.broadcast_to(ones, px[..., :1].shape)], axis=2) @ h.transpose(0, 2, 1)
-    w = np.where(np.abs(p[..., 2]) < 1e-12, 1e-12, p[..., 2])
-    gnd = p[..., :2] / w[..., None]
-    jac = (h[:, None, :2, :2] - gnd[..., :, None] * h[:, None, 2:3, :2]) / w[..., None, None]
-    a = (jac[..., 0, 0] ** 2 + jac[..., 0, 1] ** 2) * min_px ** 2  # min_px^2 J J^T, written out (C, N)
-    b = (jac[..., 0, 0] * jac[..., 1, 0] + jac[..., 0, 1] * jac[..., 1, 1]) * min_px ** 2
-    d = (jac[..., 1, 0] ** 2 + jac[..., 1, 1] ** 2) * min_px ** 2
-    det = np.maximum(a * d - b * b, 1e-18)
-    info = np.stack([(d / det * seen).sum(0), (-b / det * seen).sum(0), (a / det * seen).sum(0)], axis=1)  # (N, 3)
+    w = np.where(np.abs(img[..., 2]) < 1e-12, 1e-12, img[..., 2])
+    jac = (h_inv[:, None, :2, :2] - (img[..., :2] / w[..., None])[..., :, None] * h_inv[:, None, 2:3, :2]) \
+        / w[..., None, None]
+    weight = seen / min_px ** 2
+    info = np.stack([((jac[..., 0, 0] ** 2 + jac[..., 1, 0] ** 2) * weight).sum(0),
+                     ((jac[..., 0, 0] * jac[..., 0, 1] + jac[..., 1, 0] * jac[..., 1, 1]) * weight).sum(0),
+                     ((jac[..., 0, 1] ** 2 + jac[..., 1, 1] ** 2) * weight).sum(0)], axis=1)  # (N, 3): a, b, d
     det = info[:, 0] * info[:, 2] - info[:, 1] ** 2
     has = det > 0
     cov[has, 0, 0] += info[has, 2] / det[has]
