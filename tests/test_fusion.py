@@ -860,6 +860,30 @@ def test_fused_stage_cuts_a_local_track_that_jumps_to_another_person(tmp_path):
             assert len(mine) > 100 and len(set(mine[:, 1].tolist())) == 1, (cam, person, set(mine[:, 1].tolist()))
 
 
+def test_ground_map_keeps_to_placed_positions_and_draws_approximate_ones_pale():
+    """draw_ground_map: a person walking away far beyond the cameras (approximate positions) does not stretch the
+    map, which spans the placed positions, and the stretch into it is drawn thin and pale, not in the path colour."""
+    from pipeline.fusion.ground_map import draw_ground_map
+    from pipeline.video_output import _colour
+
+    cams = two_camera_scene()
+    s = np.linspace(0, 1, 50)[:, None]
+    walker = np.c_[-2 + 4 * s, -2 + 4 * s, np.zeros(50)]  # placed, (-2, -2) -> (2, 2) m
+    leaver = np.r_[np.c_[np.zeros(20), np.linspace(0, 2, 20), np.zeros(20)],  # placed, then far beyond: approximate
+                   np.c_[np.zeros(30), np.linspace(2.2, 40, 30), np.ones(30)]]
+    alone = draw_ground_map({1: walker, 2: leaver[:20]}, list(cams.values()), 600)
+    img = draw_ground_map({1: walker, 2: leaver}, list(cams.values()), 600)
+    assert img.shape == alone.shape, "approximate positions stretched the map"
+    colour = np.array(_colour(2))
+    pale = (colour + (255 - colour) * 0.6).astype(int)
+    diff = img.astype(int) - alone.astype(int)
+    changed = np.abs(diff).max(axis=2) > 0
+    assert changed.sum() > 50, "the approximate stretch is drawn"
+    on_pale = (np.abs(img.astype(int) - pale).max(axis=2) <= 3) & changed
+    on_colour = (np.abs(img.astype(int) - colour).max(axis=2) <= 3) & changed
+    assert on_pale.sum() > 20 and on_pale.sum() > 3 * on_colour.sum(), (on_pale.sum(), on_colour.sum())
+
+
 def test_ground_map_writes_where_each_identified_person_stands_and_draws_their_paths(tmp_path):
     """Two people cross the scripted scene for 6 s; camera b loses person 0 from 2 s to 3.5 s. The ground output
     has one row per identified person per step, under the id their boxes carry at that step, at their true position

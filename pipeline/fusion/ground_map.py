@@ -12,7 +12,8 @@ With `association.mode: fused` every person the fusion identifies has a position
 - `DIR/ground/map.png` (`map_<group>.png` for each group when there are several): a bird's-eye view of the ground
   with a 1 m grid, each camera's view of the floor (the part of the ground its frame shows, outlined and tinted in
   the camera's colour), and every identity's path in the colour the annotated video gives it, ending in a dot and
-  its `G<id>` label. Written when the run ends and every `every_s` seconds of the run's clock before that.
+  its `G<id>` label; stretches placed less surely than `RELIABLE_SIGMA_M` (far from every camera) thin and pale, the
+  extent spanning the placed positions only. Written when the run ends and every `every_s` seconds of the run's clock before that.
 
 Memory stays bounded in a 24/7 run: a path keeps a point every 0.1 m or 1 s of a person's movement, at most
 `max_points` points in all (the oldest are dropped first).
@@ -145,14 +146,24 @@ class _Canvas:
         return img
 
     def draw_paths(self, img: np.ndarray, paths: dict[int, np.ndarray], font: float = 0.45) -> None:
-        """Each identity's path (P, 2) m, oldest first, in its video colour, ending in a dot labelled G<id>."""
+        """Each identity's path (P, 2) m, oldest first, in its video colour, ending in a dot labelled G<id>; a path
+        (P, 3) also says which points are approximate (third column true: placed less surely than
+        `RELIABLE_SIGMA_M`): the stretches into and between those are drawn thin and pale."""
         for gid, p in paths.items():
             if not len(p):
                 continue
             colour = tuple(int(c) for c in _colour(gid))
-            q = self.to_px(p)
-            if len(q) > 1:
-                cv2.polylines(img, [q.reshape(-1, 1, 2)], False, colour, 2, cv2.LINE_AA)
+            pale = tuple(int(c + (255 - c) * 0.6) for c in colour)
+            q = self.to_px(p[:, :2])
+            approx = p[:, 2] > 0 if p.shape[1] > 2 else np.zeros(len(p), bool)
+            start = 0
+            for k in range(1, len(q) + 1):  # runs of one kind, each joined to the point before it
+                if k == len(q) or approx[k] != approx[start]:
+                    run = q[max(start - 1, 0):k]
+                    if len(run) > 1:
+                        cv2.polylines(img, [run.reshape(-1, 1, 2)], False, pale if approx[start] else colour,
+                                      1 if approx[start] else 2, cv2.LINE_AA)
+                    start = k
             x, y = q[-1].tolist()
             cv2.circle(img, (x, y), 5, colour, -1, cv2.LINE_AA)
             cv2.putText(img, f"G{gid}", (x + 6, y - 6), cv2.FONT_HERSHEY_SIMPLEX, font, colour, 1, cv2.LINE_AA)
@@ -160,13 +171,16 @@ class _Canvas:
 
 def draw_ground_map(paths: dict[int, np.ndarray], cameras: list[CameraGeometry], size_px: int = 900,
                     title: str = "") -> np.ndarray | None:
-    """A bird's-eye view (BGR uint8 image) of identity paths {global id: points (P, 2) m, oldest first} and of each
-    camera's view of the floor (cameras with a known `frame_size`); the longer side of the paths' extent (plus 1 m)
-    spans about `size_px` px. None when there is no point to draw."""
+    """A bird's-eye view (BGR uint8 image) of identity paths {global id: points (P, 2) m, oldest first; (P, 3) with
+    an approximate flag, `_Canvas.draw_paths`} and of each camera's view of the floor (cameras with a known
+    `frame_size`); the longer side of the extent of the paths' placed points (plus 1 m) spans about `size_px` px.
+    None when there is no point to draw."""
     pts = [p for p in paths.values() if len(p)]
     if not pts:
         return None
-    lo, hi = map_extent(np.concatenate(pts))
+    every = np.concatenate([np.c_[p[:, :2], p[:, 2] if p.shape[1] > 2 else np.zeros(len(p))] for p in pts])
+    placed = every[every[:, 2] == 0, :2]
+    lo, hi = map_extent(placed if len(placed) else every[:, :2])
     pad = 48
     scale = (size_px - 2 * pad) / float((hi - lo).max())  # px per metre
     w, h = (np.ceil((hi - lo) * scale).astype(int) + 2 * pad).tolist()
@@ -213,7 +227,9 @@ class GroundView:
         """This step's `GroundPoint`s of this view's group."""
         for g in points:
             self.now = max(self.now, g.time_s)
-            self.trails.setdefault(g.global_id, deque()).append((g.time_s, g.x_m, g.y_m))
+            self.trails.setdefault(g.global_id, deque()).append((g.time_s, g.x_m, g.y_m, float(not g.reliable())))
+            if not g.reliable():  # the tile's extent follows the placed positions
+                continue
             self._seen += 1
             if len(self._sample) < self.SAMPLE:
                 self._sample.append((g.x_m, g.y_m))
@@ -247,7 +263,7 @@ class GroundView:
             self._background = (key, canvas.background(self.cameras, font=0.35), canvas)
         _, background, canvas = self._background
         img = background.copy()
-        live = {gid: np.array([(x, y) for _, x, y in trail]) for gid, trail in self.trails.items()
+        live = {gid: np.array([(x, y, a) for _, x, y, a in trail]) for gid, trail in self.trails.items()
                 if trail[-1][0] >= self.now - 0.5}  # people placed within the last 0.5 s
         canvas.draw_paths(img, live, font=0.4)
         cv2.putText(img, f"{self.name}  t={self.now:.2f}s  {_people(len(live))}", (8, 16), cv2.FONT_HERSHEY_SIMPLEX,
@@ -283,7 +299,7 @@ class GroundMapStage(Stage):
         self.every_s = float(every_s)
         self.size_px = int(size_px)
         self.geoms: dict[str, CameraGeometry] = {}
-        self.points: deque = deque(maxlen=int(max_points))  # (group, global id, x m, y m), oldest first
+        self.points: deque = deque(maxlen=int(max_points))  # (group, global id, x m, y m, approximate), oldest first
         self._last_kept: dict[tuple[str, int], tuple[float, float, float]] = {}  # (group, id) -> x, y, t
         self.directory: Path | None = None
         self._file = None
@@ -325,7 +341,7 @@ class GroundMapStage(Stage):
             last = self._last_kept.get(key)
             if last is None or math.hypot(g.x_m - last[0], g.y_m - last[1]) >= KEEP_EVERY_M \
                     or g.time_s - last[2] >= KEEP_EVERY_S:
-                self.points.append((g.group, g.global_id, g.x_m, g.y_m))
+                self.points.append((g.group, g.global_id, g.x_m, g.y_m, float(not g.reliable())))
                 self._last_kept[key] = (g.x_m, g.y_m, g.time_s)
         if self._last_map_t is None:
             self._last_map_t = step.time_s
@@ -347,9 +363,9 @@ class GroundMapStage(Stage):
         names = sorted(set(self.groups.values()))
         for name in names:
             paths: dict[int, list] = {}
-            for group, gid, x, y in self.points:
+            for group, gid, x, y, approx in self.points:
                 if group == name:
-                    paths.setdefault(gid, []).append((x, y))
+                    paths.setdefault(gid, []).append((x, y, approx))
             cams = [g for c, g in self.geoms.items() if self.groups[c] == name]
             n = len({k for k in self.people if k[0] == name})
             img = draw_ground_map({k: np.asarray(v) for k, v in paths.items()}, cams, self.size_px,
