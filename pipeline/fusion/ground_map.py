@@ -13,7 +13,8 @@ With `association.mode: fused` every person the fusion identifies has a position
   with a 1 m grid, each camera's view of the floor (the part of the ground its frame shows, outlined and tinted in
   the camera's colour), and every identity's path in the colour the annotated video gives it, ending in a dot and
   its `G<id>` label; stretches placed less surely than `RELIABLE_SIGMA_M` (far from every camera) thin and pale, the
-  extent spanning the placed positions only. Written when the run ends and every `every_s` seconds of the run's clock before that.
+  extent spanning the placed positions only. Written when the run ends and every `every_s` seconds of the run's
+  clock before that.
 
 Memory stays bounded in a 24/7 run: a path keeps a point every 0.1 m or 1 s of a person's movement, at most
 `max_points` points in all (the oldest are dropped first).

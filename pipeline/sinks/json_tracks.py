@@ -3,8 +3,8 @@
 Each line: `{"camera_id", "frame", "t", "track_id", "global_id", "box": [x1, y1, x2, y2], "action"}`, written to
 `DIR/<filename>` (default `tracks.jsonl`), or to standard output with `filename: "-"`. With `association.mode:
 fused` a line whose identity the ground-plane fusion placed at that step also has `"ground": {"x_m", "y_m",
-"group", "sigma_m"}` (where the person stands and how surely, metres; `Step.ground`). Lines are written once the step is complete, in the
-order of the step's frames.
+"group", "sigma_m"}` (where the person stands and how surely, metres; `Step.ground`). Lines are written once the step
+is complete, in the order of the step's frames.
 
     sinks:
       - name: json_tracks

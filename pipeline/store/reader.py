@@ -85,9 +85,10 @@ def ground_people(engine: Engine, run_id: int, camera: str | None = None, since:
                   radius: float = 1.0, path: bool = False) -> list[dict]:
     """One row per identity the ground-plane fusion placed (`ground_positions`, fused mode): its group, first and
     last time placed, stored positions and how many of them are approximate (sigma above `RELIABLE_SIGMA_M`), metres
-    walked and mean speed (m/s; None under 1 s of placed movement) over the others; with near (x, y) m: the closest approach (m) and when, only
-    identities whose placed (not approximate) positions came within radius m; path: the (t, x, y, sigma) points too.
-    Ids are the final identities (the offline refinement's over the online ids the positions were stored with)."""
+    walked and mean speed (m/s; None under 1 s of placed movement) over the others; with near (x, y) m: the closest
+    approach (m) and when, only identities whose placed (not approximate) positions came within radius m; path: the
+    (t, x, y, sigma) points too. Ids are the final identities (the offline refinement's over the online ids the
+    positions were stored with)."""
     g = schema.ground_positions
     q = select(g.c.ground_group, g.c.global_id, g.c.ts, g.c.x_m, g.c.y_m, g.c.cameras, _ground_sigma(engine)
                ).where(g.c.run_id == run_id)

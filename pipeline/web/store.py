@@ -400,9 +400,9 @@ class ReviewStore:
         people = ground_people(self.engine, run_id, since=since, until=until, path=True)
         lo, hi = np.full(2, np.inf), np.full(2, -np.inf)
         every = [q for p in people for q in p["path"]]
-        placed = [q for q in every if reliable(q[3])] or every
-        if placed:
-            xy = np.asarray([q[1:3] for q in placed])
+        sure = [q for q in every if reliable(q[3])] or every
+        if sure:
+            xy = np.asarray([q[1:3] for q in sure])
             lo, hi = xy.min(axis=0), xy.max(axis=0)
         for p in people:
             pts = p.pop("path")
