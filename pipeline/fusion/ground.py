@@ -128,15 +128,11 @@ def placement_sigma(geoms: list[CameraGeometry], points_m: np.ndarray, measureme
     w = np.where(np.abs(img[..., 2]) < 1e-12, 1e-12, img[..., 2])
     jac = (h_inv[:, None, :2, :2] - (img[..., :2] / w[..., None])[..., :, None] * h_inv[:, None, 2:3, :2]) \
         / w[..., None, None]
-    weight = seen / min_px ** 2
-    info = np.stack([((jac[..., 0, 0] ** 2 + jac[..., 1, 0] ** 2) * weight).sum(0),
-                     ((jac[..., 0, 0] * jac[..., 0, 1] + jac[..., 1, 0] * jac[..., 1, 1]) * weight).sum(0),
-                     ((jac[..., 0, 1] ** 2 + jac[..., 1, 1] ** 2) * weight).sum(0)], axis=1)  # (N, 3): a, b, d
-    det = info[:, 0] * info[:, 2] - info[:, 1] ** 2
-    has = det > 0
-    cov[has, 0, 0] += info[has, 2] / det[has]
-    cov[has, 0, 1] -= info[has, 1] / det[has]
-    cov[has, 1, 0] -= info[has, 1] / det[has]
-    cov[has, 1, 1] += info[has, 0] / det[has]
+    info = np.einsum("cn,cnki,cnkj->nij", seen / min_px ** 2, jac, jac)  # (N, 2, 2): sum over the views of G^T G
+    det = info[:, 0, 0] * info[:, 1, 1] - info[:, 0, 1] ** 2
+    det = np.where(det > 0, det, np.inf)  # no view saw the person: no floor term
+    cov[:, 0, 0] += info[:, 1, 1] / det  # + the information's inverse
+    cov[:, 1, 1] += info[:, 0, 0] / det
+    cov[:, 0, 1] -= info[:, 0, 1] / det
     half_tr, half_diff = (cov[:, 0, 0] + cov[:, 1, 1]) / 2, (cov[:, 0, 0] - cov[:, 1, 1]) / 2
-    return np.sqrt(np.maximum(half_tr + np.sqrt(half_diff ** 2 + cov[:, 0, 1] ** 2), 0.0))
+    return np.sqrt(np.maximum(half_tr + np.sqrt(half_diff ** 2 + cov[:, 0, 1] ** 2), 0.0))  # the larger eigenvalue
