@@ -10,6 +10,8 @@ RELIABLE_SIGMA_M = 1.0  # a floor position less sure than this (sigma, metres) i
 # metres walked, speeds and "who came near" (a step is ~0.7 m, a person's shoulders ~0.5 m wide); on Terrace the foot
 # points of people in the calibrated area are sure to 0.3-0.4 m (median), those of a person walking away beyond it
 # to 9 m
+MIN_FOOT_PX = 2.0  # a detector's box edge wanders by a pixel or two whatever the box's size: the least pixel error of a
+# foot point (4 % of a 30 px box's height, the fusion's model, is 1.2 px)
 
 
 def load_homography(path: str | Path) -> np.ndarray:

@@ -120,6 +120,38 @@ def test_motion_source_uses_the_ground_plane_with_a_homography():
     assert src.speed(1) == pytest.approx(3.0, rel=1e-3)
 
 
+def test_motion_source_does_not_read_a_far_walker_as_a_runner():
+    """A person walks at 1.2 m/s straight away from a pinhole camera (3 m high, pitched 35 degrees down) whose
+    homography was fitted 3 degrees off in pitch (a calibration good near the camera, extrapolated beyond). 4 m out,
+    the ground plane gives the speed (walking, within 0.3 m/s). 25 m out, where 2 px of foot point cover more than a
+    metre of floor, the ground speed read through that homography is a runner's; the source falls back to the
+    scale-free image speed (box-heights/s with the depth term) and says walking."""
+    from tests.test_fusion import pinhole_ground_homography
+
+    true_ground_to_img = np.linalg.inv(pinhole_ground_homography((0.0, 0.0), 90.0, pitch_deg=35.0))
+    fitted = pinhole_ground_homography((0.0, 0.0), 90.0, pitch_deg=32.0)  # image px -> ground m, 3 degrees off
+    names = ["standing", "walking", "running"]
+    for start_y, far in ((4.0, False), (25.0, True)):
+        src = MotionSource(MotionParams(), homography=fitted, image_height=288)
+        scores = None
+        for k in range(int(1.5 * FPS)):
+            y = start_y + 1.2 * k / FPS
+            feet = true_ground_to_img @ np.array([0.0, y, 1.0])
+            foot = feet[:2] / feet[2]
+            height_px = 300.0 * 1.7 / np.hypot(y, 3.0)  # f x 1.7 m / distance
+            box = [foot[0] - height_px / 5, foot[1] - height_px, foot[0] + height_px / 5, foot[1]]
+            scores = src.update(k / FPS, np.array([1]), np.array([box]))
+        speed, on_ground = src._speed(1)
+        assert on_ground is not far, (start_y, speed)
+        assert names[int(np.argmax(scores[0]))] == "walking", (start_y, speed, scores)
+        hist = src._history[1]  # the ground points the source keeps: what the ground plane alone would say
+        ground_mps = np.polyfit([h[0] for h in hist], [h[2] for h in hist], 1)[0]
+        if far:
+            assert ground_mps > MotionParams().run_mps, ground_mps  # the premise: on the ground plane, a runner
+        else:
+            assert speed == pytest.approx(ground_mps) and abs(speed - 1.2) < 0.3, speed
+
+
 def _frame(k, cam="c0"):
     return Frame(cam, k, k / FPS, np.zeros((4, 4, 3), np.uint8))
 

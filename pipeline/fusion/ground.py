@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from core.geometry import MIN_FOOT_PX
+
 
 @dataclass
 class CameraGeometry:
@@ -102,10 +104,6 @@ def foot_points(geom: CameraGeometry, xyxy: np.ndarray, foot_sigma: float = 0.04
     cov[:, 0, 0] += calib_sigma_m ** 2
     cov[:, 1, 1] += calib_sigma_m ** 2
     return g, cov, cut
-
-
-MIN_FOOT_PX = 2.0  # a detector's box edge wanders by a pixel or two whatever the box's size: the least pixel error of a
-# foot point (4 % of a 30 px box's height, the fusion's model, is 1.2 px)
 
 
 def placement_sigma(geoms: list[CameraGeometry], points_m: np.ndarray, measurement_covs: np.ndarray,
