@@ -32,3 +32,23 @@ def to_ground(h: np.ndarray, xyxy: np.ndarray) -> np.ndarray:
     w = pts[:, 2:3]
     w = np.where(np.abs(w) < 1e-12, 1e-12, w)
     return pts[:, :2] / w
+
+
+def homography_jacobian(h: np.ndarray, pts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Points (N, 2) through homographies h (..., 3, 3) -> (the mapped points (..., N, 2), the Jacobians
+    d(mapped)/d(point) (..., N, 2, 2), the homogeneous w (..., N), kept away from 0 with its sign)."""
+    h = np.asarray(h, np.float64)
+    pts = np.asarray(pts, np.float64).reshape(-1, 2)
+    p = pts @ np.swapaxes(h[..., :, :2], -1, -2) + h[..., None, :, 2]
+    w = np.where(np.abs(p[..., 2]) < 1e-12, 1e-12, p[..., 2])
+    out = p[..., :2] / w[..., None]
+    jac = (h[..., None, :2, :2] - out[..., :, None] * h[..., None, 2:3, :2]) / w[..., None, None]
+    return out, jac, w
+
+
+def largest_sd(cov: np.ndarray) -> np.ndarray:
+    """The square root of the larger eigenvalue of symmetric 2x2 matrices (..., 2, 2): the standard deviation along
+    the least certain direction of a covariance (or the larger singular value of J from J J^T)."""
+    half_tr = (cov[..., 0, 0] + cov[..., 1, 1]) / 2
+    half_diff = (cov[..., 0, 0] - cov[..., 1, 1]) / 2
+    return np.sqrt(np.maximum(half_tr + np.sqrt(half_diff ** 2 + cov[..., 0, 1] ** 2), 0.0))

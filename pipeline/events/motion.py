@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from core.geometry import MIN_FOOT_PX, RELIABLE_SIGMA_M
+from core.geometry import MIN_FOOT_PX, RELIABLE_SIGMA_M, homography_jacobian, largest_sd
 
 MOTION_ACTIONS = ["standing", "walking", "running"]
 
@@ -64,15 +64,8 @@ class MotionSource:
         pts = np.stack([(xyxy[:, 0] + xyxy[:, 2]) / 2, xyxy[:, 3]], axis=1).astype(np.float64)
         if self.homography is None or len(pts) == 0:
             return pts, pts, np.zeros(len(pts), bool)
-        hm = self.homography
-        h = np.concatenate([pts, np.ones((len(pts), 1))], axis=1) @ hm.T
-        w = np.where(np.abs(h[:, 2]) < 1e-12, 1e-12, h[:, 2])
-        ground = h[:, :2] / w[:, None]
-        jac = (hm[None, :2, :2] - ground[:, :, None] * hm[None, 2:3, :2]) / w[:, None, None]  # units / px
-        jj = np.einsum("nij,nkj->nik", jac, jac)
-        half_tr, half_diff = (jj[:, 0, 0] + jj[:, 1, 1]) / 2, (jj[:, 0, 0] - jj[:, 1, 1]) / 2
-        m_per_px = np.sqrt(np.maximum(half_tr + np.sqrt(half_diff ** 2 + jj[:, 0, 1] ** 2), 0.0))
-        m_per_px /= self.params.ground_units_per_m
+        ground, jac, _ = homography_jacobian(self.homography, pts)  # jac: ground units / px
+        m_per_px = largest_sd(jac @ np.swapaxes(jac, -1, -2)) / self.params.ground_units_per_m
         return pts, ground, m_per_px * MIN_FOOT_PX > RELIABLE_SIGMA_M
 
     def speed(self, track_id: int) -> float | None:

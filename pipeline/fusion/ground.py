@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from core.geometry import MIN_FOOT_PX
+from core.geometry import MIN_FOOT_PX, homography_jacobian, largest_sd
 
 
 @dataclass
@@ -47,13 +47,9 @@ class CameraGeometry:
 
     def image_to_ground(self, px: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Image points (N, 2) px -> ground points (N, 2) m and the Jacobians d(ground)/d(pixel) (N, 2, 2) m/px."""
-        px = np.asarray(px, np.float64).reshape(-1, 2)
-        p = px @ self.h_m[:, :2].T + self.h_m[:, 2]
-        w = np.where(np.abs(p[:, 2]) < 1e-12, 1e-12, p[:, 2])
+        g, jac, w = homography_jacobian(self.h_m, px)
         if not self.w_sign and len(w):
             self.w_sign = float(np.sign(np.median(w)))
-        g = p[:, :2] / w[:, None]
-        jac = (self.h_m[None, :2, :2] - g[:, :, None] * self.h_m[None, 2:3, :2]) / w[:, None, None]
         return g, jac
 
     def ground_to_image(self, ground_m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -120,17 +116,13 @@ def placement_sigma(geoms: list[CameraGeometry], points_m: np.ndarray, measureme
     # every point in every view at once: the image point's homogeneous w (C, N), on the floor's side of the horizon,
     # and the Jacobian G = d(pixel)/d(ground) there (C, N, 2, 2); a pixel error s gives the ground covariance
     # s^2 G^-1 G^-T, whose inverse (the information) is G^T G / s^2: no matrix inverse per view
-    img = np.concatenate([pts, np.ones((len(pts), 1))], axis=1) @ h_inv.transpose(0, 2, 1)  # (C, N, 3)
+    _, jac, w = homography_jacobian(h_inv, pts)  # (C, N, 2, 2), (C, N)
     w_sign = np.array([geom.w_sign or 1.0 for geom in geoms])
-    seen = seen & (np.sign(img[..., 2]) == w_sign[:, None])
-    w = np.where(np.abs(img[..., 2]) < 1e-12, 1e-12, img[..., 2])
-    jac = (h_inv[:, None, :2, :2] - (img[..., :2] / w[..., None])[..., :, None] * h_inv[:, None, 2:3, :2]) \
-        / w[..., None, None]
+    seen = seen & (np.sign(w) == w_sign[:, None])
     info = np.einsum("cn,cnki,cnkj->nij", seen / min_px ** 2, jac, jac)  # (N, 2, 2): sum over the views of G^T G
     det = info[:, 0, 0] * info[:, 1, 1] - info[:, 0, 1] ** 2
     det = np.where(det > 0, det, np.inf)  # no view saw the person: no floor term
     cov[:, 0, 0] += info[:, 1, 1] / det  # + the information's inverse
     cov[:, 1, 1] += info[:, 0, 0] / det
     cov[:, 0, 1] -= info[:, 0, 1] / det
-    half_tr, half_diff = (cov[:, 0, 0] + cov[:, 1, 1]) / 2, (cov[:, 0, 0] - cov[:, 1, 1]) / 2
-    return np.sqrt(np.maximum(half_tr + np.sqrt(half_diff ** 2 + cov[:, 0, 1] ** 2), 0.0))  # the larger eigenvalue
+    return largest_sd(cov)

@@ -22,6 +22,7 @@ import numpy as np
 from fastapi import FastAPI, File, Query, Request, UploadFile
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
+from core.geometry import RELIABLE_SIGMA_M
 from pipeline.web.search import (IdentitySearch, QueryEncoder, SearchUnavailable, UploadError, UploadLimits,
                                  decode_upload)
 from pipeline.web.store import NotFound, ReviewStore, StoreOpenError
@@ -138,10 +139,11 @@ def create_app(store: ReviewStore, token: str | None = None, allowed_hosts: list
         return store.runs()
 
     @app.get("/api/runs/{run}", summary="One run ('latest' or its number) and its cameras: status, frames, fps, "
-                                        "size, dropped frames, tracks, error")
+                                        "size, dropped frames, tracks, error; floor positions with a larger sigma "
+                                        "(m) than reliable_sigma_m are approximate")
     def api_run(run: str):
         run_id = run_id_of(run)
-        return dict(store.run(run_id), cameras=store.cameras(run_id))
+        return dict(store.run(run_id), cameras=store.cameras(run_id), reliable_sigma_m=RELIABLE_SIGMA_M)
 
     @app.get("/api/runs/{run}/identities", summary="Identity cards, sorted and paginated")
     def api_identities(run: str, sort: str = "first_seen", page: int = Query(1, ge=1),

@@ -181,9 +181,10 @@ function floorFrame(x0, x1, y0, y1, cls, label, size) {
 }
 
 // a floor position placed less surely than this (sigma, m) is approximate: dashed, and not counted in metres walked
-// (core/geometry.py RELIABLE_SIGMA_M; unknown sigma, a store before schema v5, counts as placed)
-const RELIABLE_SIGMA_M = 1.0;
-const approximate = (p) => p[3] != null && p[3] > RELIABLE_SIGMA_M;
+// (the run's `reliable_sigma_m`, core/geometry.py RELIABLE_SIGMA_M; unknown sigma, a store before schema v5, counts
+// as placed)
+const reliableSigma = () => (RUN && RUN.reliable_sigma_m) || 1.0;
+const approximate = (p) => p[3] != null && p[3] > reliableSigma();
 
 // polylines of a path [[t, x, y, sigma], ...], broken where it was not placed for more than 2 s; approximate
 // stretches (class "approx") are drawn dashed, joined to the placed ones around them
@@ -255,14 +256,14 @@ async function floorPage(main) {
   s += "</svg>";
   const rows = d.people.map((p) => {
     const who = p.label != null ? `<a href="${link("/identity/" + encodeURIComponent(p.label))}">${esc(p.label)}</a>` : esc(p.identity);
-    const approx = p.approximate ? ` <span class="muted" title="positions placed less surely than ${RELIABLE_SIGMA_M} m: not counted in metres walked">${100 * p.approximate / p.positions < 1 ? "<1" : Math.round(100 * p.approximate / p.positions)}% approx.</span>` : "";
+    const approx = p.approximate ? ` <span class="muted" title="positions placed less surely than ${reliableSigma()} m: not counted in metres walked">${100 * p.approximate / p.positions < 1 ? "<1" : Math.round(100 * p.approximate / p.positions)}% approx.</span>` : "";
     return `<tr><td><span class="swatch" style="background:${identColour(p.identity)}"></span>${who}${approx}</td><td>${esc(fmtTime(p.first_ts))}</td><td>${esc(fmtTime(p.last_ts))}</td><td>${p.walked_m.toFixed(1)}</td><td>${p.mean_speed_mps != null ? p.mean_speed_mps.toFixed(2) : "-"}</td></tr>`;
   }).join("");
   const near = !d.near ? "" : `<h2>Who came within ${d.radius} m of (${esc(q.get("near"))}) m</h2>` + (d.near.length
     ? `<table id="near"><thead><tr><th>identity</th><th>closest</th><th>when</th></tr></thead><tbody>${d.near.map((n) => `<tr data-label="${esc(n.label != null ? n.label : n.identity)}"><td>${n.label != null ? `<a href="${link("/identity/" + encodeURIComponent(n.label))}">${esc(n.label)}</a>` : esc(n.identity)}</td><td>${n.closest_m.toFixed(2)} m</td><td>${esc(fmtTime(n.closest_ts))}</td></tr>`).join("")}</tbody></table>`
     : `<p class="muted" id="near-none">Nobody came that close.</p>`);
   main.innerHTML = `<h1>Floor <span class="muted">${d.people.length} people placed</span></h1>${form}
-    <div class="floorwrap"><div style="max-width:${Math.max(f.width, 360).toFixed(0)}px">${s}<p class="muted">ground-plane fusion, metres in the cameras' ground frame; a path links to its identity, a click elsewhere asks who came near that point; dots: first placed; dashed: approximate (placed less surely than ${RELIABLE_SIGMA_M} m, far from the cameras; may run off the map, not counted in metres walked or "who came near")</p></div>
+    <div class="floorwrap"><div style="max-width:${Math.max(f.width, 360).toFixed(0)}px">${s}<p class="muted">ground-plane fusion, metres in the cameras' ground frame; a path links to its identity, a click elsewhere asks who came near that point; dots: first placed; dashed: approximate (placed less surely than ${reliableSigma()} m, far from the cameras; may run off the map, not counted in metres walked or "who came near")</p></div>
     <div>${near}<h2>Everyone placed</h2><table id="placed"><thead><tr><th>identity</th><th>first placed</th><th>last</th><th>m walked</th><th>m/s</th></tr></thead><tbody>${rows}</tbody></table></div></div>`;
   bindFloorForm();
   const svg = $("svg.floormap");
@@ -307,7 +308,7 @@ async function identityPage(main, label) {
     <p>${d.cameras.map((c) => `<span class="cam">${esc(c)}</span>`).join(" ")} · ${d.n_tracks} tracks · ${esc(fmtTime(d.first_ts))} – ${esc(fmtTime(d.last_ts))} · on camera ${esc(fmtDur(d.seconds))}
     · <a href="${link("/events", { identity: d.label })}">events</a></p>
     <h2>Timeline across cameras</h2><div id="timeline">${timelineSvg(d)}</div><div class="legend"><span class="chip span-chip">seen</span> ${legend}</div>
-    ${d.ground && d.ground.length ? `<h2>On the floor</h2><div id="floor">${floorSvg(d)}</div><p class="muted">ground-plane fusion: ${d.ground.length} positions, metres in the cameras' ground frame; green: first placed, red: last${d.ground.some(approximate) ? `; dashed: approximate (${d.ground.filter(approximate).length} positions placed less surely than ${RELIABLE_SIGMA_M} m, far from the cameras)` : ""}</p>` : ""}
+    ${d.ground && d.ground.length ? `<h2>On the floor</h2><div id="floor">${floorSvg(d)}</div><p class="muted">ground-plane fusion: ${d.ground.length} positions, metres in the cameras' ground frame; green: first placed, red: last${d.ground.some(approximate) ? `; dashed: approximate (${d.ground.filter(approximate).length} positions placed less surely than ${reliableSigma()} m, far from the cameras)` : ""}</p>` : ""}
     <h2>Best views per camera</h2><div id="thumbs">${thumbs}</div>
     <h2>Action events</h2>${eventsTable(d.events)}
     <h2>Link history</h2>${links ? `<table id="links"><thead><tr><th>time</th><th>mode</th><th>track</th><th>global id</th><th>reason</th><th>score</th></tr></thead><tbody>${links}</tbody></table>` : '<p class="muted">No links recorded (association off).</p>'}`;
