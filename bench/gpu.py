@@ -14,10 +14,19 @@
 2. The batcher under load: the real `ReIDBatcher` (max_batch 64, max_wait_ms 20) with the pipeline's `ClipEncoder`
    (AMP) fed by 16 and 64 simulated cameras, each submitting one T = 4 clip per frame at 25 fps for `--load-seconds`:
    mean batch, p50 / p99 latency from submit to result, dropped clips, model-busy fraction (GPU utilisation from
-   nvidia-smi sampled meanwhile).
+   nvidia-smi sampled meanwhile); each twice, side by side: batches padded to the encoder's fixed sizes with cuDNN
+   autotuning and a warm-up of every size (the pipeline now), and any batch size with autotuning off (before);
+   plus the padded embeddings' parity with the unpadded ones.
 3. Detection across streams: YOLO11n built from its model YAML (random weights: speed only) at 640x640, fp16, batch 1 /
    8 / 16 / 32 on device tensors, frames/s; and the pipeline's detector call path (`models.detector.Detector` with
    ultralytics, one 640x360 BGR frame per camera, 16 cameras) where ultralytics is installed.
+4. Streams per GPU, end to end: the pipeline (`Pipeline.run`: decode, detection, tracking, Re-ID, association, events,
+   store, MOT files) on 16 and 32 file cameras cycling over EPFL Terrace c0 / c1 and PETS09, each `--e2e-frames`
+   frames, detection (fp16) and Re-ID (AMP) on the GPU, with the real YOLO11n weights rebuilt from the shipped INT8
+   model (bench/yolo_from_openvino.py; `--e2e-detector`): frames/s over the frame loop and the 25 fps cameras that
+   sustains, the time inside the detector and the Re-ID model, the main thread's and the host's CPU busy fractions
+   and the GPU's utilisation over the same window; beside it, the detector alone on the same number of cameras.
+   Where the machine has no ffmpeg, the cameras decode through bench/cv2_ffmpeg.py (OpenCV's FFmpeg).
 """
 
 from __future__ import annotations
@@ -228,16 +237,23 @@ class GpuSampler:
 
 
 def batcher_load(backbone: str, cameras: int, seconds: float, device: torch.device, t: int = 4, fps: float = 25.0,
-                 max_batch: int = 64, max_wait_ms: float = 20.0) -> dict:
+                 max_batch: int = 64, max_wait_ms: float = 20.0, fixed_shapes: bool = True) -> dict:
+    """fixed_shapes: the pipeline's way since 2026-11-30 (batches padded to `padded_batch` sizes, cuDNN autotuning
+    on, every size warmed up before the load); False: the earlier way (any batch size as it comes, autotuning off,
+    one warm-up at the largest batch), measured side by side."""
     from models.reid import ReIDAR
     from pipeline.reid import ClipEncoder, ReIDBatcher
     from pipeline.reid.clips import ClipRequest
 
-    torch.backends.cudnn.benchmark = False  # as in the pipeline: batch sizes vary, each new one would be autotuned
     size = SIZES[backbone]
     model = ReIDAR(backbone, num_classes=1, action_names=ACTIONS, input_size=size)
     enc = ClipEncoder.from_model(model, source="random weights", device=str(device), amp=True, cpu_backend="torch")
-    enc.encode(np.zeros((max_batch, t, *size, 3), np.uint8))  # warm-up at the largest batch
+    enc.pad_batches = fixed_shapes
+    torch.backends.cudnn.benchmark = fixed_shapes
+    warm0 = time.perf_counter()
+    if not enc.warm_up(max_batch, t):
+        enc.encode(np.zeros((max_batch, t, *size, 3), np.uint8))  # warm-up at the largest batch
+    warm_s = time.perf_counter() - warm0
     batcher = ReIDBatcher(enc, max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max(256, 8 * max_batch)).start()
     crops = np.random.default_rng(0).integers(0, 255, (t, *size, 3), dtype=np.uint8)
     sent: dict[tuple[str, int], float] = {}
@@ -265,6 +281,15 @@ def batcher_load(backbone: str, cameras: int, seconds: float, device: torch.devi
                     latencies.append(time.perf_counter() - t_sent)
             time.sleep(0.001)
 
+    parity = None
+    if fixed_shapes:  # the padded call gives the unpadded call's embeddings (5 clips: padded to 8)
+        clips = np.random.default_rng(1).integers(0, 255, (5, t, *size, 3), dtype=np.uint8)
+        a, _ = enc.encode(clips)
+        enc.pad_batches = False
+        b, _ = enc.encode(clips)
+        enc.pad_batches = True
+        cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+        parity = float(1.0 - cos.min())
     with GpuSampler() as gpu:
         threads = [threading.Thread(target=camera, args=(k,), daemon=True) for k in range(cameras)]
         collector = threading.Thread(target=collect, daemon=True)
@@ -283,11 +308,12 @@ def batcher_load(backbone: str, cameras: int, seconds: float, device: torch.devi
     st = batcher.stats
     lat = np.array(latencies) * 1000 if latencies else np.zeros(1)
     row = dict(part="batcher", backbone=backbone, cameras=cameras, fps=fps, t=t, max_batch=max_batch,
+               fixed_shapes=fixed_shapes, warm_up_s=warm_s, padding_max_cosine_distance=parity,
                max_wait_ms=max_wait_ms, seconds=wall, submitted=st.submitted, processed=st.processed,
                dropped=st.dropped, batches=st.batches, mean_batch=st.mean_batch, p50_ms=float(np.percentile(lat, 50)),
                p99_ms=float(np.percentile(lat, 99)), model_busy=(st.busy_s - busy0) / wall, gpu_util=gpu.mean(),
                clips_s=st.processed / wall)
-    print(f"  batcher {backbone} {cameras:>3} cameras: mean batch {row['mean_batch']:.1f}, p50 {row['p50_ms']:.1f} ms, "
+    print(f"  batcher {backbone} {cameras:>3} cameras, {'fixed shapes' if fixed_shapes else 'any batch size'}: mean batch {row['mean_batch']:.1f}, p50 {row['p50_ms']:.1f} ms, "
           f"p99 {row['p99_ms']:.1f} ms, dropped {row['dropped']}, model busy {row['model_busy']:.0%}, "
           f"GPU util {row['gpu_util']}", flush=True)
     return row
@@ -334,6 +360,240 @@ def detection(batches: list[int], device: torch.device, min_s: float, cameras: i
     return rows
 
 
+# -- 4. streams per GPU, end to end -------------------------------------------------------------------------------
+E2E_SOURCES = ("terrace1-c0.mp4", "terrace1-c1.mp4", "vtest.avi")  # cycled over the cameras; EPFL Terrace, PETS09
+
+
+class LoadSampler:
+    """Every 0.25 s in a thread: the host's busy CPU seconds (/proc/stat), this process's CPU seconds, the main
+    thread's CPU seconds, and the GPU's utilisation (nvidia-smi, when present); `window(t0, t1)` averages them."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[float, float, float, float]] = []  # (monotonic s, host busy s, process s, main s)
+        self.gpu = GpuSampler()
+        self.gpu_times: list[float] = []
+        self._stop = threading.Event()
+        self._main = time.pthread_getcpuclockid(threading.main_thread().ident)
+
+    @staticmethod
+    def _host_busy() -> float:
+        fields = [float(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        ticks = __import__("os").sysconf("SC_CLK_TCK")
+        return (sum(fields) - fields[3] - fields[4]) / ticks  # everything but idle and iowait
+
+    def _run(self) -> None:
+        import os
+
+        while not self._stop.is_set():
+            t = os.times()
+            self.rows.append((time.monotonic(), self._host_busy(), t.user + t.system,
+                              time.clock_gettime(self._main)))
+            self.gpu_times.append((time.monotonic(), len(self.gpu.samples)))
+            self._stop.wait(0.25)
+
+    def __enter__(self):
+        self.gpu.__enter__()
+        threading.Thread(target=self._run, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self.gpu.__exit__(*exc)
+
+    def window(self, t0: float, t1: float) -> dict:
+        rows = [r for r in self.rows if t0 <= r[0] <= t1]
+        if len(rows) < 2:
+            return {}
+        dt = rows[-1][0] - rows[0][0]
+        out = {"host_cores_busy": (rows[-1][1] - rows[0][1]) / dt, "process_cores": (rows[-1][2] - rows[0][2]) / dt,
+               "main_thread_busy": (rows[-1][3] - rows[0][3]) / dt}
+        marks = [n for t, n in self.gpu_times if t0 <= t <= t1]
+        if marks and self.gpu.samples:
+            util = self.gpu.samples[marks[0]:marks[-1]] or self.gpu.samples[-1:]
+            out["gpu_util"] = float(np.mean(util))
+        return out
+
+
+def e2e_config(folder: Path, cameras: int, frames: int, data: Path, detector: Path, reid_weights: Path,
+               device: torch.device) -> Path:
+    """A run config: `cameras` file cameras cycling over E2E_SOURCES, the shipped defaults otherwise."""
+    import yaml
+
+    half = device.type == "cuda"
+    cfg = {
+        "cameras": [{"id": f"cam{k:02d}", "source": str(data / E2E_SOURCES[k % len(E2E_SOURCES)]),
+                     "max_frames": frames} for k in range(cameras)],
+        "detector": {"weights": str(detector), "conf": 0.1, "device": str(device), "half": half},
+        "tracker": {"name": "mcsa"},
+        "reid": {"backbone": "osnet_x0_25", "backbone_weights": str(reid_weights), "device": str(device)},
+        "output": {"dir": str(folder / "out")},
+        "run": {"progress": False},
+    }
+    path = folder / f"e2e_{cameras}.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def profile_table(prof, top: int = 25) -> dict:
+    """The main thread's profile: own time by code area (package folder) and the top functions by own time."""
+    import pstats
+
+    stats = pstats.Stats(prof).stats  # (file, line, name) -> (calls, primitive, tottime, cumtime, callers)
+    total = sum(v[2] for v in stats.values()) or 1.0
+    areas: dict[str, float] = {}
+    for (file, _, name), v in stats.items():
+        parts = Path(file).parts
+        if "site-packages" in parts or "dist-packages" in parts:
+            i = max(i for i, p in enumerate(parts) if p in ("site-packages", "dist-packages"))
+            area = parts[i + 1] if i + 1 < len(parts) else file
+        elif str(ROOT) in file:
+            rel = Path(file).resolve().relative_to(ROOT).parts
+            area = "/".join(rel[:2]) if len(rel) > 2 else rel[0]
+        elif file == "~":  # a built-in: C code of the library that owns it
+            text = name if isinstance(name, str) else ""
+            area = next((lib for lib in ("torch", "cv2", "numpy", "faiss", "openvino", "sqlite3", "select", "_thread")
+                         if lib in text), "python built-ins")
+        else:
+            area = "python" if file.startswith("<") or "/lib/python" in file else file
+        areas[area] = areas.get(area, 0.0) + v[2]
+    funcs = sorted(stats.items(), key=lambda kv: -kv[1][2])[:top]
+    return {"areas": {k: round(v / total, 4) for k, v in sorted(areas.items(), key=lambda kv: -kv[1])[:20]},
+            "top": [{"function": f"{Path(f).name}:{ln} {name}", "own_s": round(v[2], 3), "cum_s": round(v[3], 3),
+                     "calls": v[0]} for (f, ln, name), v in funcs],
+            "profiled_s": total}
+
+
+def end_to_end(cameras: int, frames: int, data: Path, detector: Path, reid_weights: Path, device: torch.device,
+               work: Path, profile: bool = False) -> dict:
+    """The whole pipeline (decode, detect, track, Re-ID, association, events, store, MOT files) on `cameras` file
+    cameras for `frames` frames each; frames/s over the frame loop, the time inside the detector and the Re-ID
+    model, and the CPU / GPU busy fractions over the same window. profile: the main thread under cProfile (slower;
+    its frames/s are not comparable): where its time goes."""
+    import cProfile
+
+    from models.detector import PersonDetector
+    from pipeline.config import load_config
+    from pipeline.reid import ClipEncoder
+    from pipeline.runner import Pipeline
+
+    cfg = load_config(e2e_config(work, cameras, frames, data, detector, reid_weights, device))
+    spans: dict[str, list[tuple[float, float]]] = {"detect": [], "encode": []}
+    real = {"detect": PersonDetector.detect, "encode": ClipEncoder.encode}
+
+    def timed(name):
+        def call(self, *a, **kw):
+            t0 = time.monotonic()
+            try:
+                return real[name](self, *a, **kw)
+            finally:
+                spans[name].append((t0, time.monotonic() - t0))
+        return call
+
+    PersonDetector.detect, ClipEncoder.encode = timed("detect"), timed("encode")
+    try:
+        prof = cProfile.Profile() if profile else None
+        with LoadSampler() as load:
+            pipe = Pipeline(cfg, str(work / f"out_{cameras}{'_profiled' if profile else ''}"))
+            if prof is not None:  # the frame loop only (not model loading, nor the offline pass at the end)
+                loop = pipe._loop
+
+                def profiled_loop(*a, **kw):
+                    prof.enable()
+                    try:
+                        return loop(*a, **kw)
+                    finally:
+                        prof.disable()
+                pipe._loop = profiled_loop
+            summary = pipe.run()
+            t_end = time.monotonic()
+    finally:
+        PersonDetector.detect, ClipEncoder.encode = real["detect"], real["encode"]
+    t0 = pipe.loop_started
+    loop = t_end - t0
+    n = sum(c.frames for c in summary.cameras)
+    inside = {k: sum(d for s, d in v if s >= t0) for k, v in spans.items()}
+    reid = summary.reid or {}
+    row = dict(part="end_to_end", cameras=cameras, frames_per_camera=frames, frames=n, loop_s=loop,
+               frames_s=n / loop, realtime_25fps_cameras=n / loop / 25.0,
+               statuses=sorted({c.status for c in summary.cameras}), detector=str(detector.name),
+               detect_calls=sum(1 for s, _ in spans["detect"] if s >= t0), detect_s=inside["detect"],
+               reid_encode_s=inside["encode"], clips=reid.get("processed"), reid_mean_batch=reid.get("mean_batch"),
+               detections=sum(c.detections for c in summary.cameras), profiled=profile, **load.window(t0, t_end))
+    if prof is not None:
+        row["profile"] = profile_table(prof)
+        print("  main thread's own time by area (profiled run): " + ", ".join(
+            f"{k} {v:.0%}" for k, v in list(row["profile"]["areas"].items())[:8]), flush=True)
+    print(f"  end to end {cameras:>3} cameras x {frames} frames{' (profiled)' if profile else ''}: "
+          f"{row['frames_s']:7.1f} frames/s "
+          f"({row['realtime_25fps_cameras']:.1f} cameras at 25 fps), detector {inside['detect'] / loop:.0%} of the "
+          f"loop, Re-ID model {inside['encode'] / loop:.0%}, main thread busy {row.get('main_thread_busy', 0):.0%}, "
+          f"host {row.get('host_cores_busy', 0):.1f} cores, GPU util {row.get('gpu_util')}", flush=True)
+    return row
+
+
+def detector_only(cameras: int, data: Path, detector: Path, device: torch.device, min_s: float) -> dict:
+    """The peer of the end-to-end rows: the pipeline's detector alone on frames decoded into memory beforehand,
+    one call per step with one frame of each of `cameras` cameras (as the run loop calls it)."""
+    import cv2
+
+    from models.detector import PersonDetector
+
+    frames = []
+    for k in range(cameras):
+        cap = cv2.VideoCapture(str(data / E2E_SOURCES[k % len(E2E_SOURCES)]))
+        cap.set(cv2.CAP_PROP_POS_FRAMES, 10 * k)
+        ok, img = cap.read()
+        cap.release()
+        frames.append(img)
+    det = PersonDetector(str(detector), conf=0.1, device=str(device), half=device.type == "cuda")
+    per_s, _ = rate(lambda: det.detect(frames), device, min_s)
+    row = dict(part="detector_only", cameras=cameras, frames_s=per_s * cameras, detector=str(detector.name))
+    print(f"  detector only, {cameras} cameras per call: {row['frames_s']:.1f} frames/s", flush=True)
+    return row
+
+
+
+def e2e_part(args, device: torch.device) -> list[dict]:
+    import shutil
+    import tempfile
+
+    if args.e2e_detector is None or not args.e2e_detector.is_file():
+        return [dict(part="end_to_end", error=f"no detector .pt: {args.e2e_detector} (give --e2e-detector)")]
+    data = args.e2e_data
+    found = {name: next(iter(sorted(data.rglob(name))), None) for name in E2E_SOURCES}
+    if not all(found.values()):
+        return [dict(part="end_to_end", error=f"{data} lacks {[n for n, p in found.items() if p is None]}")]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        for name, path in found.items():  # one folder: the config cycles over these names
+            (work / "data").mkdir(exist_ok=True)
+            (work / "data" / name).symlink_to(path.resolve())
+        if shutil.which("ffmpeg") is None:
+            shim = work / "bin"
+            shim.mkdir()
+            (shim / "ffmpeg").write_text(f'#!/bin/sh\nexec "{sys.executable}" "{ROOT / "bench" / "cv2_ffmpeg.py"}" "$@"\n')
+            (shim / "ffmpeg").chmod(0o755)
+            import os
+
+            os.environ["PATH"] = f"{shim}:{os.environ['PATH']}"
+            print("  no ffmpeg on PATH: file cameras decode through bench/cv2_ffmpeg.py (OpenCV's FFmpeg, one "
+                  "process per camera)", flush=True)
+            rows.append(dict(part="end_to_end_decoder", decoder="bench/cv2_ffmpeg.py (OpenCV's bundled FFmpeg)"))
+        else:
+            rows.append(dict(part="end_to_end_decoder", decoder=shutil.which("ffmpeg")))
+        counts = [int(c) for c in str(args.e2e_cameras).split(",") if c]
+        for cams in counts:
+            rows.append(detector_only(cams, work / "data", args.e2e_detector, device,
+                                      0.05 if args.smoke else args.min_seconds))
+            rows.append(end_to_end(cams, args.e2e_frames, work / "data", args.e2e_detector, args.e2e_reid, device,
+                                   work))
+        if args.e2e_profile and counts:
+            rows.append(end_to_end(counts[0], args.e2e_frames, work / "data", args.e2e_detector, args.e2e_reid,
+                                   device, work, profile=True))
+    return rows
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True, help="JSON file for every row and the environment")
@@ -341,7 +601,15 @@ def main() -> int:
     ap.add_argument("--min-seconds", type=float, default=0.5)
     ap.add_argument("--load-seconds", type=float, default=8.0)
     ap.add_argument("--clip-fps", type=float, default=25.0, help="batcher part: clips each simulated camera submits per s")
-    ap.add_argument("--skip", default="", help="comma list of parts to skip: reid,encoder,batcher,detection")
+    ap.add_argument("--skip", default="", help="comma list of parts to skip: reid,encoder,batcher,detection,compile,e2e")
+    ap.add_argument("--e2e-data", type=Path, default=ROOT.parent / "shared" / "data",
+                    help="folder holding " + ", ".join(E2E_SOURCES) + " (searched recursively)")
+    ap.add_argument("--e2e-detector", type=Path, help="YOLO .pt for the end-to-end part (bench/yolo_from_openvino.py)")
+    ap.add_argument("--e2e-reid", type=Path, default=ROOT.parent / "shared" / "models" / "osnet_x0_25_msmt17.pth")
+    ap.add_argument("--e2e-cameras", default="16,32", help="comma list of camera counts for the end-to-end part")
+    ap.add_argument("--e2e-frames", type=int, default=300, help="frames per camera in the end-to-end part")
+    ap.add_argument("--e2e-profile", action="store_true",
+                    help="one more end-to-end run (the first camera count) with the main thread under cProfile")
     args = ap.parse_args()
     device = torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
     if device.type == "cuda":
@@ -371,16 +639,31 @@ def main() -> int:
             result["rows"] += reid_encoder(backbone, batches if args.smoke else [8, 32, 128], 4, device,
                                            0.05 if args.smoke else args.min_seconds)
             save()
+    def guarded(part: str, fn) -> None:  # one part failing (a missing package there, say) leaves the others
+        try:
+            out = fn()
+            result["rows"] += out if isinstance(out, list) else [out]
+        except Exception as err:  # noqa: BLE001
+            import traceback
+
+            traceback.print_exc()
+            result["rows"].append(dict(part=part, error=f"{type(err).__name__}: {err}"))
+        save()
+
+    if "e2e" not in skip:  # first: the one part not measured before (2026-11-28)
+        guarded("end_to_end", lambda: e2e_part(args, device))
     if "batcher" not in skip:
         for backbone in SIZES:
             for cams in ([2] if args.smoke else [16, 64]):
-                result["rows"].append(batcher_load(backbone, cams, 1.0 if args.smoke else args.load_seconds, device,
-                                                   fps=5.0 if args.smoke else args.clip_fps, max_batch=8 if args.smoke else 64))
-                save()
+                for fixed in (False, True):
+                    guarded("batcher", lambda: batcher_load(
+                        backbone, cams, 1.0 if args.smoke else args.load_seconds, device,
+                        fps=5.0 if args.smoke else args.clip_fps, max_batch=8 if args.smoke else 64,
+                        fixed_shapes=fixed))
     if "detection" not in skip:
-        result["rows"] += detection([1, 2] if args.smoke else [1, 8, 16, 32], device,
-                                    0.05 if args.smoke else args.min_seconds, cameras=2 if args.smoke else 16)
-        save()
+        guarded("detection", lambda: detection([1, 2] if args.smoke else [1, 8, 16, 32], device,
+                                               0.05 if args.smoke else args.min_seconds,
+                                               cameras=2 if args.smoke else 16))
     if "compile" not in skip and device.type == "cuda" and not args.smoke:  # last: compiling takes minutes
         for backbone in SIZES:
             rows = [r for r in result["rows"] if r.get("part") == "reid_model" and r.get("backbone") == backbone]

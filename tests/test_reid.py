@@ -287,3 +287,28 @@ def test_action_metrics_hand_checked():
     assert m["walk"]["precision"] == 0.5 and m["walk"]["recall"] == 1.0
     assert abs(m["run"]["f1"] - 0.8) < 1e-9 and m["_overall"]["accuracy"] == 0.75
     assert (m["walk"]["support"], m["walk"]["predicted"], m["run"]["support"], m["run"]["predicted"]) == (1, 2, 3, 2)
+
+
+def test_cuda_batches_pad_to_few_sizes_and_padding_changes_nothing():
+    """On CUDA the encoder pads each batch to `padded_batch(b)` (few shapes: cuDNN tunes each once, warm_up runs them
+    before the first frame). The padded rows must not change the real ones: eval-mode layers treat clips apart."""
+    from pipeline.reid.encoder import ClipEncoder, padded_batch
+
+    sizes = {padded_batch(b) for b in range(1, 257)}
+    assert sizes == {1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256}
+    for b in range(1, 1200):
+        n = padded_batch(b)
+        assert n >= b and (b <= 8 or b > 256 or n <= 1.5 * b) and (b <= 256 or n % 256 == 0)  # padding <= 1/3
+    torch.manual_seed(0)
+    model = ReIDAR("osnet_x0_25", num_classes=3, action_names=["walking", "standing"], input_size=(64, 32)).eval()
+    x = torch.rand(5, 4, 3, 64, 32)
+    padded = torch.cat([x, torch.zeros(padded_batch(5) - 5, 4, 3, 64, 32)])
+    with torch.inference_mode():
+        a, b = model(x), model(padded)
+    assert padded.shape[0] == 8
+    assert torch.allclose(a.embedding, b.embedding[:5], atol=1e-5)
+    assert torch.allclose(a.action_probs, b.action_probs[:5], atol=1e-5)
+    enc = ClipEncoder.from_model(model, device="cpu", cpu_backend="torch")
+    assert enc.warm_up(64, 4) == 0  # nothing to tune on the CPU
+    emb, probs = enc.encode(np.zeros((3, 4, 64, 32, 3), np.uint8))
+    assert emb.shape[0] == 3 and probs.shape == (3, 2)

@@ -36,6 +36,7 @@ class ReIDService:
         if not logging.getLogger().handlers:
             logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
         self.encoder = ClipEncoder.from_config(reid_config)
+        self.encoder.warm_up(reid_config.max_batch, reid_config.clip_len)  # CUDA: each padded batch size tuned now
         self.calls = 0
         self.model_s = 0.0
 

@@ -103,6 +103,19 @@ def _convert_via_onnx(model: torch.nn.Module, ov):
     return ov_model
 
 
+def padded_batch(b: int) -> int:
+    """The batch size the CUDA model is called with for b clips: the next of 1, 2, 4, 8, 12, 16, 24, 32, 48, 64, ...
+    (powers of two and 1.5 times them) up to 256, then the next multiple of 256. A live batcher closes batches of every
+    size from 1 to max_batch; padded, the model sees a handful of shapes, each tuned once by cuDNN (and warmed by
+    `ClipEncoder.warm_up`) instead of a slow first call per size, at most a third of each batch being padding.
+    Eval-mode BatchNorm and the rest of the model treat each clip on its own, so the zero padding changes nothing."""
+    b = max(1, int(b))
+    if b > 256:
+        return -(-b // 256) * 256
+    p = 1 << (b - 1).bit_length()  # next power of two
+    return p * 3 // 4 if p >= 16 and b <= p * 3 // 4 else p
+
+
 class ReIDLoadError(RuntimeError):
     """The Re-ID weights cannot be used; the message names the file and the fix."""
 
@@ -250,9 +263,11 @@ class ClipEncoder:
         self.action_names: list[str] = list(model.action_names)
         self.input_size = tuple(int(v) for v in model.input_size)  # (H, W)
         self.amp = bool(amp) and self.device.type == "cuda"
+        self.pad_batches = True  # CUDA: batches padded to padded_batch() sizes (benchmarks turn it off to compare)
         self.amp_dtype = torch.bfloat16 if self.amp and torch.cuda.is_bf16_supported() else torch.float16
         if self.device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
+            torch.backends.cudnn.benchmark = True  # batches are padded to a few sizes (padded_batch): tuned once each
         self._mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 1, 3, 1, 1) * 255.0
         self._std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 1, 3, 1, 1) * 255.0
         with torch.inference_mode():
@@ -298,16 +313,30 @@ class ClipEncoder:
                      else np.zeros((len(clips), 0), np.float32))
             return emb, probs
         host = torch.from_numpy(np.ascontiguousarray(clips))
+        b = host.shape[0]
         if self.device.type == "cuda":
             host = host.pin_memory()
         with torch.inference_mode():
             x = host.to(self.device, non_blocking=True).permute(0, 1, 4, 2, 3).float()
             x = (x - self._mean) / self._std  # (B, T, 3, H, W)
+            if self.device.type == "cuda" and self.pad_batches and padded_batch(b) > b:
+                x = torch.cat([x, x.new_zeros((padded_batch(b) - b, *x.shape[1:]))])
             if self.amp:
                 with torch.autocast("cuda", dtype=self.amp_dtype):
                     out = self.model(x)
             else:
                 out = self.model(x)
-            emb = out.embedding.float().cpu().numpy()
-            probs = out.action_probs.float().cpu().numpy()
+            emb = out.embedding[:b].float().cpu().numpy()
+            probs = out.action_probs[:b].float().cpu().numpy()
         return emb, probs
+
+    def warm_up(self, max_batch: int, clip_len: int) -> int:
+        """On CUDA (PyTorch), run every padded batch size up to max_batch once, so cuDNN's tuning and the kernels'
+        first launches happen before the first frame instead of inside the first live batches; returns the number
+        of sizes run (0 elsewhere: the CPU runtimes have no per-size tuning)."""
+        if self.model is None or self.device.type != "cuda" or self._ov is not None or not self.pad_batches:
+            return 0
+        sizes = sorted({padded_batch(n) for n in range(1, int(max_batch) + 1)})
+        for n in sizes:
+            self.encode(np.zeros((n, int(clip_len), *self.input_size, 3), np.uint8))
+        return len(sizes)

@@ -35,6 +35,10 @@ class ReIDStage(Stage):
     def __init__(self, cfg, encoder: ClipEncoder | None = None) -> None:
         self.cfg = cfg
         self.encoder = encoder or ClipEncoder.from_config(cfg)
+        warm_up = getattr(self.encoder, "warm_up", None)  # engine ray: a service stand-in, warmed in its actor
+        warmed = warm_up(cfg.max_batch, cfg.clip_len) if warm_up else 0
+        if warmed:
+            log.info("Re-ID: %d batch sizes warmed up on %s", warmed, self.encoder.device)
         self.batcher = ReIDBatcher(self.encoder, cfg.max_batch, cfg.max_wait_ms, cfg.max_queue).start()
         self.croppers: dict[str, TrackletCropper] = {}
         self.appearances: dict[str, TrackAppearance] = {}
