@@ -27,6 +27,9 @@
    sustains, the time inside the detector and the Re-ID model, the main thread's and the host's CPU busy fractions
    and the GPU's utilisation over the same window; beside it, the detector alone on the same number of cameras.
    Where the machine has no ffmpeg, the cameras decode through bench/cv2_ffmpeg.py (OpenCV's FFmpeg).
+5. Training: steps/s of the paper's Re-ID-AR recipe (`--training-config`, default the MARS 8-action run:
+   ResNet50-IBN-a 224x112, T = 4, P x K = 16 x 4 clips, all its losses) through the training loop's own step, with fp16
+   AMP (what `train` uses on CUDA), bf16 AMP and float32.
 """
 
 from __future__ import annotations
@@ -553,6 +556,61 @@ def detector_only(cameras: int, data: Path, detector: Path, device: torch.device
 
 
 
+# -- 5. training throughput ---------------------------------------------------------------------------------------
+def training(config: Path, device: torch.device, min_s: float, smoke: bool = False) -> list[dict]:
+    """Training steps/s of the paper's Re-ID-AR (the config's backbone, input, T, P x K batch, losses and optimisers,
+    through the training loop's own `optimisation_step`) on random clips already on the device, 625 identities (MARS);
+    no pretrained file (speed does not depend on the weights). fp16 AMP with a GradScaler is what `train` uses on
+    CUDA; bf16 AMP (no scaler) and float32 (TF32 convolutions, torch's default) beside it."""
+    from models.reid.config import load_reid_config
+    from models.reid.model import build_reid_ar
+    from pipeline.reid_data.training import build_objective, optimisation_step
+
+    cfg = load_reid_config(config)
+    cfg.model.pretrained = None
+    num_classes = 625
+    b = 4 if smoke else cfg.data.p * cfg.data.k
+    k = 2 if smoke else cfg.data.k
+    if smoke:
+        cfg.data.input_size = [cfg.data.input_size[0] // 4, cfg.data.input_size[1] // 4]
+    t, (h, w) = cfg.data.seq_len, cfg.data.input_size
+    gen = torch.Generator().manual_seed(0)
+    clips = torch.randn(b, t, 3, h, w, generator=gen).to(device)
+    pids = torch.arange(b // k).repeat_interleave(k).to(device)
+    acts = torch.randint(0, max(len(cfg.actions), 1), (b,), generator=gen).to(device)
+    erased = (torch.rand(b, t, generator=gen) < 0.25).to(device)
+    def one(label: str, amp: bool, dtype) -> dict:
+        torch.backends.cudnn.allow_tf32 = True
+        torch.manual_seed(0)
+        model = build_reid_ar(cfg, num_classes=num_classes).to(device).train()
+        criterion, optimizer, center_opt = build_objective(cfg, model, num_classes, device)
+        scaler = torch.amp.GradScaler("cuda", enabled=amp and dtype == torch.float16)
+        losses = []
+
+        def step():
+            loss, _, _ = optimisation_step(model, criterion, optimizer, center_opt, scaler, clips, pids, acts,
+                                           erased, cfg.loss.w_center, cfg.loss.w_action_center, amp,
+                                           dtype or torch.float16)
+            losses.append(loss.detach())
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        per_s, n = rate(step, device, min_s)
+        finite = bool(torch.isfinite(torch.stack(losses)).all())
+        row = dict(part="training", config=config.name, backbone=cfg.model.backbone, input=[h, w], t=t, batch=b,
+                   precision=label, steps_s=per_s, clips_s=per_s * b, steps=n, loss_finite=finite,
+                   peak_mem_gb=torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None)
+        print(f"  training {cfg.model.backbone} {h}x{w} T={t} batch {b} {label:<17} {per_s:7.2f} steps/s = "
+              f"{per_s * b:8.1f} clips/s{'' if finite else ' (loss NOT finite)'}", flush=True)
+        return row
+
+    variants = [("amp fp16", True, torch.float16), ("amp bf16", True, torch.bfloat16), ("fp32 (tf32 conv)", False, None)]
+    rows = [one(*v) for v in (variants if device.type == "cuda" else variants[2:])]
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    torch.backends.cudnn.allow_tf32 = False
+    return rows
+
+
 def e2e_part(args, device: torch.device) -> list[dict]:
     import shutil
     import tempfile
@@ -601,13 +659,15 @@ def main() -> int:
     ap.add_argument("--min-seconds", type=float, default=0.5)
     ap.add_argument("--load-seconds", type=float, default=8.0)
     ap.add_argument("--clip-fps", type=float, default=25.0, help="batcher part: clips each simulated camera submits per s")
-    ap.add_argument("--skip", default="", help="comma list of parts to skip: reid,encoder,batcher,detection,compile,e2e")
+    ap.add_argument("--skip", default="", help="comma list of parts to skip: reid,encoder,batcher,detection,compile,e2e,training")
     ap.add_argument("--e2e-data", type=Path, default=ROOT.parent / "shared" / "data",
                     help="folder holding " + ", ".join(E2E_SOURCES) + " (searched recursively)")
     ap.add_argument("--e2e-detector", type=Path, help="YOLO .pt for the end-to-end part (bench/yolo_from_openvino.py)")
     ap.add_argument("--e2e-reid", type=Path, default=ROOT.parent / "shared" / "models" / "osnet_x0_25_msmt17.pth")
     ap.add_argument("--e2e-cameras", default="16,32", help="comma list of camera counts for the end-to-end part")
     ap.add_argument("--e2e-frames", type=int, default=300, help="frames per camera in the end-to-end part")
+    ap.add_argument("--training-config", type=Path, default=ROOT / "configs" / "reid_ar_mars_8actions.yaml",
+                    help="training part: the Re-ID-AR recipe whose step is timed (the paper's MARS run)")
     ap.add_argument("--e2e-profile", action="store_true",
                     help="one more end-to-end run (the first camera count) with the main thread under cProfile")
     args = ap.parse_args()
@@ -652,6 +712,8 @@ def main() -> int:
 
     if "e2e" not in skip:  # first: the one part not measured before (2026-11-28)
         guarded("end_to_end", lambda: e2e_part(args, device))
+    if "training" not in skip:
+        guarded("training", lambda: training(args.training_config, device, 0.05 if args.smoke else 3.0, args.smoke))
     if "batcher" not in skip:
         for backbone in SIZES:
             for cams in ([2] if args.smoke else [16, 64]):

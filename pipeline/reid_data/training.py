@@ -90,6 +90,48 @@ def _freeze(model: ReIDAR, names: list[str]) -> list[torch.nn.Module]:
     return frozen
 
 
+def build_objective(cfg: ReIDTrainingConfig, model: ReIDAR, num_classes: int, device: torch.device):
+    """The config's losses (`ReIDARLoss`, on `device`), the Adam optimiser of the model's trainable parameters and the
+    SGD optimiser of the loss's centres: (criterion, optimizer, center_opt)."""
+    lc, tc = cfg.loss, cfg.train
+    criterion = ReIDARLoss(num_classes, model.feature_dim, model.num_actions, cfg.model.action_hidden,
+                           lc.label_smooth, lc.ranked_margin, lc.ranked_alpha, lc.ranked_t, lc.ranked_normalize,
+                           lc.w_id, lc.w_ranked, lc.w_center, lc.w_attention, lc.w_action, lc.w_action_center,
+                           ranked_feature=lc.ranked_feature, center_feature=lc.center_feature,
+                           attention_form=lc.attention_form, smooth_classes=lc.label_smooth_classes,
+                           ranked_positive_norm=lc.ranked_positive_norm,
+                           ranked_weight_grad=lc.ranked_weight_grad).to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=tc.lr, weight_decay=tc.weight_decay)
+    center_params = [criterion.center.centers, criterion.action_center.center.centers]
+    center_opt = torch.optim.SGD(center_params, lr=tc.center_lr)
+    return criterion, optimizer, center_opt
+
+
+def optimisation_step(model, criterion, optimizer, center_opt, scaler, clips, pids, acts, erased, w_center: float,
+                      w_action_center: float, use_amp: bool, amp_dtype: torch.dtype = torch.float16):
+    """One training step on a batch already on the model's device: clips (B, T, 3, H, W), pids (B,), acts (B,),
+    erased (B, T) -> (loss tensor, loss terms dict, model output). Forward under autocast (amp_dtype) when use_amp,
+    losses in float32, gradients through `scaler` (a disabled GradScaler when not scaling), the centres' gradients
+    rescaled so that they learn at their own rate whatever their loss weight."""
+    with torch.autocast(device_type=clips.device.type, dtype=amp_dtype, enabled=use_amp):
+        out = model(clips)
+    if use_amp:
+        out = _float_output(out)
+    loss, terms = criterion(out, pids, acts, erased)
+    optimizer.zero_grad(set_to_none=True)
+    center_opt.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.unscale_(center_opt)
+    for p, w in ((criterion.center.centers, w_center), (criterion.action_center.center.centers, w_action_center)):
+        if p.grad is not None and w > 0:
+            p.grad.mul_(1.0 / w)  # centers learn at center_lr independent of the loss weight
+    scaler.step(center_opt)
+    scaler.update()
+    return loss, terms, out
+
+
 def train(cfg: ReIDTrainingConfig, output: str | Path, resume: str | Path | None = None, progress: bool = True,
           dataset: VideoReIDDataset | None = None) -> dict[str, Any]:
     """Train per `cfg`; writes `<output>/checkpoint_epXXX.pth`, `<output>/model_final.pth`, `<output>/log.jsonl`.
@@ -126,17 +168,7 @@ def train(cfg: ReIDTrainingConfig, output: str | Path, resume: str | Path | None
     frozen = _freeze(model, cfg.model.freeze)
 
     lc = cfg.loss
-    criterion = ReIDARLoss(num_classes, model.feature_dim, model.num_actions, cfg.model.action_hidden,
-                           lc.label_smooth, lc.ranked_margin, lc.ranked_alpha, lc.ranked_t, lc.ranked_normalize,
-                           lc.w_id, lc.w_ranked, lc.w_center, lc.w_attention, lc.w_action, lc.w_action_center,
-                           ranked_feature=lc.ranked_feature, center_feature=lc.center_feature,
-                           attention_form=lc.attention_form, smooth_classes=lc.label_smooth_classes,
-                           ranked_positive_norm=lc.ranked_positive_norm,
-                           ranked_weight_grad=lc.ranked_weight_grad).to(device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=tc.lr, weight_decay=tc.weight_decay)
-    center_params = [criterion.center.centers, criterion.action_center.center.centers]
-    center_opt = torch.optim.SGD(center_params, lr=tc.center_lr)
+    criterion, optimizer, center_opt = build_objective(cfg, model, num_classes, device)
     sched = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda e: lr_factor(e, tc.warmup_epochs, tc.warmup_factor, tc.milestones, tc.gamma))
     if payload is not None:
@@ -189,21 +221,8 @@ def train(cfg: ReIDTrainingConfig, output: str | Path, resume: str | Path | None
                 data_iter = iter(loader)
                 clips, pids, acts, erased = next(data_iter)
             clips, pids, acts, erased = clips.to(device), pids.to(device), acts.to(device), erased.to(device)
-            with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
-                out = model(clips)
-            if use_amp:
-                out = _float_output(out)
-            loss, terms = criterion(out, pids, acts, erased)
-            optimizer.zero_grad(set_to_none=True)
-            center_opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.unscale_(center_opt)
-            for p, w in ((criterion.center.centers, lc.w_center), (criterion.action_center.center.centers, lc.w_action_center)):
-                if p.grad is not None and w > 0:
-                    p.grad.mul_(1.0 / w)  # centers learn at center_lr independent of the loss weight
-            scaler.step(center_opt)
-            scaler.update()
+            loss, terms, out = optimisation_step(model, criterion, optimizer, center_opt, scaler, clips, pids, acts,
+                                                 erased, lc.w_center, lc.w_action_center, use_amp)
             n += 1
             terms["total"] = float(loss.detach())
             terms["acc"] = float((out.logits.argmax(1) == pids).float().mean())
