@@ -242,8 +242,8 @@ class GpuSampler:
 def batcher_load(backbone: str, cameras: int, seconds: float, device: torch.device, t: int = 4, fps: float = 25.0,
                  max_batch: int = 64, max_wait_ms: float = 20.0, fixed_shapes: bool = True) -> dict:
     """fixed_shapes: the pipeline's way since 2026-11-30 (batches padded to `padded_batch` sizes, cuDNN autotuning
-    on, every size warmed up before the load); False: the earlier way (any batch size as it comes, autotuning off,
-    one warm-up at the largest batch), measured side by side."""
+    on, every size warmed up on the batcher's thread before the load); False: the earlier way (any batch size as it
+    comes, autotuning off, one warm-up at the largest batch on the calling thread), measured side by side."""
     from models.reid import ReIDAR
     from pipeline.reid import ClipEncoder, ReIDBatcher
     from pipeline.reid.clips import ClipRequest
@@ -254,10 +254,11 @@ def batcher_load(backbone: str, cameras: int, seconds: float, device: torch.devi
     enc.pad_batches = fixed_shapes
     torch.backends.cudnn.benchmark = fixed_shapes
     warm0 = time.perf_counter()
-    if not enc.warm_up(max_batch, t):
-        enc.encode(np.zeros((max_batch, t, *size, 3), np.uint8))  # warm-up at the largest batch
+    if not fixed_shapes:
+        enc.encode(np.zeros((max_batch, t, *size, 3), np.uint8))  # warm-up at the largest batch (on this thread)
+    batcher = ReIDBatcher(enc, max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max(256, 8 * max_batch)).start(
+        warm_up=(lambda: enc.warm_up(max_batch, t)) if fixed_shapes else None)  # as the Re-ID stage: on its thread
     warm_s = time.perf_counter() - warm0
-    batcher = ReIDBatcher(enc, max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max(256, 8 * max_batch)).start()
     crops = np.random.default_rng(0).integers(0, 255, (t, *size, 3), dtype=np.uint8)
     sent: dict[tuple[str, int], float] = {}
     latencies: list[float] = []

@@ -54,7 +54,12 @@ class ReIDDeployment:
     def __init__(self, reid_config) -> None:
         from pipeline.engines.reid_service import ReIDService
 
-        self.service = ReIDService(reid_config)
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.service = ReIDService(reid_config, warm_up=False)
+        # one thread runs every model call, warmed up first (PyTorch keeps cuDNN's plans per thread)
+        self._model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reid-model")
+        self._model_thread.submit(self.service.encoder.warm_up, reid_config.max_batch, reid_config.clip_len).result()
         self._batched.set_max_batch_size(int(reid_config.max_batch))
         self._batched.set_batch_wait_timeout_s(float(reid_config.max_wait_ms) / 1000.0)
 
@@ -71,7 +76,7 @@ class ReIDDeployment:
         merged = np.concatenate(clips) if len(clips) > 1 else clips[0]
         t0 = time.perf_counter()
         # in a thread: requests keep arriving (and queue for the next batch) while the model runs
-        emb, probs = await asyncio.get_running_loop().run_in_executor(None, self.service.encode, merged)
+        emb, probs = await asyncio.get_running_loop().run_in_executor(self._model_thread, self.service.encode, merged)
         model_s = time.perf_counter() - t0
         n_cameras = len(set(cameras))
         out, start = [], 0

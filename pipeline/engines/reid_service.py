@@ -30,13 +30,16 @@ log = logging.getLogger("mcsa.engine.reid")
 class ReIDService:
     """Holds the `ClipEncoder` (the Ray actor's body); `encode(clips (B, T, H, W, 3) uint8)` -> (emb, probs)."""
 
-    def __init__(self, reid_config) -> None:
+    def __init__(self, reid_config, warm_up: bool = True) -> None:
+        """warm_up: run every padded batch size once now (CUDA), on this thread, the one a plain actor runs its
+        calls on (PyTorch keeps cuDNN's plans per thread); the Serve deployment warms its own model thread."""
         from pipeline.reid.encoder import ClipEncoder
 
         if not logging.getLogger().handlers:
             logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
         self.encoder = ClipEncoder.from_config(reid_config)
-        self.encoder.warm_up(reid_config.max_batch, reid_config.clip_len)  # CUDA: each padded batch size tuned now
+        if warm_up:
+            self.encoder.warm_up(reid_config.max_batch, reid_config.clip_len)
         self.calls = 0
         self.model_s = 0.0
 

@@ -17,6 +17,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -60,8 +61,14 @@ class ReIDBatcher:
         self._flushing = 0
         self._thread = threading.Thread(target=self._worker, name="reid-batcher", daemon=True)
 
-    def start(self) -> "ReIDBatcher":
+    def start(self, warm_up: Callable[[], object] | None = None) -> "ReIDBatcher":
+        """Start the worker thread. warm_up: run first ON that thread, and waited for here (e.g. the encoder's
+        `warm_up`): PyTorch caches cuDNN's execution plans per thread, so a warm-up elsewhere would not spare the
+        worker its slow first call at each batch shape. A failing warm-up is logged; batches still run."""
+        self._warm_up = warm_up
+        self._warmed = threading.Event()
         self._thread.start()
+        self._warmed.wait()
         return self
 
     def submit(self, request: ClipRequest) -> None:
@@ -169,6 +176,13 @@ class ReIDBatcher:
             return batch
 
     def _worker(self) -> None:
+        try:
+            if self._warm_up is not None:
+                self._warm_up()
+        except Exception:  # noqa: BLE001 - a warm-up is an optimisation: the batches will tune themselves
+            log.exception("Re-ID warm-up failed; continuing without it")
+        finally:
+            self._warmed.set()
         while True:
             batch = self._next_batch()
             if batch is None:

@@ -12,6 +12,7 @@ is a recorded file, each step's clips go to the model as one group and their res
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 
 from core.types import Frame, Tracks
@@ -35,11 +36,8 @@ class ReIDStage(Stage):
     def __init__(self, cfg, encoder: ClipEncoder | None = None) -> None:
         self.cfg = cfg
         self.encoder = encoder or ClipEncoder.from_config(cfg)
-        warm_up = getattr(self.encoder, "warm_up", None)  # engine ray: a service stand-in, warmed in its actor
-        warmed = warm_up(cfg.max_batch, cfg.clip_len) if warm_up else 0
-        if warmed:
-            log.info("Re-ID: %d batch sizes warmed up on %s", warmed, self.encoder.device)
-        self.batcher = ReIDBatcher(self.encoder, cfg.max_batch, cfg.max_wait_ms, cfg.max_queue).start()
+        self.batcher = ReIDBatcher(self.encoder, cfg.max_batch, cfg.max_wait_ms, cfg.max_queue).start(
+            warm_up=self._warm_up if hasattr(self.encoder, "warm_up") else None)  # engine ray: warmed in its actor
         self.croppers: dict[str, TrackletCropper] = {}
         self.appearances: dict[str, TrackAppearance] = {}
         self.grouped = False  # recorded files: deterministic groups (set by `open`)
@@ -48,6 +46,14 @@ class ReIDStage(Stage):
         self._closed = False
         log.info("Re-ID: %s, %s, clips of %d x %s, batches of up to %d", self.encoder.source, self.encoder.backend,
                  cfg.clip_len, "x".join(map(str, self.encoder.input_size)), cfg.max_batch)
+
+    def _warm_up(self) -> None:
+        """On the batcher's thread: every padded batch size through the model once (CUDA; nothing on the CPU)."""
+        t0 = time.perf_counter()
+        warmed = self.encoder.warm_up(self.cfg.max_batch, self.cfg.clip_len)
+        if warmed:
+            log.info("Re-ID: %d batch sizes tuned and warmed up on %s in %.1f s", warmed, self.encoder.device,
+                     time.perf_counter() - t0)
 
     @classmethod
     def from_config(cls, config, params: dict) -> "ReIDStage | None":
