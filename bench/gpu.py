@@ -419,7 +419,7 @@ class LoadSampler:
 
 
 def e2e_config(folder: Path, cameras: int, frames: int, data: Path, detector: Path, reid_weights: Path,
-               device: torch.device) -> Path:
+               device: torch.device, direct: str = "auto") -> Path:
     """A run config: `cameras` file cameras cycling over E2E_SOURCES, the shipped defaults otherwise."""
     import yaml
 
@@ -427,13 +427,13 @@ def e2e_config(folder: Path, cameras: int, frames: int, data: Path, detector: Pa
     cfg = {
         "cameras": [{"id": f"cam{k:02d}", "source": str(data / E2E_SOURCES[k % len(E2E_SOURCES)]),
                      "max_frames": frames} for k in range(cameras)],
-        "detector": {"weights": str(detector), "conf": 0.1, "device": str(device), "half": half},
+        "detector": {"weights": str(detector), "conf": 0.1, "device": str(device), "half": half, "direct": direct},
         "tracker": {"name": "mcsa"},
         "reid": {"backbone": "osnet_x0_25", "backbone_weights": str(reid_weights), "device": str(device)},
         "output": {"dir": str(folder / "out")},
         "run": {"progress": False},
     }
-    path = folder / f"e2e_{cameras}.yaml"
+    path = folder / f"e2e_{cameras}_{direct}.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path
 
@@ -468,7 +468,7 @@ def profile_table(prof, top: int = 25) -> dict:
 
 
 def end_to_end(cameras: int, frames: int, data: Path, detector: Path, reid_weights: Path, device: torch.device,
-               work: Path, profile: bool = False) -> dict:
+               work: Path, profile: bool = False, direct: str = "auto") -> dict:
     """The whole pipeline (decode, detect, track, Re-ID, association, events, store, MOT files) on `cameras` file
     cameras for `frames` frames each; frames/s over the frame loop, the time inside the detector and the Re-ID
     model, and the CPU / GPU busy fractions over the same window. profile: the main thread under cProfile (slower;
@@ -480,7 +480,7 @@ def end_to_end(cameras: int, frames: int, data: Path, detector: Path, reid_weigh
     from pipeline.reid import ClipEncoder
     from pipeline.runner import Pipeline
 
-    cfg = load_config(e2e_config(work, cameras, frames, data, detector, reid_weights, device))
+    cfg = load_config(e2e_config(work, cameras, frames, data, detector, reid_weights, device, direct))
     spans: dict[str, list[tuple[float, float]]] = {"detect": [], "encode": []}
     real = {"detect": PersonDetector.detect, "encode": ClipEncoder.encode}
 
@@ -497,7 +497,7 @@ def end_to_end(cameras: int, frames: int, data: Path, detector: Path, reid_weigh
     try:
         prof = cProfile.Profile() if profile else None
         with LoadSampler() as load:
-            pipe = Pipeline(cfg, str(work / f"out_{cameras}{'_profiled' if profile else ''}"))
+            pipe = Pipeline(cfg, str(work / f"out_{cameras}_{direct}{'_profiled' if profile else ''}"))
             if prof is not None:  # the frame loop only (not model loading, nor the offline pass at the end)
                 loop = pipe._loop
 
@@ -517,7 +517,8 @@ def end_to_end(cameras: int, frames: int, data: Path, detector: Path, reid_weigh
     n = sum(c.frames for c in summary.cameras)
     inside = {k: sum(d for s, d in v if s >= t0) for k, v in spans.items()}
     reid = summary.reid or {}
-    row = dict(part="end_to_end", cameras=cameras, frames_per_camera=frames, frames=n, loop_s=loop,
+    row = dict(part="end_to_end", cameras=cameras, detector_direct=direct, frames_per_camera=frames, frames=n,
+               loop_s=loop,
                frames_s=n / loop, realtime_25fps_cameras=n / loop / 25.0,
                statuses=sorted({c.status for c in summary.cameras}), detector=str(detector.name),
                detect_calls=sum(1 for s, _ in spans["detect"] if s >= t0), detect_s=inside["detect"],
@@ -527,7 +528,8 @@ def end_to_end(cameras: int, frames: int, data: Path, detector: Path, reid_weigh
         row["profile"] = profile_table(prof)
         print("  main thread's own time by area (profiled run): " + ", ".join(
             f"{k} {v:.0%}" for k, v in list(row["profile"]["areas"].items())[:8]), flush=True)
-    print(f"  end to end {cameras:>3} cameras x {frames} frames{' (profiled)' if profile else ''}: "
+    print(f"  end to end {cameras:>3} cameras x {frames} frames, detector.direct {direct}"
+          f"{' (profiled)' if profile else ''}: "
           f"{row['frames_s']:7.1f} frames/s "
           f"({row['realtime_25fps_cameras']:.1f} cameras at 25 fps), detector {inside['detect'] / loop:.0%} of the "
           f"loop, Re-ID model {inside['encode'] / loop:.0%}, main thread busy {row.get('main_thread_busy', 0):.0%}, "
@@ -535,7 +537,8 @@ def end_to_end(cameras: int, frames: int, data: Path, detector: Path, reid_weigh
     return row
 
 
-def detector_only(cameras: int, data: Path, detector: Path, device: torch.device, min_s: float) -> dict:
+def detector_only(cameras: int, data: Path, detector: Path, device: torch.device, min_s: float,
+                  direct: str = "auto") -> dict:
     """The peer of the end-to-end rows: the pipeline's detector alone on frames decoded into memory beforehand,
     one call per step with one frame of each of `cameras` cameras (as the run loop calls it)."""
     import cv2
@@ -549,10 +552,12 @@ def detector_only(cameras: int, data: Path, detector: Path, device: torch.device
         ok, img = cap.read()
         cap.release()
         frames.append(img)
-    det = PersonDetector(str(detector), conf=0.1, device=str(device), half=device.type == "cuda")
+    det = PersonDetector(str(detector), conf=0.1, device=str(device), half=device.type == "cuda", direct=direct)
     per_s, _ = rate(lambda: det.detect(frames), device, min_s)
-    row = dict(part="detector_only", cameras=cameras, frames_s=per_s * cameras, detector=str(detector.name))
-    print(f"  detector only, {cameras} cameras per call: {row['frames_s']:.1f} frames/s", flush=True)
+    row = dict(part="detector_only", cameras=cameras, detector_direct=direct, direct_used=det._direct is not None,
+               frames_s=per_s * cameras, detector=str(detector.name))
+    print(f"  detector only, {cameras} cameras per call, detector.direct {direct}: {row['frames_s']:.1f} frames/s",
+          flush=True)
     return row
 
 
@@ -642,11 +647,15 @@ def e2e_part(args, device: torch.device) -> list[dict]:
         else:
             rows.append(dict(part="end_to_end_decoder", decoder=shutil.which("ffmpeg")))
         counts = [int(c) for c in str(args.e2e_cameras).split(",") if c]
+        modes = [m for m in str(args.e2e_modes).split(",") if m]
         for cams in counts:
-            rows.append(detector_only(cams, work / "data", args.e2e_detector, device,
-                                      0.05 if args.smoke else args.min_seconds))
-            rows.append(end_to_end(cams, args.e2e_frames, work / "data", args.e2e_detector, args.e2e_reid, device,
-                                   work))
+            for mode in modes:
+                rows.append(detector_only(cams, work / "data", args.e2e_detector, device,
+                                          0.05 if args.smoke else args.min_seconds, mode))
+        for cams in counts:
+            for mode in modes:
+                rows.append(end_to_end(cams, args.e2e_frames, work / "data", args.e2e_detector, args.e2e_reid, device,
+                                       work, direct=mode))
         if args.e2e_profile and counts:
             rows.append(end_to_end(counts[0], args.e2e_frames, work / "data", args.e2e_detector, args.e2e_reid,
                                    device, work, profile=True))
@@ -660,13 +669,16 @@ def main() -> int:
     ap.add_argument("--min-seconds", type=float, default=0.5)
     ap.add_argument("--load-seconds", type=float, default=8.0)
     ap.add_argument("--clip-fps", type=float, default=25.0, help="batcher part: clips each simulated camera submits per s")
-    ap.add_argument("--skip", default="", help="comma list of parts to skip: reid,encoder,batcher,detection,compile,e2e,training")
+    ap.add_argument("--skip", default="", help="comma list of parts to skip: matmul,reid,encoder,batcher,detection,compile,e2e,training")
     ap.add_argument("--e2e-data", type=Path, default=ROOT.parent / "shared" / "data",
                     help="folder holding " + ", ".join(E2E_SOURCES) + " (searched recursively)")
     ap.add_argument("--e2e-detector", type=Path, help="YOLO .pt for the end-to-end part (bench/yolo_from_openvino.py)")
     ap.add_argument("--e2e-reid", type=Path, default=ROOT.parent / "shared" / "models" / "osnet_x0_25_msmt17.pth")
     ap.add_argument("--e2e-cameras", default="16,32", help="comma list of camera counts for the end-to-end part")
     ap.add_argument("--e2e-frames", type=int, default=300, help="frames per camera in the end-to-end part")
+    ap.add_argument("--e2e-modes", default="on,off",
+                    help="detector.direct values run side by side in the end-to-end part (on: letterbox, model and "
+                    "NMS on the GPU, models/detector_direct.py; off: Ultralytics' predictor)")
     ap.add_argument("--training-config", type=Path, default=ROOT / "configs" / "reid_ar_mars_8actions.yaml",
                     help="training part: the Re-ID-AR recipe whose step is timed (the paper's MARS run)")
     ap.add_argument("--e2e-profile", action="store_true",
@@ -682,7 +694,7 @@ def main() -> int:
     result = {"environment": environment(device), "rows": []}
     print(json.dumps(result["environment"]), flush=True)
     peak = {}
-    if device.type == "cuda" and not args.smoke:
+    if device.type == "cuda" and not args.smoke and "matmul" not in skip:
         peak = {"bf16": matmul_tflops(device, torch.bfloat16, 8192), "fp32": matmul_tflops(device, torch.float32, 8192)}
         print(f"matmul: bf16 {peak['bf16']:.0f} TFLOP/s, fp32 (TF32 off) {peak['fp32']:.0f} TFLOP/s", flush=True)
     result["matmul_tflops"] = peak

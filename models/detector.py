@@ -141,6 +141,7 @@ class PersonDetector:
         device: str = "auto",
         classes: list[int] | tuple[int, ...] = (0,),
         half: bool = False,
+        direct: str = "auto",
     ) -> None:
         path = Path(weights).expanduser()
         if not path.exists():
@@ -157,6 +158,7 @@ class PersonDetector:
         self.half = bool(half) and self.device.startswith("cuda")
         self.imgsz = int(imgsz)
         self._batched: bool | None = None  # decided at the first call, once the backend is built
+        self._direct = None  # models.detector_direct.DirectDetector, set once the model is loaded
         self._warned_fallback = False
         check_backend_installed(path, self.format)
         if self.format == "openvino":
@@ -171,6 +173,7 @@ class PersonDetector:
                 self._check_export_metadata()
             # exported formats build their backend at the first predict: do it now, so a bad file fails here
             self._predict([np.zeros((64, 64, 3), np.uint8)])
+            self._direct = self._direct_path(direct)
         except DetectorError:
             raise
         except Exception as err:  # noqa: BLE001 - Ultralytics and the runtimes raise many types for bad files
@@ -184,6 +187,26 @@ class PersonDetector:
                 f"cannot load detector weights {path} as {self.format}: {_first_line(err)} "
                 "(expected an Ultralytics YOLO detection model of that format, e.g. from `yolo export`)"
             ) from None
+
+    def _direct_path(self, direct: str):
+        """A `DirectDetector` on the loaded PyTorch model (pre/post-processing on its device) when `direct` is "on",
+        or "auto" on CUDA; None for other formats, "off", or a model it cannot drive (then Ultralytics' predictor)."""
+        if direct == "off" or (direct == "auto" and not self.device.startswith("cuda")) or self.format != "pytorch":
+            return None
+        import torch
+
+        from models.detector_direct import DirectDetector
+
+        backend = getattr(getattr(getattr(self._model, "predictor", None), "model", None), "backend", None)
+        net = getattr(backend, "model", None)
+        if not hasattr(net, "stride") or getattr(backend, "end2end", False):
+            log.info("detector %s: Ultralytics' predictor (no direct path for this model)", self.weights.name)
+            return None
+        det = DirectDetector(net, next(net.parameters()).device, self.imgsz, self.conf, self.iou, self.classes,
+                             half=next(net.parameters()).dtype == torch.float16)
+        log.info("detector %s: frames letterboxed, detected and NMS'd on %s in one batch per frame size",
+                 self.weights.name, det.device)
+        return det
 
     def _check_export_metadata(self) -> None:
         """An export must carry Ultralytics' metadata saying it is a detection model (a re-id or classification
@@ -217,6 +240,8 @@ class PersonDetector:
         """Detect in BGR uint8 images (H, W, 3), one `Detections` per image, in order."""
         if not images:
             return []
+        if self._direct is not None:
+            return self._direct.detect(images)
         if self._batched is None:
             results = self._predict(images[:1])
             self._batched = self._backend_accepts_batch()
@@ -253,4 +278,4 @@ class PersonDetector:
     @classmethod
     def from_config(cls, cfg) -> "PersonDetector":
         """Build from a `pipeline.config.DetectorConfig`."""
-        return cls(cfg.weights, cfg.conf, cfg.iou, cfg.imgsz, cfg.device, cfg.classes, cfg.half)
+        return cls(cfg.weights, cfg.conf, cfg.iou, cfg.imgsz, cfg.device, cfg.classes, cfg.half, cfg.direct)

@@ -57,6 +57,10 @@ class DetectorConfig(_Strict):
     device: str = Field(default="auto", description="auto (CUDA when present), cpu, cuda, cuda:0, ...")
     classes: list[int] = Field(default=[0], description="class ids kept (COCO 0 = person)")
     half: bool = Field(default=False, description="fp16 inference on CUDA")
+    direct: Literal["auto", "on", "off"] = Field(
+        default="auto", description=".pt weights: letterbox, model and NMS on the model's device, one batch per frame "
+        "size (models/detector_direct.py; several times faster than Ultralytics' predictor with many cameras on a "
+        "GPU); auto: on CUDA; off: always Ultralytics' predictor")
     service: bool = Field(default=False, description="engine ray: run the detector as a Ray Serve deployment whose "
                           "@serve.batch merges the frames of many cameras into one detector call (max_batch frames "
                           "within max_wait_ms); camera actors then load no detector of their own. For GPU nodes; "
