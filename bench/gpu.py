@@ -4,6 +4,10 @@
     python bench/gpu.py --out bench/results/gpu_h200.json            # on the GPU machine (about 6 min)
     python bench/gpu.py --smoke --out /tmp/gpu_smoke.json             # CPU check of the script itself (tiny sizes)
     python bench/gpu.py --skip reid,encoder,detection,compile --clip-fps 5 --out ...   # the batcher at 5 clips/s/camera
+    sh bench/gpu_carry.sh      # then, on the lent machine (what it lacks travels in .gpu_carry/; see that script):
+    python3 bench/gpu.py --skip reid,encoder,detection,compile --e2e-data .gpu_carry/data
+        --e2e-detector .gpu_carry/models/yolo11n_from_int8.pt --e2e-reid .gpu_carry/models/osnet_x0_25_msmt17.pth
+        --e2e-cameras 16,32 --e2e-profile --out bench/results/gpu_h200_e2e.json     (one command, wrapped here)
 
 1. Re-ID-AR model throughput, clips/s of the model on device tensors (B, T, 3, H, W), T = 4, random weights (speed does
    not depend on their values): ResNet50-IBN-a at the paper's 224x112 and OSNet x0.25 at 256x128; batch 1, 8, 32, 128,
@@ -617,7 +621,8 @@ def training(config: Path, device: torch.device, min_s: float, smoke: bool = Fal
     return rows
 
 
-def e2e_part(args, device: torch.device) -> list[dict]:
+def e2e_part(args, device: torch.device, emit) -> list[dict]:
+    """Part 4; each row goes to `emit` as soon as it is measured (a run cut short keeps the rows before)."""
     import shutil
     import tempfile
 
@@ -627,7 +632,6 @@ def e2e_part(args, device: torch.device) -> list[dict]:
     found = {name: next(iter(sorted(data.rglob(name))), None) for name in E2E_SOURCES}
     if not all(found.values()):
         return [dict(part="end_to_end", error=f"{data} lacks {[n for n, p in found.items() if p is None]}")]
-    rows = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         for name, path in found.items():  # one folder: the config cycles over these names
@@ -643,23 +647,23 @@ def e2e_part(args, device: torch.device) -> list[dict]:
             os.environ["PATH"] = f"{shim}:{os.environ['PATH']}"
             print("  no ffmpeg on PATH: file cameras decode through bench/cv2_ffmpeg.py (OpenCV's FFmpeg, one "
                   "process per camera)", flush=True)
-            rows.append(dict(part="end_to_end_decoder", decoder="bench/cv2_ffmpeg.py (OpenCV's bundled FFmpeg)"))
+            emit(dict(part="end_to_end_decoder", decoder="bench/cv2_ffmpeg.py (OpenCV's bundled FFmpeg)"))
         else:
-            rows.append(dict(part="end_to_end_decoder", decoder=shutil.which("ffmpeg")))
+            emit(dict(part="end_to_end_decoder", decoder=shutil.which("ffmpeg")))
         counts = [int(c) for c in str(args.e2e_cameras).split(",") if c]
         modes = [m for m in str(args.e2e_modes).split(",") if m]
         for cams in counts:
             for mode in modes:
-                rows.append(detector_only(cams, work / "data", args.e2e_detector, device,
-                                          0.05 if args.smoke else args.min_seconds, mode))
+                emit(detector_only(cams, work / "data", args.e2e_detector, device,
+                                   0.05 if args.smoke else args.min_seconds, mode))
         for cams in counts:
             for mode in modes:
-                rows.append(end_to_end(cams, args.e2e_frames, work / "data", args.e2e_detector, args.e2e_reid, device,
-                                       work, direct=mode))
+                emit(end_to_end(cams, args.e2e_frames, work / "data", args.e2e_detector, args.e2e_reid, device,
+                                work, direct=mode))
         if args.e2e_profile and counts:
-            rows.append(end_to_end(counts[0], args.e2e_frames, work / "data", args.e2e_detector, args.e2e_reid,
-                                   device, work, profile=True))
-    return rows
+            emit(end_to_end(counts[0], args.e2e_frames, work / "data", args.e2e_detector, args.e2e_reid,
+                            device, work, profile=True))
+    return []
 
 
 def main() -> int:
@@ -724,7 +728,10 @@ def main() -> int:
         save()
 
     if "e2e" not in skip:  # first: the one part not measured before (2026-11-28)
-        guarded("end_to_end", lambda: e2e_part(args, device))
+        def emit(row: dict) -> None:
+            result["rows"].append(row)
+            save()
+        guarded("end_to_end", lambda: e2e_part(args, device, emit))
     if "training" not in skip:
         guarded("training", lambda: training(args.training_config, device, 0.05 if args.smoke else 3.0, args.smoke))
     if "batcher" not in skip:
