@@ -613,7 +613,8 @@ def training(config: Path, device: torch.device, min_s: float, smoke: bool = Fal
               f"{per_s * b:8.1f} clips/s{'' if finite else ' (loss NOT finite)'}", flush=True)
         return row
 
-    variants = [("amp fp16", True, torch.float16), ("amp bf16", True, torch.bfloat16), ("fp32 (tf32 conv)", False, None)]
+    variants = [("amp fp16", True, torch.float16), ("amp bf16", True, torch.bfloat16),
+                ("fp32 (tf32 conv)", False, None)]
     rows = [one(*v) for v in (variants if device.type == "cuda" else variants[2:])]
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -640,7 +641,8 @@ def e2e_part(args, device: torch.device, emit) -> list[dict]:
         if shutil.which("ffmpeg") is None:
             shim = work / "bin"
             shim.mkdir()
-            (shim / "ffmpeg").write_text(f'#!/bin/sh\nexec "{sys.executable}" "{ROOT / "bench" / "cv2_ffmpeg.py"}" "$@"\n')
+            script = ROOT / "bench" / "cv2_ffmpeg.py"
+            (shim / "ffmpeg").write_text(f'#!/bin/sh\nexec "{sys.executable}" "{script}" "$@"\n')
             (shim / "ffmpeg").chmod(0o755)
             import os
 
@@ -673,7 +675,8 @@ def main() -> int:
     ap.add_argument("--min-seconds", type=float, default=0.5)
     ap.add_argument("--load-seconds", type=float, default=8.0)
     ap.add_argument("--clip-fps", type=float, default=25.0, help="batcher part: clips each simulated camera submits per s")
-    ap.add_argument("--skip", default="", help="comma list of parts to skip: matmul,reid,encoder,batcher,detection,compile,e2e,training")
+    ap.add_argument("--skip", default="",
+                    help="comma list of parts to skip: matmul,reid,encoder,batcher,detection,compile,e2e,training")
     ap.add_argument("--e2e-data", type=Path, default=ROOT.parent / "shared" / "data",
                     help="folder holding " + ", ".join(E2E_SOURCES) + " (searched recursively)")
     ap.add_argument("--e2e-detector", type=Path, help="YOLO .pt for the end-to-end part (bench/yolo_from_openvino.py)")

@@ -161,7 +161,8 @@ def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--ir", type=Path, default=DEFAULT_IR, help="the OpenVINO folder (default: the shared YOLO11n INT8)")
+    ap.add_argument("--ir", type=Path, default=DEFAULT_IR,
+                    help="the OpenVINO folder (default: the shared YOLO11n INT8)")
     ap.add_argument("--out", type=Path, required=True, help="the .pt file to write")
     ap.add_argument("--check", type=Path, help="a video: compare the two detectors' person boxes on 30 of its frames")
     ap.add_argument("--min-agreement", type=float, default=0.9,

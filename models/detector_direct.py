@@ -24,7 +24,8 @@ MAX_DET = 300  # boxes kept per frame (Ultralytics' default)
 MAX_NMS = 30000  # candidates per frame entering NMS (Ultralytics' default)
 
 
-def letterbox_geometry(h: int, w: int, imgsz: int, stride: int) -> tuple[float, tuple[int, int], tuple[int, int, int, int]]:
+def letterbox_geometry(h: int, w: int, imgsz: int,
+                       stride: int) -> tuple[float, tuple[int, int], tuple[int, int, int, int]]:
     """Ultralytics' letterbox for a (h, w) frame at `imgsz` with minimal stride padding ("auto"):
     (scale, (new_h, new_w), (top, bottom, left, right) padding in px)."""
     r = min(imgsz / h, imgsz / w)
@@ -80,9 +81,9 @@ class DirectDetector:
         return result
 
     def _nms(self, pred: torch.Tensor):
-        """pred (B, 4 + nc, N) -> kept boxes xyxy (K, 4) in letterbox px, their frame index (K,), score (K,), class (K,);
-        per frame, as Ultralytics: the best class of each box above `conf`, only `classes`, the `MAX_NMS` best,
-        class-aware NMS at `iou`, at most `MAX_DET`."""
+        """pred (B, 4 + nc, N) -> kept boxes xyxy (K, 4) in letterbox px, their frame index (K,), score (K,) and
+        class (K,); per frame, as Ultralytics: the best class of each box above `conf`, only `classes`, the `MAX_NMS`
+        best, class-aware NMS at `iou`, at most `MAX_DET`."""
         import torchvision
 
         frames = pred.shape[0]
