@@ -68,6 +68,9 @@ class DetectionEmbedder:
         self.min_box_height = float(min_box_height)
         self.max_batch = int(max_batch)
         self.crops_embedded = 0
+        warm_up = getattr(encoder, "warm_up", None)  # CUDA: every padded size of T = 1 clips once, on this thread
+        if warm_up is not None:  # (the caller's, which embeds from now on: cuDNN's plans are kept per thread)
+            warm_up(self.max_batch, 1)
 
     def crops(self, image: np.ndarray, dets: Detections) -> tuple[np.ndarray, np.ndarray]:
         """`detection_crops` of one frame with this embedder's model input and thresholds."""
