@@ -191,7 +191,12 @@ class PersonDetector:
     def _direct_path(self, direct: str):
         """A `DirectDetector` on the loaded PyTorch model (pre/post-processing on its device) when `direct` is "on",
         or "auto" on CUDA; None for other formats, "off", or a model it cannot drive (then Ultralytics' predictor)."""
-        if direct == "off" or (direct == "auto" and not self.device.startswith("cuda")) or self.format != "pytorch":
+        if direct == "off" or (direct == "auto" and not self.device.startswith("cuda")):
+            return None
+        if self.format != "pytorch":
+            if direct == "on":
+                log.warning("detector.direct: on needs .pt weights; %s is %s: Ultralytics' predictor runs it",
+                            self.weights.name, self.format)
             return None
         import torch
 

@@ -77,6 +77,12 @@ class DetectorConfig(_Strict):
     def _expand(cls, value: str) -> str:
         return expand_path(value)
 
+    @field_validator("direct", mode="before")
+    @classmethod
+    def _direct_yaml_bool(cls, value):
+        """YAML reads an unquoted on / off (yes / no, true / false) as a boolean."""
+        return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
+
     @model_validator(mode="after")
     def _replicas_need_service(self) -> "DetectorConfig":
         if self.replicas > 1 and not self.service:
