@@ -575,6 +575,12 @@ class OutputConfig(_Strict):
     overwrite: bool = Field(default=False, description="replace an earlier run's mot*/, video/ and ground/ files in "
                             "the same folder (default: refuse; the store and events.jsonl always keep every run)")
 
+    @field_validator("video", mode="before")
+    @classmethod
+    def _video_yaml_off(cls, value):
+        """YAML reads an unquoted `video: off` (or no / false) as False: it means "off"."""
+        return "off" if value is False else value
+
 
 class RunConfig(_Strict):
     """Run-wide limits."""

@@ -83,3 +83,26 @@ def test_tracker_and_store_url_checked_when_read():
     assert "store.url" in str(err.value) and "not a database URL" in str(err.value)
     assert "hunter2" not in str(err.value)
     assert parse_config({**cams, "store": {"url": "sqlite:///x/events.db"}}).store.url == "sqlite:///x/events.db"
+
+
+def test_direct_setting_reads_yaml_on_off():
+    """`detector.direct: on` unquoted is a YAML boolean: it must mean "on", not fail; other values are refused."""
+    import yaml
+
+    from pipeline.config import DetectorConfig
+
+    for text, want in (("on", "on"), ("off", "off"), ("auto", "auto"), ("'on'", "on"), ("yes", "on")):
+        assert DetectorConfig(**yaml.safe_load(f"direct: {text}")).direct == want
+    with pytest.raises(ValueError):
+        DetectorConfig(direct="maybe")
+
+
+def test_output_video_off_unquoted():
+    """`output.video: off` unquoted is YAML's False: it means "off" (it used to be refused as a bad value)."""
+    import yaml
+
+    from pipeline.config import OutputConfig
+
+    assert OutputConfig(**yaml.safe_load("video: off")).video == "off"
+    with pytest.raises(ValueError):
+        OutputConfig(**yaml.safe_load("video: on"))  # on is ambiguous (per_camera or mosaic): still an error

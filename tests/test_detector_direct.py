@@ -81,14 +81,3 @@ def test_direct_path_matches_ultralytics_on_real_frames(shared, yolo_pt):
     empty = direct.detect([np.zeros((288, 360, 3), np.uint8)])[0]
     assert len(empty) == 0
 
-
-def test_direct_setting_reads_yaml_on_off():
-    """`detector.direct: on` unquoted is a YAML boolean: it must mean "on", not fail; other values are refused."""
-    import yaml
-
-    from pipeline.config import DetectorConfig
-
-    for text, want in (("on", "on"), ("off", "off"), ("auto", "auto"), ("'on'", "on"), ("yes", "on")):
-        assert DetectorConfig(**yaml.safe_load(f"direct: {text}")).direct == want
-    with pytest.raises(ValueError):
-        DetectorConfig(direct="maybe")
