@@ -488,8 +488,12 @@ def end_to_end(cameras: int, frames: int, data: Path, detector: Path, reid_weigh
     spans: dict[str, list[tuple[float, float]]] = {"detect": [], "encode": []}
     real = {"detect": PersonDetector.detect, "encode": ClipEncoder.encode}
 
+    pipe_detector: list = []  # the run's detector, seen at its first call
+
     def timed(name):
         def call(self, *a, **kw):
+            if name == "detect" and not pipe_detector:
+                pipe_detector.append(self)
             t0 = time.monotonic()
             try:
                 return real[name](self, *a, **kw)
@@ -521,7 +525,9 @@ def end_to_end(cameras: int, frames: int, data: Path, detector: Path, reid_weigh
     n = sum(c.frames for c in summary.cameras)
     inside = {k: sum(d for s, d in v if s >= t0) for k, v in spans.items()}
     reid = summary.reid or {}
-    row = dict(part="end_to_end", cameras=cameras, detector_direct=direct, frames_per_camera=frames, frames=n,
+    row = dict(part="end_to_end", cameras=cameras, detector_direct=direct,
+               overlap_detection=pipe._overlaps_detection(pipe_detector[0]) if pipe_detector else None,
+               frames_per_camera=frames, frames=n,
                loop_s=loop,
                frames_s=n / loop, realtime_25fps_cameras=n / loop / 25.0,
                statuses=sorted({c.status for c in summary.cameras}), detector=str(detector.name),

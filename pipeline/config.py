@@ -588,6 +588,9 @@ class RunConfig(_Strict):
     duration_s: float | None = Field(default=None, gt=0, description="stop the frame loop after this many seconds "
                                      "(counted from the first frame, not the models' start-up)")
     progress: bool = Field(default=True, description="progress bars for file cameras")
+    overlap_detection: Literal["auto", "on", "off"] = Field(
+        default="auto", description="engine local: read and detect the next step's frames on a worker thread while "
+        "this step is tracked and staged (outputs unchanged); auto = on; off: one after the other")
     engine: Literal["local", "ray"] = Field(default="local", description="local: one process; ray: one actor per "
                                             "camera and a Re-ID service on a Ray cluster (pipeline/engines/)")
     ray_address: str | None = Field(default=None, description="engine ray: cluster to join ('auto', "
@@ -600,6 +603,12 @@ class RunConfig(_Strict):
     ray_stages: Literal["driver", "actor"] = Field(default="driver", description="engine ray: where the stages "
                                                   "after Re-ID (association .. store) run: in the driver, or in one "
                                                   "named Ray actor that builds them itself (docs/ray_engine.md)")
+
+    @field_validator("overlap_detection", mode="before")
+    @classmethod
+    def _overlap_yaml_bool(cls, value):
+        """YAML reads an unquoted on / off as a boolean."""
+        return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
 
 
 class SinkConfig(_Strict):

@@ -205,16 +205,19 @@ def _rows_without_run(db: Path, table: str) -> list[tuple]:
 
 @pytest.mark.parametrize("config", ["epfl_terrace_tracks.yaml", "epfl_terrace.yaml"])  # track-then-match, fused
 def test_recorded_run_gives_the_same_outputs_every_time(shared, yolo_weights, tmp_path, config):
-    """Two runs of a two-camera recording: every output file and every stored row identical, byte for byte (Re-ID
-    results are applied at a fixed step after their request for files, whatever the model's timing); and every
-    action event lies within the frames of the (tracklet) track it names."""
+    """Two runs of a two-camera recording, the second with the next step's detection overlapping each step's
+    tracking (run.overlap_detection: on): every output file and every stored row identical, byte for byte (Re-ID
+    results are applied at a fixed step after their request for files, whatever the model's timing; camera ends are
+    reported between the same steps); and every action event lies within the frames of the (tracklet) track it
+    names."""
     cfg = _short_config(config, 240)
     data = cfg.model_dump()
     data["sinks"] = [{"name": "json_tracks", "params": {"every_s": 1.0}}]
     data["reid"]["max_wait_ms"] = 1  # live-style timing knobs must not matter for files
-    cfg = type(cfg).model_validate(data)
     outs = []
-    for k in range(2):
+    for k, overlap in enumerate(("off", "on")):
+        data["run"]["overlap_detection"] = overlap
+        cfg = type(cfg).model_validate(data)
         out = tmp_path / f"run{k}"
         summary = Pipeline(cfg, out).run()
         assert summary.exit_code == 0, summary.table()
@@ -240,3 +243,29 @@ def test_recorded_run_gives_the_same_outputs_every_time(shared, yolo_weights, tm
     unmatched = con.execute("select count(*) from action_events e where not exists (select 1 from tracks t where "
                             "t.camera_id = e.camera_id and t.track_id = e.track_id)").fetchone()[0]
     assert n_events > 0 and bad == [] and unmatched == 0, (n_events, bad, unmatched)
+
+
+def test_overlapped_detection_reports_an_early_camera_end_at_the_same_step(shared, yolo_weights, tmp_path):
+    """Cameras of different lengths (c1 stops 40 frames before c0): with run.overlap_detection on, the step after
+    c1's last frame is read ahead while c1's last step is still being processed; c1's end must still reach the
+    stages after that step, so the MOT files, the events, the stored rows and the per-camera summary are the same as
+    without overlap."""
+    data = _short_config("epfl_terrace.yaml", 160).model_dump()
+    data["cameras"][1]["max_frames"] = 120
+    data["reid"]["enabled"] = False
+    data["association"]["enabled"] = False
+    outs, summaries = [], []
+    for overlap in ("off", "on"):
+        data["run"]["overlap_detection"] = overlap
+        cfg = load_config(REPO_ROOT / "configs" / "epfl_terrace.yaml").model_validate(data)
+        out = tmp_path / overlap
+        summaries.append(Pipeline(cfg, out).run())
+        outs.append(out)
+    assert [(c.camera_id, c.status, c.frames) for c in summaries[0].cameras] == [
+        ("c0", "completed", 160), ("c1", "completed", 120)]
+    assert [(c.camera_id, c.status, c.frames, c.detections) for c in summaries[1].cameras] == [
+        (c.camera_id, c.status, c.frames, c.detections) for c in summaries[0].cameras]
+    for rel in ("mot/c0.txt", "mot/c1.txt"):
+        assert (outs[0] / rel).read_bytes() == (outs[1] / rel).read_bytes(), rel
+    for table in ("tracks", "track_boxes", "action_events", "cameras"):
+        assert _rows_without_run(outs[0] / "events.db", table) == _rows_without_run(outs[1] / "events.db", table)
