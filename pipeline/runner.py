@@ -397,7 +397,8 @@ class Pipeline:
                     log.info("duration of %g s reached: stopping", duration)
                     self._stop.set()  # the cameras still running are `stopped`; the run is `completed`
                     break
-                if ahead is not None:
+                read_ahead = ahead is not None
+                if read_ahead:
                     (batch, pending, ended), ahead = ahead, None
                 else:
                     ended, pending = [], None
@@ -405,7 +406,8 @@ class Pipeline:
                 for cam_id, reader in ended:
                     self._camera_ended(cam_id, reader, stages)
                 if not batch:
-                    time.sleep(0.005)
+                    if not read_ahead:  # (a live camera's frame read ahead may be none yet: look again at once)
+                        time.sleep(0.005)
                     continue
                 detections = pending.result() if pending is not None else detector.detect([f.image for f in batch])
                 if pool is not None and active and not self._stop.is_set():
