@@ -17,7 +17,7 @@ import sys
 VERSION = "ffmpeg version 6.1-opencv-shim"
 
 
-def header(path: str, cap) -> list[str]:
+def header(path: str, cap) -> tuple[list[str], tuple[int, int, float]]:
     import cv2
 
     fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
@@ -26,9 +26,10 @@ def header(path: str, cap) -> list[str]:
     secs = frames / fps if frames else 0.0
     hh, rest = divmod(secs, 3600)
     mm, ss = divmod(rest, 60)
-    return [f"Input #0, video, from '{path}':",
-            f"  Duration: {int(hh):02d}:{int(mm):02d}:{ss:05.2f}, start: 0.000000, bitrate: N/A",
-            f"  Stream #0:0: Video: opencv, yuv420p, {w}x{h}, {fps:g} fps, {fps:g} tbr, {fps:g} tbn"], (w, h, fps)
+    lines = [f"Input #0, video, from '{path}':",
+             f"  Duration: {int(hh):02d}:{int(mm):02d}:{ss:05.2f}, start: 0.000000, bitrate: N/A",
+             f"  Stream #0:0: Video: opencv, yuv420p, {w}x{h}, {fps:g} fps, {fps:g} tbr, {fps:g} tbn"]
+    return lines, (w, h, fps)
 
 
 def main(argv: list[str]) -> int:

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -386,12 +387,10 @@ class LoadSampler:
     @staticmethod
     def _host_busy() -> float:
         fields = [float(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        ticks = __import__("os").sysconf("SC_CLK_TCK")
+        ticks = os.sysconf("SC_CLK_TCK")
         return (sum(fields) - fields[3] - fields[4]) / ticks  # everything but idle and iowait
 
     def _run(self) -> None:
-        import os
-
         while not self._stop.is_set():
             t = os.times()
             self.rows.append((time.monotonic(), self._host_busy(), t.user + t.system,
@@ -488,12 +487,8 @@ def end_to_end(cameras: int, frames: int, data: Path, detector: Path, reid_weigh
     spans: dict[str, list[tuple[float, float]]] = {"detect": [], "encode": []}
     real = {"detect": PersonDetector.detect, "encode": ClipEncoder.encode}
 
-    pipe_detector: list = []  # the run's detector, seen at its first call
-
     def timed(name):
         def call(self, *a, **kw):
-            if name == "detect" and not pipe_detector:
-                pipe_detector.append(self)
             t0 = time.monotonic()
             try:
                 return real[name](self, *a, **kw)
@@ -526,9 +521,7 @@ def end_to_end(cameras: int, frames: int, data: Path, detector: Path, reid_weigh
     inside = {k: sum(d for s, d in v if s >= t0) for k, v in spans.items()}
     reid = summary.reid or {}
     row = dict(part="end_to_end", cameras=cameras, detector_direct=direct,
-               overlap_detection=pipe._overlaps_detection(pipe_detector[0]) if pipe_detector else None,
-               frames_per_camera=frames, frames=n,
-               loop_s=loop,
+               overlap_detection=cfg.run.overlap_detection != "off", frames_per_camera=frames, frames=n, loop_s=loop,
                frames_s=n / loop, realtime_25fps_cameras=n / loop / 25.0,
                statuses=sorted({c.status for c in summary.cameras}), detector=str(detector.name),
                detect_calls=sum(1 for s, _ in spans["detect"] if s >= t0), detect_s=inside["detect"],
@@ -571,7 +564,6 @@ def detector_only(cameras: int, data: Path, detector: Path, device: torch.device
     return row
 
 
-
 # -- 5. training throughput ---------------------------------------------------------------------------------------
 def training(config: Path, device: torch.device, min_s: float, smoke: bool = False) -> list[dict]:
     """Training steps/s of the paper's Re-ID-AR (the config's backbone, input, T, P x K batch, losses and optimisers,
@@ -595,6 +587,7 @@ def training(config: Path, device: torch.device, min_s: float, smoke: bool = Fal
     pids = torch.arange(b // k).repeat_interleave(k).to(device)
     acts = torch.randint(0, max(len(cfg.actions), 1), (b,), generator=gen).to(device)
     erased = (torch.rand(b, t, generator=gen) < 0.25).to(device)
+
     def one(label: str, amp: bool, dtype) -> dict:
         torch.backends.cudnn.allow_tf32 = True
         torch.manual_seed(0)
@@ -650,8 +643,6 @@ def e2e_part(args, device: torch.device, emit) -> list[dict]:
             script = ROOT / "bench" / "cv2_ffmpeg.py"
             (shim / "ffmpeg").write_text(f'#!/bin/sh\nexec "{sys.executable}" "{script}" "$@"\n')
             (shim / "ffmpeg").chmod(0o755)
-            import os
-
             os.environ["PATH"] = f"{shim}:{os.environ['PATH']}"
             print("  no ffmpeg on PATH: file cameras decode through bench/cv2_ffmpeg.py (OpenCV's FFmpeg, one "
                   "process per camera)", flush=True)

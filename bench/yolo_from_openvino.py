@@ -123,6 +123,7 @@ def check_against_ir(pt: Path, ir_dir: Path, video: Path, frames: int = 30) -> d
     import cv2
 
     from models.detector import PersonDetector
+    from pipeline.tracking.utils import iou_matrix
 
     cap = cv2.VideoCapture(str(video))
     total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or frames
@@ -140,7 +141,7 @@ def check_against_ir(pt: Path, ir_dir: Path, video: Path, frames: int = 30) -> d
         a, b = ir.detect([img])[0], torch_det.detect([img])[0]
         n_ir, n_pt = n_ir + len(a), n_pt + len(b)
         if len(a) and len(b):
-            iou = _iou(a.xyxy, b.xyxy)
+            iou = iou_matrix(a.xyxy, b.xyxy)
             used = set()
             for i in np.argsort(-iou.max(axis=1)):
                 j = int(np.argmax(iou[i]))
@@ -149,14 +150,6 @@ def check_against_ir(pt: Path, ir_dir: Path, video: Path, frames: int = 30) -> d
                     matched += 1
     return {"frames": len(images), "ir_boxes": n_ir, "torch_boxes": n_pt, "matched": matched,
             "recall_of_ir": matched / max(n_ir, 1), "precision_vs_ir": matched / max(n_pt, 1)}
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
-    area = lambda x: np.prod(x[:, 2:] - x[:, :2], axis=1)  # noqa: E731
-    return inter / (area(a)[:, None] + area(b)[None, :] - inter)
 
 
 def main() -> int:

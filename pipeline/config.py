@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator,
+                      model_validator)
 
 from core.paths import expand_path, shared_dir
 
@@ -20,6 +21,14 @@ HomographyFiles = Annotated[dict[str, str], AfterValidator(lambda v: {cam: expan
 
 class ConfigError(ValueError):
     """A config file or option is invalid; the message says which key and what is expected."""
+
+
+def _yaml_word(value):
+    """YAML reads an unquoted on / off (yes / no, true / false) as a boolean: back to the word a setting lists."""
+    return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
+
+
+YAML_WORD = BeforeValidator(_yaml_word)  # for Literal settings with "on" / "off" among their words
 
 
 class _Strict(BaseModel):
@@ -57,7 +66,7 @@ class DetectorConfig(_Strict):
     device: str = Field(default="auto", description="auto (CUDA when present), cpu, cuda, cuda:0, ...")
     classes: list[int] = Field(default=[0], description="class ids kept (COCO 0 = person)")
     half: bool = Field(default=False, description="fp16 inference on CUDA")
-    direct: Literal["auto", "on", "off"] = Field(
+    direct: Annotated[Literal["auto", "on", "off"], YAML_WORD] = Field(
         default="auto", description=".pt weights: letterbox, model and NMS on the model's device, one batch per frame "
         "size (models/detector_direct.py; several times faster than Ultralytics' predictor with many cameras on a "
         "GPU); auto: on CUDA; off: always Ultralytics' predictor")
@@ -76,12 +85,6 @@ class DetectorConfig(_Strict):
     @classmethod
     def _expand(cls, value: str) -> str:
         return expand_path(value)
-
-    @field_validator("direct", mode="before")
-    @classmethod
-    def _direct_yaml_bool(cls, value):
-        """YAML reads an unquoted on / off (yes / no, true / false) as a boolean."""
-        return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
 
     @model_validator(mode="after")
     def _replicas_need_service(self) -> "DetectorConfig":
@@ -566,7 +569,7 @@ class OutputConfig(_Strict):
 
     dir: str = "out"
     mot: bool = Field(default=True, description="write mot/<camera_id>.txt (MOTChallenge)")
-    video: Literal["off", "per_camera", "mosaic"] = Field(
+    video: Annotated[Literal["off", "per_camera", "mosaic"], YAML_WORD] = Field(
         default="off", description="annotated video: video/<camera_id>.mp4, or one video/mosaic.mp4")
     video_fps: float | None = Field(default=None, gt=0, description="annotated video frame rate (default: camera's)")
     ground: bool = Field(default=True, description="association.mode fused: ground/tracks.csv (every identified "
@@ -575,12 +578,6 @@ class OutputConfig(_Strict):
     overwrite: bool = Field(default=False, description="replace an earlier run's mot*/, video/ and ground/ files in "
                             "the same folder (default: refuse; the store and events.jsonl always keep every run)")
 
-    @field_validator("video", mode="before")
-    @classmethod
-    def _video_yaml_off(cls, value):
-        """YAML reads an unquoted `video: off` (or no / false) as False: it means "off"."""
-        return "off" if value is False else value
-
 
 class RunConfig(_Strict):
     """Run-wide limits."""
@@ -588,7 +585,7 @@ class RunConfig(_Strict):
     duration_s: float | None = Field(default=None, gt=0, description="stop the frame loop after this many seconds "
                                      "(counted from the first frame, not the models' start-up)")
     progress: bool = Field(default=True, description="progress bars for file cameras")
-    overlap_detection: Literal["auto", "on", "off"] = Field(
+    overlap_detection: Annotated[Literal["auto", "on", "off"], YAML_WORD] = Field(
         default="auto", description="engine local: read and detect the next step's frames on a worker thread while "
         "this step is tracked and staged (outputs unchanged); auto = on; off: one after the other")
     engine: Literal["local", "ray"] = Field(default="local", description="local: one process; ray: one actor per "
@@ -603,12 +600,6 @@ class RunConfig(_Strict):
     ray_stages: Literal["driver", "actor"] = Field(default="driver", description="engine ray: where the stages "
                                                   "after Re-ID (association .. store) run: in the driver, or in one "
                                                   "named Ray actor that builds them itself (docs/ray_engine.md)")
-
-    @field_validator("overlap_detection", mode="before")
-    @classmethod
-    def _overlap_yaml_bool(cls, value):
-        """YAML reads an unquoted on / off as a boolean."""
-        return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
 
 
 class SinkConfig(_Strict):

@@ -373,23 +373,20 @@ class Pipeline:
                 ended.append((cam_id, reader))
         return batch
 
-    def _overlaps_detection(self, detector) -> bool:
-        """run.overlap_detection: on (auto) or off. On a GPU the detector's time hides behind the step's Python
-        work; on a 2-core CPU (INT8 OpenVINO detector, Terrace, 2 x 400 frames) it measured +3 % and +13 % frames/s
-        (18.0 / 17.5 against 17.4 / 15.5) in two back-to-back pairs."""
-        return self.config.run.overlap_detection != "off"
-
     def _loop(self, readers, trackers, detector, stages: list[Stage], reid, bars) -> None:
-        """Steps until every camera ended or a stop. With overlap (`_overlaps_detection`), the next step's frames are
-        read and detected on a worker thread while this step is tracked and staged; camera ends are still reported
-        between the same steps, so every output is the same as without it."""
+        """Steps until every camera ended or a stop. With run.overlap_detection (auto = on), the next step's frames
+        are read and detected on a worker thread while this step is tracked and staged; camera ends are still
+        reported between the same steps, so every output is the same as without it. (On a GPU the detector's time
+        hides behind the step's Python work; on a 2-core CPU, INT8 OpenVINO detector, Terrace 2 x 400 frames, it
+        measured +3 % and +13 % frames/s in two back-to-back pairs.)"""
         from concurrent.futures import ThreadPoolExecutor
 
         active = dict(readers)
         duration = self.config.run.duration_s  # the frame loop's time, from its first step (not model start-up)
         loop_started = time.monotonic()
         index = 0
-        pool = ThreadPoolExecutor(1, thread_name_prefix="detector") if self._overlaps_detection(detector) else None
+        overlap = self.config.run.overlap_detection != "off"
+        pool = ThreadPoolExecutor(1, thread_name_prefix="detector") if overlap else None
         ahead = None  # (frames, their detections' future or None, cameras found ended) of the next step
         try:
             while (active or ahead is not None) and not self._stop.is_set():

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from core.paths import REPO_ROOT
+from pipeline.tracking.utils import iou_matrix
 
 sys.path.insert(0, str(REPO_ROOT / "bench"))
 
@@ -39,14 +40,6 @@ def yolo_pt(shared, tmp_path_factory):
     return path
 
 
-def _iou(a, b):
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
-    area = lambda x: np.prod(x[:, 2:] - x[:, :2], axis=1)  # noqa: E731
-    return inter / (area(a)[:, None] + area(b)[None, :] - inter)
-
-
 def test_direct_path_matches_ultralytics_on_real_frames(shared, yolo_pt):
     from models.detector import PersonDetector
 
@@ -72,7 +65,7 @@ def test_direct_path_matches_ultralytics_on_real_frames(shared, yolo_pt):
         strong = ref.scores >= 0.3  # boxes near the threshold may flip either way with resampling
         total += int(strong.sum())
         if len(det) and strong.any():
-            iou = _iou(ref.xyxy[strong], det.xyxy)
+            iou = iou_matrix(ref.xyxy[strong], det.xyxy)
             best = iou.argmax(1)
             ok = (iou.max(1) >= 0.9) & (np.abs(det.scores[best] - ref.scores[strong]) < 0.05)
             matched += int(ok.sum())

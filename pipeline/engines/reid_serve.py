@@ -52,9 +52,9 @@ class ReIDDeployment:
     """
 
     def __init__(self, reid_config) -> None:
-        from pipeline.engines.reid_service import ReIDService
-
         from concurrent.futures import ThreadPoolExecutor
+
+        from pipeline.engines.reid_service import ReIDService
 
         self.service = ReIDService(reid_config, warm_up=False)
         # one thread runs every model call, warmed up first (PyTorch keeps cuDNN's plans per thread)

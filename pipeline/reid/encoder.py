@@ -319,8 +319,9 @@ class ClipEncoder:
         with torch.inference_mode():
             x = host.to(self.device, non_blocking=True).permute(0, 1, 4, 2, 3).float()
             x = (x - self._mean) / self._std  # (B, T, 3, H, W)
-            if self.device.type == "cuda" and self.pad_batches and padded_batch(b) > b:
-                x = torch.cat([x, x.new_zeros((padded_batch(b) - b, *x.shape[1:]))])
+            pad = padded_batch(b) - b if self.device.type == "cuda" and self.pad_batches else 0
+            if pad:
+                x = torch.cat([x, x.new_zeros((pad, *x.shape[1:]))])
             if self.amp:
                 with torch.autocast("cuda", dtype=self.amp_dtype):
                     out = self.model(x)
@@ -334,7 +335,7 @@ class ClipEncoder:
         """On CUDA (PyTorch), run every padded batch size up to max_batch once, so cuDNN's tuning and the kernels'
         first launches happen before the first frame instead of inside the first live batches; returns the number
         of sizes run (0 elsewhere: the CPU runtimes have no per-size tuning)."""
-        if self.model is None or self.device.type != "cuda" or self._ov is not None or not self.pad_batches:
+        if self.model is None or self.device.type != "cuda" or not self.pad_batches:
             return 0
         sizes = sorted({padded_batch(n) for n in range(1, int(max_batch) + 1)})
         for n in sizes:
