@@ -63,8 +63,56 @@ def both_protocols(encoder, ds, dense: bool) -> dict[str, dict[str, float]]:
     out = {}
     for proto, usable in (("all", False), ("usable", True)):
         r = rank(encoder, ds, 4, dense=dense, usable=usable)
-        out[proto] = {"rank1": r["rank1"], "mAP": r["mAP"]}
+        out[proto] = {"rank1": r["rank1"], "mAP": r["mAP"], "by_identity": r["by_identity"]}
     return out
+
+
+def gt_people(gt: dict[str, str], last_frame: int) -> set[int]:
+    """Ground-truth ids seen in frames 1..last_frame of any camera (for the report only: which test people the
+    adaptation frames held)."""
+    seen = set()
+    for path in gt.values():
+        arr = np.loadtxt(path, delimiter=",", ndmin=2)
+        seen |= {int(i) for i in arr[arr[:, 0] <= last_frame, 1]}
+    return seen
+
+
+def print_people(rows: dict, proto: str, adapted_on: set[int]) -> None:
+    """Per person AP of each model (the `proto` features) and, per model, the person it ranks worst and whom their
+    queries are mixed up with."""
+    people = sorted({int(p) for v in rows.values() for p in v[proto]["by_identity"]})
+    print(f"{'AP per person (* = in the adaptation frames)':<50s}" + "".join(
+        f"{str(p) + ('*' if p in adapted_on else ''):>7s}" for p in people) + "  worst person: confused with")
+    for label, v in rows.items():
+        by = {int(k): x for k, x in v[proto]["by_identity"].items()}
+        worst = min(by, key=lambda k: by[k]["mAP"])
+        w = by[worst]
+        note = (f"{worst}: {w['confused_with']} in {w['confused_count']} of {w['wrong_above']} entries above its "
+                f"last match" if w["confused_with"] is not None else f"{worst}: nobody")
+        print(f"{label:<50s}" + "".join(f"{by[p]['mAP']:>7.3f}" if p in by else f"{'-':>7s}" for p in people)
+              + f"  {note}")
+
+
+def look_alike_figure(ds, pids: tuple[int, int], path: Path, per_row: int = 14) -> None:
+    """One row of crops per (person, camera) of `pids` (the crops the pipeline's Re-ID would take, spread over each
+    person's tracklets), 64 x 128 px each, labelled: what a model must tell apart."""
+    import cv2
+
+    rows = []
+    for pid in pids:
+        for cams, name in ((ds.query, "c0"), (ds.gallery, "c1")):
+            paths = [p for t in cams if t.pid == pid for p in t.usable().paths]
+            if not paths:
+                continue
+            pick = [paths[int(i)] for i in np.linspace(0, len(paths) - 1, min(per_row, len(paths)))]
+            tiles = [cv2.resize(cv2.imread(p), (64, 128), interpolation=cv2.INTER_AREA) for p in pick]
+            tiles += [np.full((128, 64, 3), 255, np.uint8)] * (per_row - len(tiles))
+            label = np.full((128, 110, 3), 255, np.uint8)
+            cv2.putText(label, f"person {pid}", (4, 56), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+            cv2.putText(label, f"camera {name}", (4, 80), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+            rows.append(np.hstack([label] + tiles))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), np.vstack(rows))
 
 
 def fmt(r: dict) -> str:
@@ -169,6 +217,8 @@ def main() -> int:
     ap.add_argument("--reuse", action="store_true", help="reuse OUT/adapt_<recipe>/model_adapted.pth of an earlier "
                     "run of this bench (same --adapt-frames) instead of adapting again")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--figure", default=None, help="write a PNG of the best off-the-shelf model's worst-ranked person "
+                    "beside the person it is mixed up with (crops of the test frames, both cameras)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
@@ -267,6 +317,19 @@ def main() -> int:
             ratio = f"{r['mAP'] / base[proto]['mAP']:.3f}" if base else ""
             ratio2 = f"{r['mAP'] / best_peer['mAP']:.3f}" if best_peer else ""
             print(f"{label:<50s}{r['rank1']:>8.3f}{r['mAP']:>8.3f}{ratio:>13s}{ratio2:>16s}")
+    if rows:
+        adapted_on = gt_people(gt, args.adapt_frames)
+        print(f"\nper person, the pipeline's crops (people 1-{args.adapt_frames} held: "
+              f"{', '.join(map(str, sorted(adapted_on))) or 'none'})")
+        print_people(rows, "usable", adapted_on)
+        best = max((k for k in rows if k.startswith("OMZ")), key=lambda k: rows[k]["usable"]["mAP"], default=None)
+        if args.figure and best:
+            by = rows[best]["usable"]["by_identity"]
+            worst = min(by, key=lambda k: by[k]["mAP"])
+            if by[worst]["confused_with"] is not None:
+                look_alike_figure(ds, (int(worst), int(by[worst]["confused_with"])), Path(args.figure))
+                print(f"figure: {args.figure} (person {worst}, {best}'s worst, beside person "
+                      f"{by[worst]['confused_with']})")
     for rname, rep in reports.items():
         if "idf1" in rep:
             print(f"\ncross-camera IDF1, {rname} (configs/epfl_terrace_tracks.yaml association replayed, clips re-embedded)")

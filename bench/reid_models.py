@@ -117,10 +117,10 @@ def tracklet_features(encoder, tracklets, crops: np.ndarray, clip_len: int, dens
 
 
 def rank(encoder, ds, clip_len: int, dense: bool, usable: bool = False) -> dict:
-    """Rank-1 / mAP of query -> gallery tracklets. usable: each tracklet's feature from only the crops the pipeline's
-    Re-ID would take (`Tracklet.usable`: export quality > 0; every crop where none passes, so both sets keep every
-    tracklet), else from all its crops."""
-    from pipeline.reid_data.metrics import evaluate_ranking
+    """Rank-1 / mAP of query -> gallery tracklets, and `by_identity` (per person: rank-1, mAP, whom they are mixed
+    up with). usable: each tracklet's feature from only the crops the pipeline's Re-ID would take (`Tracklet.usable`:
+    export quality > 0; every crop where none passes, so both sets keep every tracklet), else from all its crops."""
+    from pipeline.reid_data.metrics import evaluate_ranking, identity_breakdown
 
     query = [t.usable() for t in ds.query] if usable else ds.query
     gallery = [t.usable() for t in ds.gallery] if usable else ds.gallery
@@ -128,8 +128,10 @@ def rank(encoder, ds, clip_len: int, dense: bool, usable: bool = False) -> dict:
     q = tracklet_features(encoder, query, qc, clip_len, dense)
     g = tracklet_features(encoder, gallery, gc, clip_len, dense)
     dist = 1.0 - q @ g.T
-    return evaluate_ranking(dist, [t.pid for t in query], [t.pid for t in gallery],
-                            [t.camid for t in query], [t.camid for t in gallery])
+    ids = ([t.pid for t in query], [t.pid for t in gallery], [t.camid for t in query], [t.camid for t in gallery])
+    res = evaluate_ranking(dist, *ids)
+    res["by_identity"] = identity_breakdown(dist, *ids)
+    return res
 
 
 def clips_per_s(encoder, clips: np.ndarray, repeats: int) -> float:

@@ -18,7 +18,7 @@ from models.reid.losses import (
     CrossEntropyLabelSmooth,
     RankedListLoss,
 )
-from pipeline.reid_data.metrics import action_metrics, evaluate_ranking
+from pipeline.reid_data.metrics import action_metrics, evaluate_ranking, hardest_identities, identity_breakdown
 
 
 def scalar(t) -> float:
@@ -312,3 +312,31 @@ def test_cuda_batches_pad_to_few_sizes_and_padding_changes_nothing():
     assert enc.warm_up(64, 4) == 0  # nothing to tune on the CPU
     emb, probs = enc.encode(np.zeros((3, 4, 64, 32, 3), np.uint8))
     assert emb.shape[0] == 3 and probs.shape == (3, 2)
+
+
+def test_identity_breakdown_names_the_look_alike():
+    # the same hand-checked ranking as above, plus a query of pid 3 whose only true match ranks after a pid-2 entry
+    q_pids, q_cams = [1, 2, 3], [0, 0, 0]
+    g_pids = [1, 2, 1, 3, 2]
+    g_cams = [0, 1, 1, 1, 1]
+    dist = np.array([
+        [0.1, 0.2, 0.5, 0.3, 0.9],  # pid 1: g1 (pid 2) and g3 (pid 3) above its hit g2 -> AP 1/3
+        [0.4, 0.1, 0.6, 0.2, 0.3],  # pid 2: hits at ranks 1 and 3, g3 (pid 3) between -> AP 5/6
+        [0.5, 0.1, 0.9, 0.4, 0.2],  # pid 3: g1, g4 (both pid 2) above its hit g3 -> AP 1/3
+    ])
+    by = identity_breakdown(dist, q_pids, g_pids, q_cams, g_cams)
+    assert set(by) == {1, 2, 3}
+    assert abs(by[1]["mAP"] - 1 / 3) < 1e-9 and by[1]["rank1"] == 0.0 and by[1]["wrong_above"] == 2
+    assert abs(by[2]["mAP"] - 5 / 6) < 1e-9 and by[2]["rank1"] == 1.0 and by[2]["confused_with"] == 3
+    assert abs(by[3]["mAP"] - 1 / 3) < 1e-9 and by[3]["confused_with"] == 2 and by[3]["confused_count"] == 2
+    assert by[3]["wrong_above"] == 2
+    # the identities' mean AP over queries is evaluate_ranking's mAP (one query each here)
+    res = evaluate_ranking(dist, q_pids, g_pids, q_cams, g_cams)
+    assert abs(np.mean([v["mAP"] for v in by.values()]) - res["mAP"]) < 1e-9
+    # a perfect ranking confuses nobody
+    perfect = identity_breakdown(np.array([[0.0, 1.0], [1.0, 0.0]]), [1, 2], [1, 2], [0, 0], [1, 1])
+    assert all(v["confused_with"] is None and v["mAP"] == 1.0 for v in perfect.values())
+    assert hardest_identities(perfect) == []
+    hard = hardest_identities(by, 2)  # the lowest mAP first: pid 1 (1/3, first by the stable sort), then pid 3
+    assert len(hard) == 2 and hard[0].startswith("1 (1 queries, mAP 0.333): mixed up with 2")
+    assert hard[1].startswith("3 (1 queries, mAP 0.333): mixed up with 2 (2 of 2 entries")

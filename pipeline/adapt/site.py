@@ -55,7 +55,7 @@ class AdaptReport:
         out = {k: (str(v) if isinstance(v, Path) else v) for k, v in self.__dict__.items()}
         for k in ("baseline", "adapted"):
             if out[k]:
-                out[k] = {m: v for m, v in out[k].items() if m in ("rank1", "rank5", "mAP", "actions")}
+                out[k] = {m: v for m, v in out[k].items() if m in ("rank1", "rank5", "mAP", "actions", "by_identity")}
         return out
 
 
@@ -342,6 +342,15 @@ def format_report(report: AdaptReport) -> str:
         for name, r in (("pretrained backbone (frame average)", report.baseline), ("adapted", report.adapted)):
             if r:
                 lines.append(f"    {name:<58s}{r['rank1']:>7.3f}{r['mAP']:>7.3f}")
+        from pipeline.reid_data.metrics import hardest_identities
+
+        final = report.adapted or report.baseline
+        hard = hardest_identities(final.get("by_identity") or {}, 2)
+        if hard:
+            lines.append(f"  hardest held-out identities ({'adapted' if report.adapted else 'pretrained'}; crops in "
+                         f"{report.output / 'tracklets/test'}/<id>/: two look-alikes, which only geometry tells "
+                         "apart, or one person mined as two):")
+            lines += [f"    {h}" for h in hard]
     lines.append("  minutes: " + ", ".join(f"{k} {v:.1f}" for k, v in report.minutes.items()))
     lines.append(f"  {report.advice}")
     return "\n".join(lines)

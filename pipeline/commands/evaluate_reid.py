@@ -48,6 +48,12 @@ def format_results(res: dict) -> str:
         f"queries {res['num_query']} (skipped without match: {res['num_skipped']})",
         "rank-1 {rank1:.4f}  rank-5 {rank5:.4f}  rank-10 {rank10:.4f}  rank-20 {rank20:.4f}  mAP {mAP:.4f}".format(**res),
     ]
+    from pipeline.reid_data.metrics import hardest_identities
+
+    hard = hardest_identities(res.get("by_identity") or {})
+    if hard:
+        lines.append("hardest identities: " + hard[0])
+        lines += ["                    " + h for h in hard[1:]]
     acts = res.get("actions") or {}
     for name, m in acts.items():
         if name == "_overall":

@@ -16,7 +16,7 @@ from models.reid.config import ReIDTrainingConfig
 from models.reid.losses import ReIDARLoss
 from models.reid.model import ReIDAR, ReIDARTrainOutput, build_reid_ar, load_checkpoint, save_checkpoint
 from pipeline.reid_data.datasets import VideoReIDDataset, load_dataset
-from pipeline.reid_data.metrics import action_metrics, euclidean_distances, evaluate_ranking
+from pipeline.reid_data.metrics import action_metrics, euclidean_distances, evaluate_ranking, identity_breakdown
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +49,10 @@ def evaluate_model(model: torch.nn.Module, dataset: VideoReIDDataset, seq_len: i
     qf, qa = extract_tracklet_features(model, dataset.query, **kw)
     gf, ga = extract_tracklet_features(model, dataset.gallery, **kw)
     dist = euclidean_distances(qf.numpy().astype(np.float64), gf.numpy().astype(np.float64))
-    res: dict[str, Any] = evaluate_ranking(
-        dist, [t.pid for t in dataset.query], [t.pid for t in dataset.gallery],
-        [t.camid for t in dataset.query], [t.camid for t in dataset.gallery],
-    )
+    ids = ([t.pid for t in dataset.query], [t.pid for t in dataset.gallery],
+           [t.camid for t in dataset.query], [t.camid for t in dataset.gallery])
+    res: dict[str, Any] = evaluate_ranking(dist, *ids)
+    res["by_identity"] = identity_breakdown(dist, *ids)
     names = getattr(model, "action_names", [])
     if names and qa.numel():
         # each tracklet once, even when it is both a query and a gallery entry
