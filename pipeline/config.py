@@ -320,6 +320,10 @@ class FusionConfig(_Strict):
     merge_m: float = Field(default=1.0, ge=0, description="a young track always this close to an older one, in "
                            "disjoint views since its birth, is the same person (m) ...")
     merge_s: float = Field(default=0.5, gt=0, description="... after this long, s")
+    merge_in_view: bool = Field(default=True, description="... counting only steps in which each track stands "
+                                "between the side edges (and below the top) of every view that saw the other: a view "
+                                "cannot see a person beyond its frame, so not seeing them there is no sign of one "
+                                "person held twice; the same for duplicate_s")
     duplicate_s: float | None = Field(default=0.5, gt=0, description="two tracks of any age closer than merge_m "
                                       "that no camera has seen both of at one moment for this long, s, are one "
                                       "person held twice: the younger joins the older identity (None: off)")

@@ -430,6 +430,44 @@ def test_two_people_born_together_each_hidden_in_one_view_stay_two_when_they_loo
     assert len(person[0]) == len(person[1]) == 1 and person[0] != person[1], ids
 
 
+def _one_beside_the_frame_edge(params: FusionParams) -> dict:
+    """Person P stands inside camera a's frame, near its left edge, and is hidden in camera b (behind Q); person Q
+    walks in from 1.4 m away and stops 0.7 m from P, always beyond a's left frame edge, seen by b only. No view sees
+    both; each view sees one of them. Returns {(camera, person): set of ids from 2.5 s on}."""
+    cams = two_camera_scene()
+    assoc = FusedAssociator(cams, params)
+    p_at = np.array([-3.5, -1.0])
+    ids: dict = {}
+    for i in range(150):
+        t = i / 25.0
+        q_at = np.array([-4.9 + 0.7 * min(max(t - 1.0, 0.0), 1.0), -1.0])
+        where = {"a": {"P": p_at}, "b": {"Q": q_at} if t >= 1.0 else {}}
+        views = {cam: (np.array([person_box(cams[cam], xy) for xy in who.values()]).reshape(-1, 4),
+                       np.full(len(who), 0.9), None) for cam, who in where.items()}
+        out = assoc.update(t, views)
+        for cam, who in where.items():
+            for j, name in enumerate(who):
+                if t >= 2.5:
+                    ids.setdefault((cam, name), set()).add(int(out.ids[cam][j]))
+    return ids
+
+
+def test_a_person_beyond_a_views_frame_edge_is_not_merged_with_the_one_it_sees():
+    """Camera a cannot see Q (beyond its frame edge), camera b cannot see P (hidden): each view holding one of them
+    is no sign of one person held twice, however close they stand (0.7 m, inside merge_m). With merge_in_view the
+    duplicate rules wait for a step in which each track stands inside the other's views, and P and Q keep two
+    identities; without it (checked) the lasting-duplicate rule joins them."""
+    base = dict(align=False, predict_boxes=False)
+    cams = two_camera_scene()
+    foot_q, _ = cams["a"].ground_to_image(np.array([[-4.2, -1.0]]))
+    foot_p, _ = cams["a"].ground_to_image(np.array([[-3.5, -1.0]]))
+    assert not cams["a"].in_view(foot_q)[0] and cams["a"].in_view(foot_p)[0], "the scene needs Q beyond a's edge"
+    ids = _one_beside_the_frame_edge(FusionParams(**base, merge_in_view=False))
+    assert ids[("a", "P")] == ids[("b", "Q")], ("the scene must merge them without the rule", ids)
+    ids = _one_beside_the_frame_edge(FusionParams(**base))
+    assert len(ids[("a", "P")]) == len(ids[("b", "Q")]) == 1 and ids[("a", "P")] != ids[("b", "Q")], ids
+
+
 def _one_person_mostly_seen_by_the_younger_track(params: FusionParams) -> dict:
     """Camera a sees a person from 0 s, then only one frame in five from 0.6 s (its detector misses them); camera b,
     whose homography puts them 0.7 m off (alignment off), sees them in every frame from 0.3 s, so b's boxes start a

@@ -72,6 +72,7 @@ class FusionParams:
     view_min_hits: int = 3
     merge_m: float = 1.0
     merge_s: float = 0.5
+    merge_in_view: bool = True
     duplicate_s: float | None = 0.5
     offset_rate: float = 0.0
     max_lost_s: float = 2.0
@@ -380,6 +381,27 @@ class FusedAssociator:
         d = self._app_dist(a, b)
         return d is not None and d > self.p.split_app_dist
 
+    def _could_see_each_other(self, a: GroundTrack, b: GroundTrack, seen_by: dict[int, set[str]]) -> bool:
+        """Whether each track stands where every view that saw the other now could see them (merge_in_view): their
+        foot point between that view's left and right frame edges and below its top edge (feet below the bottom edge
+        still leave the person in the frame). Only then is a view's seeing one and not the other a sign of one
+        person held twice; a person beyond a view's side edge (e.g. one view sees only a near person while the
+        other's view of them is cut off, and someone hidden behind them) is simply out of that view."""
+        if not self.p.merge_in_view:
+            return True
+        for track, views in ((a, seen_by.get(b.track_id, ())), (b, seen_by.get(a.track_id, ()))):
+            for cam in views:
+                geom = self.cameras.get(cam)
+                if geom is None or geom.frame_size is None:
+                    continue
+                foot, ok = geom.ground_to_image(track.position[None])
+                u, v = foot[0]
+                # beyond the left or right edge, or beyond the top (far away): out of the view; feet below the bottom
+                # edge are not, the person above them is in the frame (a near person's cut box)
+                if not ok[0] or u < 0 or u > geom.frame_size[0] or v < 0:
+                    return False
+        return True
+
     def _merge_duplicates(self, t: float, seen_by: dict[int, set[str]]) -> None:
         """A person tracked twice from its first moments (its views disagreed by more than the gate when it appeared):
         a young confirmed track that, in every step since its birth, was seen by views disjoint from those of an
@@ -401,6 +423,8 @@ class FusedAssociator:
                 if not apart or np.linalg.norm(young.position - old.position) >= p.merge_m:
                     young.close_steps[old.track_id] = -1
                     continue
+                if not self._could_see_each_other(old, young, seen_by):
+                    continue  # no evidence at this step: the count waits (and misses a step of young's life)
                 young.close_steps[old.track_id] = n + 1
                 if (n + 1) * self._dt >= p.merge_s and young.hits <= n + 2 and not self._look_apart(old, young):
                     self._join(old, young)
@@ -475,6 +499,8 @@ class FusedAssociator:
                 if not apart or np.linalg.norm(young.position - old.position) >= p.merge_m:
                     self._dup.pop(key, None)
                     continue
+                if not self._could_see_each_other(old, young, seen_by):
+                    continue  # no evidence at this step: a running count waits
                 acc = self._dup.setdefault(key, [0.0, 0, 0, 0])  # s, updates of old, of young, of both at once
                 acc[0] += self._dt
                 acc[1] += old.last_update_t == t
