@@ -384,9 +384,8 @@ class FusedAssociator:
     def _could_see_each_other(self, a: GroundTrack, b: GroundTrack, seen_by: dict[int, set[str]]) -> bool:
         """Whether each track stands where every view that saw the other now could see them (merge_in_view): their
         foot point between that view's left and right frame edges and below its top edge (feet below the bottom edge
-        still leave the person in the frame). Only then is a view's seeing one and not the other a sign of one
-        person held twice; a person beyond a view's side edge (e.g. one view sees only a near person while the
-        other's view of them is cut off, and someone hidden behind them) is simply out of that view."""
+        still leave the person in the frame). Only then is a view's seeing one track and not the other a sign of one
+        person held twice: a view says nothing about a person beyond its frame."""
         if not self.p.merge_in_view:
             return True
         for track, views in ((a, seen_by.get(b.track_id, ())), (b, seen_by.get(a.track_id, ()))):
