@@ -13,29 +13,38 @@ def euclidean_distances(q: np.ndarray, g: np.ndarray) -> np.ndarray:
     return np.sqrt(np.maximum(d2, 0.0))
 
 
-def evaluate_ranking(distmat: np.ndarray, q_pids, g_pids, q_cams, g_cams, ranks=(1, 5, 10, 20)) -> dict[str, float]:
-    """CMC at `ranks` and mAP. Gallery entries with the query's pid AND camera are excluded (MARS protocol);
-    queries without any valid match are skipped (their count is returned as `num_skipped`)."""
+def _ranked_queries(distmat: np.ndarray, q_pids, g_pids, q_cams, g_cams):
+    """Per query with a valid match (MARS protocol: gallery entries with the query's pid AND camera excluded):
+    (query index, the kept gallery pids in ranked order (G',), whether each is a true match (G',) bool)."""
     q_pids, g_pids = np.asarray(q_pids), np.asarray(g_pids)
     q_cams, g_cams = np.asarray(q_cams), np.asarray(g_cams)
-    max_rank = max(ranks)
-    cmc_sum = np.zeros(max_rank)
-    aps, valid = [], 0
     for i in range(len(q_pids)):
         order = np.argsort(distmat[i], kind="stable")
         keep = ~((g_pids[order] == q_pids[i]) & (g_cams[order] == q_cams[i]))
-        matches = (g_pids[order][keep] == q_pids[i]).astype(np.float64)
-        if not matches.any():
-            continue
-        valid += 1
-        cmc = matches.cumsum()
-        cmc[cmc > 1] = 1
+        ranked = g_pids[order][keep]
+        matches = ranked == q_pids[i]
+        if matches.any():
+            yield i, ranked, matches
+
+
+def _average_precision(matches: np.ndarray) -> float:
+    hits = matches.cumsum()
+    return float((hits / (np.arange(len(matches)) + 1) * matches).sum() / matches.sum())
+
+
+def evaluate_ranking(distmat: np.ndarray, q_pids, g_pids, q_cams, g_cams, ranks=(1, 5, 10, 20)) -> dict[str, float]:
+    """CMC at `ranks` and mAP. Gallery entries with the query's pid AND camera are excluded (MARS protocol);
+    queries without any valid match are skipped (their count is returned as `num_skipped`)."""
+    max_rank = max(ranks)
+    cmc_sum = np.zeros(max_rank)
+    aps = []
+    for _i, _ranked, matches in _ranked_queries(distmat, q_pids, g_pids, q_cams, g_cams):
+        cmc = np.minimum(matches.cumsum(), 1).astype(np.float64)
         row = np.ones(max_rank)
         row[: min(max_rank, len(cmc))] = cmc[:max_rank]
         cmc_sum += row
-        hits = matches.cumsum()
-        precision = hits / (np.arange(len(matches)) + 1)
-        aps.append(float((precision * matches).sum() / matches.sum()))
+        aps.append(_average_precision(matches))
+    valid = len(aps)
     out = {f"rank{r}": float(cmc_sum[r - 1] / valid) if valid else 0.0 for r in ranks}
     out["mAP"] = float(np.mean(aps)) if aps else 0.0
     out["num_query"] = valid
@@ -48,21 +57,12 @@ def identity_breakdown(distmat: np.ndarray, q_pids, g_pids, q_cams, g_cams) -> d
     whose gallery entries rank most often above the query's last true match (`confused_with`, None when nothing
     does) with that count (`confused_count`) among all such entries (`wrong_above`). Shows which people a model
     mixes up, e.g. two look-alikes that hold a sequence's mAP down."""
-    q_pids, g_pids = np.asarray(q_pids), np.asarray(g_pids)
-    q_cams, g_cams = np.asarray(q_cams), np.asarray(g_cams)
     stats: dict[int, dict[str, Any]] = {}
-    for i in range(len(q_pids)):
-        order = np.argsort(distmat[i], kind="stable")
-        keep = ~((g_pids[order] == q_pids[i]) & (g_cams[order] == q_cams[i]))
-        ranked = g_pids[order][keep]
-        matches = ranked == q_pids[i]
-        if not matches.any():
-            continue
-        s = stats.setdefault(int(q_pids[i]), {"queries": 0, "rank1": 0.0, "ap": [], "wrong": Counter()})
-        hits = matches.cumsum()
+    for i, ranked, matches in _ranked_queries(distmat, q_pids, g_pids, q_cams, g_cams):
+        s = stats.setdefault(int(np.asarray(q_pids)[i]), {"queries": 0, "rank1": 0.0, "ap": [], "wrong": Counter()})
         s["queries"] += 1
         s["rank1"] += float(matches[0])
-        s["ap"].append(float((hits / (np.arange(len(matches)) + 1) * matches).sum() / matches.sum()))
+        s["ap"].append(_average_precision(matches))
         last = int(np.flatnonzero(matches)[-1])
         s["wrong"].update(int(p) for p in ranked[:last][~matches[:last]])
     out = {}
